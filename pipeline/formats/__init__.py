@@ -1,0 +1,30 @@
+"""Text formats per model family: `render(example) -> (prompt, target)` and
+`parse(text, task, image_size) -> Prediction`, side by side so the code that writes a target
+is the code that reads predictions back."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from pipeline.records import FAMILIES, Object
+
+_MODULES = {"florence2": "pipeline.formats.florence2", "paligemma": "pipeline.formats.pali"}
+
+
+@dataclass
+class Prediction:
+    """What a generation says, structured. `errors` counts the pieces that could not be parsed."""
+
+    task: str
+    text: str = ""  # caption / answer / label, or the raw text for detection
+    objects: list[Object] = field(default_factory=list)
+    errors: int = 0
+
+
+def get(family: str) -> ModuleType:
+    """The format module of a model family (it has `render` and `parse`)."""
+    if family not in _MODULES:
+        raise KeyError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    return importlib.import_module(_MODULES[family])
