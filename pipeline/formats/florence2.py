@@ -1,0 +1,126 @@
+"""Florence-2's text format: render an Example to (prompt, target), parse a generation back.
+
+Prompts. Caption and detection use Florence's own task tokens, `<CAPTION>` and `<OD>`, which
+`Florence2Processor` expands into its pretraining sentences. Florence has no task token for VQA
+or classification, so those use plain sentences in the style of its task prompts:
+
+- vqa: `VQA_PROMPT` = "Answer the question: {question}"
+- classification: `CLASSIFICATION_PROMPT` = "What category does the image belong to?"
+
+Targets. Caption, vqa and classification targets are `caption`, `answer` and `label`. A
+detection target is Florence's `<OD>` output: `category<loc_x1><loc_y1><loc_x2><loc_y2>` per
+object, concatenated without separators, in raster order (`loc.sort_objects`); no objects gives
+the empty string. The example's `categories` are not part of the prompt (`<OD>` has none).
+
+Parsing detection accepts one label per box and one label followed by several boxes
+(`a<loc>x4<loc>x4`), as Florence emits both. It never raises; `Prediction.errors` counts one per
+piece that does not become an object: a box with an out-of-range token (`<loc_1000>`), a
+truncated box (a run of location tokens whose length is not a multiple of four adds one), a box
+with no label before it (one per box), and a label with no location token after it. Boxes keep
+their decoded coordinates (bin centres, always inside the image); a reversed box is not swapped.
+
+A category that could not be read back (empty, padded with spaces, or holding "<") raises
+DataError at render time rather than producing a target parse would misread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.errors import DataError
+from pipeline.formats import Prediction
+from pipeline.formats.loc import FLORENCE, sort_objects, strip_markers
+from pipeline.records import TASKS, Example, ImageSize, Object
+
+logger = logging.getLogger(__name__)
+
+FAMILY = "florence2"
+CAPTION_PROMPT = "<CAPTION>"
+DETECTION_PROMPT = "<OD>"
+VQA_PROMPT = "Answer the question: {question}"
+CLASSIFICATION_PROMPT = "What category does the image belong to?"
+TASK_TOKENS = (CAPTION_PROMPT, DETECTION_PROMPT)
+
+
+def extra_tokens() -> list[str]:
+    """Special tokens the format writes: the 1000 location tokens, then the task tokens it uses."""
+    return [*FLORENCE.tokens(), *TASK_TOKENS]
+
+
+def _check_category(ex: Example, category: str) -> None:
+    # a label must read back as itself: parse strips it and ends it at the first "<"
+    if not category.strip() or category != category.strip() or "<" in category:
+        raise DataError(
+            f"category {category!r} cannot be written in a Florence-2 target "
+            "(it must be non-empty, without surrounding spaces, without '<')",
+            record=ex.id,
+            field="objects",
+        )
+
+
+def render(example: Example) -> tuple[str, str]:
+    """The (prompt, target) pair Florence-2 is trained on for one Example."""
+    ex = example
+    if ex.task == "caption":
+        assert ex.caption is not None  # Example guarantees each task's target field
+        return CAPTION_PROMPT, ex.caption
+    if ex.task == "vqa":
+        assert ex.question is not None and ex.answer is not None
+        return VQA_PROMPT.format(question=ex.question), ex.answer
+    if ex.task == "classification":
+        assert ex.label is not None
+        return CLASSIFICATION_PROMPT, ex.label
+    parts = []
+    for obj in sort_objects(ex.objects, ex.image_size, FLORENCE.bins):
+        _check_category(ex, obj.category)
+        parts.append(obj.category + FLORENCE.encode(obj.bbox, ex.image_size))
+    return DETECTION_PROMPT, "".join(parts)
+
+
+def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
+    """Read a Florence-2 generation (special markers may remain) back into a Prediction."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    if task != "detection":
+        return Prediction(task=task, text=strip_markers(text))
+    objects, errors = _parse_detection(strip_markers(text), image_size)
+    if errors:
+        logger.debug("florence2 detection: %d unparsable pieces in %r", errors, text)
+    return Prediction(task=task, text=text, objects=objects, errors=errors)
+
+
+def _parse_detection(text: str, size: ImageSize) -> tuple[list[Object], int]:
+    objects: list[Object] = []
+    errors = 0
+    label: str | None = None
+    label_has_boxes = True  # no label yet: nothing is missing
+    run: list[int | None] = []
+
+    def close_run() -> None:
+        nonlocal errors
+        boxes, bad = FLORENCE.boxes(run, size)
+        if label is None:
+            errors += len(boxes) + bad  # boxes before any label belong to nothing
+        else:
+            objects.extend(Object(box, label) for box in boxes)
+            errors += bad
+        run.clear()
+
+    for piece in FLORENCE.split(text):
+        if not isinstance(piece, str):
+            run.append(piece)
+            label_has_boxes = True
+            continue
+        chunk = piece.strip()
+        if not chunk:  # whitespace between location tokens (some decoders add it) changes nothing
+            continue
+        if run:
+            close_run()
+        if not label_has_boxes:
+            errors += 1
+        label, label_has_boxes = chunk, False
+    if run:
+        close_run()
+    if not label_has_boxes:
+        errors += 1  # a trailing label: the last object was cut off before its box
+    return objects, errors

@@ -1,0 +1,138 @@
+"""PaliGemma's text format: render an Example to (prompt, target), parse a generation back.
+
+Prompts follow PaliGemma's pretraining prefixes (big_vision):
+
+- caption: `CAPTION_PROMPT` = "caption en"
+- vqa: `VQA_PROMPT` = "answer en {question}"
+- classification: `CLASSIFICATION_PROMPT` = "answer en what category does this image belong to?"
+  (PaliGemma has no classification prefix; a VQA question reuses the "answer en" skill)
+- detection: "detect " + " ; ".join(categories), the source's whole vocabulary in its own order
+  so training and evaluation prompts match; without a vocabulary, the sorted unique categories
+  of the objects (and just "detect" when there are none).
+
+Targets. Caption, vqa and classification targets are `caption`, `answer` and `label`. A
+detection target is PaliGemma's detection output: `<locY1><locX1><locY2><locX2> category` per
+object (4-digit bins, 1024 per axis), joined by " ; ", in raster order (`loc.sort_objects`); no
+objects gives the empty string.
+
+Parsing detection accepts `<loc>x4 label ; <loc>x4 label` and several boxes before one label
+(`<loc>x8 label`); segmentation tokens (`<seg000>`..) are ignored. It never raises;
+`Prediction.errors` counts one per piece that does not become an object: a box with an
+out-of-range token (`<loc1024>`), a truncated box (a run of location tokens whose length is not
+a multiple of four adds one), a box with no label after it before the next ";" or the end (one
+per box; e.g. a generation cut off before its last label), and a label with no box before it.
+Boxes keep their decoded coordinates (bin centres, always inside the image); a reversed box is
+not swapped.
+
+A category that could not be read back (empty, padded with spaces, or holding "<" or ";")
+raises DataError at render time rather than producing a prompt or target parse would misread.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pipeline.errors import DataError
+from pipeline.formats import Prediction
+from pipeline.formats.loc import PALI, sort_objects, strip_markers
+from pipeline.records import TASKS, Example, ImageSize, Object
+
+logger = logging.getLogger(__name__)
+
+FAMILY = "paligemma"
+CAPTION_PROMPT = "caption en"
+VQA_PROMPT = "answer en {question}"
+CLASSIFICATION_PROMPT = "answer en what category does this image belong to?"
+DETECTION_PREFIX = "detect"
+SEPARATOR = " ; "
+SEG_TOKENS = 128
+
+_SEG_RE = re.compile(r"<seg[0-9]+>")
+
+
+def extra_tokens() -> list[str]:
+    """Special tokens of the format: the 1024 location tokens, then the 128 segmentation tokens."""
+    return [*PALI.tokens(), *(f"<seg{i:03d}>" for i in range(SEG_TOKENS))]
+
+
+def _check_category(ex: Example, category: str, field: str) -> None:
+    # a label must read back as itself: parse splits on ";", strips, and ends it at "<"
+    if not category.strip() or category != category.strip() or "<" in category or ";" in category:
+        raise DataError(
+            f"category {category!r} cannot be written in a PaliGemma prompt or target "
+            "(it must be non-empty, without surrounding spaces, without '<' or ';')",
+            record=ex.id,
+            field=field,
+        )
+
+
+def detection_prompt(example: Example) -> str:
+    """The detection prompt, `detect a ; b ; c`, over the vocabulary (or the objects' categories)."""
+    categories = example.categories or sorted({o.category for o in example.objects})
+    for c in categories:
+        _check_category(example, c, "categories")
+    return f"{DETECTION_PREFIX} {SEPARATOR.join(categories)}" if categories else DETECTION_PREFIX
+
+
+def render(example: Example) -> tuple[str, str]:
+    """The (prompt, target) pair PaliGemma is trained on for one Example."""
+    ex = example
+    if ex.task == "caption":
+        assert ex.caption is not None  # Example guarantees each task's target field
+        return CAPTION_PROMPT, ex.caption
+    if ex.task == "vqa":
+        assert ex.question is not None and ex.answer is not None
+        return VQA_PROMPT.format(question=ex.question), ex.answer
+    if ex.task == "classification":
+        assert ex.label is not None
+        return CLASSIFICATION_PROMPT, ex.label
+    parts = []
+    for obj in sort_objects(ex.objects, ex.image_size, PALI.bins):
+        _check_category(ex, obj.category, "objects")
+        parts.append(f"{PALI.encode(obj.bbox, ex.image_size)} {obj.category}")
+    return detection_prompt(ex), SEPARATOR.join(parts)
+
+
+def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
+    """Read a PaliGemma generation (special markers may remain) back into a Prediction."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    if task != "detection":
+        return Prediction(task=task, text=strip_markers(text))
+    objects, errors = _parse_detection(_SEG_RE.sub("", strip_markers(text)), image_size)
+    if errors:
+        logger.debug("paligemma detection: %d unparsable pieces in %r", errors, text)
+    return Prediction(task=task, text=text, objects=objects, errors=errors)
+
+
+def _parse_detection(text: str, size: ImageSize) -> tuple[list[Object], int]:
+    objects: list[Object] = []
+    errors = 0
+    run: list[int | None] = []
+    for piece in PALI.split(text):
+        if not isinstance(piece, str):
+            run.append(piece)
+            continue
+        parts = piece.split(";")
+        for j, part in enumerate(parts):
+            label = part.strip()
+            if label and not run:
+                errors += 1  # a label with no box before it
+            elif label:
+                boxes, bad = PALI.boxes(run, size)
+                objects.extend(Object(box, label) for box in boxes)
+                errors += bad
+                run.clear()
+            if j < len(parts) - 1 and run:  # a ";" ends an object: these boxes never got a label
+                errors += _unlabelled(run, size)
+    if run:  # boxes with no label after them: the generation stopped early
+        errors += _unlabelled(run, size)
+    return objects, errors
+
+
+def _unlabelled(run: list[int | None], size: ImageSize) -> int:
+    """Errors of a run of location tokens that no label claims (one per box), clearing the run."""
+    boxes, bad = PALI.boxes(run, size)
+    run.clear()
+    return len(boxes) + bad
