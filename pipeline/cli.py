@@ -1,0 +1,121 @@
+"""`uvft` command line: parse arguments, load the recipe, call one function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.errors import UvftError
+
+DEFAULT_RECIPE = "recipes/demo.yaml"
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "recipe", nargs="?", default=DEFAULT_RECIPE, help=f"recipe YAML (default: {DEFAULT_RECIPE})"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides of recipe keys, e.g. model.family=paligemma data.seed=3",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uvft",
+        description="Multitask fine-tuning of unified vision-language models (Florence-2, PaliGemma).",
+    )
+    parser.add_argument("--version", action="version", version=f"uvft {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build", help="read a recipe's sources and write its records (cached)")
+    _add_recipe_args(p)
+    p.add_argument("--export-jsonl", type=Path, metavar="PATH", help="also write every record as JSON lines")
+    p.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("data", help="data utilities")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    d = data_sub.add_parser("demo", help="generate the synthetic shapes demo set in its real on-disk formats")
+    d.add_argument(
+        "--out", type=Path, default=Path("data/shapes"), help="output folder (default: data/shapes)"
+    )
+    d.add_argument("--n-train", type=int, default=800)
+    d.add_argument("--n-val", type=int, default=200)
+    d.add_argument("--image-size", type=int, default=64)
+    d.add_argument("--max-shapes", type=int, default=3)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--force", action="store_true", help="replace the folder if it exists")
+    d.set_defaults(func=cmd_data_demo)
+
+    p = sub.add_parser("check", help="validate a recipe (schema and source parameters) and print it resolved")
+    _add_recipe_args(p)
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from pipeline.data.build import build, print_stats
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = build(recipe, export_jsonl=args.export_jsonl, force=args.force, progress=not args.no_progress)
+    print_stats(result)
+    if args.export_jsonl:
+        print(f"exported: {args.export_jsonl}")
+    return 0
+
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    import shutil
+
+    from pipeline.data import shapes
+
+    if args.out.exists():
+        if not args.force:
+            print(f"{args.out} exists; pass --force to regenerate it")
+            return 0
+        shutil.rmtree(args.out)
+    summary = shapes.generate(
+        args.out,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        image_size=args.image_size,
+        max_shapes=args.max_shapes,
+        seed=args.seed,
+    )
+    print(f"wrote the shapes demo set to {args.out}: {summary}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline.recipe import dump, load_recipe
+
+    print(dump(load_recipe(args.recipe, args.overrides)), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Our own messages at INFO; other libraries only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return args.func(args)
+    except UvftError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

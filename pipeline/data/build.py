@@ -1,0 +1,457 @@
+"""Build: sources -> Examples -> Records (one model family's text format) -> Arrow dataset on disk.
+
+The dataset lands in a cache folder keyed by a hash of the recipe's data section, the model
+family, the uvft code that reads and renders, and the source files' size and mtime, so a second
+build with nothing changed is instant. Images are referenced by absolute path, never copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from pipeline import __version__, formats, sources
+from pipeline.errors import DataError
+from pipeline.recipe import Recipe, expand_path, reader_params
+from pipeline.records import Example, Record, Tally, record_features
+
+logger = logging.getLogger(__name__)
+
+_CODE_DIRS = ("sources", "formats")  # code whose change must invalidate cached records
+_CHUNK = 50_000  # records per Arrow chunk: bounds memory on COCO-sized sources
+
+
+@dataclass
+class SourceSplitStats:
+    source: str
+    format: str
+    split: str
+    records: Counter[str] = field(default_factory=Counter)  # per task
+    examples: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    repaired: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BuildStats:
+    family: str
+    rows: list[SourceSplitStats] = field(default_factory=list)
+    target_tokens: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> p50/p95/max
+    tokenizer: str | None = None
+    licenses: dict[str, str] = field(default_factory=dict)  # source -> license (from its card)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "rows": [
+                {
+                    "source": r.source,
+                    "format": r.format,
+                    "split": r.split,
+                    "records": dict(r.records),
+                    "examples": r.examples,
+                    "skipped": r.skipped,
+                    "repaired": r.repaired,
+                }
+                for r in self.rows
+            ],
+            "target_tokens": self.target_tokens,
+            "tokenizer": self.tokenizer,
+            "licenses": self.licenses,
+            "warnings": self.warnings,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BuildStats:
+        rows = [
+            SourceSplitStats(
+                source=r["source"],
+                format=r["format"],
+                split=r["split"],
+                records=Counter(r["records"]),
+                examples=r["examples"],
+                skipped=r["skipped"],
+                repaired=r["repaired"],
+            )
+            for r in d["rows"]
+        ]
+        return cls(
+            family=d["family"],
+            rows=rows,
+            target_tokens=d["target_tokens"],
+            tokenizer=d["tokenizer"],
+            licenses=d["licenses"],
+            warnings=d["warnings"],
+            seconds=d["seconds"],
+        )
+
+
+@dataclass
+class BuildResult:
+    path: Path  # the cached dataset folder (datasets.load_from_disk reads it)
+    stats: BuildStats
+    cached: bool  # True when nothing changed and the build was read from the cache
+
+    def load(self):
+        """The records as a datasets.DatasetDict, one Dataset per split."""
+        from datasets import load_from_disk
+
+        return load_from_disk(str(self.path / "records"))
+
+
+# --- the build -----------------------------------------------------------------------------------
+
+
+def build(
+    recipe: Recipe,
+    *,
+    export_jsonl: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> BuildResult:
+    """Read every source of the recipe, render records for its model family, and cache them."""
+    ensure_demo_data(recipe, progress=progress)
+    key = cache_key(recipe)
+    out = expand_path(recipe.data.cache_dir) / "records" / f"{recipe.model.family}-{key[:16]}"
+    if (out / "stats.json").is_file() and not force:
+        stats = BuildStats.from_json(json.loads((out / "stats.json").read_text()))
+        result = BuildResult(out, stats, cached=True)
+    else:
+        result = _build_fresh(recipe, out, key, progress=progress)
+    # Token statistics belong to a tokenizer, not to the records: (re)computed on the cached
+    # records when the recipe names a different tokenizer, without rebuilding them.
+    wanted = recipe.model.tokenizer or recipe.model.id
+    if wanted is not None and wanted != result.stats.tokenizer:
+        result.stats.tokenizer, result.stats.target_tokens = _target_token_lengths(recipe, result.load())
+        (out / "stats.json").write_text(json.dumps(result.stats.to_json(), indent=2))
+    if export_jsonl is not None:
+        export_records_jsonl(result, Path(export_jsonl))
+    return result
+
+
+def _build_fresh(recipe: Recipe, out: Path, key: str, *, progress: bool) -> BuildResult:
+    from datasets import Dataset, DatasetDict, concatenate_datasets
+
+    start = time.perf_counter()
+    family = recipe.model.family
+    fmt = formats.get(family)
+    stats = BuildStats(family=family)
+    root = expand_path(recipe.data.root)
+    features = record_features()
+    chunks: dict[str, list[Any]] = {}
+    pending: dict[str, list[dict[str, Any]]] = {}
+    seen_ids: set[tuple[str, str, str]] = set()
+
+    def flush(split: str) -> None:
+        if pending.get(split):
+            chunks.setdefault(split, []).append(Dataset.from_list(pending[split], features=features))
+            pending[split] = []
+
+    for src in recipe.data.sources:
+        reader = sources.get(src.format)
+        card = _load_card(src.card, stats, src.name)
+        for split in src.splits:
+            tally = Tally()
+            ctx = sources.SourceContext(
+                name=src.name,
+                split=split,
+                tally=tally,
+                check_images=recipe.data.check_images,
+                max_image_pixels=recipe.data.max_image_pixels,
+            )
+            params = reader_params(reader, src.params(split), root)
+            row = SourceSplitStats(source=src.name, format=src.format, split=split)
+            bar = tqdm(desc=f"{src.name}/{split}", unit=" ex", disable=not progress, leave=False)
+            for ex in reader(ctx, **params):
+                bar.update()
+                for item in _expand(ex, recipe, split):
+                    rid = (src.name, split, item.id)
+                    if rid in seen_ids:
+                        raise DataError("duplicate example id", file=src.name, record=item.id, field="id")
+                    seen_ids.add(rid)
+                    prompt, target = fmt.render(item)
+                    record = Record.from_example(item, family, prompt, target)
+                    pending.setdefault(split, []).append(record.to_dict())
+                    row.records[item.task] += 1
+                    if len(pending[split]) >= _CHUNK:
+                        flush(split)
+            bar.close()
+            row.examples = tally.examples
+            row.skipped = dict(tally.skipped)
+            row.repaired = dict(tally.repaired)
+            stats.rows.append(row)
+            _check_skips(src.name, split, tally, recipe.data.max_skip_fraction)
+            if card is not None:
+                warning = _check_card(card, src.format, split, tally.examples)
+                if warning:
+                    logger.warning(warning)
+                    stats.warnings.append(warning)
+
+    for split in list(pending):
+        flush(split)
+    dsd = DatasetDict(
+        {
+            split: parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+            for split, parts in chunks.items()
+        }
+    )
+    stats.seconds = round(time.perf_counter() - start, 2)
+
+    # Write next to the final folder, then rename: an interrupted build never looks complete.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _quiet_datasets():  # our own bars already showed the work; saving is a blink
+        dsd.save_to_disk(str(tmp / "records"))
+    (tmp / "stats.json").write_text(json.dumps(stats.to_json(), indent=2))
+    (tmp / "key.txt").write_text(key + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return BuildResult(out, stats, cached=False)
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    from datasets.utils import logging as ds_logging
+
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
+
+
+def _expand(ex: Example, recipe: Recipe, split: str) -> list[Example]:
+    """Captions in the training split: one Example per reference, or one sampled reference."""
+    if ex.task != "caption" or split != recipe.data.train_split or len(ex.captions) <= 1:
+        return [ex]
+    if recipe.data.caption_targets == "per_caption":
+        return [replace(ex, id=f"{ex.id}#{i}", caption=c) for i, c in enumerate(ex.captions)]
+    # Seeded by recipe seed and example id: the same caption for the same image in every build.
+    rng = random.Random(f"{recipe.data.seed}:{ex.source}:{ex.id}")
+    return [replace(ex, caption=rng.choice(ex.captions))]
+
+
+def _check_skips(source: str, split: str, tally: Tally, limit: float) -> None:
+    if tally.skip_fraction > limit:
+        skipped = sum(tally.skipped.values())
+        reasons = ", ".join(f"{n} {r}" for r, n in tally.skipped.most_common())
+        raise DataError(
+            f"skipped {skipped} of {tally.examples + skipped} examples "
+            f"({tally.skip_fraction:.1%} > data.max_skip_fraction {limit:.1%}): {reasons}",
+            file=f"source {source}, split {split}",
+        )
+
+
+def _load_card(card_path: str | None, stats: BuildStats, source: str):
+    if card_path is None:
+        return None
+    from pipeline.data.cards import load_card
+
+    card = load_card(expand_path(card_path))
+    stats.licenses[source] = card.license
+    return card
+
+
+def _check_card(card: Any, fmt: str, split: str, actual: int) -> str | None:
+    from pipeline.data.cards import check_counts
+
+    return check_counts(card, fmt, split, actual)
+
+
+def ensure_demo_data(recipe: Recipe, *, progress: bool = True) -> None:
+    """The demo recipe generates its synthetic shapes set when its folder is missing."""
+    demo = recipe.data.demo
+    root = expand_path(recipe.data.root)
+    if demo is None or root.exists():
+        return
+    from pipeline.data import shapes
+
+    logger.info("generating the demo shapes set in %s", root)
+    shapes.generate(
+        root,
+        n_train=demo.n_train,
+        n_val=demo.n_val,
+        image_size=demo.image_size,
+        max_shapes=demo.max_shapes,
+        seed=demo.seed,
+        progress=progress,
+    )
+
+
+# --- cache key -----------------------------------------------------------------------------------
+
+
+def cache_key(recipe: Recipe) -> str:
+    """Hash of what decides the records: data section, family, uvft's reading/rendering code, and
+    the inputs' size + mtime (files) or mtime (folders, walked; their files are not stat'ed, so
+    a build over a COCO-sized image folder stays instant)."""
+    h = hashlib.sha256()
+    h.update(__version__.encode())
+    h.update(recipe.model.family.encode())
+    h.update(json.dumps(recipe.data.model_dump(mode="json"), sort_keys=True).encode())
+    pkg = Path(__file__).resolve().parent.parent
+    for sub in _CODE_DIRS:
+        for f in sorted((pkg / sub).glob("*.py")):
+            h.update(f.read_bytes())
+    h.update((pkg / "records.py").read_bytes())
+    h.update(Path(__file__).read_bytes())
+    root = expand_path(recipe.data.root)
+    for src in recipe.data.sources:
+        reader = sources.get(src.format)
+        if src.card:
+            h.update(_fingerprint(expand_path(src.card)).encode())
+        for split in src.splits:
+            for value in reader_params(reader, src.params(split), root).values():
+                if isinstance(value, Path):
+                    h.update(_fingerprint(value).encode())
+    return h.hexdigest()
+
+
+def _fingerprint(path: Path) -> str:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{path}:missing"
+    if not path.is_dir():
+        return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    parts = []
+    for dirpath, dirnames, _ in os.walk(path):
+        dirnames.sort()
+        parts.append(f"{dirpath}:{os.stat(dirpath).st_mtime_ns}")
+    return "|".join(parts)
+
+
+# --- token lengths and export --------------------------------------------------------------------
+
+
+def _target_token_lengths(recipe: Recipe, dsd: Any) -> tuple[str | None, dict[str, dict[str, float]]]:
+    """p50 / p95 / max target length in tokens per task, when the recipe's tokenizer can be loaded
+    from a local folder or the local hub cache (never downloaded during a build)."""
+    import numpy as np
+
+    name = recipe.model.tokenizer or recipe.model.id
+    if name is None:
+        return None, {}
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(name, revision=recipe.model.revision, local_files_only=True)
+    except Exception as e:  # any failure here only costs the token statistics
+        logger.info("no tokenizer for target lengths (%s): %s", name, type(e).__name__)
+        return None, {}
+    lengths: dict[str, list[int]] = {}
+    for ds in dsd.values():
+        tasks, targets = ds["task"], ds["target"]
+        for i in range(0, len(targets), 10_000):  # batched: the fast tokenizer parallelises a batch
+            ids = tok(list(targets[i : i + 10_000]), add_special_tokens=False)["input_ids"]
+            for task, seq in zip(tasks[i : i + 10_000], ids, strict=True):
+                lengths.setdefault(task, []).append(len(seq))
+    out = {
+        task: {
+            "p50": float(np.percentile(v, 50)),
+            "p95": float(np.percentile(v, 95)),
+            "max": float(max(v)),
+        }
+        for task, v in lengths.items()
+    }
+    return name, out
+
+
+def export_records_jsonl(result: BuildResult, path: Path) -> int:
+    """Write every record, every split, as one JSON object per line; return the count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        for ds in result.load().values():
+            for rec in ds:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+    tmp.replace(path)
+    return n
+
+
+# --- the stats table -----------------------------------------------------------------------------
+
+
+def print_stats(result: BuildResult, console: Any | None = None) -> None:
+    """The tables `uvft build` prints: records per source x task x split, skips and repairs with
+    their reasons, target lengths in tokens, the sources' licenses, and card warnings."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        # Never narrower than the table: piped output (CI logs) would otherwise truncate names.
+        console = Console(width=max(Console().width, 132))
+    stats = result.stats
+    state = "cached, nothing changed" if result.cached else f"built in {stats.seconds:.1f} s"
+    table = Table(title=f"records for {stats.family} ({state})")
+    for col in ("source", "format", "split", "task", "examples", "records", "skipped", "repaired"):
+        table.add_column(
+            col, justify="right" if col in ("examples", "records", "skipped", "repaired") else "left"
+        )
+    totals: Counter[str] = Counter()
+    for r in stats.rows:
+        for task, n in sorted(r.records.items()) or [("-", 0)]:
+            table.add_row(
+                r.source,
+                r.format,
+                r.split,
+                task,
+                str(r.examples),
+                str(n),
+                str(sum(r.skipped.values())),
+                str(sum(r.repaired.values())),
+            )
+            totals[r.split] += n
+    table.add_section()
+    for split, n in sorted(totals.items()):
+        table.add_row("total", "", split, "", "", str(n), "", "")
+    console.print(table)
+
+    reasons = [
+        (r.source, r.split, kind, reason, n)
+        for r in stats.rows
+        for kind, counter in (("skipped", r.skipped), ("repaired", r.repaired))
+        for reason, n in sorted(counter.items())
+    ]
+    if reasons:
+        rt = Table(title="skipped and repaired, by reason")
+        for col in ("source", "split", "what", "reason", "count"):
+            rt.add_column(col, justify="right" if col == "count" else "left")
+        for row in reasons:
+            rt.add_row(*row[:4], str(row[4]))
+        console.print(rt)
+
+    if stats.target_tokens:
+        tt = Table(title=f"target length in tokens ({stats.tokenizer})")
+        for col in ("task", "p50", "p95", "max"):
+            tt.add_column(col, justify="left" if col == "task" else "right")
+        for task, v in sorted(stats.target_tokens.items()):
+            tt.add_row(task, f"{v['p50']:.0f}", f"{v['p95']:.0f}", f"{v['max']:.0f}")
+        console.print(tt)
+    else:
+        console.print("target length in tokens: no tokenizer available for this recipe (model.tokenizer)")
+    for source, lic in sorted(stats.licenses.items()):
+        console.print(f"license of {source}: {lic}")
+    for w in stats.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    console.print(f"records: {result.path / 'records'}")

@@ -1,0 +1,211 @@
+"""Build: sources -> records on disk, cache behaviour, caption expansion, skip threshold, stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline import formats
+from pipeline.data import shapes
+from pipeline.data.build import build, print_stats
+from pipeline.errors import DataError
+from pipeline.recipe import load_recipe
+from pipeline.records import Example, Object
+
+ROOT = Path(__file__).resolve().parents[2]
+N_TRAIN, N_VAL = 10, 4
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "shapes"
+    shapes.generate(root, n_train=N_TRAIN, n_val=N_VAL, seed=1, progress=False)
+    return root
+
+
+def _recipe(root: Path, cache: Path, *overrides: str):
+    return load_recipe(
+        ROOT / "recipes/demo.yaml",
+        [f"data.root={root}", f"data.cache_dir={cache}", "data.demo=null", *overrides],
+    )
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_build_counts_every_task_and_split(shapes_root: Path, tmp_path: Path):
+    result = build(_recipe(shapes_root, tmp_path), progress=False)
+    assert not result.cached
+    dsd = result.load()
+    assert set(dsd) == {"train", "val"}
+    n_q = {
+        s: len(_json(shapes_root / f"annotations/v2_OpenEnded_shapes_{s}_questions.json")["questions"])
+        for s in dsd
+    }
+    n_caps = len(_json(shapes_root / "annotations/captions_train.json")["annotations"])
+    counts = {(r.source, r.split): dict(r.records) for r in result.stats.rows}
+    assert counts[("shapes_detection", "train")] == {"detection": N_TRAIN}
+    assert counts[("shapes_detection", "val")] == {"detection": N_VAL}
+    # per_caption: one training record per reference caption, one per image elsewhere
+    assert counts[("shapes_captions", "train")] == {"caption": n_caps}
+    assert counts[("shapes_captions", "val")] == {"caption": N_VAL}
+    assert counts[("shapes_vqa", "train")] == {"vqa": n_q["train"]}
+    assert counts[("shapes_vqa", "val")] == {"vqa": n_q["val"]}
+    assert counts[("shapes_classes", "train")] == {"classification": N_TRAIN}
+    assert len(dsd["train"]) == N_TRAIN + n_caps + n_q["train"] + N_TRAIN
+
+
+def test_detection_record_matches_its_annotations(shapes_root: Path, tmp_path: Path):
+    result = build(_recipe(shapes_root, tmp_path), progress=False)
+    coco = _json(shapes_root / "annotations/instances_train.json")
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    img = coco["images"][0]
+    anns = [a for a in coco["annotations"] if a["image_id"] == img["id"]]
+    rec = next(
+        r for r in result.load()["train"] if r["source"] == "shapes_detection" and r["id"] == str(img["id"])
+    )
+    want = sorted(
+        (
+            [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]],
+            names[a["category_id"]],
+        )
+        for a in anns
+    )
+    assert sorted((o["bbox"], o["category"]) for o in rec["objects"]) == want
+    assert rec["image"] == str((shapes_root / "images/train" / img["file_name"]).resolve())
+    assert rec["image_size"] == [img["width"], img["height"]]
+    ex = Example(
+        id=rec["id"],
+        task="detection",
+        image=rec["image"],
+        image_size=tuple(rec["image_size"]),
+        objects=[Object(tuple(o["bbox"]), o["category"]) for o in rec["objects"]],
+        categories=rec["categories"],
+    )
+    assert (rec["prompt"], rec["target"]) == formats.get("paligemma").render(ex)
+    assert rec["prompt"] == "detect circle ; square ; triangle ; star ; diamond"
+
+
+def test_second_build_is_cached_until_a_source_changes(shapes_root: Path, tmp_path: Path):
+    first = build(_recipe(shapes_root, tmp_path), progress=False)
+    again = build(_recipe(shapes_root, tmp_path), progress=False)
+    assert again.cached and again.path == first.path
+    assert [r.records for r in again.stats.rows] == [r.records for r in first.stats.rows]
+    ann = shapes_root / "annotations/captions_val.json"
+    st = ann.stat()
+    os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    changed = build(_recipe(shapes_root, tmp_path), progress=False)
+    assert not changed.cached and changed.path != first.path
+
+
+def test_family_override_rerenders_the_same_sources(shapes_root: Path, tmp_path: Path):
+    pali = build(_recipe(shapes_root, tmp_path), progress=False)
+    flo = build(_recipe(shapes_root, tmp_path, "model.family=florence2"), progress=False)
+    assert flo.path != pali.path
+    val = flo.load()["val"]
+    det = next(r for r in val if r["task"] == "detection")
+    cap = next(r for r in val if r["task"] == "caption")
+    assert det["prompt"] == "<OD>" and det["target"].count("<loc_") == 4 * len(det["objects"])
+    assert cap["prompt"] == "<CAPTION>" and cap["target"] == cap["captions"][0]
+    assert len(val) == len(pali.load()["val"])
+
+
+def test_caption_sample_mode_is_one_deterministic_caption_per_image(shapes_root: Path, tmp_path: Path):
+    recipe = _recipe(shapes_root, tmp_path, "data.caption_targets=sample")
+    a = build(recipe, progress=False).load()["train"].filter(lambda r: r["task"] == "caption")
+    b = build(recipe, force=True, progress=False).load()["train"].filter(lambda r: r["task"] == "caption")
+    assert len(a) == N_TRAIN
+    assert a["target"] == b["target"]
+    assert all(t in refs for t, refs in zip(a["target"], a["captions"], strict=True))
+
+
+def test_export_jsonl_has_every_record_and_its_references(shapes_root: Path, tmp_path: Path):
+    out = tmp_path / "records.jsonl"
+    result = build(_recipe(shapes_root, tmp_path / "cache"), export_jsonl=out, progress=False)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == sum(len(d) for d in result.load().values())
+    required = {"id", "source", "task", "split", "image", "image_size", "prompt", "target"}
+    assert all(required <= set(r) for r in lines)
+    assert all(Path(r["image"]).is_absolute() and Path(r["image"]).is_file() for r in lines)
+    vqa = [r for r in lines if r["task"] == "vqa"]
+    assert vqa and all(
+        len(r["answers"]) == 10 and r["answer_type"] in ("yes/no", "number", "other") for r in vqa
+    )
+    assert all(r["label"] for r in lines if r["task"] == "classification")
+    assert all(len(r["captions"]) == 5 for r in lines if r["task"] == "caption")
+
+
+def test_missing_images_fail_the_build_past_the_threshold(shapes_root: Path, tmp_path: Path):
+    root = tmp_path / "shapes"
+    shutil.copytree(shapes_root, root)
+    (root / "images/train/000003.png").unlink()
+    with pytest.raises(DataError) as e:
+        build(_recipe(root, tmp_path / "c1"), progress=False)
+    assert "shapes_detection" in str(e.value) and "missing image" in str(e.value)
+    result = build(_recipe(root, tmp_path / "c2", "data.max_skip_fraction=0.2"), progress=False)
+    skipped = {(r.source, r.split): r.skipped for r in result.stats.rows}
+    assert skipped[("shapes_detection", "train")] == {"missing image": 1}
+    assert skipped[("shapes_captions", "train")] == {"missing image": 1}
+    assert skipped[("shapes_classes", "train")] == {}  # the ImageFolder tree has its own copy
+    dets = [r for r in result.load()["train"] if r["task"] == "detection"]
+    assert len(dets) == N_TRAIN - 1 and "3" not in {r["id"] for r in dets}
+
+
+def test_card_licenses_and_count_warnings(shapes_root: Path, tmp_path: Path):
+    stats = build(_recipe(shapes_root, tmp_path), progress=False).stats
+    assert stats.licenses == {
+        s: "Apache-2.0" for s in ("shapes_detection", "shapes_captions", "shapes_vqa", "shapes_classes")
+    }
+    # the card describes the default 800/200 set; this one is 10/4: every split warns
+    assert len(stats.warnings) == 8
+    assert any("shapes_detection" in w or "coco_detection" in w for w in stats.warnings)
+
+
+def _word_tokenizer(tmp_path: Path, records) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for r in records for w in r["target"].replace("<", " <").split()})
+    vocab = {w: i for i, w in enumerate(["[UNK]", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    fast.add_tokens([w for w in words if w.startswith("<loc")], special_tokens=True)
+    path = tmp_path / "tok"
+    fast.save_pretrained(path)
+    return path
+
+
+def test_target_token_lengths_with_the_recipes_tokenizer(shapes_root: Path, tmp_path: Path):
+    plain = build(_recipe(shapes_root, tmp_path / "c"), progress=False)
+    assert plain.stats.target_tokens == {}
+    records = [r for d in plain.load().values() for r in d]
+    tok = _word_tokenizer(tmp_path, records)
+    stats = build(_recipe(shapes_root, tmp_path / "c", f"model.tokenizer={tok}"), progress=False).stats
+    assert set(stats.target_tokens) == {"classification", "caption", "vqa", "detection"}
+    assert stats.target_tokens["classification"]["max"] == 1
+    most = max(len(r["objects"]) for r in records if r["task"] == "detection")
+    # each object: four location tokens and a one-word label; objects joined by ";"
+    assert stats.target_tokens["detection"]["max"] == 5 * most + (most - 1)
+
+
+def test_print_stats_names_sources_tasks_and_licenses(shapes_root: Path, tmp_path: Path):
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    print_stats(build(_recipe(shapes_root, tmp_path), progress=False), console)
+    text = console.export_text()
+    for word in (
+        "shapes_detection",
+        "coco_detection",
+        "detection",
+        "classification",
+        "Apache-2.0",
+        "warning",
+    ):
+        assert word in text

@@ -1,0 +1,75 @@
+"""The `uvft` command line: build prints the stats table, errors exit 2 with the key's path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "shapes"
+    assert main(["data", "demo", "--out", str(out), "--n-train", "6", "--n-val", "3", "--seed", "2"]) == 0
+    return out
+
+
+def test_data_demo_writes_the_real_formats(demo_dir: Path):
+    coco = json.loads((demo_dir / "annotations/instances_train.json").read_text())
+    assert len(coco["images"]) == 6
+    assert len(list((demo_dir / "images/val").glob("*.png"))) == 3
+    assert sum(1 for _ in (demo_dir / "imagefolder/train").rglob("*.png")) == 6
+
+
+def test_data_demo_leaves_an_existing_folder_alone(demo_dir: Path, capsys: pytest.CaptureFixture[str]):
+    before = (demo_dir / "annotations/instances_train.json").read_bytes()
+    assert main(["data", "demo", "--out", str(demo_dir), "--n-train", "4"]) == 0
+    assert "--force" in capsys.readouterr().out
+    assert (demo_dir / "annotations/instances_train.json").read_bytes() == before
+
+
+def test_build_prints_the_table_and_exports(
+    demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    out = tmp_path / "r.jsonl"
+    args = ["build", str(ROOT / "recipes/demo.yaml"), f"data.root={demo_dir}", f"data.cache_dir={tmp_path}"]
+    assert (
+        main([*args, "data.demo=null", "model.family=florence2", "--export-jsonl", str(out), "--no-progress"])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert (
+        "records for florence2" in text
+        and "shapes_vqa" in text
+        and "license of shapes_vqa: Apache-2.0" in text
+    )
+    assert out.is_file() and all(
+        json.loads(line)["family"] == "florence2" for line in out.read_text().splitlines()
+    )
+    assert main([*args, "data.demo=null", "model.family=florence2", "--no-progress"]) == 0
+    assert "cached, nothing changed" in capsys.readouterr().out
+
+
+def test_bad_recipe_key_exits_2_naming_the_path(capsys: pytest.CaptureFixture[str]):
+    assert main(["build", str(ROOT / "recipes/demo.yaml"), "data.sources.0.splits.train.annotatons=x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "data.sources.0.splits.train.annotatons" in err
+
+
+def test_check_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[str]):
+    assert main(["check", str(ROOT / "recipes/demo.yaml"), "data.seed=5"]) == 0
+    assert "seed: 5" in capsys.readouterr().out
+
+
+def test_console_script_help():
+    # the installed `uvft` entry point, as a user runs it
+    script = Path(sys.executable).parent / "uvft"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert "build" in out.stdout and "data" in out.stdout

@@ -1,0 +1,148 @@
+"""Recipes: every shipped recipe validates; bad keys and values fail naming their path; overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import RecipeError
+from pipeline.recipe import apply_overrides, load_recipe, reader_params
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def test_recipes_exist():
+    names = {p.name for p in RECIPES}
+    assert {"demo.yaml", "florence2_base_multitask_lora.yaml", "paligemma2_3b_multitask_lora.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_validates(path: Path):
+    recipe = load_recipe(path)
+    assert recipe.model.family in ("florence2", "paligemma")
+    assert recipe.data.sources
+
+
+def test_real_recipes_name_hub_checkpoints():
+    assert (
+        load_recipe(ROOT / "recipes/florence2_base_multitask_lora.yaml").model.id
+        == "microsoft/Florence-2-base"
+    )
+    assert (
+        load_recipe(ROOT / "recipes/paligemma2_3b_multitask_lora.yaml").model.id
+        == "google/paligemma2-3b-pt-224"
+    )
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def _demo_raw() -> dict:
+    return yaml.safe_load((ROOT / "recipes/demo.yaml").read_text())
+
+
+def test_misspelt_key_names_its_path(tmp_path: Path):
+    raw = _demo_raw()
+    raw["model"]["famliy"] = "florence2"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(_write(tmp_path, raw))
+    assert e.value.path == "model.famliy"
+    assert "r.yaml" in str(e.value)
+
+
+def test_bad_value_names_its_path(tmp_path: Path):
+    raw = _demo_raw()
+    raw["model"]["family"] = "llava"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(_write(tmp_path, raw))
+    assert e.value.path == "model.family"
+
+
+def test_unknown_reader_parameter_names_its_path(tmp_path: Path):
+    raw = _demo_raw()
+    raw["data"]["sources"][0]["splits"]["train"]["annotatons"] = "x.json"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(_write(tmp_path, raw))
+    assert e.value.path == "data.sources.0.splits.train.annotatons"
+
+
+def test_missing_reader_parameter(tmp_path: Path):
+    raw = _demo_raw()
+    del raw["data"]["sources"][0]["splits"]["val"]["annotations"]
+    with pytest.raises(RecipeError) as e:
+        load_recipe(_write(tmp_path, raw))
+    assert e.value.path == "data.sources.0.splits.val"
+    assert "annotations" in str(e.value)
+
+
+def test_unknown_format(tmp_path: Path):
+    raw = _demo_raw()
+    raw["data"]["sources"][1]["format"] = "coco_keypoints"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(_write(tmp_path, raw))
+    assert e.value.path == "data.sources.1.format"
+    assert "coco_captions" in str(e.value)  # lists the known readers
+
+
+def test_duplicate_source_names(tmp_path: Path):
+    raw = _demo_raw()
+    raw["data"]["sources"][1]["name"] = raw["data"]["sources"][0]["name"]
+    with pytest.raises(RecipeError, match="duplicate source name"):
+        load_recipe(_write(tmp_path, raw))
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(p)
+
+
+def test_overrides_set_typed_values():
+    r = load_recipe(
+        ROOT / "recipes/demo.yaml", ["model.family=florence2", "data.seed=3", "data.demo.n_val=7"]
+    )
+    assert r.model.family == "florence2"
+    assert r.data.seed == 3
+    assert r.data.demo is not None and r.data.demo.n_val == 7
+
+
+def test_override_list_items_by_name_and_index():
+    raw = apply_overrides(
+        _demo_raw(),
+        [
+            "data.sources.shapes_vqa.options.image_pattern={image_id}.jpg",
+            "data.sources.0.options.keep_negatives=false",
+        ],
+    )
+    assert raw["data"]["sources"][2]["options"]["image_pattern"] == "{image_id}.jpg"
+    assert raw["data"]["sources"][0]["options"]["keep_negatives"] is False
+
+
+def test_bad_overrides():
+    with pytest.raises(RecipeError, match=r"key\.path=value"):
+        apply_overrides(_demo_raw(), ["model.family"])
+    with pytest.raises(RecipeError, match="no list item named 'nope'"):
+        apply_overrides(_demo_raw(), ["data.sources.nope.name=x"])
+    with pytest.raises(RecipeError, match="out of range"):
+        apply_overrides(_demo_raw(), ["data.sources.9.name=x"])
+    with pytest.raises(RecipeError) as e:
+        load_recipe(ROOT / "recipes/demo.yaml", ["data.sed=3"])
+    assert e.value.path == "data.sed"
+
+
+def test_reader_paths_resolve_against_data_root(tmp_path: Path):
+    from pipeline import sources
+
+    reader = sources.get("coco_detection")
+    params = reader_params(
+        reader, {"annotations": "a/x.json", "images": str(tmp_path / "abs")}, tmp_path / "root"
+    )
+    assert params["annotations"] == tmp_path / "root" / "a/x.json"
+    assert params["images"] == tmp_path / "abs"
