@@ -173,6 +173,7 @@ def _build_fresh(recipe: Recipe, out: Path, key: str, *, progress: bool) -> Buil
                 tally=tally,
                 check_images=recipe.data.check_images,
                 max_image_pixels=recipe.data.max_image_pixels,
+                root=root,
             )
             params = reader_params(reader, src.params(split), root)
             row = SourceSplitStats(source=src.name, format=src.format, split=split)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.records import Example, Tally
 from pipeline.registry import Registry
@@ -30,6 +31,7 @@ class SourceContext:
     tally: Tally = field(default_factory=Tally)
     check_images: str = "full"  # "full": decode every image once; "header": size and mode only
     max_image_pixels: int = 89_478_485  # PIL's default bomb limit; larger images are skipped
+    root: Path | None = None  # the recipe's data root, for parameters that may be a path or a name
 
 
 def get(name: str) -> Reader:

@@ -1,0 +1,44 @@
+# Thin wrappers over the `uvft` CLI. RECIPE and ARGS pick the recipe and its dotted overrides:
+#   make data RECIPE=recipes/florence2_base_multitask_lora.yaml ARGS="data.root=/datasets"
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RECIPE ?= recipes/demo.yaml
+ARGS ?=
+# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
+# On a GPU machine: make setup TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup test lint format data demo-data check clean
+
+setup: $(BIN)/uvft
+
+$(BIN)/uvft: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
+
+format: setup
+	$(BIN)/ruff check --fix pipeline tests bench
+	$(BIN)/ruff format pipeline tests bench
+
+data: setup
+	$(BIN)/uvft build $(RECIPE) $(ARGS)
+
+demo-data: setup
+	$(BIN)/uvft data demo
+
+check: setup
+	$(BIN)/uvft check $(RECIPE) $(ARGS)
+
+clean:
+	rm -rf .cache/uvft

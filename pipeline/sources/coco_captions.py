@@ -1,0 +1,86 @@
+"""COCO captions JSON (`captions_train2017.json`) -> caption Examples.
+
+One Example per image (id = str(image id), in the order of the JSON's `images` list) with
+`captions` = every reference caption in annotation-id order and `caption` = the first of them.
+The builder expands an Example into one training record per caption; evaluation scores against
+all of them. Captions are stripped of surrounding whitespace (COCO's carry stray newlines).
+
+Skipped and counted: "image without captions", and unusable image files (images.check_image).
+Repaired and counted: "empty caption dropped" (a caption that is blank after stripping).
+Errors (DataError naming file, record and field): JSON that does not parse, missing required
+keys, duplicate image ids, a caption that is not a string, an annotation pointing at an image
+that is not in `images`, a file_name outside `images`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DataError
+from pipeline.records import Example
+from pipeline.sources import SourceContext, register
+from pipeline.sources.images import check_image, confine, id_sort_key, read_json, require, require_list
+
+
+@register("coco_captions")
+def read_coco_captions(ctx: SourceContext, *, annotations: Path, images: Path) -> Iterator[Example]:
+    """Yield one caption Example per image, with every reference caption kept for scoring."""
+    file = Path(annotations)
+    data = read_json(file)
+
+    image_infos: dict[Any, dict[str, Any]] = {}
+    for info in require_list(data, "images", file=file):
+        image_id = require(info, "id", file=file, record="image ?", what="an image")
+        require(info, "file_name", file=file, record=f"image {image_id}", what="an image")
+        if image_id in image_infos:
+            raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")
+        image_infos[image_id] = info
+
+    by_image: dict[Any, list[tuple[Any, str]]] = {}
+    for index, ann in enumerate(require_list(data, "annotations", file=file)):
+        ann_id = ann.get("id", index) if isinstance(ann, dict) else index
+        record = f"annotation {ann_id}"
+        image_id = require(ann, "image_id", file=file, record=record, what="an annotation")
+        caption = require(ann, "caption", file=file, record=record, what="an annotation")
+        if image_id not in image_infos:
+            raise DataError(
+                f"image_id {image_id!r} is not in 'images'", file=file, record=record, field="image_id"
+            )
+        if not isinstance(caption, str):
+            raise DataError(
+                f"caption must be a string, got {type(caption).__name__}",
+                file=file,
+                record=record,
+                field="caption",
+            )
+        caption = caption.strip()
+        if not caption:
+            ctx.tally.repair("empty caption dropped", record)
+            continue
+        by_image.setdefault(image_id, []).append((ann_id, caption))
+    del data
+
+    for image_id, info in image_infos.items():
+        record = f"image {image_id}"
+        refs = by_image.get(image_id)
+        if not refs:
+            ctx.tally.skip("image without captions", record)
+            continue
+        path = confine(images, info["file_name"], file=file, record=record, field="file_name")
+        size = check_image(path, ctx, record=record)
+        if size is None:
+            continue
+        captions = [c for _, c in sorted(refs, key=lambda r: id_sort_key(r[0]))]
+        ctx.tally.examples += 1
+        yield Example(
+            id=str(image_id),
+            task="caption",
+            image=str(path),
+            image_size=size,
+            source=ctx.name,
+            split=ctx.split,
+            caption=captions[0],
+            captions=captions,
+        )

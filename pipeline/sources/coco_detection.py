@@ -1,0 +1,153 @@
+"""COCO instances JSON (`instances_train2017.json` and friends) -> detection Examples.
+
+One Example per image, id = str(image id), in the order of the JSON's `images` list. Boxes go
+from COCO's (x, y, w, h) to absolute (x1, y1, x2, y2) in the EXIF-oriented frame of the real
+image, and categories are named (Example.categories = every category name, sorted by id).
+
+What is repaired and counted (the image is kept):
+- "crowd region excluded": `iscrowd=1` annotations are not objects to train on. COCOeval treats
+  them as ignore regions (detections there are neither hits nor false positives), so teaching
+  the model to box a crowd as one object would be wrong; they are dropped.
+- "box clipped" / "zero-area box dropped": boxes are clipped to the real image; what has no area
+  left is dropped.
+- "image size differs from annotation": the JSON's width/height disagree with the real image
+  (after EXIF orientation). The real image wins; boxes are clipped to it, not rescaled.
+- "negative image excluded": with keep_negatives=False, images with no annotations at all are
+  left out. This is a choice, not bad data, so it is counted with the repairs (which do not
+  count against the recipe's skip threshold), before the image is even opened.
+- "image without usable boxes excluded": an image whose annotations were all dropped (crowd or
+  zero-area) is left out even with keep_negatives=True: it is not a true negative (a crowd-only
+  image has people in it), and training it as "nothing here" would teach the wrong thing.
+
+Skipped and counted: unusable image files (see images.check_image).
+
+Errors (DataError naming file, record and field): JSON that does not parse, missing required
+keys, duplicate image or category ids, duplicate category names, an annotation pointing at an
+unknown image or category, a box with negative width or height, a file_name outside `images`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DataError
+from pipeline.records import Example, Object
+from pipeline.sources import SourceContext, register
+from pipeline.sources.images import (
+    check_image,
+    clip_objects,
+    confine,
+    id_sort_key,
+    parse_box,
+    read_json,
+    require,
+    require_list,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _categories(data: Any, file: Path) -> dict[Any, str]:
+    """category id -> name, in id order; ids and names must be unique."""
+    by_id: dict[Any, str] = {}
+    for cat in require_list(data, "categories", file=file):
+        cid = require(cat, "id", file=file, record="category ?", what="a category")
+        name = require(cat, "name", file=file, record=f"category {cid}", what="a category")
+        if cid in by_id:
+            raise DataError("duplicate category id", file=file, record=f"category {cid}", field="id")
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(
+                f"category name must be a non-empty string, got {name!r}",
+                file=file,
+                record=f"category {cid}",
+                field="name",
+            )
+        by_id[cid] = name
+    names = list(by_id.values())
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        # objects are named by category: two ids sharing a name would silently merge two classes
+        raise DataError(f"category names are not unique: {dup}", file=file, field="name")
+    return dict(sorted(by_id.items(), key=lambda kv: id_sort_key(kv[0])))
+
+
+@register("coco_detection")
+def read_coco_detection(
+    ctx: SourceContext, *, annotations: Path, images: Path, keep_negatives: bool = True
+) -> Iterator[Example]:
+    """Yield one detection Example per image of a COCO instances file; see the module docstring."""
+    file = Path(annotations)
+    data = read_json(file)
+    categories = _categories(data, file)
+    vocabulary = list(categories.values())  # shared by every Example of this source: do not mutate
+
+    image_infos: dict[Any, dict[str, Any]] = {}
+    for info in require_list(data, "images", file=file):
+        image_id = require(info, "id", file=file, record="image ?", what="an image")
+        require(info, "file_name", file=file, record=f"image {image_id}", what="an image")
+        if image_id in image_infos:
+            raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")
+        image_infos[image_id] = info
+
+    # validate every annotation up front and group by image: a bad file fails before any I/O
+    by_image: dict[Any, list[tuple[Object, bool]]] = {}
+    for index, ann in enumerate(require_list(data, "annotations", file=file)):
+        ann_id = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
+        record = f"annotation {ann_id}"
+        image_id = require(ann, "image_id", file=file, record=record, what="an annotation")
+        category_id = require(ann, "category_id", file=file, record=record, what="an annotation")
+        raw_box = require(ann, "bbox", file=file, record=record, what="an annotation")
+        if image_id not in image_infos:
+            raise DataError(
+                f"image_id {image_id!r} is not in 'images'", file=file, record=record, field="image_id"
+            )
+        if category_id not in categories:
+            raise DataError(
+                f"category_id {category_id!r} is not in 'categories'",
+                file=file,
+                record=record,
+                field="category_id",
+            )
+        box = parse_box(raw_box, fmt="xywh", file=file, record=record, field="bbox")
+        crowd = bool(ann.get("iscrowd", 0))
+        by_image.setdefault(image_id, []).append((Object(box, categories[category_id]), crowd))
+    del data  # the parsed JSON can be hundreds of MB; keep only what we need
+
+    for image_id, info in image_infos.items():
+        record = f"image {image_id}"
+        anns = by_image.get(image_id, [])
+        if not anns and not keep_negatives:
+            ctx.tally.repair("negative image excluded", record)
+            continue
+        path = confine(images, info["file_name"], file=file, record=record, field="file_name")
+        size = check_image(path, ctx, record=record)
+        if size is None:
+            continue
+        declared = (info.get("width"), info.get("height"))
+        if declared != (None, None) and declared != size:
+            ctx.tally.repair(
+                "image size differs from annotation", f"{record}: JSON says {declared}, image is {size}"
+            )
+
+        objects = [obj for obj, crowd in anns if not crowd]
+        if len(objects) < len(anns):
+            ctx.tally.repair("crowd region excluded", record, n=len(anns) - len(objects))
+        objects = clip_objects(objects, size, ctx.tally, record=record)
+        if anns and not objects:
+            ctx.tally.repair("image without usable boxes excluded", record)
+            continue
+
+        ctx.tally.examples += 1
+        yield Example(
+            id=str(image_id),
+            task="detection",
+            image=str(path),
+            image_size=size,
+            source=ctx.name,
+            split=ctx.split,
+            objects=objects,
+            categories=vocabulary,
+        )

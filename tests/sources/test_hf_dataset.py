@@ -1,0 +1,294 @@
+"""hf_dataset: datasets built in the test and saved locally (save_to_disk, imagefolder, json).
+
+Nothing here touches the hub: every dataset is made from a handful of PIL images in tmp_path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Sequence, Value
+from datasets import Image as ImageFeature
+from PIL import Image
+
+from pipeline.errors import DataError
+from pipeline.records import Example, Object
+from pipeline.sources import SourceContext, get
+from pipeline.sources.hf_dataset import read_hf_dataset
+
+
+@pytest.fixture(autouse=True)
+def _local_cache(tmp_path: Path, monkeypatch) -> None:
+    # load_dataset caches Arrow files; keep them inside the test's folder
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+
+
+def _png(size: tuple[int, int], colour: tuple[int, int, int] = (200, 30, 30), mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).convert(mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _jpeg(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 10)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _save(tmp_path: Path, columns: dict, features: Features, split: str | None = None) -> str:
+    ds = Dataset.from_dict(columns, features=features)
+    if split is not None:
+        ds = DatasetDict({split: ds})
+    folder = tmp_path / "saved"
+    ds.save_to_disk(str(folder))
+    return str(folder)
+
+
+def test_classification_from_disk_with_embedded_bytes(ctx: SourceContext, tmp_path: Path) -> None:
+    red, jpeg = _png((32, 24)), _jpeg((20, 10))
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["cat", "dog"])})
+    path = _save(
+        tmp_path,
+        {
+            "image": [
+                {"bytes": red, "path": "one.png"},  # a bare name, not a file: the bytes are used
+                {"bytes": jpeg, "path": None},
+                {"bytes": red, "path": "same-bytes.png"},  # identical content: one cached file
+                {"bytes": red, "path": None},
+            ],
+            "label": [1, 0, 0, -1],  # -1: ClassLabel's "no label"
+        },
+        features,
+        split="validation",
+    )
+    cache = tmp_path / "image_cache"
+    examples = list(
+        read_hf_dataset(
+            ctx, path=path, from_disk=True, hf_split="validation", task="classification", image_cache=cache
+        )
+    )
+    cached = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file())
+    assert len(cached) == 2
+    assert {Path(c).suffix for c in cached} == {".png", ".jpg"}
+    png_file = next(str(cache / c) for c in cached if c.endswith(".png"))
+    jpg_file = next(str(cache / c) for c in cached if c.endswith(".jpg"))
+    common = {"task": "classification", "source": "src", "split": "train", "categories": ["cat", "dog"]}
+    assert examples == [
+        Example(id="0", image=png_file, image_size=(32, 24), label="dog", **common),
+        Example(id="1", image=jpg_file, image_size=(20, 10), label="cat", **common),
+        Example(id="2", image=png_file, image_size=(32, 24), label="cat", **common),
+    ]
+    assert ctx.tally.skipped == {"missing label": 1}
+    assert ctx.tally.examples == 3
+    assert get("hf_dataset") is read_hf_dataset
+
+
+def test_embedded_bytes_need_an_image_cache(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["cat"])})
+    path = _save(tmp_path, {"image": [{"bytes": _png((4, 4)), "path": None}], "label": [0]}, features)
+    with pytest.raises(DataError, match="field 'image_cache'"):
+        list(read_hf_dataset(ctx, path=path, from_disk=True, task="classification"))
+
+
+@pytest.mark.parametrize("nesting", ["list_of_dicts", "sequence"])
+def test_detection_xywh_with_classlabel_categories(ctx: SourceContext, tmp_path: Path, nesting: str) -> None:
+    category = ClassLabel(names=["person", "car"])
+    if nesting == "list_of_dicts":
+        objects_feature = List({"bbox": List(Value("float32"), length=4), "category": category})
+        objects = [[{"bbox": [1, 2, 10, 5], "category": 1}, {"bbox": [20, 10, 20, 20], "category": 0}], []]
+    else:  # Sequence({...}) stores a struct of lists
+        objects_feature = Sequence({"bbox": Sequence(Value("float32"), length=4), "category": category})
+        objects = [
+            {"bbox": [[1, 2, 10, 5], [20, 10, 20, 20]], "category": [1, 0]},
+            {"bbox": [], "category": []},
+        ]
+    features = Features({"image": ImageFeature(), "objects": objects_feature, "image_id": Value("int64")})
+    image = {"bytes": _png((32, 24)), "path": None}
+    path = _save(tmp_path, {"image": [image, image], "objects": objects, "image_id": [501, 502]}, features)
+    examples = list(
+        read_hf_dataset(
+            ctx,
+            path=path,
+            from_disk=True,
+            task="detection",
+            bbox_format="xywh",
+            columns={"id": "image_id"},
+            image_cache=tmp_path / "cache",
+        )
+    )
+    assert [e.id for e in examples] == ["501", "502"]
+    assert examples[0].objects == [
+        Object((1.0, 2.0, 11.0, 7.0), "car"),
+        Object((20.0, 10.0, 32.0, 24.0), "person"),
+    ]
+    assert examples[1].objects == []
+    assert examples[0].categories == ["person", "car"]
+    assert ctx.tally.repaired == {"box clipped": 1}
+
+
+def test_vqa_with_answer_dicts_and_captions(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features(
+        {
+            "image": ImageFeature(),
+            "question": Value("string"),
+            "answers": List({"answer": Value("string"), "answer_id": Value("int32")}),
+            "answer_type": Value("string"),
+            "question_id": Value("int64"),
+        }
+    )
+    image = {"bytes": _png((32, 24), mode="L"), "path": None}
+    path = _save(
+        tmp_path,
+        {
+            "image": [image, image],
+            "question": ["How many?", "What?"],
+            "answers": [
+                [
+                    {"answer": "two", "answer_id": 3},
+                    {"answer": "2", "answer_id": 1},
+                    {"answer": "2", "answer_id": 2},
+                ],
+                [],
+            ],
+            "answer_type": ["number", "other"],
+            "question_id": [11, 12],
+        },
+        features,
+    )
+    examples = list(
+        read_hf_dataset(
+            ctx,
+            path=path,
+            from_disk=True,
+            task="vqa",
+            columns={"id": "question_id"},
+            image_cache=tmp_path / "c",
+        )
+    )
+    assert len(examples) == 1
+    ex = examples[0]
+    assert (ex.id, ex.question, ex.answer, ex.answers, ex.answer_type) == (
+        "11",
+        "How many?",
+        "2",
+        ["2", "2", "two"],
+        "number",
+    )
+    assert ctx.tally.skipped == {"question without answers": 1}
+    assert ctx.tally.repaired == {"L converted to RGB": 1}  # the verdict is cached, counted per record
+
+
+def test_caption_column_str_or_list(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features({"image": ImageFeature(), "text": List(Value("string"))})
+    image = {"bytes": _png((8, 6)), "path": None}
+    path = _save(tmp_path, {"image": [image, image], "text": [[" A cat. ", "", "Cat."], []]}, features)
+    examples = list(
+        read_hf_dataset(
+            ctx,
+            path=path,
+            from_disk=True,
+            task="caption",
+            columns={"captions": "text"},
+            image_cache=tmp_path / "c",
+        )
+    )
+    assert [(e.caption, e.captions, e.image_size) for e in examples] == [
+        ("A cat.", ["A cat.", "Cat."], (8, 6))
+    ]
+    assert ctx.tally.skipped == {"image without captions": 1}
+    assert ctx.tally.repaired == {"empty caption dropped": 1}
+
+
+def test_local_imagefolder_references_files_without_copying(
+    ctx: SourceContext, tmp_path: Path, make_image
+) -> None:
+    root = tmp_path / "folder"
+    a = make_image("cat/a.png", root=root)
+    b = make_image("dog/b.jpg", root=root, size=(20, 10))
+    examples = list(read_hf_dataset(ctx, path=str(root), task="classification"))
+    assert [(e.image, e.label, e.image_size) for e in examples] == [
+        (str(a), "cat", (32, 24)),
+        (str(b), "dog", (20, 10)),
+    ]
+    assert examples[0].categories == ["cat", "dog"]
+
+
+def test_local_json_with_string_paths(ctx: SourceContext, tmp_path: Path, make_image) -> None:
+    make_image("imgs/a.png", root=tmp_path)
+    lines = [
+        {"file": "a.png", "label": "b"},
+        {"file": "a.png", "label": "a"},
+        {"file": "gone.png", "label": "a"},
+    ]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(x) for x in lines))
+    examples = list(
+        read_hf_dataset(
+            ctx,
+            path="json",
+            data_files=str(data),
+            task="classification",
+            columns={"image": "file"},
+            images=tmp_path / "imgs",
+        )
+    )
+    assert [(e.id, e.label, e.categories) for e in examples] == [
+        ("0", "b", ["a", "b"]),
+        ("1", "a", ["a", "b"]),
+    ]
+    assert ctx.tally.skipped == {"missing image": 1}
+
+
+def test_configuration_errors_name_the_field(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["cat"])})
+    path = _save(tmp_path, {"image": [{"bytes": _png((4, 4)), "path": None}], "label": [0]}, features)
+    cases = [
+        ({"task": "segmentation"}, "task"),
+        ({"task": "vqa"}, "question"),
+        ({"task": "classification", "columns": {"label": "nope"}}, "label"),
+        ({"task": "classification", "columns": {"lable": "label"}}, "columns"),
+        ({"task": "detection", "bbox_format": "cxcywh"}, "bbox_format"),
+        ({"task": "classification", "hf_split": "test"}, None),  # a plain Dataset: hf_split is ignored
+    ]
+    for params, field in cases:
+        call = read_hf_dataset(ctx, path=path, from_disk=True, image_cache=tmp_path / "c", **params)
+        if field is None:
+            assert len(list(call)) == 1
+            continue
+        with pytest.raises(DataError) as err:
+            list(call)
+        assert err.value.field == field, params
+
+
+def test_missing_split_and_duplicate_ids(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["cat"]), "key": Value("string")})
+    image = {"bytes": _png((4, 4)), "path": None}
+    path = _save(
+        tmp_path, {"image": [image, image], "label": [0, 0], "key": ["k", "k"]}, features, split="train"
+    )
+    with pytest.raises(DataError, match=r"no split 'test'.*\['train'\]"):
+        list(read_hf_dataset(ctx, path=path, from_disk=True, hf_split="test", task="classification"))
+    reader = read_hf_dataset(
+        ctx,
+        path=path,
+        from_disk=True,
+        task="classification",
+        columns={"id": "key"},
+        image_cache=tmp_path / "c",
+    )
+    with pytest.raises(DataError, match=r"record row 1 \(id k\), field 'id'"):
+        list(reader)
+
+
+def test_relative_folder_resolves_against_the_data_root(tmp_path: Path):
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["cat", "dog"])})
+    path = Path(_save(tmp_path, {"image": [{"bytes": _png((4, 3)), "path": None}], "label": [1]}, features))
+    ctx = SourceContext(name="src", split="train", root=path.parent)
+    examples = list(
+        read_hf_dataset(ctx, path=path.name, from_disk=True, task="classification", image_cache=tmp_path)
+    )
+    assert [(e.label, e.image_size) for e in examples] == [("dog", (4, 3))]

@@ -1,0 +1,216 @@
+"""Shared image helpers: path confinement, image checks and repairs, loading, boxes, JSON errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import DataError
+from pipeline.records import Object, Tally
+from pipeline.sources import SourceContext
+from pipeline.sources.images import (
+    check_image,
+    clip_objects,
+    confine,
+    inspect_image,
+    load_image,
+    parse_box,
+    read_json,
+)
+
+# ---------------------------------------------------------------------------- confine
+
+
+def test_confine_accepts_relative_paths_and_normalises(tmp_path: Path) -> None:
+    assert (
+        confine(tmp_path, "a/b.jpg", file="f.json", record=1, field="file_name") == tmp_path / "a" / "b.jpg"
+    )
+    assert confine(tmp_path, "a/../b.jpg", file="f.json", record=1, field="file_name") == tmp_path / "b.jpg"
+
+
+@pytest.mark.parametrize("relpath", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", "C:\\x.jpg", "", "   "])
+def test_confine_refuses_escapes_and_absolute_paths(tmp_path: Path, relpath: str) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    with pytest.raises(DataError) as err:
+        confine(root, relpath, file="anns.json", record="image 7", field="file_name")
+    message = str(err.value)
+    assert "anns.json" in message and "image 7" in message and "file_name" in message
+
+
+def test_confine_refuses_symlink_out_of_root(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(DataError, match="escapes"):
+        confine(root, "link/x.jpg", file="anns.json", record=3, field="file_name")
+
+
+# ---------------------------------------------------------------------------- check_image / load_image
+
+
+def test_rgb_image_passes_without_repairs(ctx: SourceContext, make_image) -> None:
+    path = make_image("a.jpg")
+    assert check_image(path, ctx, record="r") == (32, 24)
+    assert not ctx.tally.repaired and not ctx.tally.skipped
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [
+        ("L", "png"),
+        ("P", "png"),
+        ("RGBA", "png"),
+        ("CMYK", "jpg"),
+        ("LA", "png"),
+        ("I;16", "png"),
+        ("1", "png"),
+    ],
+)
+def test_non_rgb_modes_are_counted_and_loaded_as_rgb(
+    ctx: SourceContext, make_image, mode: str, suffix: str
+) -> None:
+    path = make_image(f"img.{suffix}", mode=mode)
+    with Image.open(path) as stored:
+        assert stored.mode == mode
+    assert check_image(path, ctx, record="r") == (32, 24)
+    assert ctx.tally.repaired == {f"{mode} converted to RGB": 1}
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (32, 24)
+
+
+def test_palette_with_transparency_loads_as_rgb(ctx: SourceContext, tmp_path: Path) -> None:
+    img = Image.new("P", (32, 24), 0)
+    img.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    img.info["transparency"] = 0
+    img.save(tmp_path / "t.png")
+    with Image.open(tmp_path / "t.png") as stored:
+        assert "transparency" in stored.info
+    assert check_image(tmp_path / "t.png", ctx, record="r") == (32, 24)
+    out = load_image(tmp_path / "t.png")
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    Image.fromarray(np.array([[0, 257 * 100, 65535]], dtype=np.uint16)).save(tmp_path / "d.png")
+    out = np.asarray(load_image(tmp_path / "d.png"))
+    assert out[0, :, 0].tolist() == [0, 100, 255]
+
+
+@pytest.mark.parametrize(
+    ("orientation", "size"), [(6, (24, 32)), (8, (24, 32)), (3, (32, 24)), (1, (32, 24))]
+)
+def test_exif_orientation_gives_oriented_size(ctx: SourceContext, make_image, orientation, size) -> None:
+    path = make_image("o.jpg", orientation=orientation)
+    assert check_image(path, ctx, record="r") == size
+    assert ctx.tally.repaired == ({"EXIF orientation applied": 1} if orientation != 1 else {})
+    assert load_image(path).size == size
+
+
+def test_orientation_6_rotates_pixels(tmp_path: Path) -> None:
+    img = Image.new("RGB", (32, 24), (0, 0, 255))
+    img.putpixel((0, 0), (255, 0, 0))  # top-left of the stored image
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: stored top-left lands top-right
+    img.save(tmp_path / "o.png", exif=exif)
+    out = load_image(tmp_path / "o.png")
+    assert out.size == (24, 32)
+    assert out.getpixel((23, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("garbage", "unreadable image"), ("truncated", "truncated image"), ("big", "decompression bomb")],
+)
+def test_broken_images_are_skipped_and_counted(
+    ctx: SourceContext, bad_images, kind: str, reason: str
+) -> None:
+    ctx.max_image_pixels = 100 * 100
+    path = bad_images(kind, "bad.jpg")
+    assert check_image(path, ctx, record="image 5") is None
+    assert ctx.tally.skipped == {reason: 1}
+    assert ctx.tally.examples == 0
+
+
+def test_missing_image_is_skipped(ctx: SourceContext, tmp_path: Path) -> None:
+    assert check_image(tmp_path / "nope.jpg", ctx, record="r") is None
+    assert ctx.tally.skipped == {"missing image": 1}
+
+
+@pytest.mark.parametrize("name", ["t.jpg", "t.png"])
+def test_truncation_is_only_caught_by_the_full_check(bad_images, name: str) -> None:
+    path = bad_images("truncated", name)
+    assert inspect_image(path, check="header").size == (32, 24)
+    assert inspect_image(path, check="full").skip[0] == "truncated image"
+
+
+def test_pil_own_bomb_limit_is_reported_as_bomb(ctx: SourceContext, make_image, monkeypatch) -> None:
+    path = make_image("a.png", size=(64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL raises above twice this
+    assert check_image(path, ctx, record="r") is None
+    assert ctx.tally.skipped == {"decompression bomb": 1}
+
+
+def test_cache_opens_once_but_counts_every_record(ctx: SourceContext, make_image, tmp_path: Path) -> None:
+    cache: dict = {}
+    good = make_image("g.png", mode="L")
+    for record in ("q1", "q2"):
+        check_image(good, ctx, record=record, cache=cache)
+        check_image(tmp_path / "missing.png", ctx, record=record, cache=cache)
+    assert len(cache) == 2
+    assert ctx.tally.skipped == {"missing image": 2}
+    assert ctx.tally.repaired == {"L converted to RGB": 2}
+
+
+# ---------------------------------------------------------------------------- boxes and JSON
+
+
+def test_parse_box_formats_and_errors() -> None:
+    assert parse_box([1, 2, 3, 4], fmt="xywh", file="f", record=1, field="bbox") == (1, 2, 4, 6)
+    assert parse_box([1, 2, 3, 4], fmt="xyxy", file="f", record=1, field="bbox") == (1, 2, 3, 4)
+    for bad, fmt in (
+        ([5, 2, 3, 4], "xyxy"),
+        ([1, 2, -1, 4], "xywh"),
+        ([1, 2, 3], "xyxy"),
+        ([1, "a", 3, 4], "xyxy"),
+    ):
+        with pytest.raises(DataError, match=r"file f, record 1, field 'bbox'"):
+            parse_box(bad, fmt=fmt, file="f", record=1, field="bbox")
+
+
+def test_clip_objects_counts_clips_and_drops() -> None:
+    tally = Tally()
+    objects = [
+        Object((1, 1, 5, 5), "a"),  # inside
+        Object((-3, 2, 40, 10), "b"),  # clipped on both sides
+        Object((35, 2, 40, 10), "c"),  # fully outside on the right: nothing left
+        Object((4, 4, 4, 9), "d"),  # zero width from the start
+    ]
+    kept = clip_objects(objects, (32, 24), tally, record="r")
+    assert kept == [Object((1, 1, 5, 5), "a"), Object((0, 2, 32, 10), "b")]
+    assert tally.repaired == {"box clipped": 1, "zero-area box dropped": 2}
+
+
+def test_read_json_names_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "images": [,]\n}')
+    with pytest.raises(DataError, match=r"broken\.json.*line 2 column \d+"):
+        read_json(path)
+    with pytest.raises(DataError, match="not found"):
+        read_json(tmp_path / "absent.json")
+
+
+def test_load_truncated_flag_is_restored(bad_images) -> None:
+    from PIL import ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        assert inspect_image(bad_images("truncated", "t.jpg")).skip[0] == "truncated image"
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
