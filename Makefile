@@ -9,7 +9,7 @@ ARGS ?=
 # On a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test lint format data demo-data check clean
+.PHONY: setup test lint format data demo-data check bench clean
 
 setup: $(BIN)/uvft
 
@@ -39,6 +39,9 @@ demo-data: setup
 
 check: setup
 	$(BIN)/uvft check $(RECIPE) $(ARGS)
+
+bench: setup
+	$(BIN)/python bench/bench_build.py
 
 clean:
 	rm -rf .cache/uvft
