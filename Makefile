@@ -1,5 +1,5 @@
 # Thin wrappers over the `uvft` CLI. RECIPE and ARGS pick the recipe and its dotted overrides:
-#   make data RECIPE=recipes/florence2_base_multitask_lora.yaml ARGS="data.root=/datasets"
+#   make finetune RECIPE=recipes/florence2_base_multitask_lora.yaml ARGS="data.root=/datasets"
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ ARGS ?=
 # On a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test lint format data demo-data check bench clean
+.PHONY: setup test lint format data finetune demo-data check bench clean
 
 setup: $(BIN)/uvft
 
@@ -33,6 +33,9 @@ format: setup
 
 data: setup
 	$(BIN)/uvft build $(RECIPE) $(ARGS)
+
+finetune: setup
+	$(BIN)/uvft finetune $(RECIPE) $(ARGS)
 
 demo-data: setup
 	$(BIN)/uvft data demo

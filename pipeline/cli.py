@@ -41,6 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_build)
 
+    p = sub.add_parser(
+        "finetune", help="fine-tune (LoRA or full) on a recipe's records; adapter in runs/<name>"
+    )
+    _add_recipe_args(p)
+    p.add_argument(
+        "--resume", metavar="auto|PATH", help="resume from the run's latest checkpoint (auto) or a path"
+    )
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("data", help="data utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     d = data_sub.add_parser("demo", help="generate the synthetic shapes demo set in its real on-disk formats")
@@ -70,6 +81,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     print_stats(result)
     if args.export_jsonl:
         print(f"exported: {args.export_jsonl}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from pipeline.recipe import load_recipe
+    from pipeline.train.loop import print_summary, train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    summary = train(recipe, resume=args.resume, progress=not args.no_progress, cpu=args.cpu)
+    print_summary(summary)
     return 0
 
 

@@ -30,6 +30,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class TinySection(_Strict):
+    """The tiny model uvft builds from a config when `model.id` is null (demo and tests).
+
+    `size` goes to the family's `build_tiny` (hidden sizes, layers...). With `base_steps` > 0, the
+    tiny model is first fully trained for that many steps on the `base_sources` (a stand-in for
+    a pretrained foundation model, built once and cached), and the LoRA fine-tune starts from it.
+    """
+
+    size: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    base_steps: int = Field(0, ge=0)
+    base_lr: float = Field(3e-4, gt=0)
+    base_sources: list[str] | None = None  # None: every training source
+
+
 class ModelSection(_Strict):
     family: Family
     # Hub id (e.g. microsoft/Florence-2-base) or local folder; None means the tiny model uvft builds.
@@ -37,6 +52,64 @@ class ModelSection(_Strict):
     revision: str | None = None
     # Tokenizer used for the target-length statistics of `uvft build`; defaults to `id`.
     tokenizer: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, else fp32
+    attn_implementation: str | None = None  # e.g. sdpa, eager, flash_attention_2
+    tiny: TinySection = Field(default_factory=TinySection)
+
+
+class AdapterSection(_Strict):
+    """What is trained: LoRA (peft) on a preset of modules, or every weight (`full`)."""
+
+    method: Literal["lora", "full"] = "lora"
+    # attention: language-model attention; attention_mlp: + its MLP; all_linear: every linear
+    # layer of the language model and the projector (never the vision tower unless unfrozen).
+    preset: Literal["attention", "attention_mlp", "all_linear"] = "attention_mlp"
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    freeze_vision: bool = True
+    modules_to_save: list[str] | None = None  # e.g. embeddings + lm_head when tokens were added
+
+
+class MixtureSection(_Strict):
+    """Task-balanced sampling over the training sources (p ∝ n^(1/T) for `temperature`)."""
+
+    strategy: Literal["proportional", "temperature", "uniform", "weights"] = "temperature"
+    temperature: float = Field(2.0, gt=0)
+    weights: dict[str, float] | None = None  # source name -> weight, for strategy `weights`
+
+    @model_validator(mode="after")
+    def _weights_given(self) -> MixtureSection:
+        if self.strategy == "weights" and not self.weights:
+            raise ValueError("strategy 'weights' needs mixture.weights (source name -> weight)")
+        return self
+
+
+class TrainSection(_Strict):
+    steps: int = Field(1000, gt=0)  # optimizer steps
+    batch_size: int = Field(8, gt=0)  # per process, per micro-batch
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, no on CPU
+    gradient_checkpointing: bool = False
+    num_workers: int = Field(2, ge=0)
+    pin_memory: bool | None = None  # None: when CUDA is used
+    persistent_workers: bool = True
+    seed: int = 0
+    log_every: int = Field(10, gt=0)
+    save_every: int = Field(500, gt=0)
+    keep_last: int = Field(2, gt=0)
+    max_target_tokens: int | None = Field(None, gt=0)  # longer targets are dropped and counted
+    max_nonfinite: int = Field(5, gt=0)  # this many non-finite losses in a row stop the run
+    val_every: int = Field(0, ge=0)  # held-out per-task loss every N steps (0: start and end only)
+    val_batches: int = Field(8, gt=0)  # size of the fixed held-out subset, in batches
+    val_split: str = "val"
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
+    wandb_project: str | None = None
 
 
 class DemoSection(_Strict):
@@ -97,6 +170,21 @@ class Recipe(_Strict):
     output_dir: str | None = None  # default: runs/<name>
     model: ModelSection
     data: DataSection
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    mixture: MixtureSection = Field(default_factory=MixtureSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+
+    @model_validator(mode="after")
+    def _names_refer_to_sources(self) -> Recipe:
+        names = [s.name for s in self.data.sources]
+        for key, given in (
+            ("mixture.weights", list(self.mixture.weights or {})),
+            ("model.tiny.base_sources", self.model.tiny.base_sources or []),
+        ):
+            unknown = [n for n in given if n not in names]
+            if unknown:
+                raise ValueError(f"{key}: unknown source {unknown[0]!r}; sources: {', '.join(names)}")
+        return self
 
     @property
     def run_dir(self) -> Path:

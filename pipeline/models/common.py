@@ -1,0 +1,214 @@
+"""What the model families share: parameter counting and freezing, LoRA configs from regex presets,
+checked `from_pretrained`, and the BPE tokenizer trained on the spot for tiny models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+PRESETS = ("attention", "attention_mlp", "all_linear")
+VISION_TOWER = "vision_tower"  # the module name both families give their image encoder
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; a tied weight counts once (parameters() yields it once)."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def is_vision(name: str) -> bool:
+    """True for a parameter or module name inside the vision tower (bare or peft-wrapped model)."""
+    return VISION_TOWER in name.split(".")
+
+
+def freeze_vision(model: nn.Module) -> int:
+    """Freeze every vision-tower parameter (the projector stays as it is); return how many tensors."""
+    n = 0
+    for name, p in model.named_parameters():
+        if is_vision(name):
+            p.requires_grad_(False)
+            n += 1
+    if n == 0:
+        raise ValueError(f"freeze_vision: no '{VISION_TOWER}' parameter in {type(model).__name__}")
+    return n
+
+
+def has_adapters(model: nn.Module) -> bool:
+    """True when peft layers (LoRA, modules_to_save copies) are inside the model."""
+    return any(
+        hasattr(m, "base_layer") or hasattr(m, "modules_to_save") or hasattr(m, "lora_A")
+        for m in model.modules()
+    )
+
+
+def save_base(model: nn.Module, processor: Any, out_dir: str | Path) -> Path:
+    """Save a plain (unwrapped) model and its processor, refusing one that peft has wrapped.
+
+    `get_peft_model` rewrites the base model in place (`q_proj` becomes `q_proj.base_layer` + LoRA),
+    so a base saved after wrapping no longer has the names `from_pretrained` looks for, and those
+    weights would be re-initialised on load. Save the base before wrapping, or save the adapter.
+    """
+    if has_adapters(model):
+        raise ValueError(
+            "save_base: this model carries peft adapter layers (get_peft_model changed it in place); "
+            "save the base before wrapping it, or save the adapter with PeftModel.save_pretrained"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------------------- LoRA
+
+
+def lora_config(
+    targets: Mapping[str, str],
+    preset: str,
+    r: int,
+    alpha: int,
+    dropout: float,
+    modules_to_save: list[str] | None,
+):
+    """A peft LoraConfig whose `target_modules` is the preset's regex (see each family's LORA_TARGETS).
+
+    A regex string is matched with `re.fullmatch` against full module names, so it can anchor on the
+    language model's path; a list of names would match by suffix and reach into the vision tower.
+    """
+    from peft import LoraConfig
+
+    if preset not in targets:
+        raise KeyError(f"unknown LoRA preset {preset!r}; known: {', '.join(targets)}")
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets[preset],
+        modules_to_save=list(modules_to_save) if modules_to_save else None,
+        bias="none",
+    )
+
+
+def matching_modules(model: nn.Module, pattern: str) -> list[str]:
+    """Names of the modules a target regex selects (what peft will wrap)."""
+    rx = re.compile(pattern)
+    return [name for name, _ in model.named_modules() if name and rx.fullmatch(name)]
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def from_pretrained_checked(cls: Any, name: str | Path, **kwargs: Any):
+    """`cls.from_pretrained(name, use_safetensors=True, ...)` that refuses checkpoints whose weights
+    do not match the class: random weights where a checkpoint was expected would train silently."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    model, info = cls.from_pretrained(str(name), use_safetensors=True, output_loading_info=True, **kwargs)
+    missing = list(info.get("missing_keys") or [])
+    mismatched = list(info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        raise ValueError(
+            f"{name}: the checkpoint does not match {cls.__name__} ({len(missing)} missing, "
+            f"{len(mismatched)} mismatched weights, e.g. {(missing + [str(m) for m in mismatched])[:3]}); "
+            "is it a remote-code checkpoint rather than a native transformers one, or a base model "
+            "saved after get_peft_model had wrapped it (see save_base)?"
+        )
+    if info.get("unexpected_keys"):
+        logger.warning("%s: %d unexpected weights ignored", name, len(info["unexpected_keys"]))
+    return model
+
+
+def refuse_remote_code(name: str | Path, revision: str | None) -> None:
+    """Raise when a checkpoint's config asks for remote code: uvft only runs native transformers models."""
+    from transformers import PretrainedConfig
+
+    config, _ = PretrainedConfig.get_config_dict(str(name), revision=revision)
+    if "auto_map" in config:
+        raise ValueError(
+            f"{name}: its config.json maps to remote code (auto_map); uvft loads native transformers "
+            "checkpoints only, never trust_remote_code"
+        )
+
+
+# ---------------------------------------------------------------------------- tiny models
+
+
+@dataclass
+class TinySize:
+    """Base for the families' tiny-model sizes: `from_kwargs` refuses unknown keys by name."""
+
+    @classmethod
+    def from_kwargs(cls, **size: Any):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(size) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown tiny {cls.__name__} key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**size)
+
+
+def strip_tokens(texts: Iterable[str], tokens: Sequence[str]) -> list[str]:
+    """The pieces of text between the given special tokens: BPE merges should go to words, not to
+    fragments of `<loc_123>`, which the tokenizer matches whole anyway."""
+    rx = re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+    return [piece for t in texts for piece in rx.split(t) if piece]
+
+
+def train_bpe(
+    texts: Iterable[str],
+    *,
+    vocab_size: int,
+    specials: Sequence[str],
+    byte_level: bool,
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of a BPE trained on `texts`; `specials` take the first ids, in order.
+
+    byte_level: GPT-2/BART style (bytes mapped to printable characters, "Ġ" marks a space);
+    otherwise SentencePiece/Gemma style (spaces become "▁", unknown bytes fall back to `<0xNN>`,
+    which `specials` should then contain).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    if byte_level:
+        tok = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=True, fuse_unk=True))
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        # training only: keep merges inside words ("▁word") and "\n" alone, as SentencePiece does;
+        # the saved tokenizer needs no such split since no merge crosses these boundaries
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split("▁", behavior="merged_with_next"),
+                pre_tokenizers.Split("\n", behavior="isolated"),
+            ]
+        )
+        alphabet = []
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(specials),
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer)
+    model = json.loads(tok.to_str())["model"]
+    vocab: dict[str, int] = model["vocab"]
+    for i, s in enumerate(specials):
+        if vocab.get(s) != i:
+            raise AssertionError(f"special token {s!r} got id {vocab.get(s)}, expected {i}")
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return vocab, merges  # type: ignore[return-value]

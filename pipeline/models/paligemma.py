@@ -1,0 +1,289 @@
+"""PaliGemma / PaliGemma 2 (transformers' native `PaliGemmaForConditionalGeneration`): load a
+checkpoint, build a tiny one from a config, and the LoRA target presets.
+
+PaliGemma is a SigLIP image encoder, a linear projector and a Gemma (2) decoder that reads
+`<image>`x N, `<bos>`, the prompt, "\\n" (the prefix, attended bidirectionally) and writes the
+target then `<eos>` (the suffix, causal). The processor marks the suffix with token_type_ids 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.formats import pali as fmt
+from pipeline.models.common import (
+    TinySize,
+    count_parameters,
+    freeze_vision,
+    from_pretrained_checked,
+    refuse_remote_code,
+    save_base,
+    strip_tokens,
+    train_bpe,
+)
+from pipeline.models.common import lora_config as _lora_config
+
+__all__ = [
+    "EMBEDDING_MODULES",
+    "FAMILY",
+    "LORA_TARGETS",
+    "Size",
+    "build_tiny",
+    "count_parameters",
+    "freeze_vision",
+    "load",
+    "lora_config",
+    "real_config_tiny",
+    "save_base",
+]
+
+logger = logging.getLogger(__name__)
+
+FAMILY = "paligemma"
+IMAGE_TOKEN = "<image>"
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0-4
+BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]  # byte fallback, as Gemma's vocab has
+
+# Module paths (see `PaliGemmaForConditionalGeneration.named_modules()`): the Gemma decoder is
+# `model.language_model`, SigLIP is `model.vision_tower` (it has q_proj/k_proj/v_proj/fc1/fc2 of
+# its own, hence regexes anchored on the language model's path), the projector
+# `model.multi_modal_projector.linear`.
+_LM_LAYER = r"model\.language_model\.layers\.\d+"
+_ATTENTION = _LM_LAYER + r"\.self_attn\.(?:q_proj|k_proj|v_proj|o_proj)"
+_MLP = _LM_LAYER + r"\.mlp\.(?:gate_proj|up_proj|down_proj)"
+_PROJECTOR = r"model\.multi_modal_projector\.linear"
+LORA_TARGETS = {
+    "attention": _ATTENTION,
+    "attention_mlp": f"(?:{_ATTENTION})|(?:{_MLP})",
+    "all_linear": f"(?:{_ATTENTION})|(?:{_MLP})|(?:{_PROJECTOR})",
+}
+# `modules_to_save` for embeddings that must train (a tokenizer the checkpoint never saw: the tiny
+# model): the input embedding and the head, each a trainable copy (untied from then on).
+EMBEDDING_MODULES = ["embed_tokens", "lm_head"]
+
+
+# ---------------------------------------------------------------------------- load
+
+
+def load(
+    model_id_or_path: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+):
+    """(model, processor) from a hub id or a local folder: native classes, safetensors only."""
+    from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+
+    refuse_remote_code(model_id_or_path, revision)
+    model = from_pretrained_checked(
+        PaliGemmaForConditionalGeneration,
+        model_id_or_path,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        revision=revision,
+    )
+    processor = PaliGemmaProcessor.from_pretrained(str(model_id_or_path), revision=revision)
+    return model, processor
+
+
+def lora_config(
+    preset: str,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    modules_to_save: list[str] | None = None,
+):
+    """peft LoraConfig for a preset of LORA_TARGETS (never the vision tower)."""
+    return _lora_config(LORA_TARGETS, preset, r, alpha, dropout, modules_to_save)
+
+
+# ---------------------------------------------------------------------------- tiny model
+
+
+@dataclass
+class Size(TinySize):
+    """Tiny PaliGemma 2 dimensions (build_tiny's **size)."""
+
+    vocab_size: int = 1024  # BPE budget incl. Gemma's 5 specials and 256 byte tokens
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 32
+    intermediate: int = 512
+    max_positions: int = 2048
+    patch_size: int = 8  # 64 px -> 8 x 8 = 64 image tokens
+    vision_hidden: int = 128
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_intermediate: int = 512
+    dropout: float = 0.0
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """A Gemma-style BPE (spaces as "▁", byte fallback) trained on `texts`, carrying what the real
+    tokenizer carries for our formats: `<pad>` `<eos>` `<bos>` `<unk>` `<mask>` (ids 0-4), byte
+    tokens, `<loc0000>`..`<loc1023>` and `<seg000>`..`<seg127>` (added, not special: decoding with
+    skip_special_tokens keeps them), then `<image>` (special)."""
+    from transformers import GemmaTokenizer
+
+    extra = fmt.extra_tokens()
+    # the processor ends every prompt with "\n": the tokenizer must know it
+    corpus = strip_tokens([*texts, "\n"], extra)
+    vocab, merges = train_bpe(
+        corpus, vocab_size=vocab_size, specials=SPECIALS + BYTE_TOKENS, byte_level=False
+    )
+    for t in [*extra, IMAGE_TOKEN]:  # fixed ids after the BPE vocab, in the real tokenizer's order
+        vocab[t] = len(vocab)
+    tok = GemmaTokenizer(vocab=vocab, merges=merges, extra_special_tokens={"image_token": IMAGE_TOKEN})
+    tok.add_tokens(extra)
+    return tok
+
+
+def _image_processor(image_size: int, seq_length: int):
+    # the PIL backend: the same pixels with or without torchvision, and no fallback warning
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    return SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        resample=3,  # bicubic, as the real checkpoints
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        image_seq_length=seq_length,
+    )
+
+
+def build_processor(texts: Iterable[str], *, image_size: int = 64, size: Size | None = None):
+    from transformers import PaliGemmaProcessor
+
+    size = size or Size()
+    if image_size % size.patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {size.patch_size}")
+    tok = build_tokenizer(texts, size.vocab_size)
+    seq = (image_size // size.patch_size) ** 2
+    return PaliGemmaProcessor(image_processor=_image_processor(image_size, seq), tokenizer=tok)
+
+
+def tiny_config(processor, size: Size, image_size: int):
+    from transformers import Gemma2Config, PaliGemmaConfig, SiglipVisionConfig
+
+    tok = processor.tokenizer
+    vocab = len(tok)
+    text = Gemma2Config(
+        vocab_size=vocab,
+        hidden_size=size.hidden,
+        intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.kv_heads,
+        head_dim=size.head_dim,
+        query_pre_attn_scalar=size.head_dim,
+        max_position_embeddings=size.max_positions,
+        attention_dropout=size.dropout,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_intermediate,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        patch_size=size.patch_size,
+        image_size=image_size,
+        vision_use_head=False,
+        attention_dropout=size.dropout,
+    )
+    return PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tok.image_token_id,
+        vocab_size=vocab,
+        projection_dim=size.hidden,
+        hidden_size=size.hidden,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+
+
+def build_tiny(out_dir: Path, texts: Iterable[str], *, image_size: int = 64, seed: int = 0, **size) -> Path:
+    """A PaliGemma 2 of `Size(**size)` with random weights and a tokenizer trained on `texts` (the
+    records' prompts and targets), saved (safetensors) with its processor so `load(out_dir)` reads it."""
+    from transformers import GenerationConfig, PaliGemmaForConditionalGeneration
+
+    dims = Size.from_kwargs(**size)
+    processor = build_processor(texts, image_size=image_size, size=dims)
+    config = tiny_config(processor, dims, image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = PaliGemmaForConditionalGeneration(config)
+    tok = processor.tokenizer
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+# ---------------------------------------------------------------------------- real architecture, fewer layers
+
+REAL_VOCAB = 257216  # 256000 Gemma + 1024 loc + 128 seg + <image>, padded to a multiple of 64
+
+
+def real_config_tiny(
+    model_id: str = "google/paligemma2-3b-pt-224", *, layers: int | None = 1, vocab_size: int | None = None
+):
+    """The architecture of google/paligemma2-3b-pt-224 (SigLIP So400m/14 at 224 px, Gemma 2 2B; widths,
+    heads and softcaps as its config.json) with `layers` blocks per tower (None: the real 27 and 26),
+    for tests with random weights. `vocab_size` overrides the real 257216 (a 257216 x 2304
+    embedding is 593M parameters)."""
+    from transformers import Gemma2Config, PaliGemmaConfig, SiglipVisionConfig
+
+    name = model_id.lower()
+    if not name.startswith("google/paligemma2-3b") or not name.endswith("-224"):
+        raise KeyError(
+            f"no known PaliGemma architecture for {model_id!r}; known: google/paligemma2-3b-pt-224"
+        )
+    vocab = vocab_size or REAL_VOCAB
+    text = Gemma2Config(
+        vocab_size=vocab,
+        hidden_size=2304,
+        intermediate_size=9216,
+        num_hidden_layers=26 if layers is None else layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        sliding_window=4096,
+        final_logit_softcapping=30.0,
+        attn_logit_softcapping=50.0,
+        hidden_activation="gelu_pytorch_tanh",
+        max_position_embeddings=8192,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27 if layers is None else layers,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=224,
+        vision_use_head=False,
+    )
+    return PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=min(257152, vocab - 1),
+        vocab_size=vocab,
+        projection_dim=2304,
+        hidden_size=2304,
+    )

@@ -1,0 +1,154 @@
+"""Checkpoints: everything that decides what comes next, written atomically.
+
+A checkpoint folder `checkpoints/step-000120/` holds the trainable weights (`weights/`: the
+adapter, or the full model, as safetensors), `optimizer.pt`, `scheduler.pt`, one `rng-<rank>.pt`
+per process, and `state.json` (step, sampler position, counters). It is written under a hidden
+temporary name and renamed when complete, so a kill during a save never leaves a folder that
+resume would pick. Tensors are loaded back with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """`auto`: the latest complete checkpoint of the run (None when there is none); else a path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = checkpoint_dirs(run_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if path.is_dir() and not (path / "state.json").is_file() and checkpoint_dirs(path):
+        path = checkpoint_dirs(path)[-1]  # a run folder: its latest checkpoint
+    if not (path / "state.json").is_file():
+        raise FileNotFoundError(f"{path} is not a complete uvft checkpoint (no state.json)")
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state()[1].tolist(),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    keep_last: int,
+) -> Path:
+    """Save on every process (RNG per rank), weights and optimizer on the main one; atomic rename."""
+    root = run_dir / "checkpoints"
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(tmp / "weights", safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in checkpoint_dirs(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info("checkpoint saved: %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(
+    path: Path,
+    *,
+    accelerator: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and this process's RNG; return state.json."""
+    from safetensors.torch import load_file
+
+    inner = accelerator.unwrap_model(model)
+    weights = path / "weights"
+    if (weights / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(inner, load_file(str(weights / "adapter_model.safetensors")))
+    else:
+        tensors: dict[str, torch.Tensor] = {}
+        for f in sorted(weights.glob("*.safetensors")):
+            tensors.update(load_file(str(f)))
+        missing, unexpected = inner.load_state_dict(tensors, strict=False)
+        # tied weights (lm_head = embeddings) are saved once; anything else missing is a real error
+        missing = [k for k in missing if k not in _tied_keys(inner)]
+        if missing or unexpected:
+            raise RuntimeError(
+                f"checkpoint {path} does not fit the model: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng_file = path / f"rng-{accelerator.process_index}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=True))
+    else:
+        logger.warning(
+            "%s has no RNG state for process %d; dropout will differ", path, accelerator.process_index
+        )
+    return json.loads((path / "state.json").read_text())
+
+
+def _tied_keys(model: torch.nn.Module) -> set[str]:
+    tied = getattr(model, "_tied_weights_keys", None) or []
+    if isinstance(tied, dict):
+        tied = list(tied)
+    return set(tied)

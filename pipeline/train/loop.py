@@ -1,0 +1,532 @@
+"""The training loop: one explicit Accelerate loop, top to bottom.
+
+records -> task-balanced sampler -> collator -> model (LoRA or full) -> token-averaged loss ->
+accumulate / backward / clip / step -> log, checkpoint, held-out loss -> adapter in the run folder.
+
+The loss is the sum of target-token cross-entropies over a whole optimizer step (all
+micro-batches of the accumulation window, all processes) divided by the number of target tokens
+in it, so one process with batch 2b and two processes with batch b see the same loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from pipeline import models
+from pipeline.data.build import build
+from pipeline.data.collate import Collator, drop_long_targets
+from pipeline.data.mixture import MixtureSampler, groups_from_sources
+from pipeline.errors import UvftError
+from pipeline.recipe import Recipe, dump, expand_path
+from pipeline.records import TASKS
+from pipeline.train import checkpoint as ckpt
+from pipeline.train.optim import make_optimizer, make_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(UvftError):
+    """Too many non-finite losses in a row: the run stopped (a checkpoint was saved first)."""
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    steps: int
+    seconds: float
+    samples: int
+    samples_per_s: float
+    trainable_params: int
+    total_params: int
+    dropped_long_targets: int
+    nonfinite_skipped: int
+    losses: list[dict[str, Any]] = field(default_factory=list)  # one per logged step
+    val: list[dict[str, Any]] = field(default_factory=list)  # held-out per-task loss over steps
+    base_model: str = ""
+
+
+# --- set-up --------------------------------------------------------------------------------------
+
+
+def make_accelerator(recipe: Recipe, *, cpu: bool = False, log: bool = True):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    cfg = recipe.train
+    cuda = torch.cuda.is_available() and not cpu
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    trackers = list(cfg.trackers) if log else []
+    return Accelerator(
+        mixed_precision=mp,
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=cpu or not torch.cuda.is_available(),
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(recipe.run_dir), logging_dir=str(recipe.run_dir / "logs")
+        ),
+    )
+
+
+def _dtype(recipe: Recipe) -> torch.dtype | None:
+    if recipe.model.dtype == "auto":
+        # weights stay fp32 on CPU; on CUDA the mixed-precision autocast does the bf16 work
+        return None
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        recipe.model.dtype
+    ]
+
+
+def base_model_path(recipe: Recipe, records: Any, *, progress: bool, accelerator: Any) -> str:
+    """The model the run starts from: the recipe's hub id or folder, or uvft's tiny model (built on
+    the spot from the records' text and, with model.tiny.base_steps, given a cached base stage)."""
+    if recipe.model.id is not None:
+        return recipe.model.id
+    tiny = recipe.model.tiny
+    family = models.get(recipe.model.family)
+    texts = sorted({t for ds in records.values() for t in (*ds["prompt"], *ds["target"])})
+    key = hashlib.sha256(
+        json.dumps([recipe.model.family, tiny.size, tiny.seed, texts], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    cache = expand_path(recipe.data.cache_dir) / "tiny"
+    folder = cache / f"{recipe.model.family}-{key}"
+    with accelerator.main_process_first():
+        if not (folder / "config.json").is_file() and accelerator.is_main_process:
+            tmp = cache / f".tmp-{folder.name}"
+            family.build_tiny(tmp, texts, seed=tiny.seed, **tiny.size)
+            tmp.rename(folder)
+    if tiny.base_steps == 0:
+        return str(folder)
+    return _base_stage(recipe, folder, progress=progress, accelerator=accelerator)
+
+
+def _base_stage(recipe: Recipe, tiny_folder: Path, *, progress: bool, accelerator: Any) -> str:
+    """Full training of the tiny model (a stand-in for a pretrained foundation model), run once
+    and cached under a key of everything that decides it."""
+    tiny = recipe.model.tiny
+    base = recipe.model_copy(deep=True)
+    base.model.id = str(tiny_folder)
+    base.adapter.method = "full"
+    base.adapter.freeze_vision = False  # random weights: the vision tower has everything to learn
+    base.train.steps = tiny.base_steps
+    base.train.lr = tiny.base_lr
+    base.train.val_every = 0
+    base.train.trackers = []
+    if tiny.base_sources is not None:
+        base.data.sources = [s for s in base.data.sources if s.name in tiny.base_sources]
+        base.mixture.weights = None if base.mixture.strategy != "weights" else base.mixture.weights
+    key = hashlib.sha256((dump(base) + str(tiny_folder)).encode()).hexdigest()[:16]
+    out = expand_path(recipe.data.cache_dir) / "base" / f"{recipe.model.family}-{key}"
+    base.output_dir = str(out)
+    if not (out / "model" / "config.json").is_file():
+        logger.info(
+            "base stage: full training of the tiny model for %d steps (cached in %s)", tiny.base_steps, out
+        )
+        train(base, progress=progress, accelerator=accelerator)
+    return str(out / "model")
+
+
+def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    family = models.get(recipe.model.family)
+    a = recipe.adapter
+    if a.freeze_vision:
+        family.freeze_vision(model)
+    if a.method == "full":
+        return model
+    from peft import get_peft_model
+
+    config = family.lora_config(
+        a.preset, r=a.r, alpha=a.alpha, dropout=a.dropout, modules_to_save=a.modules_to_save
+    )
+    # get_peft_model wraps in place: from here on, only the adapter is ever saved
+    return get_peft_model(model, config)
+
+
+def _fixed_subset(ds: Any, per_task: int) -> list[int]:
+    """A fixed, task-balanced held-out subset: the first `per_task` rows of each task."""
+    chosen: dict[str, list[int]] = defaultdict(list)
+    for i, task in enumerate(ds["task"]):
+        if len(chosen[task]) < per_task:
+            chosen[task].append(i)
+    return sorted(i for rows in chosen.values() for i in rows)
+
+
+# --- loss ----------------------------------------------------------------------------------------
+
+
+def token_losses(
+    model: torch.nn.Module, batch: dict[str, Any], *, shift: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-target-token cross-entropy summed per example, and the target-token count per example."""
+    inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    labels = inputs["labels"]
+    logits = model(**inputs).logits
+    if shift:  # decoder-only: position t predicts token t+1
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    logits = logits[:, -labels.shape[1] :]  # prefix positions (image tokens) carry no label
+    ce = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    mask = labels != -100
+    return (ce * mask).sum(dim=1), mask.sum(dim=1)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
+
+
+@torch.no_grad()
+def held_out_loss(model, loader, accelerator, *, shift: bool) -> dict[str, float]:
+    """Token-averaged loss per task (and overall) on the fixed held-out subset."""
+    model.eval()
+    sums = torch.zeros(len(TASKS) + 1, dtype=torch.float64, device=accelerator.device)
+    counts = torch.zeros_like(sums)
+    for batch in loader:
+        batch = _to_device(batch, accelerator.device)
+        with accelerator.autocast():
+            loss_sum, n_tok = token_losses(model, batch, shift=shift)
+        for task, ls, n in zip(batch["task"], loss_sum, n_tok, strict=True):
+            sums[TASKS.index(task)] += ls.double()
+            counts[TASKS.index(task)] += n
+    sums[-1], counts[-1] = sums[:-1].sum(), counts[:-1].sum()
+    sums, counts = accelerator.reduce(sums, "sum"), accelerator.reduce(counts, "sum")
+    model.train()
+    names = [*TASKS, "all"]
+    return {names[i]: float(sums[i] / counts[i]) for i in range(len(names)) if counts[i] > 0}
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def train(
+    recipe: Recipe,
+    *,
+    resume: str | None = None,
+    progress: bool = True,
+    accelerator: Any | None = None,
+    cpu: bool = False,
+) -> RunSummary:
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+
+    cfg = recipe.train
+    run_dir = recipe.run_dir
+    accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
+    main = accelerator.is_main_process
+    family = models.get(recipe.model.family)
+    shift = recipe.model.family == "paligemma"
+
+    # 1. records (built once, on the main process first) and the model
+    with accelerator.main_process_first():
+        records = build(recipe, progress=progress and main).load()
+    if cfg.val_split not in records:
+        raise UvftError(f"train.val_split {cfg.val_split!r} is not a split of the records: {sorted(records)}")
+    base = base_model_path(recipe, records, progress=progress, accelerator=accelerator)
+    set_seed(cfg.seed)  # the same initial adapter weights on every process
+    model, processor = family.load(
+        base,
+        dtype=_dtype(recipe),
+        attn_implementation=recipe.model.attn_implementation,
+        revision=recipe.model.revision,
+    )
+    model = apply_adapter(model, recipe)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainable, total = family.count_parameters(model)
+    if main:
+        logger.info(
+            "parameters: %s trainable / %s total (%.2f%%)",
+            f"{trainable:,}",
+            f"{total:,}",
+            100 * trainable / total,
+        )
+
+    # 2. data: over-long targets dropped (and counted), a task-balanced sampler, the collator
+    train_ds, dropped = drop_long_targets(
+        records[recipe.data.train_split], processor, recipe.model.family, cfg.max_target_tokens
+    )
+    val_ds, _ = drop_long_targets(
+        records[cfg.val_split], processor, recipe.model.family, cfg.max_target_tokens
+    )
+    if dropped and main:
+        logger.warning(
+            "dropped %d training records whose target exceeds train.max_target_tokens=%s",
+            dropped,
+            cfg.max_target_tokens,
+        )
+    sampler = MixtureSampler(
+        groups_from_sources(train_ds["source"]),
+        strategy=recipe.mixture.strategy,
+        temperature=recipe.mixture.temperature,
+        weights=recipe.mixture.weights,
+        batch_size=cfg.batch_size,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+        seed=cfg.seed,
+    )
+    collator = Collator(processor, recipe.model.family, max_target_tokens=cfg.max_target_tokens)
+    cuda = accelerator.device.type == "cuda"
+    loader_kwargs = dict(
+        batch_size=cfg.batch_size,
+        collate_fn=collator,
+        num_workers=cfg.num_workers,
+        pin_memory=cuda if cfg.pin_memory is None else cfg.pin_memory,
+        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+    )
+    per_task = max(1, cfg.val_batches * cfg.batch_size // len(TASKS))
+    subset = _fixed_subset(val_ds, per_task)[accelerator.process_index :: accelerator.num_processes]
+    # Loaders get their own generators: starting an iterator draws a seed, and drawing it from the
+    # global RNG would shift dropout after a resume.
+    val_loader = DataLoader(
+        val_ds.select(subset),
+        shuffle=False,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        **{**loader_kwargs, "persistent_workers": False},
+    )
+
+    # 3. optimizer, schedule; Accelerate wraps the model (DDP) and the optimizer. Not prepared: the
+    # loader (the sampler already gives each process its slice of the global sequence) and the
+    # scheduler (Accelerate would step it once per process; our steps are global steps).
+    optimizer = make_optimizer(model, cfg, cuda=cuda)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = make_scheduler(optimizer, cfg)
+
+    state: dict[str, Any] = {
+        "nonfinite_total": 0,
+        "nonfinite_in_row": 0,
+        "samples": 0,
+        "losses": [],
+        "val": [],
+    }
+    step = 0
+    resume_from = ckpt.resolve_resume(resume, run_dir)
+    if resume_from is not None:
+        loaded = ckpt.load_checkpoint(
+            resume_from, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler
+        )
+        step = loaded.pop("step")
+        sampler.load_state_dict(loaded.pop("sampler"))
+        state.update(loaded)
+        if main:
+            logger.info("resumed from %s at step %d", resume_from, step)
+    loader = DataLoader(
+        train_ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_kwargs
+    )
+
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(dump(recipe))
+    if cfg.trackers:
+        accelerator.init_trackers(recipe.name, config=_flat(recipe.model_dump(mode="json")))
+    if step == 0:
+        state["val"].append({"step": 0, **held_out_loss(model, val_loader, accelerator, shift=shift)})
+        _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, 0)
+
+    def save(at: int) -> Path:
+        return ckpt.save_checkpoint(
+            run_dir, at, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+            state={**state, "sampler": sampler.state_dict()}, keep_last=cfg.keep_last,
+        )  # fmt: skip
+
+    # 4. the loop
+    model.train()
+    bar = tqdm(
+        total=cfg.steps, initial=step, desc="train", disable=not (progress and main), dynamic_ncols=True
+    )
+    window_sums = torch.zeros(len(TASKS), dtype=torch.float64, device=accelerator.device)
+    window_counts = torch.zeros_like(window_sums)
+    started, samples_at_start = time.perf_counter(), state["samples"]
+    batches = iter(loader)
+    try:
+        while step < cfg.steps:
+            window = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum)]
+            local_tokens = sum(_target_tokens(b, shift) for b in window)
+            global_tokens = accelerator.reduce(
+                torch.tensor(local_tokens, device=accelerator.device), "sum"
+            ).item()
+            finite = True
+            for batch in window:
+                with accelerator.accumulate(model), accelerator.autocast():
+                    loss_sum, n_tok = token_losses(model, batch, shift=shift)
+                    # Accelerate divides by grad_accum and DDP averages over processes: undo both so
+                    # the gradient is that of (sum of token losses) / (tokens in the global batch).
+                    loss = loss_sum.sum() * accelerator.num_processes * cfg.grad_accum / max(global_tokens, 1)
+                    finite &= bool(torch.isfinite(loss).item())
+                    accelerator.backward(loss)
+                for task, ls, n in zip(batch["task"], loss_sum.detach(), n_tok, strict=True):
+                    window_sums[TASKS.index(task)] += ls.double()
+                    window_counts[TASKS.index(task)] += n
+            # every process must take the same decision, or DDP replicas drift apart
+            bad = accelerator.reduce(torch.tensor(float(not finite), device=accelerator.device), "max")
+            finite = not bool(bad.item())
+            if finite:
+                if cfg.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule
+                    scheduler.step()
+                state["nonfinite_in_row"] = 0
+            else:
+                state["nonfinite_total"] += 1
+                state["nonfinite_in_row"] += 1
+                window_sums.zero_(), window_counts.zero_()
+                if main:
+                    logger.warning(
+                        "step %d: non-finite loss, step skipped (%d in a row)",
+                        step + 1,
+                        state["nonfinite_in_row"],
+                    )
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            # the sampler's saved position counts finished steps, whatever the loader prefetched
+            sampler.advance(cfg.grad_accum)
+            state["samples"] += cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+            bar.update(1)
+
+            if state["nonfinite_in_row"] >= cfg.max_nonfinite:
+                path = save(step)
+                raise NonFiniteLossError(
+                    f"{state['nonfinite_in_row']} non-finite losses in a row at step {step} "
+                    f"(train.max_nonfinite={cfg.max_nonfinite}); checkpoint saved in {path}. "
+                    "Lower train.lr, enable train.max_grad_norm, or check the data."
+                )
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                sums = accelerator.reduce(window_sums.clone(), "sum")
+                counts = accelerator.reduce(window_counts.clone(), "sum")
+                window_sums.zero_(), window_counts.zero_()
+                per_task = {t: float(sums[i] / counts[i]) for i, t in enumerate(TASKS) if counts[i] > 0}
+                total_loss = float(sums.sum() / counts.sum()) if counts.sum() > 0 else float("nan")
+                rate = (state["samples"] - samples_at_start) / max(time.perf_counter() - started, 1e-9)
+                entry = {"step": step, "loss": total_loss, **{f"loss/{t}": v for t, v in per_task.items()},
+                         "lr": scheduler.get_last_lr()[0], "samples_per_s": rate}  # fmt: skip
+                state["losses"].append(entry)
+                _log(accelerator, {k: v for k, v in entry.items() if k != "step"}, step)
+                bar.set_postfix_str(
+                    f"loss {total_loss:.3f} | " + " ".join(f"{t[:4]} {v:.2f}" for t, v in per_task.items())
+                    + f" | {rate:.1f} samples/s"
+                )  # fmt: skip
+            if cfg.val_every and step % cfg.val_every == 0 and step != cfg.steps:
+                state["val"].append(
+                    {"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)}
+                )
+                _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
+            if step % cfg.save_every == 0 and step != cfg.steps:
+                save(step)
+    except KeyboardInterrupt:
+        bar.close()
+        if main:
+            logger.warning("interrupted at step %d: saving a checkpoint before exiting", step)
+        save(step)
+        raise
+    bar.close()
+
+    # 5. the end: held-out loss, checkpoint, and the artefacts a user takes away
+    state["val"].append({"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)})
+    _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
+    save(step)
+    if main:
+        logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
+    seconds = time.perf_counter() - started
+    summary = RunSummary(
+        run_dir=str(run_dir),
+        steps=step,
+        seconds=round(seconds, 2),
+        samples=state["samples"],
+        samples_per_s=round((state["samples"] - samples_at_start) / max(seconds, 1e-9), 2),
+        trainable_params=trainable,
+        total_params=total,
+        dropped_long_targets=dropped,
+        nonfinite_skipped=state["nonfinite_total"],
+        losses=state["losses"],
+        val=state["val"],
+        base_model=base,
+    )
+    if main:
+        _save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary, family)
+    accelerator.wait_for_everyone()
+    if cfg.trackers:
+        accelerator.end_training()
+    return summary
+
+
+def _target_tokens(batch: dict[str, Any], shift: bool) -> int:
+    labels = batch["labels"][:, 1:] if shift else batch["labels"]
+    return int((labels != -100).sum())
+
+
+def _save_final(model, processor, recipe: Recipe, run_dir: Path, summary: RunSummary, family: Any) -> None:
+    """Adapter (or full model) + processor + pinned generation config + resolved recipe + summary."""
+    out = run_dir / "model" if recipe.adapter.method == "full" else run_dir
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256).save_pretrained(out)
+    (run_dir / "recipe.yaml").write_text(dump(recipe))
+    (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2))
+    logger.info("saved %s to %s", "model" if recipe.adapter.method == "full" else "adapter", out)
+
+
+def generation_config(model: torch.nn.Module, *, max_new_tokens: int):
+    """The pinned generation config saved with a run: greedy, KV cache on, and
+    no_repeat_ngram_size=0 (Florence-2 ships 3, which corrupts repeated <loc> structures)."""
+    from transformers import GenerationConfig
+
+    base = getattr(model, "generation_config", None) or GenerationConfig.from_model_config(model.config)
+    gen = GenerationConfig.from_dict(base.to_dict())
+    gen.update(
+        num_beams=1, do_sample=False, no_repeat_ngram_size=0, use_cache=True, max_new_tokens=max_new_tokens
+    )
+    return gen
+
+
+def _log(accelerator: Any, values: dict[str, float], step: int) -> None:
+    if accelerator.trackers:
+        accelerator.log({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Trackers take flat scalars: nested keys joined with '.', lists as strings."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out[key] = "null" if v is None else v
+        else:
+            out[key] = json.dumps(v)
+    return out
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The end-of-run table: per-task held-out loss at the start and the end, and throughput."""
+    from rich.console import Console
+    from rich.table import Table
+
+    first, last = summary.val[0], summary.val[-1]
+    table = Table(title=f"held-out loss per task ({summary.run_dir})")
+    for col in ("task", f"step {first['step']}", f"step {last['step']}", "change"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task in [*TASKS, "all"]:
+        if task in first and task in last:
+            table.add_row(task, f"{first[task]:.3f}", f"{last[task]:.3f}", f"{last[task] - first[task]:+.3f}")
+    console = Console(width=max(Console().width, 100))
+    console.print(table)
+    console.print(
+        f"{summary.steps} steps, {summary.samples} samples in {summary.seconds:.0f} s "
+        f"({summary.samples_per_s:.1f} samples/s); trainable {summary.trainable_params:,} of "
+        f"{summary.total_params:,} parameters; non-finite steps skipped: {summary.nonfinite_skipped}; "
+        f"over-long targets dropped: {summary.dropped_long_targets}"
+    )

@@ -1,0 +1,158 @@
+"""The training loop: it learns, resumes exactly, checkpoints atomically, guards non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.data import shapes
+from pipeline.recipe import load_recipe
+from pipeline.train import checkpoint as ckpt
+from pipeline.train import loop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "shapes"
+    shapes.generate(root, n_train=24, n_val=8, seed=3, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def recipe_for(shapes_root: Path, cache: Path, out: Path, *overrides: str):
+    return load_recipe(
+        ROOT / "recipes/demo.yaml",
+        [
+            f"data.root={shapes_root}",
+            f"data.cache_dir={cache}",
+            "data.demo=null",
+            f"output_dir={out}",
+            "model.tiny.base_steps=0",
+            "train.steps=6",
+            "train.batch_size=4",
+            "train.grad_accum=1",
+            "train.num_workers=0",
+            "train.trackers=[]",
+            "train.log_every=1",
+            "train.save_every=3",
+            "train.val_batches=1",
+            "train.warmup_steps=0",
+            "adapter.dropout=0.0",
+            *overrides,
+        ],
+    )
+
+
+def losses(summary: loop.RunSummary) -> list[float]:
+    return [e["loss"] for e in summary.losses]
+
+
+@pytest.mark.parametrize("family", ["paligemma", "florence2"])
+def test_short_run_lowers_the_loss_and_saves_the_adapter(shapes_root, cache, tmp_path, family):
+    out = tmp_path / "run"
+    recipe = recipe_for(shapes_root, cache, out, f"model.family={family}", "train.steps=12", "train.lr=3e-3")
+    summary = loop.train(recipe, progress=False)
+    ls = losses(summary)
+    assert len(ls) == 12 and all(math.isfinite(v) for v in ls)
+    assert summary.val[-1]["all"] < summary.val[0]["all"]
+    assert 0 < summary.trainable_params < summary.total_params
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "generation_config.json",
+        "recipe.yaml",
+        "summary.json",
+    ):
+        assert (out / name).is_file(), name
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["no_repeat_ngram_size"] == 0 and gen["num_beams"] == 1
+    assert [p.name for p in ckpt.checkpoint_dirs(out)] == ["step-000009", "step-000012"]  # keep_last=2
+
+
+def test_ctrl_c_saves_and_resume_gives_the_same_losses_as_never_stopping(
+    shapes_root, cache, tmp_path, monkeypatch
+):
+    # dropout on: resuming must also restore the RNG; save_every=100: only Ctrl-C saves
+    overrides = ("adapter.dropout=0.1", "train.save_every=100")
+    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
+
+    real, calls = loop.token_losses, {"n": 0}
+
+    def interrupt_at_step_4(model, batch, *, shift):
+        calls["n"] += model.training
+        if model.training and calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(model, batch, shift=shift)
+
+    recipe = recipe_for(shapes_root, cache, tmp_path / "b", *overrides)
+    monkeypatch.setattr(loop, "token_losses", interrupt_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(recipe, progress=False)
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "b")] == ["step-000003"]
+    monkeypatch.setattr(loop, "token_losses", real)
+    resumed = loop.train(recipe, resume="auto", progress=False)
+    assert len(straight.losses) == 6
+    assert losses(resumed) == losses(straight)  # exactly: the same batches, the same RNG
+    assert resumed.val[-1] == straight.val[-1]
+
+
+def test_half_written_checkpoint_is_never_picked(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints/step-000003").mkdir(parents=True)
+    (run / "checkpoints/step-000003/state.json").write_text("{}")
+    (run / "checkpoints/.tmp-step-000006").mkdir()  # a save killed halfway
+    assert ckpt.resolve_resume("auto", run) == run / "checkpoints/step-000003"
+    assert ckpt.resolve_resume(str(run), run) == run / "checkpoints/step-000003"
+    assert ckpt.resolve_resume("auto", tmp_path / "none") is None
+    with pytest.raises(FileNotFoundError, match="not a complete uvft checkpoint"):
+        ckpt.resolve_resume(str(run / "checkpoints/.tmp-step-000006"), run)
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(shapes_root, cache, tmp_path, monkeypatch):
+    real = loop.token_losses
+    calls = {"n": 0}
+
+    def flaky(model, batch, *, shift):
+        calls["n"] += 1
+        loss_sum, n_tok = real(model, batch, shift=shift)
+        if model.training and calls["n"] in (2, 4, 5, 6, 7):
+            loss_sum = loss_sum * float("nan")
+        return loss_sum, n_tok
+
+    monkeypatch.setattr(loop, "token_losses", flaky)
+    out = tmp_path / "run"
+    recipe = recipe_for(
+        shapes_root, cache, out, "train.steps=10", "train.max_nonfinite=3", "train.val_batches=1"
+    )
+    with pytest.raises(loop.NonFiniteLossError, match="3 non-finite losses in a row"):
+        loop.train(recipe, progress=False)
+    # held-out pass at step 0 is call 1; training calls 2.. : step 1 NaN (skipped), step 2 fine,
+    # steps 3, 4, 5 NaN -> stop at step 5 with a checkpoint
+    state = json.loads((ckpt.checkpoint_dirs(out)[-1] / "state.json").read_text())
+    assert state["step"] == 5 and state["nonfinite_total"] == 4 and state["nonfinite_in_row"] == 3
+
+
+def test_tokens_are_averaged_over_the_global_batch():
+    # two examples with 1 and 3 target tokens: the loss is the mean over 4 tokens, not of 2 means
+    logits = torch.zeros(2, 3, 5)
+    logits[0, 0, 1] = 10.0
+    labels = torch.tensor([[1, -100, -100], [2, 3, 4]])
+
+    class M(torch.nn.Module):
+        def forward(self, **kw):
+            return type("Out", (), {"logits": logits})
+
+    loss_sum, n_tok = loop.token_losses(M(), {"labels": labels}, shift=False)
+    assert n_tok.tolist() == [1, 3]
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), reduction="sum")
+    assert float(loss_sum.sum()) == pytest.approx(float(expected))
