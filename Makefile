@@ -35,7 +35,7 @@ data: setup
 	$(BIN)/uvft build $(RECIPE) $(ARGS)
 
 finetune: setup
-	$(BIN)/uvft finetune $(RECIPE) $(ARGS)
+	$(BIN)/uvft finetune $(RECIPE) $(ARGS) --resume auto
 
 demo-data: setup
 	$(BIN)/uvft data demo

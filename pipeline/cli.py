@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", metavar="auto|PATH", help="resume from the run's latest checkpoint (auto) or a path"
     )
+    p.add_argument("--overwrite", action="store_true", help="start over, deleting the run's old checkpoints")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is available")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_finetune)
@@ -89,7 +90,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from pipeline.train.loop import print_summary, train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    summary = train(recipe, resume=args.resume, progress=not args.no_progress, cpu=args.cpu)
+    summary = train(
+        recipe, resume=args.resume, progress=not args.no_progress, cpu=args.cpu, overwrite=args.overwrite
+    )
     print_summary(summary)
     return 0
 
@@ -124,7 +127,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may come after options too (`uvft finetune R --resume auto train.steps=10`)
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     # Our own messages at INFO; other libraries only when they warn.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)

@@ -111,6 +111,11 @@ class TrainSection(_Strict):
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
     wandb_project: str | None = None
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, v: Any) -> Any:
+        return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
+
 
 class DemoSection(_Strict):
     """Parameters of the synthetic shapes set, generated into `data.root` when it is missing."""

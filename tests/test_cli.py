@@ -73,3 +73,11 @@ def test_console_script_help():
     script = Path(sys.executable).parent / "uvft"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert "build" in out.stdout and "data" in out.stdout
+
+
+def test_overrides_may_follow_options(capsys: pytest.CaptureFixture[str]):
+    assert main(["check", str(ROOT / "recipes/demo.yaml"), "data.seed=5", "train.steps=7"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 5" in out and "steps: 7" in out
+    with pytest.raises(SystemExit):
+        main(["check", str(ROOT / "recipes/demo.yaml"), "--bogus"])

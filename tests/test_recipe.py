@@ -146,3 +146,22 @@ def test_reader_paths_resolve_against_data_root(tmp_path: Path):
     )
     assert params["annotations"] == tmp_path / "root" / "a/x.json"
     assert params["images"] == tmp_path / "abs"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes/accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_launch_configs_load(path: Path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(path)
+    assert config.distributed_type in ("MULTI_GPU", "DEEPSPEED", "FSDP")
+    assert config.num_processes > 1
+
+
+def test_accelerate_configs_ship():
+    names = {p.name for p in (ROOT / "recipes/accelerate").glob("*.yaml")}
+    assert names == {"ddp.yaml", "deepspeed_zero2.yaml", "fsdp.yaml"}
+
+
+def test_mixed_precision_no_survives_yaml():
+    r = load_recipe(ROOT / "recipes/demo.yaml", ["train.mixed_precision=no"])
+    assert r.train.mixed_precision == "no"

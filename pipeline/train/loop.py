@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -135,7 +136,9 @@ def _base_stage(recipe: Recipe, tiny_folder: Path, *, progress: bool, accelerato
         logger.info(
             "base stage: full training of the tiny model for %d steps (cached in %s)", tiny.base_steps, out
         )
-        train(base, progress=progress, accelerator=accelerator)
+        train(
+            base, resume="auto", progress=progress, accelerator=accelerator
+        )  # an interrupted base stage continues
     return str(out / "model")
 
 
@@ -218,12 +221,21 @@ def train(
     progress: bool = True,
     accelerator: Any | None = None,
     cpu: bool = False,
+    overwrite: bool = False,
 ) -> RunSummary:
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
 
     cfg = recipe.train
     run_dir = recipe.run_dir
+    existing = ckpt.checkpoint_dirs(run_dir)
+    if existing and resume is None:
+        if not overwrite:
+            raise UvftError(
+                f"{run_dir} already has checkpoints (latest {existing[-1].name}): pass --resume auto to "
+                "continue that run, --overwrite to start over, or set output_dir"
+            )
+        shutil.rmtree(run_dir / "checkpoints")  # a fresh run must never resume into stale ones
     accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
     main = accelerator.is_main_process
     family = models.get(recipe.model.family)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pipeline.data import shapes
+from pipeline.errors import UvftError
 from pipeline.recipe import load_recipe
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import loop
@@ -104,6 +105,17 @@ def test_ctrl_c_saves_and_resume_gives_the_same_losses_as_never_stopping(
     assert len(straight.losses) == 6
     assert losses(resumed) == losses(straight)  # exactly: the same batches, the same RNG
     assert resumed.val[-1] == straight.val[-1]
+
+
+def test_a_fresh_run_refuses_a_folder_with_checkpoints(shapes_root, cache, tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints/step-000003").mkdir(parents=True)
+    (out / "checkpoints/step-000003/state.json").write_text("{}")
+    recipe = recipe_for(shapes_root, cache, out, "train.steps=1")
+    with pytest.raises(UvftError, match="--resume auto"):
+        loop.train(recipe, progress=False)
+    loop.train(recipe, progress=False, overwrite=True)
+    assert [p.name for p in ckpt.checkpoint_dirs(out)] == ["step-000001"]
 
 
 def test_half_written_checkpoint_is_never_picked(tmp_path):
