@@ -168,3 +168,21 @@ def test_tokens_are_averaged_over_the_global_batch():
     assert n_tok.tolist() == [1, 3]
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), reduction="sum")
     assert float(loss_sum.sum()) == pytest.approx(float(expected))
+
+
+def test_gradient_checkpointing_and_tensorboard(shapes_root, cache, tmp_path):
+    out = tmp_path / "run"
+    recipe = recipe_for(
+        shapes_root, cache, out, "train.steps=2", "train.gradient_checkpointing=true", "train.trackers=[tensorboard]"
+    )
+    summary = loop.train(recipe, progress=False)
+    assert len(summary.losses) == 2 and all(math.isfinite(v) for v in losses(summary))
+    events = list((out / "logs").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss", "lr", "samples_per_s", "val/all"} <= tags
+    assert any(t.startswith("loss/") for t in tags)
