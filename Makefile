@@ -9,7 +9,7 @@ ARGS ?=
 # On a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test lint format data finetune demo-data check bench clean
+.PHONY: setup test test-slow lint format data finetune demo-data check bench clean
 
 setup: $(BIN)/uvft
 
@@ -22,6 +22,9 @@ $(BIN)/uvft: pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 lint: setup
 	$(BIN)/ruff check pipeline tests bench

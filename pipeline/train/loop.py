@@ -30,7 +30,7 @@ from pipeline.data.build import build
 from pipeline.data.collate import Collator, drop_long_targets
 from pipeline.data.mixture import MixtureSampler, groups_from_sources
 from pipeline.errors import UvftError
-from pipeline.recipe import Recipe, dump, expand_path
+from pipeline.recipe import AdapterSection, Recipe, dump, expand_path
 from pipeline.records import TASKS
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.optim import make_optimizer, make_scheduler
@@ -119,16 +119,18 @@ def _base_stage(recipe: Recipe, tiny_folder: Path, *, progress: bool, accelerato
     and cached under a key of everything that decides it."""
     tiny = recipe.model.tiny
     base = recipe.model_copy(deep=True)
+    base.name, base.output_dir = "base", None  # the fine-tune's name and folder don't decide the base
     base.model.id = str(tiny_folder)
-    base.adapter.method = "full"
-    base.adapter.freeze_vision = False  # random weights: the vision tower has everything to learn
+    # full training, and the vision tower too: with random weights it has everything to learn
+    base.adapter = AdapterSection(method="full", freeze_vision=False)
     base.train.steps = tiny.base_steps
     base.train.lr = tiny.base_lr
     base.train.val_every = 0
     base.train.trackers = []
     if tiny.base_sources is not None:
         base.data.sources = [s for s in base.data.sources if s.name in tiny.base_sources]
-        base.mixture.weights = None if base.mixture.strategy != "weights" else base.mixture.weights
+        if base.mixture.weights:
+            base.mixture.weights = {k: v for k, v in base.mixture.weights.items() if k in tiny.base_sources}
     key = hashlib.sha256((dump(base) + str(tiny_folder)).encode()).hexdigest()[:16]
     out = expand_path(recipe.data.cache_dir) / "base" / f"{recipe.model.family}-{key}"
     base.output_dir = str(out)
@@ -136,10 +138,13 @@ def _base_stage(recipe: Recipe, tiny_folder: Path, *, progress: bool, accelerato
         logger.info(
             "base stage: full training of the tiny model for %d steps (cached in %s)", tiny.base_steps, out
         )
-        train(
-            base, resume="auto", progress=progress, accelerator=accelerator
-        )  # an interrupted base stage continues
+        _base_stage_train(base, progress=progress, accelerator=accelerator)
     return str(out / "model")
+
+
+def _base_stage_train(base: Recipe, *, progress: bool, accelerator: Any) -> None:
+    # resume="auto": an interrupted base stage continues where it stopped
+    train(base, resume="auto", progress=progress, accelerator=accelerator)
 
 
 def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
@@ -342,7 +347,9 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(dump(recipe))
     if cfg.trackers:
-        accelerator.init_trackers(recipe.name, config=_flat(recipe.model_dump(mode="json")))
+        # the project name is the W&B project (train.wandb_project) and TensorBoard's run folder
+        project = cfg.wandb_project if "wandb" in cfg.trackers and cfg.wandb_project else recipe.name
+        accelerator.init_trackers(project, config=_flat(recipe.model_dump(mode="json")))
     if step == 0:
         state["val"].append({"step": 0, **held_out_loss(model, val_loader, accelerator, shift=shift)})
         _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, 0)

@@ -173,7 +173,12 @@ def test_tokens_are_averaged_over_the_global_batch():
 def test_gradient_checkpointing_and_tensorboard(shapes_root, cache, tmp_path):
     out = tmp_path / "run"
     recipe = recipe_for(
-        shapes_root, cache, out, "train.steps=2", "train.gradient_checkpointing=true", "train.trackers=[tensorboard]"
+        shapes_root,
+        cache,
+        out,
+        "train.steps=2",
+        "train.gradient_checkpointing=true",
+        "train.trackers=[tensorboard]",
     )
     summary = loop.train(recipe, progress=False)
     assert len(summary.losses) == 2 and all(math.isfinite(v) for v in losses(summary))
@@ -186,3 +191,20 @@ def test_gradient_checkpointing_and_tensorboard(shapes_root, cache, tmp_path):
     tags = set(acc.Tags()["scalars"])
     assert {"loss", "lr", "samples_per_s", "val/all"} <= tags
     assert any(t.startswith("loss/") for t in tags)
+
+
+def test_base_stage_is_built_once_and_cached(shapes_root, cache, tmp_path, monkeypatch):
+    base_overrides = ("model.tiny.base_steps=2", "model.tiny.base_sources=[shapes_captions]", "train.steps=1")
+    first = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *base_overrides), progress=False)
+    assert first.base_model.endswith("/model") and (Path(first.base_model) / "config.json").is_file()
+    base_summary = json.loads((Path(first.base_model).parent / "summary.json").read_text())
+    assert base_summary["steps"] == 2
+    assert {k for e in base_summary["losses"] for k in e if k.startswith("loss/")} == {"loss/caption"}
+
+    calls = []
+    monkeypatch.setattr(loop, "_base_stage_train", lambda *a, **k: calls.append(a))
+    # another run with another name, folder and adapter reuses the cached base
+    again = loop.train(
+        recipe_for(shapes_root, cache, tmp_path / "b", *base_overrides, "adapter.r=4"), progress=False
+    )
+    assert again.base_model == first.base_model and calls == []
