@@ -240,7 +240,7 @@ def train(
                 f"{run_dir} already has checkpoints (latest {existing[-1].name}): pass --resume auto to "
                 "continue that run, --overwrite to start over, or set output_dir"
             )
-        shutil.rmtree(run_dir / "checkpoints")  # a fresh run must never resume into stale ones
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # never resume into stale ones
     accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
     main = accelerator.is_main_process
     family = models.get(recipe.model.family)
