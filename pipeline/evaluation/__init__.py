@@ -1,0 +1,1 @@
+"""Evaluation: generate on a split, parse the generations, score them, and report the metrics."""

@@ -1,0 +1,1 @@
+"""Metrics per task (detection, classification, vqa, caption): plain functions and evaluate.Metric."""
