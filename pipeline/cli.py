@@ -53,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_finetune)
 
+    p = sub.add_parser(
+        "eval", help="generate on a split and score every task; evidence in <run>/eval/<split>/"
+    )
+    _add_recipe_args(p)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--adapter", type=Path, metavar="RUN_DIR", help="adapter folder (default: the recipe's run)"
+    )
+    who.add_argument("--base", action="store_true", help="evaluate the base model without the adapter")
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N records per task")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("data", help="data utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     d = data_sub.add_parser("demo", help="generate the synthetic shapes demo set in its real on-disk formats")
@@ -94,6 +109,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         recipe, resume=args.resume, progress=not args.no_progress, cpu=args.cpu, overwrite=args.overwrite
     )
     print_summary(summary)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pipeline.evaluation.run import evaluate_run, print_metrics
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    adapter = None if args.base else (args.adapter or recipe.run_dir)
+    out, metrics = evaluate_run(
+        recipe, adapter=adapter, split=args.split, limit=args.limit, batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print_metrics(metrics)
+    print(f"generations and metrics: {out}")
     return 0
 
 
