@@ -9,7 +9,7 @@ ARGS ?=
 # On a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test test-slow lint format data finetune demo-data check bench clean
+.PHONY: setup test test-slow lint format data finetune eval demo-data check bench clean
 
 setup: $(BIN)/uvft
 
@@ -39,6 +39,9 @@ data: setup
 
 finetune: setup
 	$(BIN)/uvft finetune $(RECIPE) $(ARGS) --resume auto
+
+eval: setup
+	$(BIN)/uvft eval $(RECIPE) $(ARGS)
 
 demo-data: setup
 	$(BIN)/uvft data demo
