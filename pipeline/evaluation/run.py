@@ -192,8 +192,21 @@ def evaluate_run(
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_report(out, rows, metrics, run_dir=run_dir, split=split, is_base=adapter is None)
     logger.info("evaluation written to %s", out)
     return out, metrics
+
+
+def _write_report(out: Path, rows, metrics, *, run_dir: Path, split: str, is_base: bool) -> None:
+    """report.md / report.html next to the evidence; the fine-tuned report puts the base model's
+    metrics beside its own when `--base` was evaluated on the same split."""
+    from pipeline.evaluation.report import write_report
+
+    base_file = run_dir / "eval-base" / split / "metrics.json"
+    base = json.loads(base_file.read_text()) if (not is_base and base_file.is_file()) else None
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    write_report(out, rows, metrics, base_metrics=base, summary=summary)
 
 
 # the headline number of each task, for the summary table
