@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import formats
+from pipeline import formats, models
 from pipeline.sources.images import load_image
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _batches(records: Sequence[dict[str, Any]], batch_size: int) -> list[list[di
 
 def _inputs(processor: Any, family: str, batch: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     images = [load_image(r["image"]) for r in batch]
-    if family == "paligemma":
+    if models.get(family).DECODER_ONLY:
         # decoder-only: pad on the left so every row's generation starts right after its prompt
         enc = processor(
             text=[IMAGE_TOKEN + r["prompt"] for r in batch],

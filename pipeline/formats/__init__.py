@@ -8,7 +8,7 @@ import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from pipeline.records import FAMILIES, Object
+from pipeline.records import FAMILIES, Example, Object
 
 _MODULES = {"florence2": "pipeline.formats.florence2", "paligemma": "pipeline.formats.pali"}
 
@@ -21,6 +21,21 @@ class Prediction:
     text: str = ""  # caption / answer / label, or the raw text for detection
     objects: list[Object] = field(default_factory=list)
     errors: int = 0
+
+
+def text_pair(ex: Example, *, caption: str, vqa: str, classification: str) -> tuple[str, str]:
+    """(prompt, target) of a caption, vqa or classification Example, given a family's prompts
+    (`vqa` holds `{question}`): the text tasks render alike in every family."""
+    if ex.task == "caption":
+        assert ex.caption is not None  # Example guarantees each task's target field
+        return caption, ex.caption
+    if ex.task == "vqa":
+        assert ex.question is not None and ex.answer is not None
+        return vqa.format(question=ex.question), ex.answer
+    if ex.task == "classification":
+        assert ex.label is not None
+        return classification, ex.label
+    raise ValueError(f"example {ex.id}: {ex.task!r} is not a text task")
 
 
 def get(family: str) -> ModuleType:

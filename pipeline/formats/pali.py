@@ -34,7 +34,7 @@ import logging
 import re
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction
+from pipeline.formats import Prediction, text_pair
 from pipeline.formats.loc import PALI, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object
 
@@ -78,15 +78,8 @@ def detection_prompt(example: Example) -> str:
 def render(example: Example) -> tuple[str, str]:
     """The (prompt, target) pair PaliGemma is trained on for one Example."""
     ex = example
-    if ex.task == "caption":
-        assert ex.caption is not None  # Example guarantees each task's target field
-        return CAPTION_PROMPT, ex.caption
-    if ex.task == "vqa":
-        assert ex.question is not None and ex.answer is not None
-        return VQA_PROMPT.format(question=ex.question), ex.answer
-    if ex.task == "classification":
-        assert ex.label is not None
-        return CLASSIFICATION_PROMPT, ex.label
+    if ex.task != "detection":
+        return text_pair(ex, caption=CAPTION_PROMPT, vqa=VQA_PROMPT, classification=CLASSIFICATION_PROMPT)
     parts = []
     for obj in sort_objects(ex.objects, ex.image_size, PALI.bins):
         _check_category(ex, obj.category, "objects")

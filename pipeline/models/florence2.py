@@ -35,6 +35,7 @@ from pipeline.models.common import (
 from pipeline.models.common import lora_config as _lora_config
 
 __all__ = [
+    "DECODER_ONLY",
     "EMBEDDING_MODULES",
     "FAMILY",
     "LORA_TARGETS",
@@ -49,6 +50,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# encoder-decoder: logits line up with the decoder labels, and prompts go to the encoder
+DECODER_ONLY = False
 
 FAMILY = "florence2"
 IMAGE_TOKEN = "<image>"

@@ -29,6 +29,7 @@ from pipeline.models.common import (
 from pipeline.models.common import lora_config as _lora_config
 
 __all__ = [
+    "DECODER_ONLY",
     "EMBEDDING_MODULES",
     "FAMILY",
     "LORA_TARGETS",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# decoder-only: labels are shifted inside the model, and generation pads prompts on the left
+DECODER_ONLY = True
 
 FAMILY = "paligemma"
 IMAGE_TOKEN = "<image>"

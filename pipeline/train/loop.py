@@ -244,7 +244,7 @@ def train(
     accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
     main = accelerator.is_main_process
     family = models.get(recipe.model.family)
-    shift = recipe.model.family == "paligemma"
+    shift = family.DECODER_ONLY
 
     # 1. records (built once, on the main process first) and the model
     with accelerator.main_process_first():
