@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -158,6 +160,49 @@ class TinySize:
                 f"unknown tiny {cls.__name__} key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**size)
+
+
+def init_location_embeddings(model: nn.Module, token_ids: Sequence[int], *, period: float = 4.0) -> None:
+    """Give the location tokens (bins 0..n-1, in order) sinusoidal embeddings of their bin index.
+
+    A pretrained model's location embeddings vary smoothly with the bin (neighbouring bins mean
+    neighbouring pixels); random ones make the 1000-way choice of a coordinate a lookup the tiny
+    model must learn bin by bin. Frequencies run geometrically from one cycle over all bins to one
+    per `period` bins; the row norm matches the random rows', so no scale changes. With tied
+    embeddings the output head gets the same prior (a coordinate's neighbours score alike).
+    """
+    emb = model.get_input_embeddings().weight
+    n, dim = len(token_ids), emb.shape[1]
+    half = dim // 2
+    idx = torch.arange(n, dtype=torch.float64)[:, None]
+    wavelengths = torch.logspace(math.log10(2 * n), math.log10(period), half, dtype=torch.float64)[None, :]
+    table = torch.zeros(n, dim, dtype=torch.float64)
+    table[:, 0 : 2 * half : 2] = torch.sin(2 * math.pi * idx / wavelengths)
+    table[:, 1 : 2 * half : 2] = torch.cos(2 * math.pi * idx / wavelengths)
+    with torch.no_grad():
+        others = emb.norm(dim=1).mean()
+        table *= float(others) / float(table.norm(dim=1).mean())
+        ids = torch.as_tensor(list(token_ids))
+        emb[ids] = table.to(emb.dtype)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != emb.data_ptr():
+            out.weight[ids] = table.to(out.weight.dtype)
+
+
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """(side*side, dim) fixed 2-D sine-cosine position embeddings in raster order (as MAE's): half
+    the channels encode the row, half the column, each with frequencies 1/10000^(k/(dim/4))."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d needs a dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    grid = torch.arange(side, dtype=torch.float64)
+    rows, cols = torch.meshgrid(grid, grid, indexing="ij")
+
+    def enc(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * omega[None, :]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+    return torch.cat([enc(rows), enc(cols)], dim=1)
 
 
 def strip_tokens(texts: Iterable[str], tokens: Sequence[str]) -> list[str]:

@@ -27,6 +27,7 @@ from pipeline.models.common import (
     count_parameters,
     freeze_vision,
     from_pretrained_checked,
+    init_location_embeddings,
     refuse_remote_code,
     save_base,
     strip_tokens,
@@ -170,6 +171,9 @@ class Size(TinySize):
     vision_depths: tuple[int, ...] = (1, 1)
     vision_heads: tuple[int, ...] = (2, 4)
     window_size: int = 4
+    # location tokens start with sinusoidal embeddings of their bin (see init_location_embeddings);
+    # DaViT's convolutions and Florence-2's 2-D position table carry the image geometry
+    geometry_prior: bool = True
     dropout: float = 0.0  # the real checkpoints use 0.1; 0 keeps tiny-model tests deterministic
 
 
@@ -319,6 +323,8 @@ def build_tiny(out_dir: Path, texts: Iterable[str], *, image_size: int = 64, see
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Florence2ForConditionalGeneration(config)
+    if dims.geometry_prior:
+        init_location_embeddings(model, processor.tokenizer.convert_tokens_to_ids(fmt.FLORENCE.tokens()))
     tok = processor.tokenizer
     # as the real checkpoints: start from </s>, force <s> first and </s> at the length limit
     model.generation_config = GenerationConfig(

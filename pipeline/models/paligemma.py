@@ -9,6 +9,7 @@ target then `<eos>` (the suffix, causal). The processor marks the suffix with to
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,10 @@ from pipeline.models.common import (
     count_parameters,
     freeze_vision,
     from_pretrained_checked,
+    init_location_embeddings,
     refuse_remote_code,
     save_base,
+    sincos_2d,
     strip_tokens,
     train_bpe,
 )
@@ -128,6 +131,9 @@ class Size(TinySize):
     vision_heads: int = 4
     vision_intermediate: int = 512
     dropout: float = 0.0
+    # geometry a pretrained model knows: location tokens start with sinusoidal embeddings of their
+    # bin, and SigLIP's patch positions with 2-D sine-cosine ones (see init_geometry)
+    geometry_prior: bool = True
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
@@ -228,6 +234,8 @@ def build_tiny(out_dir: Path, texts: Iterable[str], *, image_size: int = 64, see
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = PaliGemmaForConditionalGeneration(config)
+    if dims.geometry_prior:
+        init_geometry(model, processor.tokenizer)
     tok = processor.tokenizer
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
@@ -237,6 +245,19 @@ def build_tiny(out_dir: Path, texts: Iterable[str], *, image_size: int = 64, see
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def init_geometry(model, tokenizer) -> None:
+    """Random weights know nothing of space; a pretrained PaliGemma does. Give the tiny model the
+    two priors that matter for boxes: smooth location-token embeddings (neighbouring bins alike)
+    and 2-D sine-cosine patch positions. SigLIP initialises its learned positions with norm ~1
+    while a patch's content embedding has norm ~10, so position is drowned out until trained;
+    the sine-cosine table has norm sqrt(hidden / 2), on the content's scale."""
+    init_location_embeddings(model, tokenizer.convert_tokens_to_ids(fmt.PALI.tokens()))
+    pos = model.model.vision_tower.embeddings.position_embedding.weight
+    side = math.isqrt(pos.shape[0])
+    with torch.no_grad():
+        pos.copy_(sincos_2d(side, pos.shape[1]).to(pos.dtype))
 
 
 # ---------------------------------------------------------------------------- real architecture, fewer layers

@@ -99,8 +99,10 @@ def base_model_path(recipe: Recipe, records: Any, *, progress: bool, accelerator
     tiny = recipe.model.tiny
     family = models.get(recipe.model.family)
     texts = sorted({t for ds in records.values() for t in (*ds["prompt"], *ds["target"])})
+    # the builder's code is part of the key: a changed initialisation must not reuse a stale model
+    code = [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest() for m in (family, models.common)]
     key = hashlib.sha256(
-        json.dumps([recipe.model.family, tiny.size, tiny.seed, texts], sort_keys=True).encode()
+        json.dumps([recipe.model.family, tiny.size, tiny.seed, texts, code], sort_keys=True).encode()
     ).hexdigest()[:16]
     cache = expand_path(recipe.data.cache_dir) / "tiny"
     folder = cache / f"{recipe.model.family}-{key}"
