@@ -40,7 +40,10 @@ data: setup
 finetune: setup
 	$(BIN)/uvft finetune $(RECIPE) $(ARGS) --resume auto
 
+# the base model first (EVAL_BASE=0 skips it), so the report puts base and fine-tuned side by side
+EVAL_BASE ?= 1
 eval: setup
+	@if [ "$(EVAL_BASE)" = 1 ]; then $(BIN)/uvft eval $(RECIPE) --base $(ARGS); fi
 	$(BIN)/uvft eval $(RECIPE) $(ARGS)
 
 demo-data: setup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -122,8 +123,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         recipe, adapter=adapter, split=args.split, limit=args.limit, batch_size=args.batch_size,
         progress=not args.no_progress,
     )  # fmt: skip
-    print_metrics(metrics)
-    print(f"generations and metrics: {out}")
+    base_file = recipe.run_dir / "eval-base" / args.split / "metrics.json"
+    base = json.loads(base_file.read_text()) if adapter is not None and base_file.is_file() else None
+    print_metrics(metrics, base)
+    print(f"generations, metrics and report: {out}")
     return 0
 
 

@@ -117,6 +117,34 @@ class TrainSection(_Strict):
         return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
 
 
+class EvalSection(_Strict):
+    """Generation-based evaluation: `uvft eval`, and during training every `every` steps on a fixed
+    validation subset (the first `per_task` records of each task), keeping the best adapter by
+    `metric` in <run>/best.
+
+    `metric` is "mean" (the mean of each task's headline score: VQA accuracy, top-1 accuracy,
+    CIDEr-D / 10, mAP@0.5; all in [0, 1]) or a dotted key of metrics.json such as
+    "detection.map_50", "vqa.accuracy", "classification.closed_set.accuracy". Higher is better.
+    """
+
+    every: int = Field(0, ge=0)  # 0: no generation eval during training
+    per_task: int = Field(32, gt=0)
+    metric: str = "mean"
+    num_beams: int = Field(1, gt=0)  # 1: greedy
+    max_new_tokens: int | None = Field(None, gt=0)  # None: train.max_target_tokens, else 256
+    batch_size: int = Field(32, gt=0)
+    # Classification also scored by likelihood over the class names (the answer is always a label).
+    closed_set: bool = True
+    labels: list[str] | None = None  # closed-set candidates; None: each record's own class list
+
+    @field_validator("metric")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v != "mean" and (v.split(".")[0] not in TASKS or "." not in v):
+            raise ValueError(f"metric {v!r}: use 'mean' or '<task>.<key>' with a task of {', '.join(TASKS)}")
+        return v
+
+
 class DemoSection(_Strict):
     """Parameters of the synthetic shapes set, generated into `data.root` when it is missing."""
 
@@ -178,6 +206,7 @@ class Recipe(_Strict):
     adapter: AdapterSection = Field(default_factory=AdapterSection)
     mixture: MixtureSection = Field(default_factory=MixtureSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
 
     @model_validator(mode="after")
     def _names_refer_to_sources(self) -> Recipe:

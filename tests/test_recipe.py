@@ -137,6 +137,15 @@ def test_bad_overrides():
     assert e.value.path == "data.sed"
 
 
+def test_eval_metric_names_a_task():
+    r = load_recipe(ROOT / "recipes/demo.yaml", ["eval.metric=classification.closed_set.accuracy"])
+    assert r.eval.metric == "classification.closed_set.accuracy"
+    for bad in ("det.map_50", "vqa", "accuracy"):
+        with pytest.raises(RecipeError, match=r"use 'mean' or '<task>\.<key>'") as e:
+            load_recipe(ROOT / "recipes/demo.yaml", [f"eval.metric={bad}"])
+        assert e.value.path == "eval.metric"
+
+
 def test_reader_paths_resolve_against_data_root(tmp_path: Path):
     from pipeline import sources
 

@@ -128,3 +128,42 @@ def generate(
         bar.update(len(batch))
     bar.close()
     return [results[r["id"] + "\0" + r["source"]] for r in records]
+
+
+@torch.no_grad()
+def label_loglikelihoods(
+    model: torch.nn.Module,
+    processor: Any,
+    family: str,
+    records: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> list[list[float]]:
+    """Closed-set classification: for every record, the log-likelihood of each candidate label
+    written as its target (the end-of-text token included, so "star" and "star shape" differ),
+    teacher-forced through the training collator. The argmax is always a valid label, and any
+    label set can be scored (zero-shot classification over classes the data never named)."""
+    from pipeline.data.collate import Collator
+    from pipeline.train.loop import token_losses
+
+    if not labels:
+        raise ValueError("closed-set classification needs at least one label")
+    collator = Collator(processor, family)
+    shift = models.get(family).DECODER_ONLY
+    device = next(model.parameters()).device
+    model.eval()
+    pairs = [(i, j) for i in range(len(records)) for j in range(len(labels))]
+    scores = [[0.0] * len(labels) for _ in records]
+    bar = tqdm(total=len(records), desc="closed-set", unit=" rec", disable=not progress)
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        batch = collator([{**records[i], "target": labels[j]} for i, j in chunk])
+        inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        loss_sum, _ = token_losses(model, inputs, shift=shift)
+        for (i, j), loss in zip(chunk, loss_sum.tolist(), strict=True):
+            scores[i][j] = -loss
+        bar.update(sum(1 for _, j in chunk if j == len(labels) - 1))
+    bar.close()
+    return scores

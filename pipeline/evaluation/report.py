@@ -168,7 +168,9 @@ def _markdown(
 # plots
 
 
-def _plot_curves(records: Sequence[Mapping[str, Any]], keys: Iterable[str], title: str, path: Path) -> bool:
+def _plot_curves(
+    records: Sequence[Mapping[str, Any]], keys: Iterable[str], title: str, path: Path, ylabel: str = "loss"
+) -> bool:
     # Figure + savefig without pyplot: no global backend state, safe in threads and headless (Agg).
     from matplotlib.figure import Figure
 
@@ -181,14 +183,14 @@ def _plot_curves(records: Sequence[Mapping[str, Any]], keys: Iterable[str], titl
             continue
         steps, values = zip(*points, strict=True)
         label = key.removeprefix("loss/")
-        style = "--" if label in ("loss", "all") else "-"
+        style = "--" if label in ("loss", "all", "mean") else "-"
         ax.plot(steps, values, style, marker="." if len(points) < 30 else None, label=label)
         drawn = True
     if not drawn:
         return False
     ax.set_title(title)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -197,7 +199,8 @@ def _plot_curves(records: Sequence[Mapping[str, Any]], keys: Iterable[str], titl
 
 
 def write_plots(out_dir: Path, summary: Mapping[str, Any] | None) -> dict[str, Path]:
-    """loss.png (per-task training loss) and val_loss.png (held-out per-task loss), when the data is there."""
+    """loss.png (per-task training loss), val_loss.png (held-out per-task loss) and val_metrics.png
+    (the in-training evaluations' headline metrics), each when the summary has the data."""
     if not summary:
         return {}
     plots: dict[str, Path] = {}
@@ -213,6 +216,13 @@ def write_plots(out_dir: Path, summary: Mapping[str, Any] | None) -> dict[str, P
         val_keys.append("all")
     if val and _plot_curves(val, val_keys, "Held-out loss per task", out_dir / "val_loss.png"):
         plots["val_loss"] = out_dir / "val_loss.png"
+    evals = summary.get("evals") or []
+    eval_keys = sorted({k for r in evals for k in r if k not in ("step", "mean")})
+    if any("mean" in r for r in evals):
+        eval_keys.append("mean")
+    title = "Validation metrics during training (fixed subset)"
+    if evals and _plot_curves(evals, eval_keys, title, out_dir / "val_metrics.png", ylabel="score"):
+        plots["val_metrics"] = out_dir / "val_metrics.png"
     return plots
 
 
@@ -435,7 +445,7 @@ def write_report(
 ) -> dict[str, Path]:
     """Write report.md, report.html and the loss plots into out_dir; return name -> path of what was written.
 
-    Names: "markdown", "html", and "loss" / "val_loss" when the summary has the data for them.
+    Names: "markdown", "html", and "loss" / "val_loss" / "val_metrics" when the summary has their data.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

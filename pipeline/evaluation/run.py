@@ -14,12 +14,12 @@ from typing import Any
 from pipeline import models
 from pipeline.data.build import build
 from pipeline.errors import UvftError
-from pipeline.evaluation.generate import generate
+from pipeline.evaluation.generate import generate, label_loglikelihoods
 from pipeline.evaluation.metrics.caption import caption_metrics
 from pipeline.evaluation.metrics.classification import classification_metrics, normalize_label
 from pipeline.evaluation.metrics.detection import detection_metrics, format_validity
 from pipeline.evaluation.metrics.vqa import vqa_accuracy
-from pipeline.recipe import Recipe
+from pipeline.recipe import EvalSection, Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,11 @@ def score_tasks(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) 
             [r["references"]["label"] for r in rows_],
             labels=labels or None,
         )
+        closed = [r["parsed"].get("closed_set") for r in rows_]
+        if all(c is not None for c in closed):
+            metrics["classification"]["closed_set"] = classification_metrics(
+                [c["label"] for c in closed], [r["references"]["label"] for r in rows_], labels=labels or None
+            )
         for r in rows_:
             r["score"] = float(
                 normalize_label(r["parsed"]["text"]) == normalize_label(r["references"]["label"])
@@ -111,62 +116,25 @@ def score_tasks(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) 
     return metrics
 
 
-def evaluate_run(
-    recipe: Recipe,
+def predict(
+    model: Any,
+    processor: Any,
+    family: str,
+    rows_in: list[dict[str, Any]],
+    cfg: EvalSection,
     *,
-    adapter: Path | None,
-    split: str = "val",
-    limit: int | None = None,
-    batch_size: int = 32,
+    generation_config: Any,
     progress: bool = True,
-) -> tuple[Path, dict[str, Any]]:
-    """Evaluate the base model (adapter=None) or base + adapter on a split; return (out dir, metrics)."""
-    from peft import PeftModel
-    from transformers import GenerationConfig
-
-    records = build(recipe, progress=progress).load()
-    if split not in records:
-        raise UvftError(f"split {split!r} is not in the records: {sorted(records)}")
-    ds = records[split]
-    rows_in = list(ds)
-    if limit is not None:  # the first `limit` of each task: every task stays represented
-        per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in rows_in:
-            if len(per_task[r["task"]]) < limit:
-                per_task[r["task"]].append(r)
-        rows_in = [r for rows in per_task.values() for r in rows]
-    run_dir = recipe.run_dir
-    summary_path = run_dir / "summary.json"
-    if recipe.model.id is not None:
-        base = recipe.model.id
-    elif summary_path.is_file():
-        base = json.loads(summary_path.read_text())["base_model"]
-    else:
-        raise UvftError(
-            f"{run_dir} has no summary.json: run `uvft finetune` first (the tiny base comes from it)"
-        )
-    family = models.get(recipe.model.family)
-    model, processor = family.load(base, revision=recipe.model.revision)
-    if adapter is not None:
-        if not (adapter / "adapter_config.json").is_file():
-            raise UvftError(f"{adapter} holds no adapter (adapter_config.json)")
-        model = PeftModel.from_pretrained(model, adapter)
-    gen_dir = adapter if adapter is not None and (adapter / "generation_config.json").is_file() else run_dir
-    gen = (
-        GenerationConfig.from_pretrained(gen_dir) if (gen_dir / "generation_config.json").is_file() else None
-    )
-    if gen is None:
-        from pipeline.train.loop import generation_config
-
-        gen = generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256)
-    started = time.perf_counter()
+) -> list[dict[str, Any]]:
+    """Generate and parse for every record (and score class names for closed-set classification);
+    return the generations.jsonl rows, in input order."""
     outs = generate(
         model,
         processor,
-        recipe.model.family,
+        family,
         rows_in,
-        generation_config=gen,
-        batch_size=batch_size,
+        generation_config=generation_config,
+        batch_size=cfg.batch_size,
         progress=progress,
     )
     rows = [
@@ -183,10 +151,139 @@ def evaluate_run(
         }
         for r, o in zip(rows_in, outs, strict=True)
     ]
+    if cfg.closed_set:
+        _closed_set(model, processor, family, rows_in, rows, cfg, progress=progress)
+    return rows
+
+
+def _closed_set(model, processor, family, rows_in, rows, cfg: EvalSection, *, progress: bool) -> None:
+    """Add parsed["closed_set"] = {"label", "scores"} to the classification rows: records are grouped
+    by their candidate list (eval.labels, else the record's own class list)."""
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, r in enumerate(rows_in):
+        if r["task"] == "classification":
+            labels = tuple(cfg.labels) if cfg.labels else tuple(r["categories"] or [])
+            if not labels:
+                raise UvftError(
+                    f"closed-set classification of record {r['source']}/{r['id']}: the record names no "
+                    "classes (categories is empty); set eval.labels or eval.closed_set: false"
+                )
+            groups[labels].append(i)
+    for labels, idx in groups.items():
+        scores = label_loglikelihoods(
+            model, processor, family, [rows_in[i] for i in idx], list(labels),
+            batch_size=cfg.batch_size, progress=progress,
+        )  # fmt: skip
+        for i, row_scores in zip(idx, scores, strict=True):
+            best = max(range(len(labels)), key=lambda j: row_scores[j])  # first of equal scores
+            rows[i]["parsed"]["closed_set"] = {
+                "label": labels[best],
+                "scores": dict(zip(labels, row_scores, strict=True)),
+            }
+
+
+def headline(metrics: dict[str, Any], key: str) -> float:
+    """The number the best checkpoint is chosen by (eval.metric): "mean" of the tasks' headline
+    scores, each in [0, 1] (CIDEr-D / 10), or a dotted key of the metrics."""
+    if key == "mean":
+        values = []
+        for task, (name, _) in HEADLINE.items():
+            if task in metrics and metrics[task].get(name) is not None:
+                values.append(metrics[task][name] / (10.0 if task == "caption" else 1.0))
+        if not values:
+            raise UvftError("eval.metric 'mean': no task was scored")
+        return sum(values) / len(values)
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            known = sorted(node) if isinstance(node, dict) else []
+            raise UvftError(f"eval.metric {key!r}: no {part!r} in the metrics; there: {', '.join(known)}")
+        node = node[part]
+    if not isinstance(node, (int, float)):
+        raise UvftError(f"eval.metric {key!r} is not a number (it is {type(node).__name__})")
+    return float(node)
+
+
+def eval_generation_config(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
+    """The run's pinned generation config (from `folder` when saved there), with the recipe's
+    eval.num_beams and eval.max_new_tokens applied."""
+    from transformers import GenerationConfig
+
+    from pipeline.train.loop import generation_config
+
+    cfg = recipe.eval
+    max_new = cfg.max_new_tokens or recipe.train.max_target_tokens or 256
+    if folder is not None and (folder / "generation_config.json").is_file():
+        gen = GenerationConfig.from_pretrained(folder)
+    else:
+        gen = generation_config(model, max_new_tokens=max_new)
+    gen.update(num_beams=cfg.num_beams, max_new_tokens=max_new)
+    return gen
+
+
+def first_per_task(rows: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+    """The first `n` records of each task (all when n is None): every task stays represented."""
+    if n is None:
+        return rows
+    per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if len(per_task[r["task"]]) < n:
+            per_task[r["task"]].append(r)
+    return [r for rows_ in per_task.values() for r in rows_]
+
+
+def evaluate_run(
+    recipe: Recipe,
+    *,
+    adapter: Path | None,
+    split: str = "val",
+    limit: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Evaluate the base model (adapter=None) or base + adapter on a split; return (out dir, metrics)."""
+    from peft import PeftModel
+
+    records = build(recipe, progress=progress).load()
+    if split not in records:
+        raise UvftError(f"split {split!r} is not in the records: {sorted(records)}")
+    ds = records[split]
+    rows_in = first_per_task(list(ds), limit)
+    run_dir = recipe.run_dir
+    summary_path = run_dir / "summary.json"
+    if recipe.model.id is not None:
+        base = recipe.model.id
+    elif summary_path.is_file():
+        base = json.loads(summary_path.read_text())["base_model"]
+    elif adapter is None:
+        # the tiny model (and its base stage) without a run: built, or read from the cache
+        from pipeline.train.loop import base_model_path, make_accelerator
+
+        accelerator = make_accelerator(recipe, log=False)
+        base = base_model_path(recipe, records, progress=progress, accelerator=accelerator)
+    else:
+        raise UvftError(
+            f"{run_dir} has no summary.json: run `uvft finetune` first (the tiny base comes from it)"
+        )
+    family = models.get(recipe.model.family)
+    model, processor = family.load(base, revision=recipe.model.revision)
+    if adapter is not None:
+        if not (adapter / "adapter_config.json").is_file():
+            raise UvftError(f"{adapter} holds no adapter (adapter_config.json)")
+        model = PeftModel.from_pretrained(model, adapter)
+    gen = eval_generation_config(model, recipe, adapter if adapter is not None else run_dir)
+    if batch_size is not None:
+        recipe = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"batch_size": batch_size})})
+    started = time.perf_counter()
+    rows = predict(model, processor, recipe.model.family, rows_in, recipe.eval, generation_config=gen,
+                   progress=progress)  # fmt: skip
     metrics = score_tasks(rows, {f"{r['source']}/{r['id']}": r for r in rows_in})
     metrics["counts"] = {t: sum(1 for r in rows if r["task"] == t) for t in sorted({r["task"] for r in rows})}
     metrics["seconds"] = round(time.perf_counter() - started, 2)
-    out = run_dir / ("eval" if adapter is not None else "eval-base") / split
+    if adapter is None:
+        out = run_dir / "eval-base" / split
+    else:  # next to the adapter evaluated: <run>/eval, <run>/best/eval, <run>/checkpoints/.../eval
+        out = (run_dir if adapter.resolve() == run_dir.resolve() else adapter) / "eval" / split
     out.mkdir(parents=True, exist_ok=True)
     with (out / "generations.jsonl").open("w") as f:
         for row in rows:
@@ -218,20 +315,32 @@ HEADLINE = {
 }
 
 
-def print_metrics(metrics: dict[str, Any]) -> None:
-    """The summary table printed at the end of `uvft eval`."""
+def print_metrics(metrics: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+    """The summary table printed at the end of `uvft eval`, with the base model's numbers beside
+    when they are given (from `uvft eval --base` on the same split)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="evaluation")
-    for col in ("task", "metric", "value", "records"):
-        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    rows: list[tuple[str, str, Any, str]] = []
     for task, (key, name) in HEADLINE.items():
         if task in metrics:
-            value = metrics[task].get(key)
-            shown = "n/a" if value is None else f"{value:.3f}"
-            table.add_row(task, name, shown, str(metrics["counts"].get(task, "")))
-    if "detection" in metrics:
-        d = metrics["detection"]
-        table.add_row("detection", "mAP@[.5:.95]", f"{d['map']:.3f}", "")
+            rows.append((task, name, (task, key), str(metrics["counts"].get(task, ""))))
+            if task == "classification" and "closed_set" in metrics[task]:
+                rows.append((task, "top-1 accuracy (closed-set)", (task, "closed_set", "accuracy"), ""))
+            if task == "detection":
+                rows.append((task, "mAP@[.5:.95]", (task, "map"), ""))
+
+    def get(m: dict[str, Any] | None, path: tuple[str, ...]) -> str:
+        for part in path:
+            if not isinstance(m, dict) or part not in m:
+                return ""
+            m = m[part]
+        return "n/a" if m is None else f"{m:.3f}"
+
+    table = Table(title="evaluation")
+    columns = ["task", "metric", *(["base"] if base else []), "value", "records"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for task, name, path, count in rows:
+        table.add_row(task, name, *([get(base, path)] if base else []), get(metrics, path), count)
     Console(width=max(Console().width, 100)).print(table)

@@ -56,6 +56,8 @@ class RunSummary:
     losses: list[dict[str, Any]] = field(default_factory=list)  # one per logged step
     val: list[dict[str, Any]] = field(default_factory=list)  # held-out per-task loss over steps
     base_model: str = ""
+    evals: list[dict[str, Any]] = field(default_factory=list)  # in-training headline metrics over steps
+    best: dict[str, Any] | None = None  # {"step", "metric", "value", "path"} of <run>/best
 
 
 # --- set-up --------------------------------------------------------------------------------------
@@ -128,6 +130,7 @@ def _base_stage(recipe: Recipe, tiny_folder: Path, *, progress: bool, accelerato
     base.train.steps = tiny.base_steps
     base.train.lr = tiny.base_lr
     base.train.val_every = 0
+    base.eval.every = 0
     base.train.trackers = []
     if tiny.base_sources is not None:
         base.data.sources = [s for s in base.data.sources if s.name in tiny.base_sources]
@@ -172,6 +175,94 @@ def _fixed_subset(ds: Any, per_task: int) -> list[int]:
         if len(chosen[task]) < per_task:
             chosen[task].append(i)
     return sorted(i for rows in chosen.values() for i in rows)
+
+
+class Evaluator:
+    """Generation-based evaluation during training (recipe `eval`): every process generates for its
+    share of a fixed validation subset, the main process scores the gathered rows, logs the headline
+    metrics, and keeps the adapter in <run>/best when `eval.metric` improved."""
+
+    def __init__(self, recipe: Recipe, split_ds: Any, processor: Any, accelerator: Any) -> None:
+        from pipeline.evaluation.run import first_per_task
+
+        self.recipe, self.processor, self.accelerator = recipe, processor, accelerator
+        rows = first_per_task(list(split_ds), recipe.eval.per_task)
+        self.lookup = {f"{r['source']}/{r['id']}": r for r in rows}
+        self.rows = rows[accelerator.process_index :: accelerator.num_processes]
+        self.gen = None
+
+    def __call__(self, model: torch.nn.Module, step: int, state: dict[str, Any]) -> None:
+        from accelerate.utils import gather_object
+
+        from pipeline.evaluation.run import HEADLINE, eval_generation_config, headline, predict, score_tasks
+
+        acc, cfg = self.accelerator, self.recipe.eval
+        unwrapped = acc.unwrap_model(model)
+        if self.gen is None:
+            self.gen = eval_generation_config(unwrapped, self.recipe)
+        started = time.perf_counter()
+        rows = predict(
+            unwrapped, self.processor, self.recipe.model.family, self.rows, cfg,
+            generation_config=self.gen, progress=False,
+        )  # fmt: skip
+        model.train()
+        rows = gather_object(rows) if acc.num_processes > 1 else rows
+        if acc.is_main_process:
+            metrics = score_tasks(rows, self.lookup)
+            value = headline(metrics, cfg.metric)
+            entry: dict[str, Any] = {"step": step}
+            for task, (key, _) in HEADLINE.items():
+                if task in metrics and metrics[task].get(key) is not None:
+                    entry[f"{task}/{key}"] = metrics[task][key]
+            if "closed_set" in metrics.get("classification", {}):
+                entry["classification/closed_set_accuracy"] = metrics["classification"]["closed_set"][
+                    "accuracy"
+                ]
+            entry["mean"] = headline(metrics, "mean")
+            entry[cfg.metric] = value
+            state["evals"].append(entry)
+            _log(acc, {f"eval/{k}": v for k, v in entry.items() if k != "step"}, step)
+            best = state["best"]
+            improved = best is None or value > best["value"]
+            note = (
+                "new best: saved to best/" if improved else f"best {best['value']:.4f} at step {best['step']}"
+            )
+            logger.info(
+                "step %d: eval %s = %.4f (%s; %.1f s)", step, cfg.metric, value, note,
+                time.perf_counter() - started,
+            )  # fmt: skip
+            if improved:
+                path = _save_best(unwrapped, self.processor, self.gen, self.recipe, step, value, metrics)
+                state["best"] = {"step": step, "metric": cfg.metric, "value": value, "path": str(path)}
+        # every process carries the same state into the next checkpoint
+        if acc.num_processes > 1:
+            shared = [state["evals"], state["best"]] if acc.is_main_process else [None, None]
+            from accelerate.utils import broadcast_object_list
+
+            state["evals"], state["best"] = broadcast_object_list(shared)
+        acc.wait_for_everyone()
+
+
+def _save_best(
+    model, processor, gen, recipe: Recipe, step: int, value: float, metrics: dict[str, Any]
+) -> Path:
+    """<run>/best: adapter (or full model), processor, generation config and best.json, swapped in
+    whole (written next to it, then renamed), so a crash never leaves a half-written best."""
+    run_dir = recipe.run_dir
+    final, tmp = run_dir / "best", run_dir / ".best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    gen.save_pretrained(tmp)
+    info = {"step": step, "metric": recipe.eval.metric, "value": value, "metrics": metrics}
+    (tmp / "best.json").write_text(json.dumps(info, indent=2))
+    old = run_dir / ".best.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 # --- loss ----------------------------------------------------------------------------------------
@@ -316,6 +407,11 @@ def train(
         **{**loader_kwargs, "persistent_workers": False},
     )
 
+    # the in-training evaluation: generation on a fixed subset, each process its share
+    evaluator = (
+        Evaluator(recipe, records[cfg.val_split], processor, accelerator) if recipe.eval.every else None
+    )
+
     # 3. optimizer, schedule; Accelerate wraps the model (DDP) and the optimizer. Not prepared: the
     # loader (the sampler already gives each process its slice of the global sequence) and the
     # scheduler (Accelerate would step it once per process; our steps are global steps).
@@ -329,6 +425,8 @@ def train(
         "samples": 0,
         "losses": [],
         "val": [],
+        "evals": [],
+        "best": None,
     }
     step = 0
     resume_from = ckpt.resolve_resume(resume, run_dir)
@@ -444,6 +542,8 @@ def train(
                     {"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)}
                 )
                 _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
+            if evaluator and step % recipe.eval.every == 0 and step != cfg.steps:
+                evaluator(model, step, state)
             if step % cfg.save_every == 0 and step != cfg.steps:
                 save(step)
     except KeyboardInterrupt:
@@ -457,6 +557,8 @@ def train(
     # 5. the end: held-out loss, checkpoint, and the artefacts a user takes away
     state["val"].append({"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)})
     _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
+    if evaluator and (not state["evals"] or state["evals"][-1]["step"] != step):
+        evaluator(model, step, state)
     save(step)
     if main:
         logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
@@ -474,6 +576,8 @@ def train(
         losses=state["losses"],
         val=state["val"],
         base_model=base,
+        evals=state["evals"],
+        best=state["best"],
     )
     if main:
         _save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary, family)

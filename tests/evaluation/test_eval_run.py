@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.data import shapes
+from pipeline.errors import UvftError
 from pipeline.evaluation.generate import box_scores
-from pipeline.evaluation.run import detection_f1, evaluate_run
+from pipeline.evaluation.run import detection_f1, evaluate_run, headline
 from pipeline.recipe import load_recipe
 from pipeline.train import loop
 
@@ -63,9 +64,25 @@ def test_eval_writes_generations_and_metrics_for_every_task(tmp_path: Path):
             "train.trackers=[]",
             "train.val_batches=1",
             "train.max_target_tokens=24",
+            "eval.every=1",
+            "eval.per_task=2",
+            "eval.metric=vqa.accuracy",
         ],
     )
-    loop.train(recipe, progress=False)
+    summary = loop.train(recipe, progress=False)
+    # in-training evaluation at every step, the best adapter kept by eval.metric
+    assert [e["step"] for e in summary.evals] == [1, 2]
+    best_step = max(summary.evals, key=lambda e: (e["vqa.accuracy"], -e["step"]))["step"]
+    assert summary.best["step"] == best_step and summary.best["metric"] == "vqa.accuracy"
+    best = json.loads((recipe.run_dir / "best" / "best.json").read_text())
+    assert best["step"] == best_step and best["value"] == summary.best["value"]
+    assert best["value"] == best["metrics"]["vqa"]["accuracy"]
+    assert (recipe.run_dir / "best" / "adapter_model.safetensors").is_file()
+    assert {"vqa/accuracy", "classification/accuracy", "caption/cider", "detection/map_50", "mean"} <= set(
+        summary.evals[0]
+    )
+    out, _ = evaluate_run(recipe, adapter=recipe.run_dir / "best", limit=2, progress=False)
+    assert out == recipe.run_dir / "best" / "eval" / "val"
     for adapter, folder in ((recipe.run_dir, "eval"), (None, "eval-base")):
         out, metrics = evaluate_run(recipe, adapter=adapter, limit=3, batch_size=4, progress=False)
         assert out == recipe.run_dir / folder / "val"
@@ -88,3 +105,32 @@ def test_eval_writes_generations_and_metrics_for_every_task(tmp_path: Path):
         saved = json.loads((out / "metrics.json").read_text())
         assert 0.0 <= saved["vqa"]["accuracy"] <= 1.0 and 0.0 <= saved["detection"]["map_50"] <= 1.0
         assert saved["detection"]["format_validity"]["total"] == metrics["counts"]["detection"]
+        # closed-set classification: always one of the classes, with every class scored
+        classes = sorted(shapes.SHAPES)
+        cls_rows = [r for r in rows if r["task"] == "classification"]
+        for r in cls_rows:
+            assert r["parsed"]["closed_set"]["label"] in classes
+            assert sorted(r["parsed"]["closed_set"]["scores"]) == classes
+        closed = saved["classification"]["closed_set"]
+        assert closed["num_other"] == 0 and closed["num_examples"] == len(cls_rows)
+        assert closed["num_correct"] == sum(
+            r["parsed"]["closed_set"]["label"] == r["references"]["label"] for r in cls_rows
+        )
+
+
+def test_headline_metric_for_best_checkpoint_selection():
+    metrics = {
+        "vqa": {"accuracy": 0.5},
+        "classification": {"accuracy": 0.25, "closed_set": {"accuracy": 0.75}},
+        "caption": {"cider": 2.0},  # CIDEr-D is on [0, 10]: 0.2 in the mean
+        "detection": {"map_50": 0.15, "per_class": [1, 2]},
+    }
+    assert headline(metrics, "mean") == pytest.approx((0.5 + 0.25 + 0.2 + 0.15) / 4)
+    assert headline(metrics, "classification.closed_set.accuracy") == 0.75
+    assert headline(metrics, "detection.map_50") == 0.15
+    with pytest.raises(UvftError, match=r"no 'map_75'.*there: map_50, per_class"):
+        headline(metrics, "detection.map_75")
+    with pytest.raises(UvftError, match="not a number"):
+        headline(metrics, "detection.per_class")
+    with pytest.raises(UvftError, match="no task was scored"):
+        headline({"counts": {}}, "mean")
