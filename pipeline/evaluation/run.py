@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,26 @@ def score_tasks(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) 
         for r in rows_:
             r["score"] = detection_f1(r["parsed"]["objects"], r["references"]["objects"])
     return metrics
+
+
+def trivial_baselines(metrics: dict[str, Any], train: Any, rows: list[dict[str, Any]]) -> None:
+    """Add the trivial baselines a model must beat: for VQA the most frequent training answer given
+    to every question (VQAv2 accuracy), for classification the most frequent training class
+    (top-1 accuracy); ties go to the first seen."""
+    tasks, targets = train["task"], train["target"]
+    for task, name in (("vqa", "answer"), ("classification", "label")):
+        counts = Counter(t for k, t in zip(tasks, targets, strict=True) if k == task)
+        scored = [r for r in rows if r["task"] == task]
+        if not counts or not scored or task not in metrics:
+            continue
+        majority = counts.most_common(1)[0][0]
+        if task == "vqa":
+            refs = [r["references"]["answers"] for r in scored]
+            acc = vqa_accuracy([majority] * len(scored), refs)["accuracy"]
+        else:
+            acc = sum(normalize_label(r["references"]["label"]) == normalize_label(majority) for r in scored)
+            acc /= len(scored)
+        metrics[task]["majority_baseline"] = {name: majority, "accuracy": acc}
 
 
 def predict(
@@ -278,6 +298,8 @@ def evaluate_run(
     rows = predict(model, processor, recipe.model.family, rows_in, recipe.eval, generation_config=gen,
                    progress=progress)  # fmt: skip
     metrics = score_tasks(rows, {f"{r['source']}/{r['id']}": r for r in rows_in})
+    if recipe.data.train_split in records:
+        trivial_baselines(metrics, records[recipe.data.train_split], rows)
     metrics["counts"] = {t: sum(1 for r in rows if r["task"] == t) for t in sorted({r["task"] for r in rows})}
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     if adapter is None:
@@ -327,6 +349,9 @@ def print_metrics(metrics: dict[str, Any], base: dict[str, Any] | None = None) -
             rows.append((task, name, (task, key), str(metrics["counts"].get(task, ""))))
             if task == "classification" and "closed_set" in metrics[task]:
                 rows.append((task, "top-1 accuracy (closed-set)", (task, "closed_set", "accuracy"), ""))
+            if "majority_baseline" in metrics[task]:
+                what = "answer" if task == "vqa" else "class"
+                rows.append((task, f"majority-{what} baseline", (task, "majority_baseline", "accuracy"), ""))
             if task == "detection":
                 rows.append((task, "mAP@[.5:.95]", (task, "map"), ""))
 

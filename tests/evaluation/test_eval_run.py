@@ -11,7 +11,7 @@ import pytest
 from pipeline.data import shapes
 from pipeline.errors import UvftError
 from pipeline.evaluation.generate import box_scores
-from pipeline.evaluation.run import detection_f1, evaluate_run, headline
+from pipeline.evaluation.run import detection_f1, evaluate_run, headline, trivial_baselines
 from pipeline.recipe import load_recipe
 from pipeline.train import loop
 
@@ -134,3 +134,24 @@ def test_headline_metric_for_best_checkpoint_selection():
         headline(metrics, "detection.per_class")
     with pytest.raises(UvftError, match="no task was scored"):
         headline({"counts": {}}, "mean")
+
+
+def test_trivial_baselines_use_the_training_majority():
+    train = {
+        "task": ["vqa", "vqa", "vqa", "classification", "classification"],
+        "target": ["yes", "no", "yes", "circle", "square"],
+    }
+    rows = [
+        {"task": "vqa", "references": {"answers": ["yes"] * 10}},
+        {"task": "vqa", "references": {"answers": ["no"] * 10}},
+        {"task": "vqa", "references": {"answers": ["yes"] * 3 + ["no"] * 7}},  # 3 of 10 agree: 0.9
+        {"task": "classification", "references": {"label": "circle"}},
+        {"task": "classification", "references": {"label": "square"}},
+        {"task": "classification", "references": {"label": "Circle"}},
+    ]
+    metrics = {"vqa": {}, "classification": {}}
+    trivial_baselines(metrics, train, rows)
+    assert metrics["vqa"]["majority_baseline"]["answer"] == "yes"
+    assert metrics["vqa"]["majority_baseline"]["accuracy"] == pytest.approx((1.0 + 0.0 + 0.9) / 3)
+    # a tie (one circle, one square) goes to the first seen
+    assert metrics["classification"]["majority_baseline"] == {"label": "circle", "accuracy": 2 / 3}
