@@ -37,6 +37,9 @@ SUMMARY = {
         {"step": s, "loss": 2.0 / s, "loss/vqa": 1.5 / s, "loss/detection": 3.0 / s} for s in range(1, 6)
     ],
     "val": [{"step": s, "vqa": 1.0 / s, "detection": 2.0 / s, "all": 1.5 / s} for s in (2, 4)],
+    "evals": [
+        {"step": s, "vqa/accuracy": 0.2 * s, "detection/map_50": 0.1 * s, "mean": 0.15 * s} for s in (2, 4)
+    ],
 }
 
 
@@ -113,10 +116,10 @@ def test_format_table_with_base_has_signed_delta():
 
 def test_write_report_files_and_markdown(tmp_path, generations):
     paths = write_report(tmp_path / "out", generations, METRICS, summary=SUMMARY)
-    assert set(paths) == {"markdown", "html", "loss", "val_loss"}
+    assert set(paths) == {"markdown", "html", "loss", "val_loss", "val_metrics"}
     for path in paths.values():
         assert path.exists() and path.stat().st_size > 0
-    for name in ("loss", "val_loss"):
+    for name in ("loss", "val_loss", "val_metrics"):
         with Image.open(paths[name]) as im:
             assert im.format == "PNG"
     md = paths["markdown"].read_text()
