@@ -142,8 +142,8 @@ def test_markdown_delta_column(tmp_path, generations):
 def test_html_images_escaping_and_plots(tmp_path, generations):
     paths = write_report(tmp_path, generations, METRICS, summary=SUMMARY, examples_per_task=6)
     page = paths["html"].read_text()
-    # every task has <= 6 examples, so all 6 examples are shown, plus the two plots
-    assert page.count("<img") == len(generations) + 2
+    # every task has <= 6 examples, so all 6 examples are shown, plus the three plots
+    assert page.count("<img") == len(generations) + 3
     assert "&lt;loc0001&gt;" in page
     assert "<loc0001>" not in page
     assert "&lt;OD&gt;" in page
