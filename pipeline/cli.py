@@ -75,11 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--out", type=Path, default=Path("data/shapes"), help="output folder (default: data/shapes)"
     )
-    d.add_argument("--n-train", type=int, default=800)
-    d.add_argument("--n-val", type=int, default=200)
-    d.add_argument("--image-size", type=int, default=64)
-    d.add_argument("--max-shapes", type=int, default=3)
-    d.add_argument("--seed", type=int, default=0)
+    defaults = _demo_defaults()
+    d.add_argument("--n-train", type=int, default=defaults["n_train"])
+    d.add_argument("--n-val", type=int, default=defaults["n_val"])
+    d.add_argument("--image-size", type=int, default=defaults["image_size"])
+    d.add_argument("--max-shapes", type=int, default=defaults["max_shapes"])
+    d.add_argument(
+        "--shape-size", type=float, nargs=2, metavar=("MIN", "MAX"), default=defaults["shape_size"],
+        help="a shape's side as fractions of the image side",
+    )  # fmt: skip
+    d.add_argument("--seed", type=int, default=defaults["seed"])
     d.add_argument("--force", action="store_true", help="replace the folder if it exists")
     d.set_defaults(func=cmd_data_demo)
 
@@ -130,6 +135,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_defaults() -> dict[str, object]:
+    """`uvft data demo` defaults: the generator's own."""
+    import inspect
+
+    from pipeline.data import shapes
+
+    return {k: p.default for k, p in inspect.signature(shapes.generate).parameters.items()}
+
+
 def cmd_data_demo(args: argparse.Namespace) -> int:
     import shutil
 
@@ -146,6 +160,7 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
         n_val=args.n_val,
         image_size=args.image_size,
         max_shapes=args.max_shapes,
+        shape_size=tuple(args.shape_size),
         seed=args.seed,
     )
     print(f"wrote the shapes demo set to {args.out}: {summary}")

@@ -148,10 +148,11 @@ class EvalSection(_Strict):
 class DemoSection(_Strict):
     """Parameters of the synthetic shapes set, generated into `data.root` when it is missing."""
 
-    n_train: int = Field(800, gt=0)
+    n_train: int = Field(5000, gt=0)
     n_val: int = Field(200, gt=0)
     image_size: int = Field(64, ge=32)
-    max_shapes: int = Field(3, ge=1)
+    max_shapes: int = Field(1, ge=1)
+    shape_size: tuple[float, float] = (0.3, 0.6)  # a shape's side, as fractions of the image side
     seed: int = 0
 
 

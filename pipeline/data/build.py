@@ -281,20 +281,19 @@ def ensure_demo_data(recipe: Recipe, *, progress: bool = True) -> None:
     """The demo recipe generates its synthetic shapes set when its folder is missing."""
     demo = recipe.data.demo
     root = expand_path(recipe.data.root)
-    if demo is None or root.exists():
+    if demo is None:
         return
     from pipeline.data import shapes
 
-    logger.info("generating the demo shapes set in %s", root)
-    shapes.generate(
-        root,
-        n_train=demo.n_train,
-        n_val=demo.n_val,
-        image_size=demo.image_size,
-        max_shapes=demo.max_shapes,
-        seed=demo.seed,
-        progress=progress,
-    )
+    wanted = {**demo.model_dump(), "shape_size": list(demo.shape_size)}
+    if root.exists():
+        written = shapes.written_params(root)
+        if written == wanted or (written is None and not (root / "README.md").is_file()):
+            return  # the set the recipe asks for, or a folder that is not a generated set: left alone
+        logger.info("the shapes set in %s was generated with other parameters: regenerating it", root)
+    else:
+        logger.info("generating the demo shapes set in %s", root)
+    shapes.generate(root, **{**wanted, "shape_size": tuple(demo.shape_size)}, progress=progress)
 
 
 # --- cache key -----------------------------------------------------------------------------------

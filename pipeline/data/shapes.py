@@ -52,6 +52,15 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SPLITS = ("train", "val")
 FORMATS = ("coco_detection", "coco_captions", "vqav2", "image_folder")
 README_TITLE = "# shapes: the synthetic demo set of uvft"
+PARAMS_FILE = "shapes.json"  # the generator's arguments, written with the set
+
+
+def written_params(out: Path) -> dict[str, Any] | None:
+    """The arguments a shapes set in `out` was generated with (None: no shapes set, or one written
+    before the arguments were recorded)."""
+    path = Path(out) / PARAMS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
 
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _GAP = 2  # pixels kept free between shape boxes, so every box stays tight in the composed image
@@ -83,10 +92,11 @@ class Shape:
 def generate(
     out: Path,
     *,
-    n_train: int = 800,
+    n_train: int = 5000,
     n_val: int = 200,
     image_size: int = 64,
-    max_shapes: int = 3,
+    max_shapes: int = 1,
+    shape_size: tuple[float, float] = (0.3, 0.6),
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -102,6 +112,11 @@ def generate(
         raise ValueError(f"image_size must be >= 32 so shapes stay recognisable, got {image_size}")
     if max_shapes < 1:
         raise ValueError(f"max_shapes must be >= 1, got {max_shapes}")
+    lo, hi = shape_size
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(
+            f"shape_size must be fractions of the image side with 0 < min <= max <= 1, got {shape_size}"
+        )
     _check_replaceable(out)
 
     start = time.perf_counter()
@@ -109,8 +124,11 @@ def generate(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the dataset folder should be readable like any other
-        summary = _write_all(tmp, n_train, n_val, image_size, max_shapes, seed, progress)
-        _write_readme(tmp, n_train, n_val, image_size, max_shapes, seed, summary)
+        params = {"n_train": n_train, "n_val": n_val, "image_size": image_size, "max_shapes": max_shapes,
+                  "shape_size": [lo, hi], "seed": seed}  # fmt: skip
+        summary = _write_all(tmp, params, progress)
+        _write_readme(tmp, params, summary)
+        _write_json(tmp / PARAMS_FILE, params)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,11 +148,14 @@ def generate(
 # --- drawing ---------------------------------------------------------------------------------------
 
 
-def draw_image(rng: np.random.Generator, size: int, max_shapes: int) -> tuple[np.ndarray, list[Shape]]:
-    """One image (H x W x 3 uint8) and its shapes, in drawing order."""
+def draw_image(
+    rng: np.random.Generator, size: int, max_shapes: int, shape_size: tuple[float, float] = (0.3, 0.6)
+) -> tuple[np.ndarray, list[Shape]]:
+    """One image (H x W x 3 uint8) and its shapes, in drawing order; a shape's side is drawn from
+    `shape_size` (fractions of the image side), never below 10 px (to tell a star from a circle)."""
     canvas = _background(rng, size)
-    min_side = max(10, round(size * 0.19))  # 12 px at 64: big enough to tell a star from a circle
-    max_side = max(min_side, round(size * 0.42))
+    min_side = min(size, max(10, round(size * shape_size[0])))
+    max_side = min(size, max(min_side, round(size * shape_size[1])))
     wanted = int(rng.integers(1, max_shapes + 1))
     shapes: list[Shape] = []
     taken: list[tuple[int, int, int, int]] = []
@@ -346,9 +367,8 @@ def most_frequent(answers: list[str]) -> str:
 # --- writing -------------------------------------------------------------------------------------------
 
 
-def _write_all(
-    root: Path, n_train: int, n_val: int, size: int, max_shapes: int, seed: int, progress: bool
-) -> dict[str, Any]:
+def _write_all(root: Path, params: dict[str, Any], progress: bool) -> dict[str, Any]:
+    n_train, n_val, size, seed = params["n_train"], params["n_val"], params["image_size"], params["seed"]
     (root / "annotations").mkdir(parents=True)
     categories = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
     cat_id = {c["name"]: c["id"] for c in categories}
@@ -371,7 +391,7 @@ def _write_all(
         per_class: Counter[str] = Counter()
         for image_id in ranges[split]:
             rng = np.random.default_rng([seed, image_id])
-            pixels, shapes = draw_image(rng, size, max_shapes)
+            pixels, shapes = draw_image(rng, size, params["max_shapes"], tuple(params["shape_size"]))
             file_name = f"{image_id:06d}.png"
             png = _png_bytes(pixels)
             (image_dir / file_name).write_bytes(png)
@@ -467,11 +487,10 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n", encoding="utf-8")
 
 
-def _write_readme(
-    root: Path, n_train: int, n_val: int, size: int, max_shapes: int, seed: int, summary: dict[str, Any]
-) -> None:
+def _write_readme(root: Path, params: dict[str, Any], summary: dict[str, Any]) -> None:
     c, objects = summary["counts"], summary["objects"]
-    args = f"n_train={n_train}, n_val={n_val}, image_size={size}, max_shapes={max_shapes}, seed={seed}"
+    size, max_shapes = params["image_size"], params["max_shapes"]
+    args = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in params.items())
     command = f"generate(Path('<out>'), {args})"
     rows = "\n".join(
         f"| {split} | {c['coco_detection'][split]} | {objects[split]} | {5 * c['coco_captions'][split]} "

@@ -209,3 +209,25 @@ def test_print_stats_names_sources_tasks_and_licenses(shapes_root: Path, tmp_pat
         "warning",
     ):
         assert word in text
+
+
+def test_demo_set_is_regenerated_when_the_recipe_asks_for_another(tmp_path: Path):
+    from pipeline.data.build import ensure_demo_data
+
+    root = tmp_path / "shapes"
+    small = [f"data.root={root}", "data.demo.n_train=4", "data.demo.n_val=2"]
+    recipe = load_recipe(ROOT / "recipes/demo.yaml", small)
+    ensure_demo_data(recipe, progress=False)
+    first = shapes.written_params(root)
+    assert first["n_train"] == 4
+    stamp = (root / "shapes.json").stat().st_mtime_ns
+    ensure_demo_data(recipe, progress=False)  # the same parameters: left as it is
+    assert (root / "shapes.json").stat().st_mtime_ns == stamp
+    ensure_demo_data(load_recipe(ROOT / "recipes/demo.yaml", [*small, "data.demo.seed=7"]), progress=False)
+    assert shapes.written_params(root) == {**first, "seed": 7}
+    # a folder that holds something else is never touched
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "x.txt").write_text("x")
+    ensure_demo_data(load_recipe(ROOT / "recipes/demo.yaml", [f"data.root={mine}"]), progress=False)
+    assert [p.name for p in mine.iterdir()] == ["x.txt"]

@@ -256,3 +256,19 @@ def test_an_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(KeyboardInterrupt):
         shapes.generate(tmp_path / "s", **SMALL)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_shape_size_sets_the_drawn_side(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    shapes.generate(out, **{**SMALL, "max_shapes": 1, "shape_size": (0.5, 0.5)})
+    boxes = [
+        a["bbox"] for a in json.loads((out / "annotations/instances_train.json").read_text())["annotations"]
+    ]
+    # every shape is drawn in a 32 x 32 square; its tight box spans (nearly) all of it on one side
+    assert boxes and all(28 <= max(w, h) <= 32 for _, _, w, h in boxes)
+    assert shapes.written_params(out) == {
+        "n_train": 24, "n_val": 8, "image_size": 64, "max_shapes": 1, "shape_size": [0.5, 0.5], "seed": 3
+    }  # fmt: skip
+    for bad in ((0.0, 0.5), (0.6, 0.5), (0.5, 1.5)):
+        with pytest.raises(ValueError, match="shape_size"):
+            shapes.generate(tmp_path / "t", **{**SMALL, "shape_size": bad})
