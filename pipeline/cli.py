@@ -75,16 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--out", type=Path, default=Path("data/shapes"), help="output folder (default: data/shapes)"
     )
-    defaults = _demo_defaults()
-    d.add_argument("--n-train", type=int, default=defaults["n_train"])
-    d.add_argument("--n-val", type=int, default=defaults["n_val"])
-    d.add_argument("--image-size", type=int, default=defaults["image_size"])
-    d.add_argument("--max-shapes", type=int, default=defaults["max_shapes"])
+    # unset options take the generator's own defaults (pipeline/data/shapes.py: generate)
+    d.add_argument("--n-train", type=int)
+    d.add_argument("--n-val", type=int)
+    d.add_argument("--image-size", type=int)
+    d.add_argument("--max-shapes", type=int)
     d.add_argument(
-        "--shape-size", type=float, nargs=2, metavar=("MIN", "MAX"), default=defaults["shape_size"],
+        "--shape-size", type=float, nargs=2, metavar=("MIN", "MAX"),
         help="a shape's side as fractions of the image side",
     )  # fmt: skip
-    d.add_argument("--seed", type=int, default=defaults["seed"])
+    d.add_argument("--seed", type=int)
     d.add_argument("--force", action="store_true", help="replace the folder if it exists")
     d.set_defaults(func=cmd_data_demo)
 
@@ -135,15 +135,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_defaults() -> dict[str, object]:
-    """`uvft data demo` defaults: the generator's own."""
-    import inspect
-
-    from pipeline.data import shapes
-
-    return {k: p.default for k, p in inspect.signature(shapes.generate).parameters.items()}
-
-
 def cmd_data_demo(args: argparse.Namespace) -> int:
     import shutil
 
@@ -154,15 +145,9 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
             print(f"{args.out} exists; pass --force to regenerate it")
             return 0
         shutil.rmtree(args.out)
-    summary = shapes.generate(
-        args.out,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        image_size=args.image_size,
-        max_shapes=args.max_shapes,
-        shape_size=tuple(args.shape_size),
-        seed=args.seed,
-    )
+    names = ("n_train", "n_val", "image_size", "max_shapes", "shape_size", "seed")
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    summary = shapes.generate(args.out, **given)
     print(f"wrote the shapes demo set to {args.out}: {summary}")
     return 0
 

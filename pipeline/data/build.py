@@ -285,7 +285,7 @@ def ensure_demo_data(recipe: Recipe, *, progress: bool = True) -> None:
         return
     from pipeline.data import shapes
 
-    wanted = {**demo.model_dump(), "shape_size": list(demo.shape_size)}
+    wanted = demo.model_dump(mode="json")  # as shapes.json holds them (shape_size a list)
     if root.exists():
         written = shapes.written_params(root)
         if written == wanted or (written is None and not (root / "README.md").is_file()):
@@ -293,7 +293,7 @@ def ensure_demo_data(recipe: Recipe, *, progress: bool = True) -> None:
         logger.info("the shapes set in %s was generated with other parameters: regenerating it", root)
     else:
         logger.info("generating the demo shapes set in %s", root)
-    shapes.generate(root, **{**wanted, "shape_size": tuple(demo.shape_size)}, progress=progress)
+    shapes.generate(root, **wanted, progress=progress)
 
 
 # --- cache key -----------------------------------------------------------------------------------

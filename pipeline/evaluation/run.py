@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,15 +242,18 @@ def eval_generation_config(model: Any, recipe: Recipe, folder: Path | None = Non
     return gen
 
 
-def first_per_task(rows: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
-    """The first `n` records of each task (all when n is None): every task stays represented."""
+def first_per_task(tasks: Sequence[str], n: int | None) -> list[int]:
+    """Indices, in order, of the first `n` records of each task (all when n is None): a fixed
+    subset in which every task stays represented."""
     if n is None:
-        return rows
-    per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if len(per_task[r["task"]]) < n:
-            per_task[r["task"]].append(r)
-    return [r for rows_ in per_task.values() for r in rows_]
+        return list(range(len(tasks)))
+    seen: Counter[str] = Counter()
+    keep = []
+    for i, task in enumerate(tasks):
+        if seen[task] < n:
+            seen[task] += 1
+            keep.append(i)
+    return keep
 
 
 def evaluate_run(
@@ -268,7 +272,7 @@ def evaluate_run(
     if split not in records:
         raise UvftError(f"split {split!r} is not in the records: {sorted(records)}")
     ds = records[split]
-    rows_in = first_per_task(list(ds), limit)
+    rows_in = list(ds.select(first_per_task(ds["task"], limit)) if limit is not None else ds)
     run_dir = recipe.run_dir
     summary_path = run_dir / "summary.json"
     if recipe.model.id is not None:

@@ -97,13 +97,23 @@ def save_checkpoint(
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        swap_in(tmp, final)
         for old in checkpoint_dirs(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
         logger.info("checkpoint saved: %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def swap_in(tmp: Path, final: Path) -> None:
+    """Replace `final` by the complete folder `tmp`: the old one is moved aside first and removed
+    last, so at every moment one complete version exists (a crash leaves `final` or `.old`)."""
+    old = final.with_name(f".old-{final.name}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(

@@ -16,7 +16,6 @@ import logging
 import math
 import shutil
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,15 +167,6 @@ def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
     return get_peft_model(model, config)
 
 
-def _fixed_subset(ds: Any, per_task: int) -> list[int]:
-    """A fixed, task-balanced held-out subset: the first `per_task` rows of each task."""
-    chosen: dict[str, list[int]] = defaultdict(list)
-    for i, task in enumerate(ds["task"]):
-        if len(chosen[task]) < per_task:
-            chosen[task].append(i)
-    return sorted(i for rows in chosen.values() for i in rows)
-
-
 class Evaluator:
     """Generation-based evaluation during training (recipe `eval`): every process generates for its
     share of a fixed validation subset, the main process scores the gathered rows, logs the headline
@@ -186,7 +176,7 @@ class Evaluator:
         from pipeline.evaluation.run import first_per_task
 
         self.recipe, self.processor, self.accelerator = recipe, processor, accelerator
-        rows = first_per_task(list(split_ds), recipe.eval.per_task)
+        rows = list(split_ds.select(first_per_task(split_ds["task"], recipe.eval.per_task)))
         self.lookup = {f"{r['source']}/{r['id']}": r for r in rows}
         self.rows = rows[accelerator.process_index :: accelerator.num_processes]
         self.gen = None
@@ -246,23 +236,22 @@ class Evaluator:
 def _save_best(
     model, processor, gen, recipe: Recipe, step: int, value: float, metrics: dict[str, Any]
 ) -> Path:
-    """<run>/best: adapter (or full model), processor, generation config and best.json, swapped in
-    whole (written next to it, then renamed), so a crash never leaves a half-written best."""
-    run_dir = recipe.run_dir
-    final, tmp = run_dir / "best", run_dir / ".best.tmp"
+    """<run>/best: adapter (or full model), processor, generation config and best.json, written
+    next to it and swapped in whole, so a crash never leaves a half-written best."""
+    final, tmp = recipe.run_dir / "best", recipe.run_dir / ".tmp-best"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    gen.save_pretrained(tmp)
+    _save_model(model, processor, gen, tmp)
     info = {"step": step, "metric": recipe.eval.metric, "value": value, "metrics": metrics}
     (tmp / "best.json").write_text(json.dumps(info, indent=2))
-    old = run_dir / ".best.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    ckpt.swap_in(tmp, final)
     return final
+
+
+def _save_model(model, processor, gen, out: Path) -> None:
+    """What generation needs from a run: weights (safetensors), processor, pinned generation config."""
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    gen.save_pretrained(out)
 
 
 # --- loss ----------------------------------------------------------------------------------------
@@ -396,8 +385,10 @@ def train(
         pin_memory=cuda if cfg.pin_memory is None else cfg.pin_memory,
         persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
     )
+    from pipeline.evaluation.run import first_per_task
+
     per_task = max(1, cfg.val_batches * cfg.batch_size // len(TASKS))
-    subset = _fixed_subset(val_ds, per_task)[accelerator.process_index :: accelerator.num_processes]
+    subset = first_per_task(val_ds["task"], per_task)[accelerator.process_index :: accelerator.num_processes]
     # Loaders get their own generators: starting an iterator draws a seed, and drawing it from the
     # global RNG would shift dropout after a resume.
     val_loader = DataLoader(
@@ -595,9 +586,9 @@ def _target_tokens(batch: dict[str, Any], shift: bool) -> int:
 def _save_final(model, processor, recipe: Recipe, run_dir: Path, summary: RunSummary, family: Any) -> None:
     """Adapter (or full model) + processor + pinned generation config + resolved recipe + summary."""
     out = run_dir / "model" if recipe.adapter.method == "full" else run_dir
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256).save_pretrained(out)
+    _save_model(
+        model, processor, generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256), out
+    )
     (run_dir / "recipe.yaml").write_text(dump(recipe))
     (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2))
     logger.info("saved %s to %s", "model" if recipe.adapter.method == "full" else "adapter", out)
