@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import copy
 import pickle
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
-from pipeline import formats, models
+from pipeline import models
 from pipeline.data.collate import (
     IGNORE_INDEX,
     Collator,
@@ -23,7 +21,6 @@ from pipeline.data.collate import (
     target_lengths,
 )
 from pipeline.errors import DataError
-from pipeline.records import Example, Object, Record
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
@@ -102,47 +99,6 @@ PALI_SUFFIX = {
                   "<loc0256>", "<loc0128>", "<loc0768>", "<loc0512>", "▁circle", "<eos>"],
 }
 # fmt: on
-
-
-def _image(path: Path, size: tuple[int, int]) -> str:
-    img = Image.new("RGB", size, (240, 240, 240))
-    w, h = size
-    ImageDraw.Draw(img).ellipse((w // 8, h // 4, w // 2, 3 * h // 4), fill=(200, 30, 30))
-    img.save(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    folder = tmp_path_factory.mktemp("collate")
-    a = _image(folder / "a.png", (64, 64))
-    b = _image(folder / "b.png", (96, 48))
-    examples = [
-        Example(id="cls", task="classification", image=a, image_size=(64, 64), label="circle"),
-        Example(id="cap", task="caption", image=a, image_size=(64, 64), caption="A red circle."),
-        Example(
-            id="vqa",
-            task="vqa",
-            image=b,
-            image_size=(96, 48),
-            question="what color is the circle?",
-            answer="green",
-        ),
-        Example(
-            id="det",
-            task="detection",
-            image=b,
-            image_size=(96, 48),
-            objects=[Object((12, 12, 48, 36), "circle"), Object((48, 2, 92, 16), "square")],
-            categories=["circle", "square"],
-        ),
-    ]
-    return {
-        family: [
-            Record.from_example(ex, family, *formats.get(family).render(ex)).to_dict() for ex in examples
-        ]
-        for family in ("florence2", "paligemma")
-    }
 
 
 def _texts(recs: list[dict[str, Any]]) -> list[str]:
