@@ -132,6 +132,16 @@ def from_pretrained_checked(cls: Any, name: str | Path, **kwargs: Any):
     return model
 
 
+def load_native(
+    model_cls: Any, processor_cls: Any, name: str | Path, *, revision: str | None = None, **model_kwargs: Any
+) -> tuple[Any, Any]:
+    """(model, processor) of a native transformers checkpoint (hub id or folder): remote code refused,
+    safetensors only, weights checked against the class (see from_pretrained_checked)."""
+    refuse_remote_code(name, revision)
+    model = from_pretrained_checked(model_cls, name, revision=revision, **model_kwargs)
+    return model, processor_cls.from_pretrained(str(name), revision=revision)
+
+
 def refuse_remote_code(name: str | Path, revision: str | None) -> None:
     """Raise when a checkpoint's config asks for remote code: uvft only runs native transformers models."""
     from transformers import PretrainedConfig

@@ -26,9 +26,8 @@ from pipeline.models.common import (
     TinySize,
     count_parameters,
     freeze_vision,
-    from_pretrained_checked,
     init_location_embeddings,
-    refuse_remote_code,
+    load_native,
     save_base,
     strip_tokens,
     train_bpe,
@@ -130,17 +129,10 @@ def load(
     """(model, processor) from a hub id or a local folder: native classes, safetensors only."""
     from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
-    name = native_id(model_id_or_path, revision)
-    refuse_remote_code(name, revision)
-    model = from_pretrained_checked(
-        Florence2ForConditionalGeneration,
-        name,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        revision=revision,
-    )
-    processor = Florence2Processor.from_pretrained(str(name), revision=revision)
-    return model, processor
+    return load_native(
+        Florence2ForConditionalGeneration, Florence2Processor, native_id(model_id_or_path, revision),
+        dtype=dtype, attn_implementation=attn_implementation, revision=revision,
+    )  # fmt: skip
 
 
 def lora_config(

@@ -21,9 +21,8 @@ from pipeline.models.common import (
     TinySize,
     count_parameters,
     freeze_vision,
-    from_pretrained_checked,
     init_location_embeddings,
-    refuse_remote_code,
+    load_native,
     save_base,
     sincos_2d,
     strip_tokens,
@@ -87,16 +86,10 @@ def load(
     """(model, processor) from a hub id or a local folder: native classes, safetensors only."""
     from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
-    refuse_remote_code(model_id_or_path, revision)
-    model = from_pretrained_checked(
-        PaliGemmaForConditionalGeneration,
-        model_id_or_path,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        revision=revision,
-    )
-    processor = PaliGemmaProcessor.from_pretrained(str(model_id_or_path), revision=revision)
-    return model, processor
+    return load_native(
+        PaliGemmaForConditionalGeneration, PaliGemmaProcessor, model_id_or_path,
+        dtype=dtype, attn_implementation=attn_implementation, revision=revision,
+    )  # fmt: skip
 
 
 def lora_config(

@@ -21,7 +21,15 @@ from typing import Any
 from pipeline.errors import DataError
 from pipeline.records import Example
 from pipeline.sources import SourceContext, register
-from pipeline.sources.images import check_image, confine, id_sort_key, read_json, require, require_list
+from pipeline.sources.images import (
+    check_image,
+    coco_images,
+    confine,
+    id_sort_key,
+    read_json,
+    require,
+    require_list,
+)
 
 
 @register("coco_captions")
@@ -29,14 +37,7 @@ def read_coco_captions(ctx: SourceContext, *, annotations: Path, images: Path) -
     """Yield one caption Example per image, with every reference caption kept for scoring."""
     file = Path(annotations)
     data = read_json(file)
-
-    image_infos: dict[Any, dict[str, Any]] = {}
-    for info in require_list(data, "images", file=file):
-        image_id = require(info, "id", file=file, record="image ?", what="an image")
-        require(info, "file_name", file=file, record=f"image {image_id}", what="an image")
-        if image_id in image_infos:
-            raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")
-        image_infos[image_id] = info
+    image_infos = coco_images(data, file)
 
     by_image: dict[Any, list[tuple[Any, str]]] = {}
     for index, ann in enumerate(require_list(data, "annotations", file=file)):

@@ -39,6 +39,7 @@ from pipeline.sources import SourceContext, register
 from pipeline.sources.images import (
     check_image,
     clip_objects,
+    coco_images,
     confine,
     id_sort_key,
     parse_box,
@@ -84,13 +85,7 @@ def read_coco_detection(
     categories = _categories(data, file)
     vocabulary = list(categories.values())  # shared by every Example of this source: do not mutate
 
-    image_infos: dict[Any, dict[str, Any]] = {}
-    for info in require_list(data, "images", file=file):
-        image_id = require(info, "id", file=file, record="image ?", what="an image")
-        require(info, "file_name", file=file, record=f"image {image_id}", what="an image")
-        if image_id in image_infos:
-            raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")
-        image_infos[image_id] = info
+    image_infos = coco_images(data, file)
 
     # validate every annotation up front and group by image: a bad file fails before any I/O
     by_image: dict[Any, list[tuple[Object, bool]]] = {}

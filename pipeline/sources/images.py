@@ -326,3 +326,15 @@ def image_format_suffix(data: bytes) -> str:
     except Exception:
         return ".bin"
     return {"jpeg": ".jpg", "tiff": ".tif", "": ".bin"}.get(fmt, f".{fmt}")
+
+
+def coco_images(data: Any, file: Path) -> dict[Any, dict[str, Any]]:
+    """A COCO file's `images`, by id: each needs an `id` and a `file_name`, and ids are unique."""
+    infos: dict[Any, dict[str, Any]] = {}
+    for info in require_list(data, "images", file=file):
+        image_id = require(info, "id", file=file, record="image ?", what="an image")
+        require(info, "file_name", file=file, record=f"image {image_id}", what="an image")
+        if image_id in infos:
+            raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")
+        infos[image_id] = info
+    return infos
