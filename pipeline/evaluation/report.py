@@ -217,8 +217,7 @@ def write_plots(out_dir: Path, summary: Mapping[str, Any] | None) -> dict[str, P
     if val and _plot_curves(val, val_keys, "Held-out loss per task", out_dir / "val_loss.png"):
         plots["val_loss"] = out_dir / "val_loss.png"
     evals = summary.get("evals") or []
-    # "task/key" headline numbers; the dotted eval.metric entry repeats one of them
-    eval_keys = sorted({k for r in evals for k in r if k not in ("step", "mean") and "." not in k})
+    eval_keys = sorted({k for r in evals for k in r if k not in ("step", "mean")})
     if any("mean" in r for r in evals):
         eval_keys.append("mean")
     title = "Validation metrics during training (fixed subset)"

@@ -209,7 +209,6 @@ class Evaluator:
                     "accuracy"
                 ]
             entry["mean"] = headline(metrics, "mean")
-            entry[cfg.metric] = value
             state["evals"].append(entry)
             _log(acc, {f"eval/{k}": v for k, v in entry.items() if k != "step"}, step)
             best = state["best"]
@@ -224,12 +223,7 @@ class Evaluator:
             if improved:
                 path = _save_best(unwrapped, self.processor, self.gen, self.recipe, step, value, metrics)
                 state["best"] = {"step": step, "metric": cfg.metric, "value": value, "path": str(path)}
-        # every process carries the same state into the next checkpoint
-        if acc.num_processes > 1:
-            shared = [state["evals"], state["best"]] if acc.is_main_process else [None, None]
-            from accelerate.utils import broadcast_object_list
-
-            state["evals"], state["best"] = broadcast_object_list(shared)
+        # evals and best live on the main process: it alone writes state.json and summary.json
         acc.wait_for_everyone()
 
 
@@ -548,7 +542,7 @@ def train(
     # 5. the end: held-out loss, checkpoint, and the artefacts a user takes away
     state["val"].append({"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)})
     _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
-    if evaluator and (not state["evals"] or state["evals"][-1]["step"] != step):
+    if evaluator:  # the periodic evaluations skip the last step: this one covers it
         evaluator(model, step, state)
     save(step)
     if main:

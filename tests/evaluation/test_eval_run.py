@@ -72,7 +72,7 @@ def test_eval_writes_generations_and_metrics_for_every_task(tmp_path: Path):
     summary = loop.train(recipe, progress=False)
     # in-training evaluation at every step, the best adapter kept by eval.metric
     assert [e["step"] for e in summary.evals] == [1, 2]
-    best_step = max(summary.evals, key=lambda e: (e["vqa.accuracy"], -e["step"]))["step"]
+    best_step = max(summary.evals, key=lambda e: (e["vqa/accuracy"], -e["step"]))["step"]
     assert summary.best["step"] == best_step and summary.best["metric"] == "vqa.accuracy"
     best = json.loads((recipe.run_dir / "best" / "best.json").read_text())
     assert best["step"] == best_step and best["value"] == summary.best["value"]
