@@ -17,6 +17,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from pipeline.sources.images import load_image
+
 log = logging.getLogger(__name__)
 
 TASK_ORDER = ("classification", "caption", "vqa", "detection")
@@ -249,10 +251,9 @@ def select_examples(generations: Sequence[Generation], k: int) -> tuple[list[Gen
 def _load_image(gen: Generation) -> Image.Image:
     size = gen.get("image_size")
     path = gen.get("image")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, TypeError, ValueError) as err:
+    try:  # as the model saw it: EXIF orientation applied (the boxes live in that frame)
+        return load_image(path)
+    except (OSError, TypeError, ValueError, AttributeError) as err:
         log.warning("report: cannot open image %r of %s: %s", path, gen.get("id"), err)
         w, h = (int(size[0]), int(size[1])) if size else (64, 64)
         return Image.new("RGB", (max(w, 1), max(h, 1)), (200, 200, 200))

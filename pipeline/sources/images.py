@@ -202,20 +202,30 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))  # 2-D uint8: mode L
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as the model sees it: EXIF orientation applied, RGB, fully loaded."""
-    with Image.open(path) as img:
-        try:
-            img = ImageOps.exif_transpose(img)  # a new, loaded image: safe to use after the file closes
-        except Exception:  # malformed EXIF: upright, as check_image assumed when it sized the image
-            img = img.copy()
-        if img.mode == "RGB":
-            return img
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")  # PIL warns on P -> RGB when the palette has transparency
-        elif img.mode in ("I", "F") or img.mode.startswith("I;16"):
-            img = _to_8bit(img)
-        return img.convert("RGB")
+def load_image(image: str | Path | Image.Image) -> Image.Image:
+    """Open an image as the model sees it: EXIF orientation applied, RGB, fully loaded.
+
+    `image` is a path, or an image already in memory (`uvft predict`, the Python API): both go
+    through the same orientation and mode conversions, so inference sees what training saw.
+    """
+    if isinstance(image, Image.Image):
+        return _as_model_image(image)
+    with Image.open(image) as img:
+        return _as_model_image(img)
+
+
+def _as_model_image(img: Image.Image) -> Image.Image:
+    try:
+        img = ImageOps.exif_transpose(img)  # a new, loaded image: safe to use after the file closes
+    except Exception:  # malformed EXIF: upright, as check_image assumed when it sized the image
+        img = img.copy()
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # PIL warns on P -> RGB when the palette has transparency
+    elif img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _to_8bit(img)
+    return img.convert("RGB")
 
 
 # ---------------------------------------------------------------------------- boxes
