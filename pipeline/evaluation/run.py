@@ -290,12 +290,18 @@ def evaluate_run(
             f"{run_dir} has no summary.json: run `uvft finetune` first (the tiny base comes from it)"
         )
     family = models.get(recipe.model.family)
-    model, processor = family.load(base, revision=recipe.model.revision)
-    if adapter is not None:
-        if not (adapter / "adapter_config.json").is_file():
-            raise UvftError(f"{adapter} holds no adapter (adapter_config.json)")
-        model = PeftModel.from_pretrained(model, adapter)
-    gen = eval_generation_config(model, recipe, adapter if adapter is not None else run_dir)
+    weights = adapter
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        # a full fine-tune (adapter.method: full) keeps the whole model in <run>/model
+        weights = adapter / "model" if (adapter / "model" / "config.json").is_file() else adapter
+        if not (weights / "config.json").is_file():
+            raise UvftError(f"{adapter} holds no adapter (adapter_config.json) and no model (model/)")
+        model, processor = family.load(weights)
+    else:
+        model, processor = family.load(base, revision=recipe.model.revision)
+        if adapter is not None:
+            model = PeftModel.from_pretrained(model, adapter)
+    gen = eval_generation_config(model, recipe, weights if weights is not None else run_dir)
     if batch_size is not None:
         recipe = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"batch_size": batch_size})})
     started = time.perf_counter()

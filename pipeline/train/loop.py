@@ -29,6 +29,7 @@ from pipeline.data.build import build
 from pipeline.data.collate import Collator, drop_long_targets
 from pipeline.data.mixture import MixtureSampler, groups_from_sources
 from pipeline.errors import UvftError
+from pipeline.models.spec import ModelSpec, spec_from_records
 from pipeline.recipe import AdapterSection, Recipe, dump, expand_path
 from pipeline.records import TASKS
 from pipeline.train import checkpoint as ckpt
@@ -57,6 +58,7 @@ class RunSummary:
     base_model: str = ""
     evals: list[dict[str, Any]] = field(default_factory=list)  # in-training headline metrics over steps
     best: dict[str, Any] | None = None  # {"step", "metric", "value", "path"} of <run>/best
+    mixture: dict[str, Any] | None = None  # {"planned": {source: share}, "draws": {source: count}}
 
 
 # --- set-up --------------------------------------------------------------------------------------
@@ -246,6 +248,10 @@ def _save_model(model, processor, gen, out: Path) -> None:
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     gen.save_pretrained(out)
+    # peft writes its empty card template ("[More Information Needed]"); the card is uvft push's job
+    card = out / "README.md"
+    if card.is_file() and "More Information Needed" in card.read_text(encoding="utf-8"):
+        card.unlink()
 
 
 # --- loss ----------------------------------------------------------------------------------------
@@ -563,9 +569,11 @@ def train(
         base_model=base,
         evals=state["evals"],
         best=state["best"],
+        mixture={"planned": sampler.planned_shares(), "draws": sampler.consumed_counts()},
     )
     if main:
-        _save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary, family)
+        spec = spec_from_records(recipe.model.family, base, recipe.adapter.method, train_ds)
+        _save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary, spec)
     accelerator.wait_for_everyone()
     if cfg.trackers:
         accelerator.end_training()
@@ -577,12 +585,16 @@ def _target_tokens(batch: dict[str, Any], shift: bool) -> int:
     return int((labels != -100).sum())
 
 
-def _save_final(model, processor, recipe: Recipe, run_dir: Path, summary: RunSummary, family: Any) -> None:
-    """Adapter (or full model) + processor + pinned generation config + resolved recipe + summary."""
+def _save_final(
+    model, processor, recipe: Recipe, run_dir: Path, summary: RunSummary, spec: ModelSpec
+) -> None:
+    """Adapter (or full model) + processor + pinned generation config + uvft.json (what inference
+    needs: pipeline.models.spec) + resolved recipe + summary."""
     out = run_dir / "model" if recipe.adapter.method == "full" else run_dir
     _save_model(
         model, processor, generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256), out
     )
+    spec.save(out)
     (run_dir / "recipe.yaml").write_text(dump(recipe))
     (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2))
     logger.info("saved %s to %s", "model" if recipe.adapter.method == "full" else "adapter", out)

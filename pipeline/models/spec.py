@@ -1,0 +1,142 @@
+"""What a trained model must carry to reproduce its outputs anywhere: `uvft.json`.
+
+Written into every run folder at the end of training, into merged exports and into what `uvft push`
+uploads. It records the model family (which format module renders prompts and parses outputs),
+the base model, the adapter method, the location-token convention, and per task the prompt the
+model was trained on with one example target, plus the vocabularies prompts depend on (PaliGemma's
+`detect a ; b` lists the source's categories in order; closed-set classification scores the
+class list). `uvft predict` and `load_model` render prompts from it through the format module,
+so inference writes exactly the prompts training wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import formats
+from pipeline.errors import UvftError
+from pipeline.formats.loc import FLORENCE_BINS, PALI_BINS
+from pipeline.records import TASKS, Example
+
+SPEC_FILE = "uvft.json"
+
+LOCATION_TOKENS = {
+    "florence2": {"tokens": "<loc_0>..<loc_999>", "bins": FLORENCE_BINS, "order": "x1 y1 x2 y2"},
+    "paligemma": {"tokens": "<loc0000>..<loc1023>", "bins": PALI_BINS, "order": "y1 x1 y2 x2"},
+}
+
+
+@dataclass
+class TaskSpec:
+    """One task as the model was trained on it: its prompt (with `{question}` for VQA), one
+    training target, the sources it came from, and the class / category list prompts use."""
+
+    prompt: str
+    example_target: str
+    sources: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # classification classes, detection categories
+
+
+@dataclass
+class ModelSpec:
+    family: str
+    base_model: str
+    method: str  # lora | full | merged
+    tasks: dict[str, TaskSpec]
+    location_tokens: dict[str, Any]
+    uvft_version: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / SPEC_FILE
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    def task(self, task: str) -> TaskSpec:
+        if task not in self.tasks:
+            raise UvftError(
+                f"this model was not trained on task {task!r}; it knows: {', '.join(sorted(self.tasks))}"
+            )
+        return self.tasks[task]
+
+    def prompt(self, task: str, *, question: str | None = None, classes: Sequence[str] | None = None) -> str:
+        """The exact prompt training wrote for `task`, rendered by the family's format module.
+
+        PaliGemma's detection prompt lists categories: `classes` (open vocabulary) or the
+        training vocabulary. A VQA prompt needs `question`.
+        """
+        spec = self.task(task)
+        if task == "vqa" and not (question and question.strip()):
+            raise UvftError("task vqa needs a question (--question)")
+        vocab = list(classes) if classes else list(spec.classes)
+        example = Example(
+            id="predict",
+            task=task,
+            image="",
+            image_size=(1, 1),
+            label="" if task == "classification" else None,
+            caption="" if task == "caption" else None,
+            question=question.strip() if task == "vqa" and question else None,
+            answer="" if task == "vqa" else None,
+            categories=vocab if task == "detection" else [],
+        )
+        return formats.get(self.family).render(example)[0]
+
+
+def load_spec(folder: Path) -> ModelSpec | None:
+    """The folder's uvft.json, or None when it has none."""
+    path = Path(folder) / SPEC_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw["tasks"] = {k: TaskSpec(**v) for k, v in raw["tasks"].items()}
+        return ModelSpec(**raw)
+    except (ValueError, TypeError, KeyError) as e:
+        raise UvftError(f"{path}: not a valid uvft.json ({e})") from None
+
+
+def spec_from_records(
+    family: str, base_model: str, method: str, train: Mapping[str, Sequence[Any]] | Any
+) -> ModelSpec:
+    """A ModelSpec from the training split: per task the first record's prompt and target, the
+    sources in order of first appearance, and the first record's class / category list (the one
+    prompts were rendered with). `train` is a datasets.Dataset (or a dict of its columns)."""
+    from pipeline import __version__
+
+    tasks_col, sources_col = list(train["task"]), list(train["source"])
+    first: dict[str, int] = {}
+    sources: dict[str, list[str]] = {}
+    for i, (task, source) in enumerate(zip(tasks_col, sources_col, strict=True)):
+        first.setdefault(task, i)
+        if source not in sources.setdefault(task, []):
+            sources[task].append(source)
+    specs: dict[str, TaskSpec] = {}
+    for task in (t for t in TASKS if t in first):
+        row = train[first[task]]
+        prompt = row["prompt"]
+        if task == "vqa":  # the template: the format module renders a question placeholder
+            example = Example(
+                id="t", task="vqa", image="", image_size=(1, 1), question="{question}", answer=""
+            )
+            prompt = formats.get(family).render(example)[0]
+        specs[task] = TaskSpec(
+            prompt=prompt,
+            example_target=row["target"],
+            sources=sources[task],
+            classes=list(row["categories"] or []) if task in ("classification", "detection") else [],
+        )
+    return ModelSpec(
+        family=family,
+        base_model=str(base_model),
+        method=method,
+        tasks=specs,
+        location_tokens=dict(LOCATION_TOKENS[family]),
+        uvft_version=__version__,
+    )
