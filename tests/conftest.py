@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
+from tiny_runs import TrainedRun, train_tiny_run
 
 from pipeline import formats
 from pipeline.records import Example, Object, Record
@@ -57,3 +58,9 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> Records:
         fmt = formats.get(family)
         out[family] = [Record.from_example(ex, family, *fmt.render(ex)).to_dict() for ex in examples]
     return out
+
+
+@pytest.fixture(scope="session", params=["paligemma", "florence2"])
+def trained_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """A tiny LoRA run of each family, trained and evaluated once per session (tests/tiny_runs.py)."""
+    return train_tiny_run(tmp_path_factory.mktemp(f"run-{request.param}"), request.param)

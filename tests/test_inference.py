@@ -1,0 +1,188 @@
+"""`load_model` / `Model.predict` and `uvft predict`: the same outputs as `uvft eval`, from a run
+folder, a full fine-tune, an image in memory, and the many-images inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tiny_runs import TrainedRun, train_tiny_run
+
+from pipeline import cli, load_model
+from pipeline.errors import UvftError
+from pipeline.inference import format_prediction, read_items
+from pipeline.models.spec import load_spec
+
+
+def _eval_rows(run: TrainedRun) -> list[dict]:
+    lines = (run.run_dir / "eval" / "val" / "generations.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _item(row: dict) -> dict:
+    return {
+        "image": row["image"],
+        "task": row["task"],
+        "question": row["references"].get("question"),
+        "classes": None,
+    }
+
+
+def test_run_folder_carries_its_prompts(trained_run: TrainedRun):
+    spec = load_spec(trained_run.run_dir)
+    assert spec is not None and spec.family == trained_run.recipe.model.family
+    assert spec.base_model == trained_run.base and spec.method == "lora"
+    assert set(spec.tasks) == {"classification", "caption", "vqa", "detection"}
+    assert not (trained_run.run_dir / "README.md").exists()  # peft's empty template is not kept
+    # every validation prompt is what the spec renders for its task
+    for row in _eval_rows(trained_run):
+        question = row["references"].get("question")
+        assert spec.prompt(row["task"], question=question) == row["prompt"]
+    assert spec.tasks["classification"].classes == ["circle", "diamond", "square", "star", "triangle"]
+
+
+def test_predict_reproduces_uvft_eval(trained_run: TrainedRun):
+    model = load_model(trained_run.run_dir, device="cpu")
+    rows = _eval_rows(trained_run)
+    results = model.predict_many([_item(r) for r in rows], batch_size=8, progress=False)
+    assert len(results) == len(rows)
+    for row, res in zip(rows, results, strict=True):
+        assert res["prompt"] == row["prompt"]
+        assert res["generated_text"] == row["generated_text"], row["id"]
+        assert res["image_size"] == row["image_size"]
+        if row["task"] == "detection":
+            assert [o["bbox"] for o in res["objects"]] == [o["bbox"] for o in row["parsed"]["objects"]]
+            assert [o["score"] for o in res["objects"]] == pytest.approx(
+                [o["score"] for o in row["parsed"]["objects"]]
+            )
+        if row["task"] == "classification":
+            assert res["label"] == row["parsed"]["closed_set"]["label"]
+            assert res["scores"] == pytest.approx(row["parsed"]["closed_set"]["scores"])
+    # one at a time gives the same as batched
+    one = model.predict(rows[0]["image"], rows[0]["task"], question=rows[0]["references"].get("question"))
+    assert one["generated_text"] == rows[0]["generated_text"]
+
+
+def test_predict_takes_an_image_in_memory_with_exif_and_odd_modes(trained_run: TrainedRun, tmp_path: Path):
+    model = load_model(trained_run.run_dir, device="cpu")
+    src = Image.open(_eval_rows(trained_run)[0]["image"]).convert("RGB").resize((64, 48))
+    # stored sideways with EXIF orientation 6 (rotate 90° clockwise to view): the model sees it upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = src.transpose(Image.Transpose.ROTATE_90)
+    path = tmp_path / "sideways.jpg"
+    rotated.save(path, exif=exif.tobytes(), quality=95)
+    by_path = model.predict(path, "detection")
+    with Image.open(path) as im:
+        in_memory = model.predict(im, "detection")
+    assert by_path["image_size"] == [64, 48]  # width and height after orientation
+    assert in_memory["generated_text"] == by_path["generated_text"]
+    assert in_memory["objects"] == by_path["objects"]
+    # grayscale and RGBA go through the same conversion as training's
+    gray = src.convert("L")
+    gray.save(tmp_path / "gray.png")
+    assert model.predict(gray, "caption") == {
+        **model.predict(tmp_path / "gray.png", "caption"),
+        "image": "item 0",
+    }
+    rgba = src.convert("RGBA")
+    assert model.predict(rgba, "classification")["label"] in model.spec.tasks["classification"].classes
+    # open vocabulary: the classes given are the candidates
+    res = model.predict(src, "classification", classes=["cat", "dog"])
+    assert res["label"] in ("cat", "dog") and set(res["scores"]) == {"cat", "dog"}
+    with pytest.raises(UvftError, match="needs a question"):
+        model.predict(src, "vqa")
+    with pytest.raises(UvftError, match="not trained on task 'ocr'"):
+        model.predict(src, "ocr")
+
+
+def test_full_fine_tune_run_loads_from_its_model_folder(tmp_path: Path):
+    run = train_tiny_run(tmp_path, "paligemma", "adapter.method=full", "train.steps=2", "train.lr=1.0e-3")
+    assert (run.run_dir / "model" / "config.json").is_file()
+    assert (run.run_dir / "model" / "uvft.json").is_file()
+    model = load_model(run.run_dir, device="cpu")
+    assert not model.is_adapter and model.folder == run.run_dir / "model"
+    rows = _eval_rows(run)
+    results = model.predict_many([_item(r) for r in rows], progress=False)
+    assert [r["generated_text"] for r in results] == [r["generated_text"] for r in rows]
+
+
+def test_read_items_from_a_folder_a_list_and_json_lines(tmp_path: Path):
+    for name in ("b.png", "a.jpg"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "notes.md").write_text("not an image")
+    items = read_items(tmp_path, "caption")
+    assert [Path(i["image"]).name for i in items] == ["a.jpg", "b.png"]
+    assert all(i["task"] == "caption" for i in items)
+    (tmp_path / "list.txt").write_text("# images\nb.png\n\na.jpg\n")
+    assert [Path(i["image"]).name for i in read_items(tmp_path / "list.txt", "vqa", question="q?")] == [
+        "b.png",
+        "a.jpg",
+    ]
+    (tmp_path / "many.jsonl").write_text(
+        '{"image": "a.jpg", "task": "vqa", "question": "what color?"}\n'
+        '{"image": "b.png", "classes": ["x", "y"]}\n'
+    )
+    items = read_items(tmp_path / "many.jsonl", "detection", classes="circle,square")
+    assert items[0] == {
+        "image": str(tmp_path / "a.jpg"),
+        "task": "vqa",
+        "question": "what color?",
+        "classes": ["circle", "square"],
+    }
+    assert items[1]["task"] == "detection" and items[1]["classes"] == ["x", "y"]
+    (tmp_path / "bad.jsonl").write_text('{"image": "a.jpg"}\n{"task": "vqa"}\n')
+    with pytest.raises(UvftError, match=r"bad.jsonl: line 2: field 'image'"):
+        read_items(tmp_path / "bad.jsonl", "caption")
+    (tmp_path / "missing.txt").write_text("a.jpg\nnope.png\n")
+    with pytest.raises(UvftError, match=r"missing.txt:2: image .*nope.png does not exist"):
+        read_items(tmp_path / "missing.txt", "caption")
+
+
+def test_format_prediction_is_readable():
+    det = {
+        "task": "detection",
+        "generated_text": "",
+        "parse_errors": 0,
+        "objects": [{"bbox": [1.0, 2.0, 30.5, 40.25], "label": "circle", "score": 0.875}],
+    }
+    assert format_prediction(det) == (
+        "1 object:\n  circle               score 0.88  box [1.0, 2.0, 30.5, 40.2] (x1, y1, x2, y2 in pixels)"
+    )
+    cls = {
+        "task": "classification",
+        "generated_text": "star",
+        "parse_errors": 0,
+        "label": "circle",
+        "generated_label": "star",
+        "scores": {"circle": -0.5, "star": -1.25},
+    }
+    assert format_prediction(cls).splitlines()[0] == (
+        "label: circle (closed-set over 2 classes; generated: 'star')"
+    )
+    assert format_prediction({"task": "vqa", "answer": "red", "generated_text": "red"}) == "answer: red"
+
+
+def test_uvft_predict_cli(trained_run: TrainedRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    rows = [r for r in _eval_rows(trained_run) if r["task"] == "detection"]
+    png = tmp_path / "pred.png"
+    args = ["predict", "--model", str(trained_run.run_dir), "--image", rows[0]["image"]]
+    assert cli.main([*args, "--task", "detection", "--json", "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[: out.rindex("}") + 1])
+    assert result["generated_text"] == rows[0]["generated_text"]
+    with Image.open(png) as im:
+        assert im.size[0] >= 64  # small images are enlarged for drawing, as in the report
+    assert cli.main([*args, "--task", "caption"]) == 0
+    assert capsys.readouterr().out.startswith("caption: ")
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(r["image"] for r in rows) + "\n")
+    out_file = tmp_path / "preds.jsonl"
+    argv = ["predict", "--model", str(trained_run.run_dir), "--images", str(listing)]
+    assert cli.main([*argv, "--task", "detection", "--output", str(out_file), "--no-progress"]) == 0
+    lines = [json.loads(x) for x in out_file.read_text().splitlines()]
+    assert [x["generated_text"] for x in lines] == [r["generated_text"] for r in rows]
+    assert cli.main(["predict", "--model", str(tmp_path / "nope"), "--image", rows[0]["image"]]) == 2
+    assert "no such folder" in capsys.readouterr().err
