@@ -9,7 +9,7 @@ ARGS ?=
 # On a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test test-slow lint format data finetune eval demo-data check bench clean
+.PHONY: setup test test-slow lint format data finetune eval push demo-data check bench clean
 
 setup: $(BIN)/uvft
 
@@ -45,6 +45,13 @@ EVAL_BASE ?= 1
 eval: setup
 	@if [ "$(EVAL_BASE)" = 1 ]; then $(BIN)/uvft eval $(RECIPE) --base $(ARGS); fi
 	$(BIN)/uvft eval $(RECIPE) $(ARGS)
+
+# make push REPO=me/demo ARGS="--dry-run --merged": the recipe's run folder (RUN=… to choose another)
+REPO ?=
+RUN ?= $(shell $(BIN)/python -c "from pipeline.recipe import load_recipe; print(load_recipe('$(RECIPE)').run_dir)")
+push: setup
+	@test -n "$(REPO)" || { echo "usage: make push REPO=namespace/name [RUN=runs/x] [ARGS=\"--dry-run --merged ...\"]"; exit 2; }
+	$(BIN)/uvft push $(RUN) --repo-id $(REPO) $(ARGS)
 
 demo-data: setup
 	$(BIN)/uvft data demo

@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="read a recipe's sources and write its records (cached)")
     _add_recipe_args(p)
     p.add_argument("--export-jsonl", type=Path, metavar="PATH", help="also write every record as JSON lines")
+    p.add_argument(
+        "--export", nargs=2, metavar=("FORMAT", "PATH"),
+        help="also export the records for other trainers: FORMAT chat-jsonl (see the README)",
+    )  # fmt: skip
+    p.add_argument(
+        "--embed-images", action="store_true", help="chat-jsonl: images as base64 data URLs, not paths"
+    )
     p.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_build)
@@ -69,6 +76,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("push", help="upload a run's adapter (or merged model) to the Hugging Face hub")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (or <run>/best)")
+    p.add_argument("--repo-id", required=True, metavar="NAME", help="hub repo, namespace/name")
+    p.add_argument("--merged", action="store_true", help="push the merged full model instead of the adapter")
+    p.add_argument(
+        "--base-repo-id", metavar="NAME", help="push a local base model there too and point the adapter at it"
+    )
+    p.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--revision", metavar="BRANCH", help="commit to this branch (created when missing)")
+    p.add_argument("--commit-message", metavar="TEXT")
+    p.add_argument("--split", default="val", help="the evaluation split the card reports (default: val)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="prepare the folder and validate the card; upload nothing"
+    )
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("export", help="export a run as a full model folder (adapter merged into its base)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--merged", type=Path, required=True, metavar="OUT", help="the folder to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="run a trained model on images (run folder, export or hub id)")
+    p.add_argument("--model", required=True, metavar="RUN_DIR|HUB_ID")
+    p.add_argument("--revision", metavar="REV", help="hub revision (with a hub id)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", type=Path, metavar="PATH")
+    src.add_argument(
+        "--images", type=Path, metavar="DIR|LIST.txt|FILE.jsonl",
+        help="many images: a folder, a text file of paths, or JSON lines {image, task?, question?}",
+    )  # fmt: skip
+    p.add_argument("--task", help="caption, vqa, detection, classification (default: the model's first)")
+    p.add_argument("--question", help="the question, for --task vqa")
+    p.add_argument("--classes", help="comma-separated: detection categories or closed-set classes")
+    p.add_argument("--out", type=Path, metavar="PNG", help="--image with detection: draw the boxes here")
+    p.add_argument("--output", type=Path, metavar="JSONL", help="--images: write here (default: stdout)")
+    p.add_argument("--json", action="store_true", help="--image: print JSON instead of text")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("data", help="data utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     d = data_sub.add_parser("demo", help="generate the synthetic shapes demo set in its real on-disk formats")
@@ -95,14 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from pipeline.data.build import build, print_stats
+    from pipeline.data.build import build, export_records_jsonl, print_stats
+    from pipeline.data.export import EXPORT_FORMATS, export_chat_jsonl
     from pipeline.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.export and args.export[0] not in EXPORT_FORMATS:
+        raise UvftError(f"--export {args.export[0]!r}: known formats: {', '.join(EXPORT_FORMATS)}")
+    if args.embed_images and not (args.export and args.export[0] == "chat-jsonl"):
+        raise UvftError("--embed-images goes with --export chat-jsonl PATH")
     result = build(recipe, export_jsonl=args.export_jsonl, force=args.force, progress=not args.no_progress)
     print_stats(result)
     if args.export_jsonl:
         print(f"exported: {args.export_jsonl}")
+    if args.export:
+        fmt, path = args.export[0], Path(args.export[1])
+        if fmt == "jsonl":
+            counts = {"all": export_records_jsonl(result, path)}
+        else:
+            counts = export_chat_jsonl(
+                result.load(), path, embed_images=args.embed_images, progress=not args.no_progress
+            )
+        print(f"exported {sum(counts.values())} records as {fmt} to {path}: {counts}")
     return 0
 
 
@@ -132,6 +195,78 @@ def cmd_eval(args: argparse.Namespace) -> int:
     base = json.loads(base_file.read_text()) if adapter is not None and base_file.is_file() else None
     print_metrics(metrics, base)
     print(f"generations, metrics and report: {out}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pipeline.hub import push
+
+    result = push(
+        args.run_dir, args.repo_id, merged=args.merged, base_repo_id=args.base_repo_id, public=args.public,
+        create_pr=args.create_pr, revision=args.revision, commit_message=args.commit_message,
+        dry_run=args.dry_run, split=args.split,
+    )  # fmt: skip
+    for staged in (result.staged.base, result.staged):
+        if staged is None:
+            continue
+        total = sum(size for _, size in staged.files)
+        print(f"{staged.repo_id}: {len(staged.files)} files, {_size(total)}, staged in {staged.folder}")
+        for name, size in staged.files:
+            print(f"  {_size(size):>10}  {name}")
+    if args.dry_run:
+        print("dry run: the model card validated; nothing was uploaded")
+        return 0
+    visibility = "private" if result.private else "public"
+    if result.base_commit_url:
+        print(f"base model pushed: {result.base_commit_url}")
+    if result.unchanged:
+        print(f"{args.repo_id} ({visibility}) already holds these files: nothing to commit")
+    else:
+        print(f"pushed ({visibility}): {result.pr_url or result.commit_url}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.hub import export_merged
+
+    out = export_merged(args.run_dir, args.merged)
+    print(f"merged model written to {out} (from_pretrained loads it without peft)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.inference import draw_prediction, format_prediction, load_model, read_items
+
+    if args.out is not None and args.image is None:
+        raise UvftError("--out draws one image: use it with --image")
+    items = read_items(args.image or args.images, args.task, question=args.question, classes=args.classes)
+    model = load_model(args.model, revision=args.revision, device=args.device)
+    for item in items:
+        item["task"] = item["task"] or model.tasks[0]
+    if args.image is not None:
+        result = model.predict_many(items, progress=False)[0]
+        print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_prediction(result))
+        if args.out is not None:
+            draw_prediction(args.image, result).save(args.out)
+            print(f"drawn: {args.out}")
+        return 0
+    results = model.predict_many(items, batch_size=args.batch_size, progress=not args.no_progress)
+    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for result in results:
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            out.close()
+            print(f"{len(results)} predictions written to {args.output}", file=sys.stderr)
     return 0
 
 

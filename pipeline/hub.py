@@ -1,0 +1,750 @@
+"""Publishing: the model card, the folder `uvft push` uploads, the merged export, and the upload.
+
+`stage` lays out, in `<run>/push/<repo name>/`, exactly what goes to the hub:
+
+- the weights: the LoRA adapter (`adapter_config.json`, `adapter_model.safetensors`, with
+  `base_model_name_or_path` set to a hub id), or with `merged` the full merged model
+  (`config.json`, `model*.safetensors`) that `from_pretrained` loads without peft;
+- the processor and tokenizer files, the pinned `generation_config.json` (greedy,
+  `no_repeat_ngram_size=0`), `uvft.json` (family, prompts, location tokens: pipeline.models.spec);
+- `recipe.yaml` (the resolved recipe), `metrics.json` (`{"split", "fine_tuned", "base"}` from
+  `uvft eval` and `uvft eval --base`), and the eval report (`eval/report.md`, its plots);
+- `README.md`: the model card uvft writes (never peft's template), YAML metadata built with
+  huggingface_hub's `ModelCardData` (a `model-index` with one result per task and metric, values
+  equal to metrics.json) and a body with the prompts, mixture, hyperparameters, metrics, a
+  transformers + peft snippet, limitations and how to reproduce.
+
+The token comes from `HF_TOKEN` or the cached login (`hf auth login`) and is only ever handed
+to huggingface_hub: it is never printed, logged or written, and errors are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import UvftError
+from pipeline.inference import adapter_base, resolve_base, spec_for
+from pipeline.models.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# published from a weights folder besides the weights: what generation needs
+PROCESSOR_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "merges.txt", "processor_config.json",
+    "preprocessor_config.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
+)  # fmt: skip
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+REPORT_FILES = ("report.md", "loss.png", "val_loss.png", "val_metrics.png")
+
+# model-index: per task, the hub's task type and the metrics shown (metrics.json key, type, name)
+CARD_METRICS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
+    "vqa": ("visual-question-answering", "Visual Question Answering",
+            [("accuracy", "accuracy", "VQAv2 accuracy")]),
+    "detection": ("object-detection", "Object Detection",
+                  [("map", "mAP", "COCO mAP@[.5:.95]"), ("map_50", "AP50", "COCO mAP@0.5")]),
+    "caption": ("image-to-text", "Image Captioning", [("cider", "cider", "CIDEr-D")]),
+    "classification": ("image-classification", "Image Classification",
+                       [("accuracy", "accuracy", "top-1 accuracy (generated label)"),
+                        ("closed_set.accuracy", "accuracy", "top-1 accuracy (closed-set)")]),
+}  # fmt: skip
+MODEL_CLASSES = {
+    "paligemma": "PaliGemmaForConditionalGeneration",
+    "florence2": "Florence2ForConditionalGeneration",
+}
+
+
+@dataclass
+class Staged:
+    """A folder ready to upload, and what it is."""
+
+    folder: Path
+    repo_id: str
+    card: Any  # huggingface_hub.ModelCard
+    base: Staged | None = None  # the base model, when it is pushed too (--base-repo-id)
+    files: list[tuple[str, int]] = field(default_factory=list)  # (path in repo, bytes)
+
+
+# ---------------------------------------------------------------------------- the run's evidence
+
+
+def run_dir_of(folder: Path) -> Path:
+    """The run folder a weights folder belongs to (`<run>`, `<run>/best`, `<run>/model`)."""
+    folder = Path(folder)
+    if (folder / "recipe.yaml").is_file() or not (folder.parent / "recipe.yaml").is_file():
+        return folder
+    return folder.parent
+
+
+def eval_metrics(folder: Path, split: str = "val") -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(fine-tuned, base) metrics.json of `uvft eval` / `uvft eval --base` on `split`, or None."""
+    run = run_dir_of(folder)
+    tuned_dir = (run if folder.resolve() in (run.resolve(), (run / "model").resolve()) else folder) / "eval"
+    tuned_file, base_file = tuned_dir / split / "metrics.json", run / "eval-base" / split / "metrics.json"
+    tuned = json.loads(tuned_file.read_text()) if tuned_file.is_file() else None
+    base = json.loads(base_file.read_text()) if base_file.is_file() else None
+    return tuned, base
+
+
+def metric_value(metrics: dict[str, Any], task: str, key: str) -> float | None:
+    node: Any = metrics.get(task)
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+# ---------------------------------------------------------------------------- the model card
+
+
+@dataclass
+class _Sources:
+    names: dict[str, str]  # source -> dataset name (data card name, else the source name)
+    hub_ids: dict[str, str]  # source -> dataset id for the card's `datasets`
+    licenses: dict[str, str]  # source -> the card's license text
+
+
+def _sources(recipe: dict[str, Any] | None) -> _Sources:
+    from pipeline.data.cards import load_card
+
+    out = _Sources({}, {}, {})
+    for s in (recipe or {}).get("data", {}).get("sources", []):
+        name = s["name"]
+        out.names[name] = out.hub_ids[name] = name
+        if s.get("card") and Path(s["card"]).is_file():
+            card = load_card(Path(s["card"]))
+            out.names[name] = out.hub_ids[name] = card.name
+            out.licenses[name] = card.license
+    return out
+
+
+def _license(texts: list[str]) -> tuple[str | None, str | None]:
+    """(license id, license_name) for the card: the data cards' SPDX-like first word, lowercased;
+    `other` (named `mixed`) when they differ; None when no card says."""
+    ids = sorted({t.split()[0].lower().rstrip(";,") for t in texts if t.strip()})
+    if not ids:
+        return None, None
+    return (ids[0], None) if len(ids) == 1 else ("other", "mixed")
+
+
+def eval_results(spec: ModelSpec, metrics: dict[str, Any], split: str, sources: _Sources) -> list[Any]:
+    """One huggingface_hub EvalResult per task and metric, values exactly those of metrics.json."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for task, (task_type, task_name, keys) in CARD_METRICS.items():
+        if task not in metrics or task not in spec.tasks:
+            continue
+        srcs = spec.tasks[task].sources
+        dataset = " + ".join(dict.fromkeys(sources.names.get(s, s) for s in srcs)) or task
+        for key, metric_type, metric_name in keys:
+            value = metric_value(metrics, task, key)
+            if value is None:
+                continue
+            results.append(
+                EvalResult(
+                    task_type=task_type,
+                    task_name=task_name,
+                    dataset_type=" + ".join(dict.fromkeys(sources.hub_ids.get(s, s) for s in srcs)) or task,
+                    dataset_name=dataset,
+                    dataset_split=split,
+                    metric_type=metric_type,
+                    metric_name=metric_name,
+                    metric_value=value,
+                )
+            )
+    return results
+
+
+def build_card(
+    spec: ModelSpec,
+    *,
+    repo_id: str,
+    base_model: str | None,
+    merged: bool,
+    recipe: dict[str, Any] | None,
+    summary: dict[str, Any] | None,
+    metrics: dict[str, Any] | None,
+    base_metrics: dict[str, Any] | None,
+    split: str = "val",
+) -> Any:
+    """The model card (huggingface_hub.ModelCard): metadata + body, see the module doc."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    sources = _sources(recipe)
+    license_id, license_name = _license(list(sources.licenses.values()))
+    datasets = sorted(set(sources.hub_ids.values())) or None
+    adapter = spec.method == "lora" and not merged
+    data = ModelCardData(
+        base_model=base_model,
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag="image-text-to-text",
+        tags=["uvft", *(["lora"] if adapter else []), spec.family, "multitask", *spec.tasks],
+        datasets=datasets,
+        license=license_id,
+        license_name=license_name,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results(spec, metrics, split, sources) or None if metrics else None,
+    )
+    body = _card_body(
+        spec, repo_id=repo_id, base_model=base_model, adapter=adapter, recipe=recipe, summary=summary,
+        metrics=metrics, base_metrics=base_metrics, split=split, sources=sources,
+    )  # fmt: skip
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    def cell(v: str) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return "`" + text.replace("`", "'") + "`" if text else "(empty)"
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def _card_body(
+    spec: ModelSpec, *, repo_id: str, base_model: str | None, adapter: bool, recipe, summary,
+    metrics, base_metrics, split: str, sources: _Sources,
+) -> str:  # fmt: skip
+    loc = spec.location_tokens
+    name = repo_id.split("/")[-1]
+    family = {"paligemma": "PaliGemma", "florence2": "Florence-2"}.get(spec.family, spec.family)
+    base_link = f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else None
+    if adapter:
+        what = f"A LoRA adapter for {base_link or 'a local ' + family + ' base model'}"
+    elif spec.method == "full":
+        what = f"A full fine-tune of {base_link or 'a local ' + family + ' model'}"
+    elif base_link:
+        what = f"{base_link} with a LoRA adapter merged in"
+    else:
+        what = f"A {family} model (a LoRA adapter merged into a base model that is not on the hub)"
+    tasks = ", ".join(spec.tasks)
+    first_task = "detection" if "detection" in spec.tasks else next(iter(spec.tasks))
+    parts = [
+        f"# {name}",
+        f"{what}, fine-tuned with uvft on "
+        f"{len(spec.tasks)} vision tasks at once ({tasks}). One model answers every task; the prompt "
+        "picks the task. Outputs are text in the family's format: boxes are location tokens.",
+        "## Tasks and prompts",
+        "Write the prompt exactly as below (PaliGemma: after the `<image>` token; the processor adds "
+        "`<bos>` and the newline). The example targets are training targets.",
+    ]
+    rows = []
+    for task, t in spec.tasks.items():
+        note = ""
+        if task == "detection" and t.classes:
+            note = f"categories: {', '.join(t.classes[:12])}{' …' if len(t.classes) > 12 else ''}"
+        if task == "classification" and t.classes:
+            note = f"classes: {', '.join(t.classes[:12])}{' …' if len(t.classes) > 12 else ''}"
+        rows.append([task, _code(t.prompt), _code(t.example_target), note])
+    parts.append(_md_table(["task", "prompt", "example target", "vocabulary"], rows))
+    parts.append(
+        f"**Location tokens** ({spec.family}): `{loc['tokens']}`, {loc['bins']} bins per axis, four per "
+        f"box in the order {loc['order']}. A coordinate v in an image of side S is bin "
+        f"floor(v / S × {loc['bins']}) (clamped to the last bin) and decodes to the bin centre "
+        f"(b + 0.5) × S / {loc['bins']}."
+    )
+    parts.append("## Evaluation")
+    parts.append(_metrics_section(metrics, base_metrics, split))
+    parts.append("## Training")
+    parts.append(_mixture_section(summary, recipe))
+    parts.append(_hyper_section(recipe, summary, spec))
+    parts.append("## Use")
+    parts.append(
+        "With transformers and peft alone (the generation config pins greedy decoding and "
+        "`no_repeat_ngram_size=0`: Florence-2's default of 3 corrupts repeated location tokens):"
+        if adapter
+        else "With transformers alone (the generation config pins greedy decoding and "
+        "`no_repeat_ngram_size=0`: Florence-2's default of 3 corrupts repeated location tokens):"
+    )
+    parts.append(
+        "```python\n" + card_snippet(spec, repo_id=repo_id, base_model=base_model, adapter=adapter) + "```"
+    )
+    parts.append(
+        "With uvft, which renders the prompts and parses the outputs (boxes in pixels, with scores):\n\n"
+        "```python\nfrom pipeline import load_model\n\n"
+        f'model = load_model("{repo_id}")\n'
+        f'print(model.predict("image.jpg", task="{first_task}"))\n```\n\n'
+        f"or `uvft predict --model {repo_id} --image image.jpg --task {first_task}`."
+    )
+    parts.append("## Limitations")
+    parts.append(_limitations(spec, base_model, sources))
+    parts.append("## Reproduce")
+    recipe_name = (recipe or {}).get("name", "RECIPE")
+    parts.append(
+        "`recipe.yaml` in this repository is the resolved recipe of the run:\n\n"
+        "```bash\nuvft finetune recipe.yaml --resume auto\n"
+        "uvft eval recipe.yaml --base && uvft eval recipe.yaml\n"
+        f"uvft push runs/{recipe_name} --repo-id {repo_id}{'' if adapter else ' --merged'}\n```\n\n"
+        "Data: lay each source out as its data card says (`data_cards/` in uvft) and pass `data.root=…`."
+    )
+    return "\n\n".join(parts) + "\n"
+
+
+def _metrics_section(metrics, base_metrics, split: str) -> str:
+    if not metrics:
+        return "Not evaluated: run `uvft eval` (and `uvft eval --base`) before pushing."
+    rows = []
+    for task, (_, _, keys) in CARD_METRICS.items():
+        for key, _, metric_name in keys:
+            value = metric_value(metrics, task, key)
+            if value is None:
+                continue
+            base = metric_value(base_metrics, task, key) if base_metrics else None
+            count = (metrics.get("counts") or {}).get(task, "")
+            rows.append([task, metric_name, _fmt(base) if base_metrics else "", _fmt(value), str(count)])
+    text = f"On the `{split}` split, greedy decoding"
+    if base_metrics:
+        text += " (*base*: the base model before this fine-tune, the retention check)"
+    return text + ":\n\n" + _md_table(["task", "metric", "base", "fine-tuned", "records"], rows)
+
+
+def _mixture_section(summary, recipe) -> str:
+    mixture = (summary or {}).get("mixture")
+    strategy = (recipe or {}).get("mixture", {})
+    head = f"Task-balanced sampling: `{strategy.get('strategy', '?')}`"
+    if strategy.get("strategy") == "temperature":
+        head += f" (T = {strategy.get('temperature')})"
+    if not mixture:
+        return head + "; the realised shares were not recorded by this run."
+    draws = mixture["draws"]
+    total = sum(draws.values()) or 1
+    rows = [
+        [s, f"{mixture['planned'].get(s, 0.0):.1%}", f"{draws.get(s, 0) / total:.1%}", str(draws.get(s, 0))]
+        for s in dict.fromkeys([*mixture["planned"], *draws])
+    ]
+    return head + ", planned vs realised:\n\n" + _md_table(["source", "planned", "realised", "draws"], rows)
+
+
+def _hyper_section(recipe, summary, spec: ModelSpec) -> str:
+    r = recipe or {}
+    a, t = r.get("adapter", {}), r.get("train", {})
+    rows = [["method", str(a.get("method", spec.method))]]
+    if a.get("method", spec.method) == "lora":
+        rows += [
+            ["LoRA preset / r / alpha / dropout",
+             " / ".join(str(a.get(k)) for k in ("preset", "r", "alpha", "dropout"))],
+            ["modules_to_save", str(a.get("modules_to_save"))],
+        ]  # fmt: skip
+    rows += [
+        ["vision tower frozen", str(a.get("freeze_vision"))],
+        ["steps × batch × grad_accum", f"{t.get('steps')} × {t.get('batch_size')} × {t.get('grad_accum')}"],
+        ["lr / schedule / warmup", f"{t.get('lr')} / {t.get('schedule')} / {t.get('warmup_steps')}"],
+        ["max_grad_norm / mixed precision", f"{t.get('max_grad_norm')} / {t.get('mixed_precision')}"],
+        ["seed", str(t.get("seed"))],
+    ]
+    if summary:
+        rows += [
+            [
+                "trainable / total parameters",
+                f"{summary['trainable_params']:,} / {summary['total_params']:,}",
+            ],
+            ["samples seen", f"{summary['samples']:,}"],
+        ]
+    return "Hyperparameters (all of them are in `recipe.yaml`):\n\n" + _md_table(["setting", "value"], rows)
+
+
+def _limitations(spec: ModelSpec, base_model: str | None, sources: _Sources) -> str:
+    items = [
+        "It writes the tasks above in the prompts above; other prompts are outside what it was "
+        "fine-tuned on.",
+        "Boxes are quantised to the location-token grid (half a bin of error at best).",
+    ]
+    if "detection" in spec.tasks and spec.family == "paligemma":
+        items.append(
+            "PaliGemma's detection prompt lists the categories to look for (`detect a ; b`); the "
+            "training vocabulary is in `uvft.json`. Other categories are open-vocabulary guesses."
+        )
+    if not base_model:
+        items.append("Its base model is not on the hub: this repository holds the full merged model.")
+    if "shapes" in sources.names.values():
+        items.append(
+            "Trained on uvft's synthetic *shapes* demo set with a tiny model: a demonstration of the "
+            "pipeline, not a useful vision model."
+        )
+    if sources.licenses:
+        by_card = {sources.names[s]: lic for s, lic in sources.licenses.items()}
+        items.append("Data licenses: " + "; ".join(f"{n}: {lic}" for n, lic in by_card.items()) + ".")
+    return "\n".join(f"- {i}" for i in items)
+
+
+def card_snippet(spec: ModelSpec, *, repo_id: str, base_model: str | None, adapter: bool) -> str:
+    """Python that loads the published model with transformers (+ peft) and runs one task."""
+    cls = MODEL_CLASSES[spec.family]
+    task = "detection" if "detection" in spec.tasks else next(iter(spec.tasks))
+    prompt = spec.prompt(task, question="what is in the image?" if task == "vqa" else None)
+    decoder_only = spec.family == "paligemma"
+    lines = [
+        "import torch",
+        *(["from peft import PeftModel"] if adapter else []),
+        "from PIL import Image, ImageOps",
+        f"from transformers import AutoProcessor, GenerationConfig, {cls}",
+        "",
+        f'repo = "{repo_id}"',
+    ]
+    if adapter:
+        lines += [
+            f'model = {cls}.from_pretrained("{base_model}")',
+            "model = PeftModel.from_pretrained(model, repo).eval()",
+        ]
+    else:
+        lines.append(f"model = {cls}.from_pretrained(repo).eval()")
+    lines += [
+        "processor = AutoProcessor.from_pretrained(repo)",
+        "generation_config = GenerationConfig.from_pretrained(repo)",
+        "",
+        'image = ImageOps.exif_transpose(Image.open("image.jpg")).convert("RGB")',
+        f"prompt = {json.dumps(('<image>' if decoder_only else '') + prompt, ensure_ascii=False)}"
+        f"  # task: {task}",
+        'inputs = processor(text=prompt, images=image, return_tensors="pt")',
+        "with torch.no_grad():",
+        "    out = model.generate(**inputs, generation_config=generation_config)",
+        ("new = out[0, inputs['input_ids'].shape[1]:]  # the generated tokens, after the prompt"
+         if decoder_only else "new = out[0]"),
+        "text = processor.decode(new, skip_special_tokens=False)",
+        'for marker in ("<pad>", "<eos>", "<bos>", "<s>", "</s>"):',
+        '    text = text.replace(marker, "")',
+        "print(text.strip())",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- staging
+
+
+def stage(
+    source: Path,
+    repo_id: str,
+    *,
+    merged: bool = False,
+    base_repo_id: str | None = None,
+    split: str = "val",
+    out: Path | None = None,
+) -> Staged:
+    """Lay out what `uvft push` uploads (see the module doc) and validate the card."""
+    source = Path(source)
+    _check_repo_id(repo_id, "--repo-id")
+    if base_repo_id is not None:
+        _check_repo_id(base_repo_id, "--base-repo-id")
+    run = run_dir_of(source)
+    weights = source / "model" if (source / "model" / "config.json").is_file() and not (
+        source / "config.json"
+    ).is_file() else source  # fmt: skip
+    spec = spec_for(weights)
+    is_adapter = (weights / "adapter_config.json").is_file()
+    if not is_adapter and not (weights / "config.json").is_file():
+        raise UvftError(f"{source} holds no adapter (adapter_config.json) and no model (config.json)")
+    base_name = adapter_base(weights, spec) if is_adapter else spec.base_model
+    base_is_hub = bool(HUB_ID.match(base_name or "")) and not Path(base_name).expanduser().is_dir()
+    if is_adapter and not merged and not base_is_hub and base_repo_id is None:
+        raise UvftError(
+            f"the adapter's base model is a local folder ({base_name}), which nobody else can load: "
+            "pass --merged to push the merged full model, or --base-repo-id NAME to push the base "
+            "there too and point the adapter at it"
+        )
+    folder = out or run / "push" / repo_id.replace("/", "--")
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    recipe_file = run / "recipe.yaml"
+    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
+    summary_file = run / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    metrics, base_metrics = eval_metrics(source, split)
+
+    base_staged = None
+    if base_repo_id is not None and not merged:
+        base_staged = _stage_base(resolve_base(base_name, weights), base_repo_id, repo_id, folder)
+        published_base: str | None = base_repo_id
+    else:
+        published_base = base_name if base_is_hub else None
+    if merged and is_adapter:
+        export_merged(source, tmp, card=False)
+        spec = ModelSpec(**{**spec.__dict__, "method": "merged", "base_model": published_base or ""})
+    else:
+        for name in (*ADAPTER_FILES, *PROCESSOR_FILES) if is_adapter else _model_files(weights):
+            if (weights / name).is_file():
+                shutil.copy2(weights / name, tmp / name)
+        if is_adapter:
+            config = json.loads((tmp / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = published_base
+            (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        spec = ModelSpec(**{**spec.__dict__, "base_model": published_base or ""})
+    spec.save(tmp)
+    if recipe_file.is_file():
+        shutil.copy2(recipe_file, tmp / "recipe.yaml")
+    if metrics is not None:
+        payload = {"split": split, "fine_tuned": metrics, "base": base_metrics}
+        (tmp / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+        report_dir = _eval_dir(source, split)
+        for name in REPORT_FILES:
+            if (report_dir / name).is_file():
+                (tmp / "eval").mkdir(exist_ok=True)
+                shutil.copy2(report_dir / name, tmp / "eval" / name)
+    else:
+        logger.warning("%s has no %s evaluation: the card will say so (run `uvft eval` first)", source, split)
+    card = build_card(
+        spec, repo_id=repo_id, base_model=published_base, merged=merged or not is_adapter, recipe=recipe,
+        summary=summary, metrics=metrics, base_metrics=base_metrics, split=split,
+    )  # fmt: skip
+    validate_card(card, metrics, split)
+    card.save(tmp / "README.md")
+    _refuse_pickles(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return Staged(folder=folder, repo_id=repo_id, card=card, base=base_staged, files=list_files(folder))
+
+
+def _eval_dir(source: Path, split: str) -> Path:
+    run = run_dir_of(source)
+    same = source.resolve() in (run.resolve(), (run / "model").resolve())
+    return (run if same else source) / "eval" / split
+
+
+def _model_files(weights: Path) -> list[str]:
+    names = [p.name for p in sorted(weights.iterdir()) if p.is_file()]
+    keep = [
+        n for n in names if n == "config.json" or re.fullmatch(r"model.*\.safetensors(\.index\.json)?", n)
+    ]
+    return keep + [n for n in PROCESSOR_FILES if n in names]
+
+
+def _stage_base(base: str, base_repo_id: str, repo_id: str, folder: Path) -> Staged:
+    """The base model's folder as pushed to --base-repo-id, with a short card pointing back."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    out = folder.with_name(folder.name + "--base")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for name in _model_files(Path(base)):
+        shutil.copy2(Path(base) / name, out / name)
+    data = ModelCardData(library_name="transformers", pipeline_tag="image-text-to-text", tags=["uvft"])
+    card = ModelCard(
+        f"---\n{data.to_yaml()}\n---\n\n# {base_repo_id.split('/')[-1]}\n\nThe base model of "
+        f"[{repo_id}](https://huggingface.co/{repo_id}), published by `uvft push --base-repo-id` "
+        "because it was a local folder.\n"
+    )
+    card.save(out / "README.md")
+    _refuse_pickles(out)
+    return Staged(folder=out, repo_id=base_repo_id, card=card, files=list_files(out))
+
+
+def _refuse_pickles(folder: Path) -> None:
+    bad = [p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    if bad:
+        raise UvftError(f"{folder}: refusing to publish pickled weights ({', '.join(bad)}); safetensors only")
+
+
+def _check_repo_id(repo_id: str, option: str) -> None:
+    if not HUB_ID.match(repo_id):
+        raise UvftError(f"{option} {repo_id!r}: a hub repo id is namespace/name (e.g. me/demo)")
+
+
+def list_files(folder: Path) -> list[tuple[str, int]]:
+    return [
+        (p.relative_to(folder).as_posix(), p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()
+    ]
+
+
+def validate_card(card: Any, metrics: dict[str, Any] | None, split: str) -> None:
+    """Parse the card's metadata back as the hub will, and check the model-index against metrics.json."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    try:
+        reloaded = ModelCard(str(card))
+        meta = reloaded.data.to_dict()
+    except Exception as e:  # any failure here is a bug in the card we wrote
+        raise UvftError(f"the model card's metadata does not parse: {e}") from None
+    for key in ("library_name", "pipeline_tag", "tags"):
+        if not meta.get(key):
+            raise UvftError(f"the model card's metadata lacks {key!r}")
+    if not metrics:
+        return
+    _, results = model_index_to_eval_results(meta["model-index"])
+    for r in results:
+        task = next(t for t, (task_type, _, _) in CARD_METRICS.items() if task_type == r.task_type)
+        key = next(k for k, _, n in CARD_METRICS[task][2] if n == r.metric_name)
+        if r.metric_value != metric_value(metrics, task, key) or r.dataset_split != split:
+            raise UvftError(
+                f"model card: {task} {r.metric_name} = {r.metric_value} differs from metrics.json"
+            )
+
+
+# ---------------------------------------------------------------------------- merged export
+
+
+def export_merged(source: Path, out: Path, *, card: bool = True, repo_id: str | None = None) -> Path:
+    """Merge the adapter into its base (`merge_and_unload`) and save a full model folder that
+    `from_pretrained` loads without peft: safetensors, processor, pinned generation config,
+    uvft.json, and a model card. A full fine-tune's model is copied as it is."""
+    from pipeline.inference import load_model
+    from pipeline.models.common import save_base
+
+    out = Path(out)
+    if out.resolve() == Path(source).resolve():
+        raise UvftError(f"export folder {out} is the source folder; choose another")
+    tmp = out.with_name(out.name + ".tmp-export")  # written whole, then swapped in
+    shutil.rmtree(tmp, ignore_errors=True)
+    m = load_model(source, device="cpu")
+    model = m.model.merge_and_unload() if m.is_adapter else m.model
+    save_base(model, m.processor, tmp)
+    m.generation_config.save_pretrained(tmp)
+    spec = ModelSpec(**{**m.spec.__dict__, "method": "merged" if m.is_adapter else m.spec.method})
+    spec.save(tmp)
+    if card:
+        run = run_dir_of(Path(source))
+        recipe_file, summary_file = run / "recipe.yaml", run / "summary.json"
+        metrics, base_metrics = eval_metrics(Path(source))
+        base = spec.base_model if HUB_ID.match(spec.base_model or "") else None
+        model_card = build_card(
+            spec, repo_id=repo_id or f"local/{out.name}", base_model=base, merged=True,
+            recipe=yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None,
+            summary=json.loads(summary_file.read_text()) if summary_file.is_file() else None,
+            metrics=metrics, base_metrics=base_metrics,
+        )  # fmt: skip
+        validate_card(model_card, metrics, "val")
+        model_card.save(tmp / "README.md")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+# ---------------------------------------------------------------------------- upload
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, *, token: str | None = None) -> Iterator[None]:
+    """Turn what huggingface_hub raises into one UvftError line a user can act on, token scrubbed."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        LocalTokenNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    def scrub(text: str) -> str:
+        return text.replace(token, "***") if token else text
+
+    def first_line(e: BaseException) -> str:
+        return scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+    try:
+        yield
+    except LocalTokenNotFoundError:
+        raise UvftError("no Hugging Face token: set HF_TOKEN or run `hf auth login`") from None
+    except RepositoryNotFoundError as e:
+        raise UvftError(
+            f"{repo_id}: repository not found, or your token cannot see it ({first_line(e)})"
+        ) from None
+    except RevisionNotFoundError as e:
+        raise UvftError(f"{repo_id}: revision not found ({first_line(e)})") from None
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        server = (
+            scrub((e.server_message or "").strip().splitlines()[0]) if e.server_message else first_line(e)
+        )
+        if status == 401:
+            raise UvftError(f"the hub refused the token (401 Unauthorized): {server}") from None
+        if status == 403:
+            raise UvftError(f"no write access to {repo_id} (403 Forbidden): {server}") from None
+        raise UvftError(f"the hub answered {status} for {repo_id}: {server}") from None
+    except LocalEntryNotFoundError as e:  # offline, nothing cached
+        raise UvftError(
+            f"cannot reach the hub at {constants.ENDPOINT} for {repo_id}: {first_line(e)}"
+        ) from None
+    except (OSError, *_transport_errors()) as e:
+        raise UvftError(f"cannot reach the hub at {constants.ENDPOINT}: {first_line(e)}") from None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            module = __import__(name)
+            return (module.TransportError,)
+    return ()
+
+
+@dataclass
+class PushResult:
+    staged: Staged
+    commit_url: str | None = None
+    pr_url: str | None = None
+    base_commit_url: str | None = None
+    private: bool | None = None  # the repo's visibility as the hub reports it
+    unchanged: bool = False  # every file was already there: no commit was made
+
+
+def push(
+    source: Path,
+    repo_id: str,
+    *,
+    merged: bool = False,
+    base_repo_id: str | None = None,
+    public: bool = False,
+    create_pr: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    dry_run: bool = False,
+    split: str = "val",
+    token: str | None = None,
+) -> PushResult:
+    """Stage and upload a run's model (see the module doc). Private unless `public`."""
+    from huggingface_hub import HfApi, get_token
+
+    if not dry_run:  # before the (possibly long) merge and staging
+        token = token or get_token()
+        if not token:
+            raise UvftError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+    staged = stage(source, repo_id, merged=merged, base_repo_id=base_repo_id, split=split)
+    if dry_run:
+        return PushResult(staged)
+    api = HfApi(token=token)
+    result = PushResult(staged)
+    message = commit_message or f"uvft: upload {'merged model' if merged else 'adapter'} from {source}"
+    if staged.base is not None:
+        with hub_errors(staged.base.repo_id, token=token):
+            api.create_repo(staged.base.repo_id, private=not public, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=staged.base.repo_id, folder_path=staged.base.folder,
+                commit_message=f"uvft: base model of {repo_id}",
+            )  # fmt: skip
+            result.base_commit_url = info.commit_url
+    with hub_errors(repo_id, token=token):
+        api.create_repo(repo_id, private=not public, exist_ok=True)
+        if revision and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        before = api.repo_info(repo_id, revision=revision)
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=staged.folder, commit_message=message,
+            revision=revision, create_pr=create_pr,
+        )  # fmt: skip
+    result.commit_url, result.pr_url = info.commit_url, info.pr_url
+    result.private = bool(before.private)
+    # huggingface_hub skips a commit (and a PR) when no file changed; say so rather than claim one
+    result.unchanged = info.pr_url is None and info.oid == before.sha
+    return result
