@@ -447,6 +447,8 @@ def stage(
     _check_repo_id(repo_id, "--repo-id")
     if base_repo_id is not None:
         _check_repo_id(base_repo_id, "--base-repo-id")
+        if merged:
+            raise UvftError("--base-repo-id points an adapter at its base; a --merged push has no adapter")
     run = run_dir_of(source)
     weights = source / "model" if (source / "model" / "config.json").is_file() and not (
         source / "config.json"

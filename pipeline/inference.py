@@ -97,7 +97,8 @@ class Model:
     def _predict_chunk(
         self, items: list[dict[str, Any]], offset: int, batch_size: int
     ) -> list[dict[str, Any]]:
-        from pipeline.evaluation.generate import generate, label_loglikelihoods
+        from pipeline.evaluation.generate import generate
+        from pipeline.evaluation.run import closed_set
         from pipeline.sources.images import load_image
 
         rows = []
@@ -126,20 +127,13 @@ class Model:
             self.model, self.processor, self.family, rows,
             generation_config=self.generation_config, batch_size=batch_size, progress=False,
         )  # fmt: skip
-        # closed-set classification, grouped by candidate list (as uvft eval groups them)
-        closed: dict[int, tuple[str, dict[str, float]]] = {}
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for j, r in enumerate(rows):
-            if r["task"] == "classification" and r["categories"]:
-                groups.setdefault(tuple(r["categories"]), []).append(j)
-        for labels, idx in groups.items():
-            scores = label_loglikelihoods(
-                self.model, self.processor, self.family, [rows[j] for j in idx], list(labels),
-                batch_size=batch_size, progress=False,
-            )  # fmt: skip
-            for j, row_scores in zip(idx, scores, strict=True):
-                best = max(range(len(labels)), key=lambda k: row_scores[k])  # first of equal scores
-                closed[j] = (labels[best], dict(zip(labels, row_scores, strict=True)))
+        # closed-set classification over the given or the training classes, as uvft eval scores it
+        scored = [j for j, r in enumerate(rows) if r["task"] == "classification" and r["categories"]]
+        chosen = closed_set(
+            self.model, self.processor, self.family, [rows[j] for j in scored],
+            batch_size=batch_size, progress=False,
+        )  # fmt: skip
+        closed = {scored[k]: (c["label"], c["scores"]) for k, c in chosen.items()}
         results = []
         for j, (r, o) in enumerate(zip(rows, outs, strict=True)):
             res: dict[str, Any] = {

@@ -9,6 +9,7 @@ generation gets the mean over all its location tokens instead.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -93,12 +94,13 @@ def generate(
     model.eval()
     tok = processor.tokenizer
     results: dict[str, dict[str, Any]] = {}
+    # the scores ride on a copy of the pinned config (transformers warns when both are passed)
+    gen = copy.deepcopy(generation_config)
+    gen.update(output_scores=True, return_dict_in_generate=True)
     bar = tqdm(total=len(records), desc="generate", unit=" rec", disable=not progress)
     for batch in _batches(records, batch_size):
         inputs = _inputs(processor, family, batch, device)
-        out = model.generate(
-            **inputs, generation_config=generation_config, output_scores=True, return_dict_in_generate=True
-        )
+        out = model.generate(**inputs, generation_config=gen)
         scores = model.compute_transition_scores(
             out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=True
         )

@@ -178,29 +178,41 @@ def predict(
 
 
 def _closed_set(model, processor, family, rows_in, rows, cfg: EvalSection, *, progress: bool) -> None:
-    """Add parsed["closed_set"] = {"label", "scores"} to the classification rows: records are grouped
-    by their candidate list (eval.labels, else the record's own class list)."""
+    """Add parsed["closed_set"] = {"label", "scores"} to the classification rows."""
+    chosen = closed_set(
+        model, processor, family, rows_in, labels=cfg.labels, batch_size=cfg.batch_size, progress=progress
+    )
+    for i, result in chosen.items():
+        rows[i]["parsed"]["closed_set"] = result
+
+
+def closed_set(
+    model, processor, family: str, records: Sequence[dict[str, Any]], *, labels: Sequence[str] | None = None,
+    batch_size: int = 32, progress: bool = True,
+) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """Closed-set classification of the classification records: index -> {"label", "scores"}, the
+    label of highest likelihood (the first of equal scores) among `labels`, else the record's own
+    class list (`categories`). Records are scored in groups of the same candidate list."""
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    for i, r in enumerate(rows_in):
+    for i, r in enumerate(records):
         if r["task"] == "classification":
-            labels = tuple(cfg.labels) if cfg.labels else tuple(r["categories"] or [])
-            if not labels:
+            candidates = tuple(labels) if labels else tuple(r["categories"] or [])
+            if not candidates:
                 raise UvftError(
                     f"closed-set classification of record {r['source']}/{r['id']}: the record names no "
                     "classes (categories is empty); set eval.labels or eval.closed_set: false"
                 )
-            groups[labels].append(i)
-    for labels, idx in groups.items():
+            groups[candidates].append(i)
+    out: dict[int, dict[str, Any]] = {}
+    for candidates, idx in groups.items():
         scores = label_loglikelihoods(
-            model, processor, family, [rows_in[i] for i in idx], list(labels),
-            batch_size=cfg.batch_size, progress=progress,
+            model, processor, family, [records[i] for i in idx], list(candidates),
+            batch_size=batch_size, progress=progress,
         )  # fmt: skip
         for i, row_scores in zip(idx, scores, strict=True):
-            best = max(range(len(labels)), key=lambda j: row_scores[j])  # first of equal scores
-            rows[i]["parsed"]["closed_set"] = {
-                "label": labels[best],
-                "scores": dict(zip(labels, row_scores, strict=True)),
-            }
+            best = max(range(len(candidates)), key=lambda j: row_scores[j])
+            out[i] = {"label": candidates[best], "scores": dict(zip(candidates, row_scores, strict=True))}
+    return out
 
 
 def headline(metrics: dict[str, Any], key: str) -> float:
