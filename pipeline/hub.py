@@ -33,12 +33,11 @@ from typing import Any
 import yaml
 
 from pipeline.errors import UvftError
-from pipeline.inference import adapter_base, resolve_base, spec_for
+from pipeline.inference import HUB_ID, adapter_base, resolve_base, spec_for, weights_folder
 from pipeline.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # published from a weights folder besides the weights: what generation needs
 PROCESSOR_FILES = (
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -89,9 +88,8 @@ def run_dir_of(folder: Path) -> Path:
 
 def eval_metrics(folder: Path, split: str = "val") -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(fine-tuned, base) metrics.json of `uvft eval` / `uvft eval --base` on `split`, or None."""
-    run = run_dir_of(folder)
-    tuned_dir = (run if folder.resolve() in (run.resolve(), (run / "model").resolve()) else folder) / "eval"
-    tuned_file, base_file = tuned_dir / split / "metrics.json", run / "eval-base" / split / "metrics.json"
+    tuned_file = _eval_dir(folder, split) / "metrics.json"
+    base_file = run_dir_of(folder) / "eval-base" / split / "metrics.json"
     tuned = json.loads(tuned_file.read_text()) if tuned_file.is_file() else None
     base = json.loads(base_file.read_text()) if base_file.is_file() else None
     return tuned, base
@@ -450,9 +448,7 @@ def stage(
         if merged:
             raise UvftError("--base-repo-id points an adapter at its base; a --merged push has no adapter")
     run = run_dir_of(source)
-    weights = source / "model" if (source / "model" / "config.json").is_file() and not (
-        source / "config.json"
-    ).is_file() else source  # fmt: skip
+    weights = weights_folder(source)
     spec = spec_for(weights)
     is_adapter = (weights / "adapter_config.json").is_file()
     if not is_adapter and not (weights / "config.json").is_file():
@@ -519,6 +515,9 @@ def stage(
 
 
 def _eval_dir(source: Path, split: str) -> Path:
+    """Where `uvft eval` wrote a weights folder's evidence: <run>/eval (also for <run>/model), else
+    next to the folder (<run>/best/eval)."""
+    source = Path(source)
     run = run_dir_of(source)
     same = source.resolve() in (run.resolve(), (run / "model").resolve())
     return (run if same else source) / "eval" / split

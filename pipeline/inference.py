@@ -35,7 +35,7 @@ from pipeline.models.spec import ModelSpec, load_spec, spec_from_records
 logger = logging.getLogger(__name__)
 
 ImageLike = Any  # a path (str / Path) or a PIL.Image.Image
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MODEL_TYPES = {"paligemma": "paligemma", "florence2": "florence2"}
 CHUNK = 256  # images held in memory at once by predict_many
 
@@ -180,7 +180,7 @@ def load_model(
     import torch
 
     folder = resolve_source(source, revision=revision, token=token)
-    weights = folder / "model" if _is_full_run(folder) else folder
+    weights = weights_folder(folder)
     spec = spec_for(weights)
     family = models.get(spec.family)
     is_adapter = (weights / "adapter_config.json").is_file()
@@ -214,7 +214,7 @@ def resolve_source(source: str | Path, *, revision: str | None = None, token: st
         if not path.is_dir():
             raise UvftError(f"{path} is a file; give a run folder, an export folder or a hub id")
         return path
-    if not _HUB_ID.match(str(source)):
+    if not HUB_ID.match(str(source)):
         raise UvftError(f"{source}: no such folder (and not a hub id of the form namespace/name)")
     from huggingface_hub import snapshot_download
 
@@ -224,8 +224,10 @@ def resolve_source(source: str | Path, *, revision: str | None = None, token: st
         return Path(snapshot_download(repo_id=str(source), revision=revision, token=token))
 
 
-def _is_full_run(folder: Path) -> bool:
-    return not (folder / "config.json").is_file() and (folder / "model" / "config.json").is_file()
+def weights_folder(folder: Path) -> Path:
+    """Where a folder's weights are: <run>/model for a full fine-tune, else the folder itself."""
+    full_run = not (folder / "config.json").is_file() and (folder / "model" / "config.json").is_file()
+    return folder / "model" if full_run else folder
 
 
 def adapter_base(folder: Path, spec: ModelSpec | None = None) -> str:
@@ -240,7 +242,7 @@ def resolve_base(name: str, folder: Path) -> str:
     """A base model name as from_pretrained takes it: an existing folder, or a hub id."""
     if name and Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
-    if _HUB_ID.match(name):
+    if HUB_ID.match(name):
         return name
     raise UvftError(
         f"the base model of {folder}, {name!r}, is a folder that is not on this machine "

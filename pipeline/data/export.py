@@ -1,7 +1,7 @@
 """Export: built records -> chat-format fine-tuning JSONL (TRL's SFT trainer, hosted multimodal APIs).
 
 One file holds every split, one conversation per line, in split order then record order, UTF-8
-(``ensure_ascii=False``: non-ASCII text is written as is, not as ``\\uXXXX`` escapes)::
+(``ensure_ascii=False``: non-ASCII text is written as is, not as ``\\u`` escapes)::
 
     {"messages": [
        {"role": "user", "content": [
