@@ -15,15 +15,34 @@ import inspect
 import os
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import RecipeError
 from pipeline.records import FAMILIES, TASKS
 
 Family = Literal["florence2", "paligemma"]
+
+
+def _not_bool(v: Any) -> Any:
+    # pydantic's lax mode reads true as 1: `train.steps=true` would train one step
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, not {v} (YAML reads true/false, yes/no, on/off as booleans)")
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 class _Strict(BaseModel):
@@ -39,9 +58,9 @@ class TinySection(_Strict):
     """
 
     size: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
-    base_steps: int = Field(0, ge=0)
-    base_lr: float = Field(3e-4, gt=0)
+    seed: Int = 0
+    base_steps: Int = Field(0, ge=0)
+    base_lr: Float = Field(3e-4, gt=0)
     base_sources: list[str] | None = None  # None: every training source
 
 
@@ -64,9 +83,9 @@ class AdapterSection(_Strict):
     # attention: language-model attention; attention_mlp: + its MLP; all_linear: every linear
     # layer of the language model and the projector (never the vision tower unless unfrozen).
     preset: Literal["attention", "attention_mlp", "all_linear"] = "attention_mlp"
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    r: Int = Field(16, gt=0)
+    alpha: Int = Field(32, gt=0)
+    dropout: Float = Field(0.05, ge=0.0, lt=1.0)
     freeze_vision: bool = True
     modules_to_save: list[str] | None = None  # e.g. embeddings + lm_head when tokens were added
 
@@ -75,8 +94,8 @@ class MixtureSection(_Strict):
     """Task-balanced sampling over the training sources (p ∝ n^(1/T) for `temperature`)."""
 
     strategy: Literal["proportional", "temperature", "uniform", "weights"] = "temperature"
-    temperature: float = Field(2.0, gt=0)
-    weights: dict[str, float] | None = None  # source name -> weight, for strategy `weights`
+    temperature: Float = Field(2.0, gt=0)
+    weights: dict[str, Float] | None = None  # source name -> weight, for strategy `weights`
 
     @model_validator(mode="after")
     def _weights_given(self) -> MixtureSection:
@@ -86,27 +105,27 @@ class MixtureSection(_Strict):
 
 
 class TrainSection(_Strict):
-    steps: int = Field(1000, gt=0)  # optimizer steps
-    batch_size: int = Field(8, gt=0)  # per process, per micro-batch
-    grad_accum: int = Field(1, gt=0)
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
+    steps: Int = Field(1000, gt=0)  # optimizer steps
+    batch_size: Int = Field(8, gt=0)  # per process, per micro-batch
+    grad_accum: Int = Field(1, gt=0)
+    lr: Float = Field(1e-4, gt=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    warmup_steps: Int = Field(0, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_grad_norm: Float | None = Field(1.0, gt=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, no on CPU
     gradient_checkpointing: bool = False
-    num_workers: int = Field(2, ge=0)
+    num_workers: Int = Field(2, ge=0)
     pin_memory: bool | None = None  # None: when CUDA is used
     persistent_workers: bool = True
-    seed: int = 0
-    log_every: int = Field(10, gt=0)
-    save_every: int = Field(500, gt=0)
-    keep_last: int = Field(2, gt=0)
-    max_target_tokens: int | None = Field(None, gt=0)  # longer targets are dropped and counted
-    max_nonfinite: int = Field(5, gt=0)  # this many non-finite losses in a row stop the run
-    val_every: int = Field(0, ge=0)  # held-out per-task loss every N steps (0: start and end only)
-    val_batches: int = Field(8, gt=0)  # size of the fixed held-out subset, in batches
+    seed: Int = 0
+    log_every: Int = Field(10, gt=0)
+    save_every: Int = Field(500, gt=0)
+    keep_last: Int = Field(2, gt=0)
+    max_target_tokens: Int | None = Field(None, gt=0)  # longer targets are dropped and counted
+    max_nonfinite: Int = Field(5, gt=0)  # this many non-finite losses in a row stop the run
+    val_every: Int = Field(0, ge=0)  # held-out per-task loss every N steps (0: start and end only)
+    val_batches: Int = Field(8, gt=0)  # size of the fixed held-out subset, in batches
     val_split: str = "val"
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
     wandb_project: str | None = None
@@ -127,12 +146,12 @@ class EvalSection(_Strict):
     "detection.map_50", "vqa.accuracy", "classification.closed_set.accuracy". Higher is better.
     """
 
-    every: int = Field(0, ge=0)  # 0: no generation eval during training
-    per_task: int = Field(32, gt=0)
+    every: Int = Field(0, ge=0)  # 0: no generation eval during training
+    per_task: Int = Field(32, gt=0)
     metric: str = "mean"
-    num_beams: int = Field(1, gt=0)  # 1: greedy
-    max_new_tokens: int | None = Field(None, gt=0)  # None: train.max_target_tokens, else 256
-    batch_size: int = Field(32, gt=0)
+    num_beams: Int = Field(1, gt=0)  # 1: greedy
+    max_new_tokens: Int | None = Field(None, gt=0)  # None: train.max_target_tokens, else 256
+    batch_size: Int = Field(32, gt=0)
     # Classification also scored by likelihood over the class names (the answer is always a label).
     closed_set: bool = True
     labels: list[str] | None = None  # closed-set candidates; None: each record's own class list
@@ -148,12 +167,12 @@ class EvalSection(_Strict):
 class DemoSection(_Strict):
     """Parameters of the synthetic shapes set, generated into `data.root` when it is missing."""
 
-    n_train: int = Field(5000, gt=0)
-    n_val: int = Field(200, gt=0)
-    image_size: int = Field(64, ge=32)
-    max_shapes: int = Field(1, ge=1)
-    shape_size: tuple[float, float] = (0.3, 0.6)  # a shape's side, as fractions of the image side
-    seed: int = 0
+    n_train: Int = Field(5000, gt=0)
+    n_val: Int = Field(200, gt=0)
+    image_size: Int = Field(64, ge=32)
+    max_shapes: Int = Field(1, ge=1)
+    shape_size: tuple[Float, Float] = (0.3, 0.6)  # a shape's side, as fractions of the image side
+    seed: Int = 0
 
 
 class SourceSection(_Strict):
@@ -177,15 +196,15 @@ class SourceSection(_Strict):
 class DataSection(_Strict):
     root: str = "."  # folder that relative paths in source parameters are resolved against
     cache_dir: str = ".cache/uvft"
-    seed: int = 0
+    seed: Int = 0
     train_split: str = "train"
     # Captions in the training split: one record per reference caption, or one sampled caption per image.
     # Other splits always get one record per image (every caption kept as a reference).
     caption_targets: Literal["per_caption", "sample"] = "per_caption"
     check_images: Literal["full", "header"] = "full"
-    max_image_pixels: int = Field(89_478_485, gt=0)
+    max_image_pixels: Int = Field(89_478_485, gt=0)
     # The build fails when a source/split skips more than this fraction of its examples.
-    max_skip_fraction: float = Field(0.01, ge=0.0, le=1.0)
+    max_skip_fraction: Float = Field(0.01, ge=0.0, le=1.0)
     demo: DemoSection | None = None
     sources: list[SourceSection] = Field(min_length=1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,23 @@ def test_accelerate_configs_ship():
 def test_mixed_precision_no_survives_yaml():
     r = load_recipe(ROOT / "recipes/demo.yaml", ["train.mixed_precision=no"])
     assert r.train.mixed_precision == "no"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.steps=true", "train.steps"),
+        ("adapter.r=on", "adapter.r"),
+        ("train.lr=true", "train.lr"),
+        ("mixture.temperature=no", "mixture.temperature"),
+        ("train.max_target_tokens=yes", "train.max_target_tokens"),
+        ("data.demo.shape_size=[true,0.5]", "data.demo.shape_size.0"),
+    ],
+)
+def test_booleans_are_not_numbers(override: str, key: str):
+    # pydantic's lax mode would read true as 1 (one training step, LoRA rank 1, lr 1.0)
+    with pytest.raises(RecipeError, match=rf"{re.escape(key)}: .*must be a number, not (True|False)"):
+        load_recipe(ROOT / "recipes/demo.yaml", [override])
+    # numbers written the ways YAML gives them still load
+    recipe = load_recipe(ROOT / "recipes/demo.yaml", ["train.steps=10", "train.lr=1e-4", "adapter.dropout=0"])
+    assert (recipe.train.steps, recipe.train.lr, recipe.adapter.dropout) == (10, 1e-4, 0.0)
