@@ -19,6 +19,11 @@ Schema of one line (a JSON object; blank lines are skipped):
     categories   classification/detection: list of str, optional (the label vocabulary; when
                  given, every object's category must be in it). Default: [].
 
+Texts the model reads or writes (label, caption(s), question, answer(s)) are stripped. A blank
+label or question is an error; a blank caption or answer counts as absent, and blank items of
+`captions` / `answers` are dropped and counted ("empty caption dropped", "empty answer dropped"),
+so an example left with no caption or answer is an error, as an absent one is.
+
 Other keys are ignored. Boxes are clipped to the real image ("box clipped") and boxes with no
 area left dropped ("zero-area box dropped"); unusable image files are skipped and counted.
 Errors (DataError naming the file, the record as "line N" and the field): a line that is not
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import TASKS, Example, Object
+from pipeline.records import TASKS, Example, Object, Tally
 from pipeline.sources import SourceContext, register
 from pipeline.sources.images import ImageCheck, check_image, clip_objects, confine, parse_box, parse_json
 from pipeline.sources.vqav2 import most_frequent_answer
@@ -51,26 +56,39 @@ class _Line:
     def error(self, message: str, field: str) -> DataError:
         return DataError(message, file=self.file, record=self.record, field=field)
 
-    def text(self, key: str, *, required: bool) -> str | None:
+    def text(self, key: str, *, required: bool, content: bool = False) -> str | None:
+        """A string field. content=True: the text the model reads or writes, stripped; blank is
+        an error when required and counts as absent otherwise (it would train an empty target or
+        a prompt such as `answer en `)."""
         value = self.data.get(key)
-        if value is None:
-            if required:
-                raise self.error("required field is missing", key)
-            return None
-        if not isinstance(value, str):
+        if value is not None and not isinstance(value, str):
             raise self.error(f"must be a string, got {value!r}", key)
+        if content and value is not None:
+            value = value.strip()
+            if not value:
+                if required:
+                    raise self.error("must be a non-empty string, got a blank one", key)
+                value = None
+        if value is None and required:
+            raise self.error("required field is missing", key)
         return value
 
-    def texts(self, key: str) -> list[str] | None:
+    def texts(self, key: str, tally: Tally | None = None, reason: str = "") -> list[str] | None:
+        """A list of strings; with `tally`, stripped, and blank items dropped and counted."""
         value = self.data.get(key)
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.error(f"must be a list of strings, got {value!r}", key)
-        return value
+        if tally is None:
+            return value
+        kept = [v.strip() for v in value if v.strip()]
+        if len(kept) < len(value):
+            tally.repair(reason, f"{self.file.name} {self.record}", n=len(value) - len(kept))
+        return kept
 
 
-def _parse_line(line: _Line, images_root: Path) -> tuple[str, Path, dict[str, Any]]:
+def _parse_line(line: _Line, images_root: Path, tally: Tally) -> tuple[str, Path, dict[str, Any]]:
     """Validate one line; return (task, image path, Example fields other than image/size)."""
     task = line.text("task", required=True)
     if task not in TASKS:
@@ -83,16 +101,18 @@ def _parse_line(line: _Line, images_root: Path) -> tuple[str, Path, dict[str, An
         fields["categories"] = categories
 
     if task == "classification":
-        fields["label"] = line.text("label", required=True)
+        fields["label"] = line.text("label", required=True, content=True)
     elif task == "caption":
-        caption, captions = line.text("caption", required=False), line.texts("captions")
+        caption = line.text("caption", required=False, content=True)
+        captions = line.texts("captions", tally, "empty caption dropped")
         if caption is None and not captions:
             raise line.error("a caption example needs 'caption' or a non-empty 'captions'", "caption")
         fields["caption"] = caption if caption is not None else captions[0]
         fields["captions"] = captions if captions else [caption]
     elif task == "vqa":
-        fields["question"] = line.text("question", required=True)
-        answer, answers = line.text("answer", required=False), line.texts("answers")
+        fields["question"] = line.text("question", required=True, content=True)
+        answer = line.text("answer", required=False, content=True)
+        answers = line.texts("answers", tally, "empty answer dropped")
         if answer is None and not answers:
             raise line.error("a vqa example needs 'answer' or a non-empty 'answers'", "answers")
         fields["answer"] = answer if answer is not None else most_frequent_answer(answers)
@@ -153,7 +173,7 @@ def read_jsonl(ctx: SourceContext, *, path: Path, images: Path | None = None) ->
             seen.add(example_id)
 
             line = _Line(data, file, record)
-            task, image_path, fields = _parse_line(line, images_root)
+            task, image_path, fields = _parse_line(line, images_root, ctx.tally)
             size = check_image(image_path, ctx, record=f"{file.name} {record}", cache=checks)
             if size is None:
                 continue

@@ -185,6 +185,13 @@ def test_missing_image_is_skipped(ctx: SourceContext, data: Path) -> None:
             "category",
             "not in 'categories'",
         ),
+        ({"task": "classification", "image": "img/a.jpg", "label": ""}, "label", "non-empty"),
+        ({"task": "classification", "image": "img/a.jpg", "label": "  "}, "label", "non-empty"),
+        ({"task": "vqa", "image": "img/a.jpg", "question": " ", "answer": "yes"}, "question", "non-empty"),
+        ({"task": "vqa", "image": "img/a.jpg", "question": "q?", "answer": ""}, "answers", "needs"),
+        ({"task": "vqa", "image": "img/a.jpg", "question": "q?", "answers": ["", " "]}, "answers", "needs"),
+        ({"task": "caption", "image": "img/a.jpg", "caption": "   "}, "caption", "needs"),
+        ({"task": "caption", "image": "img/a.jpg", "captions": ["", "\t"]}, "caption", "needs"),
         ({"task": "classification", "image": "../a.jpg", "label": "x"}, "image", "escapes"),
         ({"task": "classification", "image": "/abs/a.jpg", "label": "x"}, "image", "absolute"),
     ],
@@ -212,3 +219,32 @@ def test_duplicate_ids(ctx, data: Path) -> None:
     )
     with pytest.raises(DataError, match=r"record line 2, field 'id'.*duplicate"):
         list(read_jsonl(ctx, path=path))
+
+
+def test_texts_are_stripped_and_blank_items_dropped_and_counted(ctx, data: Path) -> None:
+    lines = [
+        {"id": "c", "task": "caption", "image": "img/a.jpg", "captions": [" A cat. ", "", "  "]},
+        {
+            "id": "q",
+            "task": "vqa",
+            "image": "img/a.jpg",
+            "question": " Cat? ",
+            "answers": ["yes", "", "yes "],
+        },
+        {"id": "k", "task": "classification", "image": "img/a.jpg", "label": " cat\n"},
+        {
+            "id": "a",
+            "task": "vqa",
+            "image": "img/a.jpg",
+            "question": "Dog?",
+            "answer": " ",
+            "answers": ["no"],
+        },
+    ]
+    cap, vqa, cls, blank_answer = read_jsonl(ctx, path=_write(data / "x.jsonl", lines))
+    assert (cap.caption, cap.captions) == ("A cat.", ["A cat."])
+    assert (vqa.question, vqa.answer, vqa.answers) == ("Cat?", "yes", ["yes", "yes"])
+    assert cls.label == "cat"
+    assert (blank_answer.answer, blank_answer.answers) == ("no", ["no"])  # a blank answer counts as absent
+    assert ctx.tally.repaired == {"empty caption dropped": 2, "empty answer dropped": 1}
+    assert not ctx.tally.skipped
