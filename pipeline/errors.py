@@ -46,3 +46,8 @@ class RecipeError(UvftError, ValueError):
         if path:
             prefix += f"{path}: "
         super().__init__(prefix + message)
+
+
+class ModelError(UvftError, ValueError):
+    """A model that cannot be loaded as asked: a missing folder, an unknown hub id, remote code,
+    or weights that do not fit the class."""

@@ -81,3 +81,34 @@ def test_overrides_may_follow_options(capsys: pytest.CaptureFixture[str]):
     assert "seed: 5" in out and "steps: 7" in out
     with pytest.raises(SystemExit):
         main(["check", str(ROOT / "recipes/demo.yaml"), "--bogus"])
+
+
+@pytest.mark.parametrize("model_id", ["{tmp}/no/such/model", "./missing-model-folder"])
+def test_finetune_with_a_missing_model_folder_is_one_error_line(
+    demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], model_id: str
+):
+    args = ["finetune", str(ROOT / "recipes/demo.yaml"), f"data.root={demo_dir}", "data.demo=null"]
+    args += [f"data.cache_dir={tmp_path}", f"output_dir={tmp_path / 'run'}", "train.trackers=[]"]
+    args += [f"model.id={model_id.format(tmp=tmp_path)}", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Repo id must be" not in err
+    assert (
+        err.strip().splitlines()[-1] == f"error: model {model_id.format(tmp=tmp_path)}: no such folder "
+        "(a hub id is namespace/name)"
+    )
+
+
+def test_remote_code_checkpoint_is_one_error_line(demo_dir: Path, tmp_path: Path, capsys):
+    from pipeline import models
+
+    folder = models.get("paligemma").build_tiny(tmp_path / "remote", ["caption en", "a red circle."])
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_x.XConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    args = ["finetune", str(ROOT / "recipes/demo.yaml"), f"data.root={demo_dir}", "data.demo=null"]
+    args += [f"data.cache_dir={tmp_path}", f"output_dir={tmp_path / 'run'}", "train.trackers=[]"]
+    assert main([*args, f"model.id={folder}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {folder}: its config.json maps to remote code")

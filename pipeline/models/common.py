@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.errors import ModelError
+
 logger = logging.getLogger(__name__)
 
 PRESETS = ("attention", "attention_mlp", "all_linear")
@@ -121,7 +123,7 @@ def from_pretrained_checked(cls: Any, name: str | Path, **kwargs: Any):
     missing = list(info.get("missing_keys") or [])
     mismatched = list(info.get("mismatched_keys") or [])
     if missing or mismatched:
-        raise ValueError(
+        raise ModelError(
             f"{name}: the checkpoint does not match {cls.__name__} ({len(missing)} missing, "
             f"{len(mismatched)} mismatched weights, e.g. {(missing + [str(m) for m in mismatched])[:3]}); "
             "is it a remote-code checkpoint rather than a native transformers one, or a base model "
@@ -137,9 +139,25 @@ def load_native(
 ) -> tuple[Any, Any]:
     """(model, processor) of a native transformers checkpoint (hub id or folder): remote code refused,
     safetensors only, weights checked against the class (see from_pretrained_checked)."""
-    refuse_remote_code(name, revision)
-    model = from_pretrained_checked(model_cls, name, revision=revision, **model_kwargs)
-    return model, processor_cls.from_pretrained(str(name), revision=revision)
+    check_model_name(name)
+    try:
+        refuse_remote_code(name, revision)
+        model = from_pretrained_checked(model_cls, name, revision=revision, **model_kwargs)
+        return model, processor_cls.from_pretrained(str(name), revision=revision)
+    except OSError as e:  # transformers' "not a local folder and not a valid model identifier", offline, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load model {name}: {first}") from None
+
+
+def check_model_name(name: str | Path) -> None:
+    """A name that is written as a path (`./x`, `/x`, `~/x`, `a/b/c`) must be an existing folder:
+    otherwise transformers takes it for a hub id and answers with a confusing repo-id error."""
+    text = str(name)
+    if Path(text).expanduser().is_dir():
+        return
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    if looks_like_path or isinstance(name, Path):
+        raise ModelError(f"model {text}: no such folder (a hub id is namespace/name)")
 
 
 def refuse_remote_code(name: str | Path, revision: str | None) -> None:
@@ -148,7 +166,7 @@ def refuse_remote_code(name: str | Path, revision: str | None) -> None:
 
     config, _ = PretrainedConfig.get_config_dict(str(name), revision=revision)
     if "auto_map" in config:
-        raise ValueError(
+        raise ModelError(
             f"{name}: its config.json maps to remote code (auto_map); uvft loads native transformers "
             "checkpoints only, never trust_remote_code"
         )
