@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import UvftError
+from pipeline.train.signals import TrainingStopped
 
 DEFAULT_RECIPE = "recipes/demo.yaml"
 
@@ -308,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
+    except TrainingStopped as e:  # a clean stop on a signal, checkpoint saved: not an error
+        print(str(e), file=sys.stderr)
+        return e.exit_code
     except UvftError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -80,8 +80,10 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     keep_last: int,
+    rng: dict[str, Any] | None = None,
 ) -> Path:
-    """Save on every process (RNG per rank), weights and optimizer on the main one; atomic rename."""
+    """Save on every process (RNG per rank: `rng`, else the current one), weights and optimizer on
+    the main one; atomic rename."""
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
@@ -89,7 +91,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    torch.save(rng if rng is not None else rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(tmp / "weights", safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

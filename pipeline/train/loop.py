@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from pipeline.recipe import AdapterSection, Recipe, dump, expand_path
 from pipeline.records import TASKS
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.optim import make_optimizer, make_scheduler
+from pipeline.train.signals import StopRequest, TrainingStopped, ignore_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -384,6 +386,7 @@ def train(
         num_workers=cfg.num_workers,
         pin_memory=cuda if cfg.pin_memory is None else cfg.pin_memory,
         persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+        worker_init_fn=ignore_stop_signals if cfg.num_workers > 0 else None,
     )
     from pipeline.evaluation.run import first_per_task
 
@@ -419,7 +422,7 @@ def train(
         "evals": [],
         "best": None,
     }
-    step = 0
+    step, saved_window = 0, None
     resume_from = ckpt.resolve_resume(resume, run_dir)
     if resume_from is not None:
         loaded = ckpt.load_checkpoint(
@@ -427,6 +430,7 @@ def train(
         )
         step = loaded.pop("step")
         sampler.load_state_dict(loaded.pop("sampler"))
+        saved_window = loaded.pop("window", None)  # the loss-logging window in progress
         state.update(loaded)
         if main:
             logger.info("resumed from %s at step %d", resume_from, step)
@@ -445,10 +449,13 @@ def train(
         state["val"].append({"step": 0, **held_out_loss(model, val_loader, accelerator, shift=shift)})
         _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, 0)
 
-    def save(at: int) -> Path:
+    def save(at: int, rng: dict[str, Any] | None = None) -> Path:
+        # the partial logging window, summed over processes (the main process restores it)
+        window = accelerator.reduce(torch.stack([window_sums, window_counts]), "sum").tolist()
         return ckpt.save_checkpoint(
             run_dir, at, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-            state={**state, "sampler": sampler.state_dict()}, keep_last=cfg.keep_last,
+            state={**state, "sampler": sampler.state_dict(), "window": window}, keep_last=cfg.keep_last,
+            rng=rng,
         )  # fmt: skip
 
     # 4. the loop
@@ -458,10 +465,19 @@ def train(
     )
     window_sums = torch.zeros(len(TASKS), dtype=torch.float64, device=accelerator.device)
     window_counts = torch.zeros_like(window_sums)
+    if saved_window is not None and main:
+        window_sums += torch.tensor(saved_window[0], dtype=torch.float64, device=accelerator.device)
+        window_counts += torch.tensor(saved_window[1], dtype=torch.float64, device=accelerator.device)
     started, samples_at_start = time.perf_counter(), state["samples"]
     batches = iter(loader)
+    # phase: "forward" until the optimizer steps (nothing of the step is applied yet, and the RNG
+    # as the step began is `rng_before`), "update" while it steps, "done" once the step counts
+    phase, rng_before = "done", None
+    stop = StopRequest().__enter__()  # left in `finally`: the handlers live as long as the loop
+    saved_at = None
     try:
         while step < cfg.steps:
+            rng_before, phase = ckpt.rng_state(), "forward"
             window = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum)]
             local_tokens = sum(_target_tokens(b, shift) for b in window)
             global_tokens = accelerator.reduce(
@@ -482,6 +498,7 @@ def train(
             # every process must take the same decision, or DDP replicas drift apart
             bad = accelerator.reduce(torch.tensor(float(not finite), device=accelerator.device), "max")
             finite = not bool(bad.item())
+            phase = "update"
             if finite:
                 if cfg.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -504,6 +521,7 @@ def train(
             # the sampler's saved position counts finished steps, whatever the loader prefetched
             sampler.advance(cfg.grad_accum)
             state["samples"] += cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+            phase = "done"
             bar.update(1)
 
             if state["nonfinite_in_row"] >= cfg.max_nonfinite:
@@ -537,20 +555,40 @@ def train(
                 evaluator(model, step, state)
             if step % cfg.save_every == 0 and step != cfg.steps:
                 save(step)
-    except KeyboardInterrupt:
+                saved_at = step
+            # a signal any process received (SIGTERM reaches them all): stop after this step
+            if _any_process(accelerator, stop.requested) and step < cfg.steps:
+                path = ckpt.checkpoint_dirs(run_dir)[-1] if saved_at == step else save(step)
+                name = signal.Signals(stop.signum or signal.SIGTERM).name
+                raise TrainingStopped(
+                    f"{name}: stopped after step {step} of {cfg.steps}; checkpoint saved in {path}. "
+                    "Continue with --resume auto.",
+                    signum=int(stop.signum or signal.SIGTERM),
+                )
+    except KeyboardInterrupt:  # a second Ctrl-C, or one raised from inside a step
         bar.close()
+        if phase == "update":  # the optimizer was mid-step: no consistent state to save
+            if main:
+                logger.warning("interrupted during the update of step %d: no checkpoint saved", step + 1)
+            raise
         if main:
             logger.warning("interrupted at step %d: saving a checkpoint before exiting", step)
-        save(step)
+        # mid-forward, the RNG has drawn this step's dropout masks: save it as the step began
+        save(step, rng=rng_before if phase == "forward" else None)
         raise
+    finally:
+        stop.__exit__()
     bar.close()
 
-    # 5. the end: held-out loss, checkpoint, and the artefacts a user takes away
-    state["val"].append({"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)})
-    _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
-    if evaluator:  # the periodic evaluations skip the last step: this one covers it
-        evaluator(model, step, state)
-    save(step)
+    # 5. the end: held-out loss, checkpoint, and the artefacts a user takes away. A finished run
+    # resumed again (`make finetune` twice) has them already: recording them again would repeat them.
+    finished_before = resume_from is not None and bool(state["val"]) and state["val"][-1]["step"] == step
+    if not finished_before:
+        state["val"].append({"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)})
+        _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
+        if evaluator:  # the periodic evaluations skip the last step: this one covers it
+            evaluator(model, step, state)
+        save(step)
     if main:
         logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
     seconds = time.perf_counter() - started
@@ -578,6 +616,13 @@ def train(
     if cfg.trackers:
         accelerator.end_training()
     return summary
+
+
+def _any_process(accelerator: Any, flag: bool) -> bool:
+    """True when `flag` is set on any process (all take the same decision, or DDP would hang)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "max").item())
 
 
 def _target_tokens(batch: dict[str, Any], shift: bool) -> int:

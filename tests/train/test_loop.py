@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from pipeline.errors import UvftError
 from pipeline.recipe import load_recipe
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import loop
+from pipeline.train.signals import TrainingStopped
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,3 +211,77 @@ def test_base_stage_is_built_once_and_cached(shapes_root, cache, tmp_path, monke
         recipe_for(shapes_root, cache, tmp_path / "b", *base_overrides, "adapter.r=4"), progress=False
     )
     assert again.base_model == first.base_model and calls == []
+
+
+def _interrupt_after_forward(monkeypatch, at: int, action):
+    """Patch token_losses so that the `at`-th training forward runs (drawing its dropout masks)
+    and then `action()` fires: a signal or a KeyboardInterrupt in the middle of the step."""
+    real, calls = loop.token_losses, {"n": 0}
+
+    def patched(model, batch, *, shift):
+        out = real(model, batch, shift=shift)
+        calls["n"] += model.training
+        if model.training and calls["n"] == at:
+            action()
+        return out
+
+    monkeypatch.setattr(loop, "token_losses", patched)
+    return real
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_step_finishes_the_step_saves_and_resumes_exactly(
+    shapes_root, cache, tmp_path, monkeypatch, signum
+):
+    # dropout on, and a logging window (log_every=4) in progress when the signal comes at step 3
+    overrides = ("adapter.dropout=0.1", "train.save_every=100", "train.log_every=4")
+    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
+    recipe = recipe_for(shapes_root, cache, tmp_path / "b", *overrides)
+    real = _interrupt_after_forward(monkeypatch, 3, lambda: os.kill(os.getpid(), signum))
+    with pytest.raises(
+        TrainingStopped, match=r"stopped after step 3 of 6; checkpoint saved in .*step-000003"
+    ) as e:
+        loop.train(recipe, progress=False)
+    assert e.value.exit_code == 128 + signum
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "b")] == ["step-000003"]
+    assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # handlers restored
+    monkeypatch.setattr(loop, "token_losses", real)
+    resumed = loop.train(recipe, resume="auto", progress=False)
+    def logged(summary):  # samples/s is wall-clock: everything else must be equal
+        return [{k: v for k, v in e.items() if k != "samples_per_s"} for e in summary.losses]
+
+    assert [e["step"] for e in resumed.losses] == [4, 6]
+    assert logged(resumed) == logged(straight)  # the window of steps 1-4 spans the stop
+    assert resumed.val == straight.val
+    a, b = (p / "adapter_model.safetensors" for p in (tmp_path / "a", tmp_path / "b"))
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_ctrl_c_raised_mid_forward_saves_the_rng_the_step_began_with(
+    shapes_root, cache, tmp_path, monkeypatch
+):
+    overrides = ("adapter.dropout=0.1", "train.save_every=100")
+    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
+    recipe = recipe_for(shapes_root, cache, tmp_path / "b", *overrides)
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    real = _interrupt_after_forward(monkeypatch, 4, ctrl_c)  # step 4's dropout masks are drawn
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(recipe, progress=False)
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "b")] == ["step-000003"]
+    monkeypatch.setattr(loop, "token_losses", real)
+    resumed = loop.train(recipe, resume="auto", progress=False)
+    assert losses(resumed) == losses(straight)
+    assert resumed.val[-1] == straight.val[-1]
+
+
+def test_resuming_a_finished_run_records_nothing_twice(shapes_root, cache, tmp_path):
+    recipe = recipe_for(shapes_root, cache, tmp_path / "a")
+    first = loop.train(recipe, progress=False)
+    again = loop.train(recipe, resume="auto", progress=False)  # what a second `make finetune` does
+    assert again.val == first.val and [v["step"] for v in again.val] == [0, 6]
+    assert again.losses == first.losses
+    saved = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert [v["step"] for v in saved["val"]] == [0, 6]
