@@ -23,6 +23,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+FULL_WEIGHTS = "model.safetensors"  # a full fine-tune's checkpoint weights, under in-memory names
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -93,7 +94,17 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     torch.save(rng if rng is not None else rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(tmp / "weights", safe_serialization=True)
+        inner = accelerator.unwrap_model(model)
+        if hasattr(inner, "peft_config"):  # the adapter (and modules_to_save) only
+            inner.save_pretrained(tmp / "weights", safe_serialization=True)
+        else:
+            # the state dict under its in-memory names: save_pretrained renames keys to the
+            # checkpoint format (PaliGemma's language_model.model.*) and drops tied copies, which
+            # load_state_dict cannot map back; save_model keeps names and dedups shared tensors
+            from safetensors.torch import save_model
+
+            (tmp / "weights").mkdir()
+            save_model(inner, str(tmp / "weights" / FULL_WEIGHTS))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
@@ -135,10 +146,19 @@ def load_checkpoint(
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(inner, load_file(str(weights / "adapter_model.safetensors")))
-    else:
-        tensors: dict[str, torch.Tensor] = {}
-        for f in sorted(weights.glob("*.safetensors")):
-            tensors.update(load_file(str(f)))
+    elif (weights / FULL_WEIGHTS).is_file() and not (weights / "config.json").is_file():
+        from safetensors.torch import load_model
+
+        # shared tensors (tied embeddings) were saved once; load_model does not count them missing
+        missing, unexpected = load_model(inner, str(weights / FULL_WEIGHTS), strict=False)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"checkpoint {path} does not fit the model: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+    else:  # a full model saved by uvft before FULL_WEIGHTS (save_pretrained's checkpoint format)
+        fresh = type(inner).from_pretrained(str(weights), use_safetensors=True, dtype=inner.dtype)
+        tensors = fresh.state_dict()
         missing, unexpected = inner.load_state_dict(tensors, strict=False)
         # tied weights (lm_head = embeddings) are saved once; anything else missing is a real error
         missing = [k for k in missing if k not in _tied_keys(inner)]

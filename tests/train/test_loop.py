@@ -247,6 +247,7 @@ def test_a_signal_mid_step_finishes_the_step_saves_and_resumes_exactly(
     assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # handlers restored
     monkeypatch.setattr(loop, "token_losses", real)
     resumed = loop.train(recipe, resume="auto", progress=False)
+
     def logged(summary):  # samples/s is wall-clock: everything else must be equal
         return [{k: v for k, v in e.items() if k != "samples_per_s"} for e in summary.losses]
 
@@ -285,3 +286,21 @@ def test_resuming_a_finished_run_records_nothing_twice(shapes_root, cache, tmp_p
     assert again.losses == first.losses
     saved = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert [v["step"] for v in saved["val"]] == [0, 6]
+
+
+@pytest.mark.parametrize("family", ["paligemma", "florence2"])
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_resume_is_exact_for_both_methods_and_families(
+    shapes_root, cache, tmp_path, monkeypatch, family, method
+):
+    overrides = (f"model.family={family}", f"adapter.method={method}", "adapter.dropout=0.1")
+    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
+    recipe = recipe_for(shapes_root, cache, tmp_path / "b", *overrides)
+    real = _interrupt_after_forward(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(TrainingStopped, match="after step 5 of 6"):
+        loop.train(recipe, progress=False)
+    monkeypatch.setattr(loop, "token_losses", real)
+    resumed = loop.train(recipe, resume="auto", progress=False)
+    assert losses(resumed) == losses(straight) and resumed.val == straight.val
+    name = "model/model.safetensors" if method == "full" else "adapter_model.safetensors"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
