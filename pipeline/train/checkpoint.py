@@ -9,6 +9,7 @@ resume would pick. Tensors are loaded back with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -20,9 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.errors import UvftError
+
 logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+MANIFEST = "manifest.json"
 FULL_WEIGHTS = "model.safetensors"  # a full fine-tune's checkpoint weights, under in-memory names
 
 
@@ -36,18 +40,83 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """`auto`: the latest complete checkpoint of the run (None when there is none); else a path."""
+    """`auto`: the latest checkpoint of the run that verifies (None when there is none), falling
+    back past damaged ones with a warning that names the bad file; else a path, which must verify."""
     if resume is None:
         return None
     if resume == "auto":
         found = checkpoint_dirs(run_dir)
-        return found[-1] if found else None
+        damaged = []
+        for path in reversed(found):
+            problem = verify_checkpoint(path)
+            if problem is None:
+                if damaged:
+                    logger.warning("resuming from %s, the latest complete checkpoint", path.name)
+                return path
+            damaged.append(path)
+            logger.warning(
+                "checkpoint %s is damaged (%s): falling back to an earlier one", path.name, problem
+            )
+        if damaged:
+            raise UvftError(
+                f"every checkpoint of {run_dir} is damaged ({', '.join(p.name for p in damaged)}); "
+                "start over with --overwrite"
+            )
+        return None
     path = Path(resume)
     if path.is_dir() and not (path / "state.json").is_file() and checkpoint_dirs(path):
         path = checkpoint_dirs(path)[-1]  # a run folder: its latest checkpoint
-    if not (path / "state.json").is_file():
-        raise FileNotFoundError(f"{path} is not a complete uvft checkpoint (no state.json)")
+    problem = verify_checkpoint(path)
+    if problem is not None:
+        raise UvftError(f"{path} is not a complete uvft checkpoint: {problem}")
     return path
+
+
+def write_manifest(folder: Path) -> None:
+    """manifest.json, written last: every file's size and sha256, so damage is found before use."""
+    files = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when the checkpoint is whole; else what is wrong with which file. Checkpoints written
+    before manifests existed are checked for state.json only."""
+    if not path.is_dir():
+        return "no such folder"
+    state = path / "state.json"
+    if not state.is_file():
+        return "state.json is missing"
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError, TypeError):
+            return f"{MANIFEST} does not parse"
+        for name, want in files.items():
+            f = path / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if f.stat().st_size != want["size"]:
+                return f"{name} has {f.stat().st_size} bytes, {want['size']} were written"
+            if _sha256(f) != want["sha256"]:
+                return f"{name} does not match its checksum"
+    try:
+        json.loads(state.read_text())
+    except ValueError as e:
+        return f"state.json does not parse ({e})"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -110,6 +179,7 @@ def save_checkpoint(
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_manifest(tmp)  # last: a checkpoint with a manifest was written whole
         swap_in(tmp, final)
         for old in checkpoint_dirs(run_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)

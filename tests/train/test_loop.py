@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def test_half_written_checkpoint_is_never_picked(tmp_path):
     assert ckpt.resolve_resume("auto", run) == run / "checkpoints/step-000003"
     assert ckpt.resolve_resume(str(run), run) == run / "checkpoints/step-000003"
     assert ckpt.resolve_resume("auto", tmp_path / "none") is None
-    with pytest.raises(FileNotFoundError, match="not a complete uvft checkpoint"):
+    with pytest.raises(UvftError, match=r"not a complete uvft checkpoint: state\.json is missing"):
         ckpt.resolve_resume(str(run / "checkpoints/.tmp-step-000006"), run)
 
 
@@ -304,3 +305,55 @@ def test_resume_is_exact_for_both_methods_and_families(
     assert losses(resumed) == losses(straight) and resumed.val == straight.val
     name = "model/model.safetensors" if method == "full" else "adapter_model.safetensors"
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("truncate:weights/adapter_model.safetensors", r"weights/adapter_model.safetensors has \d+ bytes"),
+        ("truncate:optimizer.pt", r"optimizer.pt has \d+ bytes"),
+        ("flip:scheduler.pt", "scheduler.pt does not match its checksum"),
+        ("remove:rng-0.pt", "rng-0.pt is missing"),
+        ("remove:state.json", "state.json is missing"),
+        ("truncate:state.json", r"state.json has \d+ bytes"),
+        ("truncate:manifest.json", "manifest.json does not parse"),
+    ],
+)
+def test_a_damaged_latest_checkpoint_is_named_and_skipped(
+    shapes_root, cache, tmp_path, caplog, monkeypatch, damage, problem
+):
+    overrides = ("train.save_every=2", "train.keep_last=3", "adapter.dropout=0.1")
+    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
+    run = tmp_path / "b"
+    recipe = recipe_for(shapes_root, cache, run, *overrides)
+    real = _interrupt_after_forward(monkeypatch, 4, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(TrainingStopped):
+        loop.train(recipe, progress=False)
+    monkeypatch.setattr(loop, "token_losses", real)
+    assert [p.name for p in ckpt.checkpoint_dirs(run)] == ["step-000002", "step-000004"]
+    how, name = damage.split(":")
+    target = run / "checkpoints/step-000004" / name
+    if how == "remove":
+        target.unlink()
+    elif how == "truncate":
+        target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
+    else:
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    assert ckpt.verify_checkpoint(run / "checkpoints/step-000002") is None
+    assert re.search(problem, ckpt.verify_checkpoint(run / "checkpoints/step-000004"))
+    with pytest.raises(UvftError, match=problem):  # named explicitly, it is refused, not replaced
+        ckpt.resolve_resume(str(run / "checkpoints/step-000004"), run)
+    with caplog.at_level("WARNING"):
+        resumed = loop.train(recipe, resume="auto", progress=False)
+    assert re.search(rf"step-000004 is damaged \({problem}.*falling back", caplog.text)
+    assert losses(resumed) == losses(straight)  # from step 2, exactly as if never stopped
+    assert ckpt.verify_checkpoint(run / "checkpoints/step-000004") is None  # written anew, whole
+
+
+def test_every_checkpoint_damaged_is_one_error(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints/step-000002").mkdir(parents=True)
+    with pytest.raises(UvftError, match=r"every checkpoint of .* is damaged \(step-000002\).*--overwrite"):
+        ckpt.resolve_resume("auto", run)
