@@ -157,26 +157,29 @@ def save_checkpoint(
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
+    failure: str | None = None
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        try:
+            tmp.mkdir(parents=True)
+        except OSError as e:
+            failure = write_failure(e, root)
     accelerator.wait_for_everyone()
-    torch.save(rng if rng is not None else rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        inner = accelerator.unwrap_model(model)
-        if hasattr(inner, "peft_config"):  # the adapter (and modules_to_save) only
-            inner.save_pretrained(tmp / "weights", safe_serialization=True)
-        else:
-            # the state dict under its in-memory names: save_pretrained renames keys to the
-            # checkpoint format (PaliGemma's language_model.model.*) and drops tied copies, which
-            # load_state_dict cannot map back; save_model keeps names and dedups shared tensors
-            from safetensors.torch import save_model
-
-            (tmp / "weights").mkdir()
-            save_model(inner, str(tmp / "weights" / FULL_WEIGHTS))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+    if failure is None:
+        try:
+            torch.save(rng if rng is not None else rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+            if accelerator.is_main_process:
+                _write_main(tmp, accelerator, model, optimizer, scheduler, {"step": step, **state})
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+            failure = write_failure(e, root)
+    # every process takes the same decision, or the others would wait at the next barrier forever
+    if _any(accelerator, failure is not None):
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # never leave a half checkpoint holding the space
+        previous = checkpoint_dirs(run_dir)
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no checkpoint was kept"
+        why = failure or "it failed on another process"
+        raise UvftError(f"cannot save the checkpoint of step {step} in {root}: {why}; {kept}")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_manifest(tmp)  # last: a checkpoint with a manifest was written whole
@@ -186,6 +189,48 @@ def save_checkpoint(
         logger.info("checkpoint saved: %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def write_failure(e: BaseException, folder: Path) -> str:
+    """What went wrong writing into `folder`, in words: a full disk is said as such."""
+    import errno
+
+    try:
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    except OSError:
+        free = None
+    # torch.save reports a full disk as "basic_ios::clear: iostream error" or "unexpected pos":
+    # the free space (measured before the partial files are removed) tells
+    full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+    full = full or (free is not None and free < (1 << 20))
+    if full:
+        left = f", {free / 2**20:.1f} MiB free" if free is not None else ""
+        return f"no space left on device{left}"
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _any(accelerator: Any, flag: bool) -> bool:
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "max").item())
+
+
+def _write_main(tmp: Path, accelerator: Any, model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    """The main process's part of a checkpoint: weights, optimizer, scheduler, state.json."""
+    inner = accelerator.unwrap_model(model)
+    if hasattr(inner, "peft_config"):  # the adapter (and modules_to_save) only
+        inner.save_pretrained(tmp / "weights", safe_serialization=True)
+    else:
+        # the state dict under its in-memory names: save_pretrained renames keys to the
+        # checkpoint format (PaliGemma's language_model.model.*) and drops tied copies, which
+        # load_state_dict cannot map back; save_model keeps names and dedups shared tensors
+        from safetensors.torch import save_model
+
+        (tmp / "weights").mkdir()
+        save_model(inner, str(tmp / "weights" / FULL_WEIGHTS))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
 
 def swap_in(tmp: Path, final: Path) -> None:

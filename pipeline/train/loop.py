@@ -247,9 +247,12 @@ def _save_best(
 
 def _save_model(model, processor, gen, out: Path) -> None:
     """What generation needs from a run: weights (safetensors), processor, pinned generation config."""
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    gen.save_pretrained(out)
+    try:
+        model.save_pretrained(out, safe_serialization=True)
+        processor.save_pretrained(out)
+        gen.save_pretrained(out)
+    except (OSError, RuntimeError) as e:
+        raise UvftError(f"cannot save the model in {out}: {ckpt.write_failure(e, out)}") from None
     # peft writes its empty card template ("[More Information Needed]"); the card is uvft push's job
     card = out / "README.md"
     if card.is_file() and "More Information Needed" in card.read_text(encoding="utf-8"):

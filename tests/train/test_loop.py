@@ -357,3 +357,29 @@ def test_every_checkpoint_damaged_is_one_error(tmp_path):
     (run / "checkpoints/step-000002").mkdir(parents=True)
     with pytest.raises(UvftError, match=r"every checkpoint of .* is damaged \(step-000002\).*--overwrite"):
         ckpt.resolve_resume("auto", run)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 10 MiB tmpfs: room for one checkpoint of the test model (7 MiB), not for two."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "--lazy", str(mnt)], check=False)  # lazy: a failed write may hold a file
+
+
+def test_disk_full_while_saving_is_one_clear_error(shapes_root, cache, small_disk):
+    run = small_disk / "run"
+    recipe = recipe_for(shapes_root, cache, run, "train.save_every=1", "train.steps=3")
+    with pytest.raises(UvftError) as e:
+        loop.train(recipe, progress=False)
+    msg = str(e.value)
+    assert f"cannot save the checkpoint of step 2 in {run / 'checkpoints'}: no space left on device" in msg
+    assert f"the previous checkpoint {run / 'checkpoints/step-000001'} is intact" in msg
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000001"]  # no .tmp left
+    assert ckpt.verify_checkpoint(run / "checkpoints/step-000001") is None
