@@ -403,6 +403,33 @@ def dump(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
 
 
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a recipe dump (list items by index), leaves as they are."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def changes(before: Recipe | dict[str, Any], after: Recipe) -> list[tuple[str, Any, Any]]:
+    """(dotted key, before, after) for every leaf that differs between two recipes."""
+    old = flatten(before.model_dump(mode="json") if isinstance(before, Recipe) else before)
+    new = flatten(after.model_dump(mode="json"))
+    missing = object()
+    return [
+        (k, old.get(k), new.get(k))
+        for k in sorted(set(old) | set(new))
+        if old.get(k, missing) != new.get(k, missing)
+    ]
+
+
 __all__ = [
     "FAMILIES",
     "TASKS",

@@ -31,7 +31,7 @@ from pipeline.data.collate import Collator, drop_long_targets
 from pipeline.data.mixture import MixtureSampler, groups_from_sources
 from pipeline.errors import UvftError
 from pipeline.models.spec import ModelSpec, spec_from_records
-from pipeline.recipe import AdapterSection, Recipe, dump, expand_path
+from pipeline.recipe import AdapterSection, Recipe, changes, dump, expand_path
 from pipeline.records import TASKS
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.optim import make_optimizer, make_scheduler
@@ -153,6 +153,37 @@ def _base_stage(recipe: Recipe, tiny_folder: Path, *, progress: bool, accelerato
 def _base_stage_train(base: Recipe, *, progress: bool, accelerator: Any) -> None:
     # resume="auto": an interrupted base stage continues where it stopped
     train(base, resume="auto", progress=progress, accelerator=accelerator)
+
+
+# What may change when a run is resumed: how long it goes on (the LR schedule is then laid over
+# the new total), how it saves, logs and evaluates, and where the data and caches are. Anything
+# else (lr, batch size, data, model, adapter, mixture, seed...) decides the run already trained.
+RESUMABLE = (
+    "train.steps", "train.save_every", "train.keep_last", "train.log_every", "train.val_every",
+    "train.trackers", "train.wandb_project", "train.num_workers", "train.pin_memory",
+    "train.persistent_workers", "train.max_nonfinite", "eval.", "data.root", "data.cache_dir",
+    "output_dir", "model.attn_implementation",
+)  # fmt: skip
+
+
+def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
+    """Refuse to resume a run with a recipe that changes what decides it, listing the changes;
+    the run's recipe.yaml is then rewritten by the resumed run, so what it records stays true."""
+    import yaml
+
+    saved = run_dir / "recipe.yaml"
+    if not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text())
+    diffs = [d for d in changes(before, recipe) if not d[0].startswith(RESUMABLE)]
+    if diffs:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diffs[:8])
+        more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
+        raise UvftError(
+            f"cannot resume {run_dir} with a changed recipe: {listed}{more}. These decide the run "
+            "already trained; start over with --overwrite or another output_dir. What may change on "
+            "resume: train.steps (to extend a run), save/log/eval settings, data.root, data.cache_dir"
+        )
 
 
 def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
@@ -321,6 +352,8 @@ def train(
     cfg = recipe.train
     run_dir = recipe.run_dir
     existing = ckpt.checkpoint_dirs(run_dir)
+    if existing and resume is not None:
+        check_resume_recipe(recipe, run_dir)
     if existing and resume is None:
         if not overwrite:
             raise UvftError(

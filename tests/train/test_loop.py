@@ -383,3 +383,19 @@ def test_disk_full_while_saving_is_one_clear_error(shapes_root, cache, small_dis
     assert f"the previous checkpoint {run / 'checkpoints/step-000001'} is intact" in msg
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000001"]  # no .tmp left
     assert ckpt.verify_checkpoint(run / "checkpoints/step-000001") is None
+
+
+def test_resume_refuses_a_changed_recipe_and_allows_extending(shapes_root, cache, tmp_path):
+    run = tmp_path / "run"
+    loop.train(recipe_for(shapes_root, cache, run, "train.steps=4", "train.save_every=2"), progress=False)
+    changed = recipe_for(shapes_root, cache, run, "train.steps=4", "train.lr=0.01", "train.batch_size=2")
+    with pytest.raises(UvftError) as e:
+        loop.train(changed, resume="auto", progress=False)
+    msg = str(e.value)
+    assert "cannot resume" in msg and "train.batch_size: 4 -> 2" in msg and "train.lr: 0.0005 -> 0.01" in msg
+    assert "lr: 0.0005" in (run / "recipe.yaml").read_text()  # what was trained is still what is recorded
+    # extending a run (and changing how often it saves) is allowed, and recorded
+    longer = recipe_for(shapes_root, cache, run, "train.steps=6", "train.save_every=3")
+    summary = loop.train(longer, resume="auto", progress=False)
+    assert summary.steps == 6 and [v["step"] for v in summary.val] == [0, 4, 6]
+    assert "steps: 6" in (run / "recipe.yaml").read_text()
