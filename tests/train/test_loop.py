@@ -307,6 +307,16 @@ def test_resume_is_exact_for_both_methods_and_families(
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+DAMAGE_RUN = ("train.save_every=2", "train.keep_last=3", "adapter.dropout=0.1")
+
+
+@pytest.fixture(scope="module")
+def undamaged_losses(shapes_root, cache, tmp_path_factory) -> list[float]:
+    """The losses of the damage tests' recipe run without a stop (one run for all cases)."""
+    out = tmp_path_factory.mktemp("undamaged") / "run"
+    return losses(loop.train(recipe_for(shapes_root, cache, out, *DAMAGE_RUN), progress=False))
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
@@ -320,12 +330,10 @@ def test_resume_is_exact_for_both_methods_and_families(
     ],
 )
 def test_a_damaged_latest_checkpoint_is_named_and_skipped(
-    shapes_root, cache, tmp_path, caplog, monkeypatch, damage, problem
+    shapes_root, cache, tmp_path, caplog, monkeypatch, undamaged_losses, damage, problem
 ):
-    overrides = ("train.save_every=2", "train.keep_last=3", "adapter.dropout=0.1")
-    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
     run = tmp_path / "b"
-    recipe = recipe_for(shapes_root, cache, run, *overrides)
+    recipe = recipe_for(shapes_root, cache, run, *DAMAGE_RUN)
     real = _interrupt_after_forward(monkeypatch, 4, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(TrainingStopped):
         loop.train(recipe, progress=False)
@@ -348,7 +356,7 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped(
     with caplog.at_level("WARNING"):
         resumed = loop.train(recipe, resume="auto", progress=False)
     assert re.search(rf"step-000004 is damaged \({problem}.*falling back", caplog.text)
-    assert losses(resumed) == losses(straight)  # from step 2, exactly as if never stopped
+    assert losses(resumed) == undamaged_losses  # from step 2, exactly as if never stopped
     assert ckpt.verify_checkpoint(run / "checkpoints/step-000004") is None  # written anew, whole
 
 
