@@ -16,7 +16,8 @@ Parsing detection accepts one label per box and one label followed by several bo
 (`a<loc>x4<loc>x4`), as Florence emits both. It never raises; `Prediction.errors` counts one per
 piece that does not become an object: a box with an out-of-range token (`<loc_1000>`), a
 truncated box (a run of location tokens whose length is not a multiple of four adds one), a box
-with no label before it (one per box), and a label with no location token after it. Boxes keep
+with no label before it (one per box), a label with no location token after it, and a fragment
+starting with "<" that is no token (a label ends at "<"). Boxes keep
 their decoded coordinates (bin centres, always inside the image); a reversed box is not swapped.
 
 A category that could not be read back (empty, padded with spaces, or holding "<") raises
@@ -104,7 +105,12 @@ def _parse_detection(text: str, size: ImageSize) -> tuple[list[Object], int]:
             run.append(piece)
             label_has_boxes = True
             continue
-        chunk = piece.strip()
+        # a label ends at "<" (render refuses categories holding one): what follows is a
+        # fragment no target has, e.g. a location token cut off mid-way
+        chunk, sep, _ = piece.partition("<")
+        chunk = chunk.strip()
+        if sep:
+            errors += 1
         if not chunk:  # whitespace between location tokens (some decoders add it) changes nothing
             continue
         if run:

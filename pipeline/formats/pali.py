@@ -20,7 +20,8 @@ Parsing detection accepts `<loc>x4 label ; <loc>x4 label` and several boxes befo
 `Prediction.errors` counts one per piece that does not become an object: a box with an
 out-of-range token (`<loc1024>`), a truncated box (a run of location tokens whose length is not
 a multiple of four adds one), a box with no label after it before the next ";" or the end (one
-per box; e.g. a generation cut off before its last label), and a label with no box before it.
+per box; e.g. a generation cut off before its last label), a label with no box before it, and a
+fragment starting with "<" that is no token (a label ends at "<").
 Boxes keep their decoded coordinates (bin centres, always inside the image); a reversed box is
 not swapped.
 
@@ -109,7 +110,12 @@ def _parse_detection(text: str, size: ImageSize) -> tuple[list[Object], int]:
             continue
         parts = piece.split(";")
         for j, part in enumerate(parts):
-            label = part.strip()
+            # a label ends at "<" (render refuses categories holding one): what follows is a
+            # fragment no target has, e.g. a location token cut off mid-way
+            label, sep, _ = part.partition("<")
+            label = label.strip()
+            if sep:
+                errors += 1
             if label and not run:
                 errors += 1  # a label with no box before it
             elif label:
