@@ -28,6 +28,7 @@ from pipeline.sources.images import (
     id_sort_key,
     read_json,
     require,
+    require_id,
     require_list,
 )
 
@@ -43,7 +44,7 @@ def read_coco_captions(ctx: SourceContext, *, annotations: Path, images: Path) -
     for index, ann in enumerate(require_list(data, "annotations", file=file)):
         ann_id = ann.get("id", index) if isinstance(ann, dict) else index
         record = f"annotation {ann_id}"
-        image_id = require(ann, "image_id", file=file, record=record, what="an annotation")
+        image_id = require_id(ann, "image_id", file=file, record=record, what="an annotation")
         caption = require(ann, "caption", file=file, record=record, what="an annotation")
         if image_id not in image_infos:
             raise DataError(

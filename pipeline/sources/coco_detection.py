@@ -45,6 +45,7 @@ from pipeline.sources.images import (
     parse_box,
     read_json,
     require,
+    require_id,
     require_list,
 )
 
@@ -55,7 +56,7 @@ def _categories(data: Any, file: Path) -> dict[Any, str]:
     """category id -> name, in id order; ids and names must be unique."""
     by_id: dict[Any, str] = {}
     for cat in require_list(data, "categories", file=file):
-        cid = require(cat, "id", file=file, record="category ?", what="a category")
+        cid = require_id(cat, "id", file=file, record="category ?", what="a category")
         name = require(cat, "name", file=file, record=f"category {cid}", what="a category")
         if cid in by_id:
             raise DataError("duplicate category id", file=file, record=f"category {cid}", field="id")
@@ -92,8 +93,8 @@ def read_coco_detection(
     for index, ann in enumerate(require_list(data, "annotations", file=file)):
         ann_id = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
         record = f"annotation {ann_id}"
-        image_id = require(ann, "image_id", file=file, record=record, what="an annotation")
-        category_id = require(ann, "category_id", file=file, record=record, what="an annotation")
+        image_id = require_id(ann, "image_id", file=file, record=record, what="an annotation")
+        category_id = require_id(ann, "category_id", file=file, record=record, what="an annotation")
         raw_box = require(ann, "bbox", file=file, record=record, what="an annotation")
         if image_id not in image_infos:
             raise DataError(

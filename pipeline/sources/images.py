@@ -132,7 +132,11 @@ def exif_orientation(img: Image.Image) -> int:
 def inspect_image(path: Path, *, check: str = "full", max_pixels: int | None = None) -> ImageCheck:
     """Open `path` and judge it; see `check_image`. Does not touch any tally."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError as e:  # e.g. a name longer than the file system allows: no such file can exist
+        return ImageCheck(None, ("missing image", f"{str(path)[:200]}: {e.strerror}"))
+    if not exists:
         return ImageCheck(None, ("missing image", str(path)))
     try:
         with warnings.catch_warnings():
@@ -312,6 +316,21 @@ def require(obj: Any, key: str, *, file: str | Path, record: str | int | None, w
         raise DataError(f"required key {key!r} is missing", file=file, record=record, field=key) from None
 
 
+def require_id(
+    obj: Any, key: str, *, file: str | Path, record: str | int | None, what: str = "record"
+) -> int | str:
+    """obj[key] as an id: an integer or a string (ids index dicts: a list or an object cannot)."""
+    value = require(obj, key, file=file, record=record, what=what)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise DataError(
+            f"{key} must be an integer or a string, got {str(value)[:80]!r}",
+            file=file,
+            record=record,
+            field=key,
+        )
+    return value
+
+
 def require_list(data: Any, key: str, *, file: str | Path) -> list[Any]:
     """data[key] of a top-level JSON object, which must be a list."""
     value = require(data, key, file=file, record=None, what="the top level")
@@ -342,7 +361,7 @@ def coco_images(data: Any, file: Path) -> dict[Any, dict[str, Any]]:
     """A COCO file's `images`, by id: each needs an `id` and a `file_name`, and ids are unique."""
     infos: dict[Any, dict[str, Any]] = {}
     for info in require_list(data, "images", file=file):
-        image_id = require(info, "id", file=file, record="image ?", what="an image")
+        image_id = require_id(info, "id", file=file, record="image ?", what="an image")
         require(info, "file_name", file=file, record=f"image {image_id}", what="an image")
         if image_id in infos:
             raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")

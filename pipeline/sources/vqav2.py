@@ -33,6 +33,7 @@ from pipeline.sources.images import (
     id_sort_key,
     read_json,
     require,
+    require_id,
     require_list,
 )
 
@@ -89,9 +90,9 @@ def read_vqav2(
     subtype = qdata.get("data_subtype") if isinstance(qdata, dict) else None
     by_qid: dict[Any, dict[str, Any]] = {}
     for q in require_list(qdata, "questions", file=qfile):
-        qid = require(q, "question_id", file=qfile, record="question ?", what="a question")
+        qid = require_id(q, "question_id", file=qfile, record="question ?", what="a question")
         record = f"question {qid}"
-        require(q, "image_id", file=qfile, record=record, what="a question")
+        require_id(q, "image_id", file=qfile, record=record, what="a question")
         text = require(q, "question", file=qfile, record=record, what="a question")
         if not isinstance(text, str) or not text.strip():
             raise DataError(
@@ -116,7 +117,7 @@ def read_vqav2(
         afile = Path(annotations)
         adata = read_json(afile)
         for ann in require_list(adata, "annotations", file=afile):
-            qid = require(ann, "question_id", file=afile, record="annotation ?", what="an annotation")
+            qid = require_id(ann, "question_id", file=afile, record="annotation ?", what="an annotation")
             record = f"question {qid}"
             if qid not in by_qid:
                 raise DataError(
