@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import formats
+from pipeline.formats.loc import sort_objects
 from pipeline.records import TASKS, Example, Object
 
 FAMILIES = ("florence2", "paligemma")
@@ -75,14 +76,11 @@ def test_render_then_parse_is_the_identity_within_a_bin(family, ex):
     assert pred.errors == 0 and len(pred.objects) == len(ex.objects)
     bins = 1000 if family == "florence2" else 1024
     w, h = ex.image_size
-    remaining = list(ex.objects)
-    for got in pred.objects:  # the order is the format's raster order: match each to a source box
-        match = next(
-            o for o in remaining
-            if o.category == got.category
-            and all(abs(g - v) <= s / bins for g, v, s in zip(got.bbox, o.bbox, (w, h, w, h), strict=True))
-        )  # fmt: skip
-        remaining.remove(match)
+    expected = sort_objects(ex.objects, ex.image_size, bins)  # targets list objects in this order
+    assert [o.category for o in pred.objects] == [o.category for o in expected]
+    for got, want in zip(pred.objects, expected, strict=True):
+        for g, v, side in zip(got.bbox, want.bbox, (w, h, w, h), strict=True):
+            assert abs(g - v) <= side / bins
 
 
 def test_a_location_token_cut_mid_way_is_an_error_not_a_label():
