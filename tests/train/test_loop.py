@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.data import shapes
 from pipeline.errors import UvftError
 from pipeline.recipe import load_recipe
 from pipeline.train import checkpoint as ckpt
@@ -20,13 +19,6 @@ from pipeline.train import loop
 from pipeline.train.signals import TrainingStopped
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "shapes"
-    shapes.generate(root, n_train=24, n_val=8, seed=3, progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import shapes
 from pipeline.train import loop
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "shapes"
-    shapes.generate(root, n_train=24, n_val=8, seed=3, progress=False)
-    return root
 
 
 def _args(shapes_root: Path, cache: Path, out: Path) -> list[str]:
