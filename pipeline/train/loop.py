@@ -346,6 +346,25 @@ def train(
     cpu: bool = False,
     overwrite: bool = False,
 ) -> RunSummary:
+    """Train a recipe (see the module doc). SIGTERM and Ctrl-C, from set-up on, stop the run at
+    the next step boundary with a checkpoint (pipeline.train.signals)."""
+    with StopRequest() as stop:
+        return _train(
+            recipe, resume=resume, progress=progress, accelerator=accelerator, cpu=cpu,
+            overwrite=overwrite, stop=stop,
+        )  # fmt: skip
+
+
+def _train(
+    recipe: Recipe,
+    *,
+    resume: str | None,
+    progress: bool,
+    accelerator: Any | None,
+    cpu: bool,
+    overwrite: bool,
+    stop: StopRequest,
+) -> RunSummary:
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
 
@@ -509,10 +528,13 @@ def train(
     # phase: "forward" until the optimizer steps (nothing of the step is applied yet, and the RNG
     # as the step began is `rng_before`), "update" while it steps, "done" once the step counts
     phase, rng_before = "done", None
-    stop = StopRequest().__enter__()  # left in `finally`: the handlers live as long as the loop
-    saved_at = None
+    saved_at, start_step = None, step
     try:
         while step < cfg.steps:
+            # a signal any process received (SIGTERM reaches them all), during set-up or the last
+            # step: stop here, at a step boundary
+            if _any_process(accelerator, stop.requested):
+                _stop(stop, step, start_step, cfg.steps, saved_at, save, run_dir)
             rng_before, phase = ckpt.rng_state(), "forward"
             window = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum)]
             local_tokens = sum(_target_tokens(b, shift) for b in window)
@@ -592,15 +614,6 @@ def train(
             if step % cfg.save_every == 0 and step != cfg.steps:
                 save(step)
                 saved_at = step
-            # a signal any process received (SIGTERM reaches them all): stop after this step
-            if _any_process(accelerator, stop.requested) and step < cfg.steps:
-                path = ckpt.checkpoint_dirs(run_dir)[-1] if saved_at == step else save(step)
-                name = signal.Signals(stop.signum or signal.SIGTERM).name
-                raise TrainingStopped(
-                    f"{name}: stopped after step {step} of {cfg.steps}; checkpoint saved in {path}. "
-                    "Continue with --resume auto.",
-                    signum=int(stop.signum or signal.SIGTERM),
-                )
     except KeyboardInterrupt:  # a second Ctrl-C, or one raised from inside a step
         bar.close()
         if phase == "update":  # the optimizer was mid-step: no consistent state to save
@@ -612,8 +625,6 @@ def train(
         # mid-forward, the RNG has drawn this step's dropout masks: save it as the step began
         save(step, rng=rng_before if phase == "forward" else None)
         raise
-    finally:
-        stop.__exit__()
     bar.close()
 
     # 5. the end: held-out loss, checkpoint, and the artefacts a user takes away. A finished run
@@ -652,6 +663,22 @@ def train(
     if cfg.trackers:
         accelerator.end_training()
     return summary
+
+
+def _stop(stop: StopRequest, step: int, start_step: int, steps: int, saved_at, save, run_dir: Path):
+    """Raise TrainingStopped at a step boundary, after saving the step unless it is saved already."""
+    signum = int(stop.signum or signal.SIGTERM)
+    name = signal.Signals(signum).name
+    if step == start_step:  # nothing trained by this process yet
+        latest = ckpt.checkpoint_dirs(run_dir)
+        where = f"the latest checkpoint is {latest[-1]}" if latest else "nothing to save"
+        raise TrainingStopped(f"{name}: stopped before step {step + 1} of {steps}; {where}.", signum=signum)
+    path = ckpt.checkpoint_dirs(run_dir)[-1] if saved_at == step else save(step)
+    raise TrainingStopped(
+        f"{name}: stopped after step {step} of {steps}; checkpoint saved in {path}. "
+        "Continue with --resume auto.",
+        signum=signum,
+    )
 
 
 def _any_process(accelerator: Any, flag: bool) -> bool:

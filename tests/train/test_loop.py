@@ -399,3 +399,18 @@ def test_resume_refuses_a_changed_recipe_and_allows_extending(shapes_root, cache
     summary = loop.train(longer, resume="auto", progress=False)
     assert summary.steps == 6 and [v["step"] for v in summary.val] == [0, 4, 6]
     assert "steps: 6" in (run / "recipe.yaml").read_text()
+
+
+def test_a_signal_during_set_up_stops_before_the_first_step(shapes_root, cache, tmp_path, monkeypatch):
+    real = loop.held_out_loss
+
+    def held_out_then_sigterm(*args, **kwargs):  # the held-out loss at step 0 runs before the loop
+        out = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(loop, "held_out_loss", held_out_then_sigterm)
+    with pytest.raises(TrainingStopped, match=r"^SIGTERM: stopped before step 1 of 6; nothing to save\.$"):
+        loop.train(recipe_for(shapes_root, cache, tmp_path / "run"), progress=False)
+    assert ckpt.checkpoint_dirs(tmp_path / "run") == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are gone with the run

@@ -65,7 +65,7 @@ def test_signal_to_a_training_process_saves_and_resumes_exactly(shapes_root, tmp
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err[-2000:]
     name = signal.Signals(signum).name
-    assert f"{name}: stopped after step " in err and "Continue with --resume auto." in err, err[-2000:]
+    assert f"{name}: stopped " in err, err[-2000:]  # after step N, or before step 1 during set-up
     assert "Traceback" not in err
 
     resume = [*cmd, "--resume", "auto"]
