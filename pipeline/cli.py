@@ -183,7 +183,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pipeline.evaluation.run import evaluate_run, print_metrics
+    from pipeline.evaluation.run import evaluate_run, evidence_dir, print_metrics
     from pipeline.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -192,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         recipe, adapter=adapter, split=args.split, limit=args.limit, batch_size=args.batch_size,
         progress=not args.no_progress,
     )  # fmt: skip
-    base_file = recipe.run_dir / "eval-base" / args.split / "metrics.json"
+    base_file = evidence_dir(recipe.run_dir, None, args.split) / "metrics.json"
     base = json.loads(base_file.read_text()) if adapter is not None and base_file.is_file() else None
     print_metrics(metrics, base)
     print(f"generations, metrics and report: {out}")

@@ -33,8 +33,8 @@ from typing import Any
 import yaml
 
 from pipeline.errors import UvftError
-from pipeline.inference import HUB_ID, adapter_base, resolve_base, spec_for, weights_folder
-from pipeline.models.spec import ModelSpec
+from pipeline.inference import HUB_ID, adapter_base, resolve_base, spec_for
+from pipeline.models.spec import ModelSpec, weights_folder
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +86,19 @@ def run_dir_of(folder: Path) -> Path:
     return folder.parent
 
 
+def run_record(run: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(recipe.yaml, summary.json) of a run folder as data, None where a file is absent."""
+    recipe_file, summary_file = run / "recipe.yaml", run / "summary.json"
+    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
+    return recipe, (json.loads(summary_file.read_text()) if summary_file.is_file() else None)
+
+
 def eval_metrics(folder: Path, split: str = "val") -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(fine-tuned, base) metrics.json of `uvft eval` / `uvft eval --base` on `split`, or None."""
+    from pipeline.evaluation.run import evidence_dir
+
     tuned_file = _eval_dir(folder, split) / "metrics.json"
-    base_file = run_dir_of(folder) / "eval-base" / split / "metrics.json"
+    base_file = evidence_dir(run_dir_of(Path(folder)), None, split) / "metrics.json"
     tuned = json.loads(tuned_file.read_text()) if tuned_file.is_file() else None
     base = json.loads(base_file.read_text()) if base_file.is_file() else None
     return tuned, base
@@ -466,9 +475,7 @@ def stage(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     recipe_file = run / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
-    summary_file = run / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    recipe, summary = run_record(run)
     metrics, base_metrics = eval_metrics(source, split)
 
     base_staged = None
@@ -515,12 +522,11 @@ def stage(
 
 
 def _eval_dir(source: Path, split: str) -> Path:
-    """Where `uvft eval` wrote a weights folder's evidence: <run>/eval (also for <run>/model), else
-    next to the folder (<run>/best/eval)."""
-    source = Path(source)
-    run = run_dir_of(source)
-    same = source.resolve() in (run.resolve(), (run / "model").resolve())
-    return (run if same else source) / "eval" / split
+    """Where `uvft eval` wrote a weights folder's evidence (<run>/model is the run's own model)."""
+    from pipeline.evaluation.run import evidence_dir
+
+    source, run = Path(source), run_dir_of(Path(source))
+    return evidence_dir(run, run if source.resolve() == (run / "model").resolve() else source, split)
 
 
 def _model_files(weights: Path) -> list[str]:
@@ -615,15 +621,12 @@ def export_merged(source: Path, out: Path, *, card: bool = True, repo_id: str | 
     spec = ModelSpec(**{**m.spec.__dict__, "method": "merged" if m.is_adapter else m.spec.method})
     spec.save(tmp)
     if card:
-        run = run_dir_of(Path(source))
-        recipe_file, summary_file = run / "recipe.yaml", run / "summary.json"
+        recipe, summary = run_record(run_dir_of(Path(source)))
         metrics, base_metrics = eval_metrics(Path(source))
         base = spec.base_model if HUB_ID.match(spec.base_model or "") else None
         model_card = build_card(
-            spec, repo_id=repo_id or f"local/{out.name}", base_model=base, merged=True,
-            recipe=yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None,
-            summary=json.loads(summary_file.read_text()) if summary_file.is_file() else None,
-            metrics=metrics, base_metrics=base_metrics,
+            spec, repo_id=repo_id or f"local/{out.name}", base_model=base, merged=True, recipe=recipe,
+            summary=summary, metrics=metrics, base_metrics=base_metrics,
         )  # fmt: skip
         validate_card(model_card, metrics, "val")
         model_card.save(tmp / "README.md")

@@ -30,13 +30,13 @@ from typing import Any
 
 from pipeline import models
 from pipeline.errors import UvftError
-from pipeline.models.spec import ModelSpec, load_spec, spec_from_records
+from pipeline.models.spec import ModelSpec, load_spec, spec_from_records, weights_folder
+from pipeline.records import FAMILIES
 
 logger = logging.getLogger(__name__)
 
 ImageLike = Any  # a path (str / Path) or a PIL.Image.Image
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_MODEL_TYPES = {"paligemma": "paligemma", "florence2": "florence2"}
 CHUNK = 256  # images held in memory at once by predict_many
 
 
@@ -224,12 +224,6 @@ def resolve_source(source: str | Path, *, revision: str | None = None, token: st
         return Path(snapshot_download(repo_id=str(source), revision=revision, token=token))
 
 
-def weights_folder(folder: Path) -> Path:
-    """Where a folder's weights are: <run>/model for a full fine-tune, else the folder itself."""
-    full_run = not (folder / "config.json").is_file() and (folder / "model" / "config.json").is_file()
-    return folder / "model" if full_run else folder
-
-
 def adapter_base(folder: Path, spec: ModelSpec | None = None) -> str:
     """The base model an adapter folder names: uvft.json's, else adapter_config.json's."""
     if spec is not None and spec.base_model:
@@ -306,7 +300,8 @@ def _family_from_config(folder: Path) -> str | None:
     config = folder / "config.json"
     if not config.is_file():
         return None
-    return _MODEL_TYPES.get(json.loads(config.read_text()).get("model_type", ""))
+    model_type = json.loads(config.read_text()).get("model_type", "")
+    return model_type if model_type in FAMILIES else None  # the families' model_type is their name
 
 
 # ---------------------------------------------------------------------------- `uvft predict` I/O

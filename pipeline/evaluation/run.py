@@ -20,6 +20,7 @@ from pipeline.evaluation.metrics.caption import caption_metrics
 from pipeline.evaluation.metrics.classification import classification_metrics, normalize_label
 from pipeline.evaluation.metrics.detection import detection_metrics, format_validity
 from pipeline.evaluation.metrics.vqa import vqa_accuracy
+from pipeline.models.spec import weights_folder
 from pipeline.recipe import EvalSection, Recipe
 
 logger = logging.getLogger(__name__)
@@ -268,6 +269,14 @@ def first_per_task(tasks: Sequence[str], n: int | None) -> list[int]:
     return keep
 
 
+def evidence_dir(run_dir: Path, adapter: Path | None, split: str) -> Path:
+    """Where `uvft eval` writes its evidence: <run>/eval-base/<split> for the base model, and next
+    to the adapter evaluated otherwise: <run>/eval, <run>/best/eval, <run>/checkpoints/.../eval."""
+    if adapter is None:
+        return run_dir / "eval-base" / split
+    return (run_dir if adapter.resolve() == run_dir.resolve() else adapter) / "eval" / split
+
+
 def evaluate_run(
     recipe: Recipe,
     *,
@@ -302,10 +311,8 @@ def evaluate_run(
             f"{run_dir} has no summary.json: run `uvft finetune` first (the tiny base comes from it)"
         )
     family = models.get(recipe.model.family)
-    weights = adapter
-    if adapter is not None and not (adapter / "adapter_config.json").is_file():
-        # a full fine-tune (adapter.method: full) keeps the whole model in <run>/model
-        weights = adapter / "model" if (adapter / "model" / "config.json").is_file() else adapter
+    weights = weights_folder(adapter) if adapter is not None else None  # a full fine-tune: <run>/model
+    if weights is not None and not (weights / "adapter_config.json").is_file():
         if not (weights / "config.json").is_file():
             raise UvftError(f"{adapter} holds no adapter (adapter_config.json) and no model (model/)")
         model, processor = family.load(weights)
@@ -324,10 +331,7 @@ def evaluate_run(
         trivial_baselines(metrics, records[recipe.data.train_split], rows)
     metrics["counts"] = {t: sum(1 for r in rows if r["task"] == t) for t in sorted({r["task"] for r in rows})}
     metrics["seconds"] = round(time.perf_counter() - started, 2)
-    if adapter is None:
-        out = run_dir / "eval-base" / split
-    else:  # next to the adapter evaluated: <run>/eval, <run>/best/eval, <run>/checkpoints/.../eval
-        out = (run_dir if adapter.resolve() == run_dir.resolve() else adapter) / "eval" / split
+    out = evidence_dir(run_dir, adapter, split)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "generations.jsonl").open("w") as f:
         for row in rows:
@@ -343,7 +347,7 @@ def _write_report(out: Path, rows, metrics, *, run_dir: Path, split: str, is_bas
     metrics beside its own when `--base` was evaluated on the same split."""
     from pipeline.evaluation.report import write_report
 
-    base_file = run_dir / "eval-base" / split / "metrics.json"
+    base_file = evidence_dir(run_dir, None, split) / "metrics.json"
     base = json.loads(base_file.read_text()) if (not is_base and base_file.is_file()) else None
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None

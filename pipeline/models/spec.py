@@ -89,6 +89,14 @@ class ModelSpec:
         return formats.get(self.family).render(example)[0]
 
 
+def weights_folder(folder: Path) -> Path:
+    """Where a run folder keeps its weights: <run>/model for a full fine-tune (adapter.method:
+    full), else the folder itself (an adapter, a merged export, any model folder)."""
+    folder = Path(folder)
+    full_run = not (folder / "config.json").is_file() and (folder / "model" / "config.json").is_file()
+    return folder / "model" if full_run else folder
+
+
 def load_spec(folder: Path) -> ModelSpec | None:
     """The folder's uvft.json, or None when it has none."""
     path = Path(folder) / SPEC_FILE

@@ -173,7 +173,7 @@ def save_checkpoint(
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
             failure = write_failure(e, root)
     # every process takes the same decision, or the others would wait at the next barrier forever
-    if _any(accelerator, failure is not None):
+    if any_process(accelerator, failure is not None):
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)  # never leave a half checkpoint holding the space
         previous = checkpoint_dirs(run_dir)
@@ -209,7 +209,9 @@ def write_failure(e: BaseException, folder: Path) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _any(accelerator: Any, flag: bool) -> bool:
+def any_process(accelerator: Any, flag: bool) -> bool:
+    """True when `flag` is set on any process: every process must take the same decision, or
+    the others would wait at the next collective forever (DDP replicas would drift apart)."""
     if accelerator.num_processes == 1:
         return flag
     return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "max").item())

@@ -533,7 +533,7 @@ def _train(
         while step < cfg.steps:
             # a signal any process received (SIGTERM reaches them all), during set-up or the last
             # step: stop here, at a step boundary
-            if _any_process(accelerator, stop.requested):
+            if ckpt.any_process(accelerator, stop.requested):
                 _stop(stop, step, start_step, cfg.steps, saved_at, save, run_dir)
             rng_before, phase = ckpt.rng_state(), "forward"
             window = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum)]
@@ -553,9 +553,7 @@ def _train(
                 for task, ls, n in zip(batch["task"], loss_sum.detach(), n_tok, strict=True):
                     window_sums[TASKS.index(task)] += ls.double()
                     window_counts[TASKS.index(task)] += n
-            # every process must take the same decision, or DDP replicas drift apart
-            bad = accelerator.reduce(torch.tensor(float(not finite), device=accelerator.device), "max")
-            finite = not bool(bad.item())
+            finite = not ckpt.any_process(accelerator, not finite)  # one decision for all replicas
             phase = "update"
             if finite:
                 if cfg.max_grad_norm is not None:
@@ -679,13 +677,6 @@ def _stop(stop: StopRequest, step: int, start_step: int, steps: int, saved_at, s
         "Continue with --resume auto.",
         signum=signum,
     )
-
-
-def _any_process(accelerator: Any, flag: bool) -> bool:
-    """True when `flag` is set on any process (all take the same decision, or DDP would hang)."""
-    if accelerator.num_processes == 1:
-        return flag
-    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "max").item())
 
 
 def _target_tokens(batch: dict[str, Any], shift: bool) -> int:
