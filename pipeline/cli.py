@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -178,7 +179,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     summary = train(
         recipe, resume=args.resume, progress=not args.no_progress, cpu=args.cpu, overwrite=args.overwrite
     )
-    print_summary(summary)
+    if int(os.environ.get("RANK", "0")) == 0:  # one table from a multi-process launch
+        print_summary(summary)
     return 0
 
 

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from pipeline.errors import UvftError
+from pipeline.failpoints import failpoint
 
 logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
+FORMAT = 2  # state.json's `format`: 2 = checkpoints with a manifest
 FULL_WEIGHTS = "model.safetensors"  # a full fine-tune's checkpoint weights, under in-memory names
 
 
@@ -84,11 +86,11 @@ def write_manifest(folder: Path) -> None:
 
 def verify_checkpoint(path: Path) -> str | None:
     """None when the checkpoint is whole; else what is wrong with which file. Checkpoints written
-    before manifests existed are checked for state.json only."""
+    before manifests existed (no `format` in state.json) are checked for state.json only."""
     if not path.is_dir():
         return "no such folder"
-    state = path / "state.json"
-    if not state.is_file():
+    state_file = path / "state.json"
+    if not state_file.is_file():
         return "state.json is missing"
     manifest = path / MANIFEST
     if manifest.is_file():
@@ -105,9 +107,11 @@ def verify_checkpoint(path: Path) -> str | None:
             if _sha256(f) != want["sha256"]:
                 return f"{name} does not match its checksum"
     try:
-        json.loads(state.read_text())
+        state = json.loads(state_file.read_text())
     except ValueError as e:
         return f"state.json does not parse ({e})"
+    if not manifest.is_file() and isinstance(state, dict) and state.get("format", 1) >= FORMAT:
+        return f"{MANIFEST} is missing"  # written with one: its loss means the folder was tampered with
     return None
 
 
@@ -159,7 +163,7 @@ def save_checkpoint(
     tmp = root / f".tmp-step-{step:06d}"
     failure: str | None = None
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_leftovers(root)
         try:
             tmp.mkdir(parents=True)
         except OSError as e:
@@ -169,7 +173,9 @@ def save_checkpoint(
         try:
             torch.save(rng if rng is not None else rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
             if accelerator.is_main_process:
-                _write_main(tmp, accelerator, model, optimizer, scheduler, {"step": step, **state})
+                full_state = {"step": step, "format": FORMAT, **state}
+                _write_main(tmp, accelerator, model, optimizer, scheduler, full_state)
+            failpoint("checkpoint.write")
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
             failure = write_failure(e, root)
     # every process takes the same decision, or the others would wait at the next barrier forever
@@ -185,10 +191,23 @@ def save_checkpoint(
         write_manifest(tmp)  # last: a checkpoint with a manifest was written whole
         swap_in(tmp, final)
         for old in checkpoint_dirs(run_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            # renamed first: a kill mid-delete must not leave a half-deleted step-N for resume
+            gone = old.with_name(f".del-{old.name}")
+            old.rename(gone)
+            failpoint("checkpoint.prune")
+            shutil.rmtree(gone, ignore_errors=True)
         logger.info("checkpoint saved: %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def remove_leftovers(root: Path) -> None:
+    """Remove what killed saves and prunes left behind (`.tmp-`, `.del-`, `.old-` folders), which
+    resume never reads but which hold disk space."""
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith((".tmp-step-", ".del-step-", ".old-step-")):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def write_failure(e: BaseException, folder: Path) -> str:
@@ -242,8 +261,17 @@ def swap_in(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
+        failpoint("best.swap")
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_swap(final: Path) -> None:
+    """After a kill between swap_in's two renames, put the old complete version back."""
+    old = final.with_name(f".old-{final.name}")
+    if not final.exists() and old.is_dir():
+        old.rename(final)
+        logger.warning("restored %s from an interrupted replacement", final)
 
 
 def load_checkpoint(

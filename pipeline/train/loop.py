@@ -30,6 +30,7 @@ from pipeline.data.build import build
 from pipeline.data.collate import Collator, drop_long_targets
 from pipeline.data.mixture import MixtureSampler, groups_from_sources
 from pipeline.errors import UvftError
+from pipeline.failpoints import failpoint
 from pipeline.models.spec import ModelSpec, spec_from_records
 from pipeline.recipe import AdapterSection, Recipe, changes, dump, expand_path
 from pipeline.records import TASKS
@@ -186,6 +187,32 @@ def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
         )
 
 
+def check_sharding(accelerator: Any, resume_from: Path | None) -> None:
+    """Say what a sharded launch config really gives, and refuse what is not supported: resuming
+    a sharded run (uvft's checkpoints are written by the main process, which under FSDP and
+    DeepSpeed holds only its shard of the optimizer state)."""
+    import os
+
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    asked = [n for n, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+             if os.environ.get(env, "").lower() == "true"]  # fmt: skip
+    if asked and not sharded and accelerator.is_main_process:
+        logger.warning(
+            "the launch config asks for %s, but Accelerate shards only on accelerators: on %s this run "
+            "is plain data parallel over %d processes (each holds the whole model and optimizer)",
+            asked[0], accelerator.device.type, accelerator.num_processes,
+        )  # fmt: skip
+    if sharded and resume_from is not None:
+        raise UvftError(
+            f"cannot resume {resume_from} under {accelerator.distributed_type.value}: resuming a "
+            "sharded run is not supported yet (its checkpoints do not hold every process's optimizer "
+            "shard); start over with --overwrite, or train with the DDP config "
+            "(recipes/accelerate/ddp.yaml), whose runs resume exactly"
+        )
+
+
 def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
     family = models.get(recipe.model.family)
     a = recipe.adapter
@@ -230,6 +257,7 @@ class Evaluator:
             unwrapped, self.processor, self.recipe.model.family, self.rows, cfg,
             generation_config=self.gen, progress=False,
         )  # fmt: skip
+        failpoint("eval.generate")
         model.train()
         rows = gather_object(rows) if acc.num_processes > 1 else rows
         if acc.is_main_process:
@@ -349,10 +377,42 @@ def train(
     """Train a recipe (see the module doc). SIGTERM and Ctrl-C, from set-up on, stop the run at
     the next step boundary with a checkpoint (pipeline.train.signals)."""
     with StopRequest() as stop:
-        return _train(
-            recipe, resume=resume, progress=progress, accelerator=accelerator, cpu=cpu,
-            overwrite=overwrite, stop=stop,
-        )  # fmt: skip
+        try:
+            return _train(
+                recipe, resume=resume, progress=progress, accelerator=accelerator, cpu=cpu,
+                overwrite=overwrite, stop=stop,
+            )  # fmt: skip
+        except RuntimeError as e:
+            if not peer_lost(e):
+                raise
+            import torch.distributed as dist
+
+            rank, world = dist.get_rank(), dist.get_world_size()
+            latest = ckpt.checkpoint_dirs(recipe.run_dir)
+            where = f"the latest checkpoint is {latest[-1]}" if latest else "no checkpoint was saved yet"
+            first = str(e).strip().splitlines()[0][:300]
+            raise PeerLostError(
+                f"process {rank} of {world} lost contact with another training process, which "
+                f"probably died (out of memory, killed or preempted: see its log). {where}; relaunch "
+                f"with --resume auto. ({first})"
+            ) from None
+
+
+class PeerLostError(UvftError):
+    """Another process of a multi-process run died: this one stops instead of waiting forever."""
+
+
+def peer_lost(e: BaseException) -> bool:
+    """Whether a RuntimeError from a collective means another process is gone (gloo: the peer
+    reset or closed the connection; NCCL: a DistBackendError or a watchdog timeout)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e)
+    return any(s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe"))
 
 
 def _train(
@@ -445,7 +505,8 @@ def _train(
     )
     from pipeline.evaluation.run import first_per_task
 
-    per_task = max(1, cfg.val_batches * cfg.batch_size // len(TASKS))
+    # the held-out subset follows the global batch: N processes of batch b score what one of N*b does
+    per_task = max(1, cfg.val_batches * cfg.batch_size * accelerator.num_processes // len(TASKS))
     subset = first_per_task(val_ds["task"], per_task)[accelerator.process_index :: accelerator.num_processes]
     # Loaders get their own generators: starting an iterator draws a seed, and drawing it from the
     # global RNG would shift dropout after a resume.
@@ -479,15 +540,18 @@ def _train(
     }
     step, saved_window = 0, None
     resume_from = ckpt.resolve_resume(resume, run_dir)
+    check_sharding(accelerator, resume_from)
     if resume_from is not None:
         loaded = ckpt.load_checkpoint(
             resume_from, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler
         )
         step = loaded.pop("step")
+        loaded.pop("format", None)
         sampler.load_state_dict(loaded.pop("sampler"))
         saved_window = loaded.pop("window", None)  # the loss-logging window in progress
         state.update(loaded)
         if main:
+            ckpt.recover_swap(run_dir / "best")  # a kill while best/ was being replaced
             logger.info("resumed from %s at step %d", resume_from, step)
     loader = DataLoader(
         train_ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_kwargs
@@ -550,6 +614,7 @@ def _train(
                     loss = loss_sum.sum() * accelerator.num_processes * cfg.grad_accum / max(global_tokens, 1)
                     finite &= bool(torch.isfinite(loss).item())
                     accelerator.backward(loss)
+                    failpoint("step.forward")
                 for task, ls, n in zip(batch["task"], loss_sum.detach(), n_tok, strict=True):
                     window_sums[TASKS.index(task)] += ls.double()
                     window_counts[TASKS.index(task)] += n
@@ -561,6 +626,7 @@ def _train(
                 optimizer.step()
                 if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule
                     scheduler.step()
+                failpoint("step.update")
                 state["nonfinite_in_row"] = 0
             else:
                 state["nonfinite_total"] += 1

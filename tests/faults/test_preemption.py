@@ -1,0 +1,56 @@
+"""Preemption the way clusters do it: a real `uvft finetune` process with DataLoader workers gets
+SIGTERM (Slurm, Kubernetes, spot) or SIGINT (Ctrl-C) at a random moment of training (mid-step,
+mid-save, mid-evaluation alike), finishes the step, saves a checkpoint, exits with 128 + the signal
+and a message, and `--resume auto` ends exactly where an uninterrupted run ends (losses, held-out
+losses, evaluations, adapter and best/ bytes). Two trials by default, eight more under -m slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from fault_runs import assert_clean, outcome, run_args, start, wait_for_training
+
+from pipeline.recipe import load_recipe
+from pipeline.train import loop
+
+
+def _trial(shapes_root: Path, cache: Path, out: Path, signum: int, delay: float) -> None:
+    args = run_args(shapes_root, cache, out)
+    proc = start(args)  # its own process group: the signal reaches the trainer and its workers alike
+    wait_for_training(proc, out)
+    time.sleep(delay)
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    name = signal.Signals(signum).name
+    assert f"{name}: stopped " in err, err[-2000:]  # after step N, or before step 1 during set-up
+    assert "Traceback" not in err
+    loop.train(load_recipe(args[0], args[1:]), resume="auto", progress=False)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_a_training_process_saves_and_resumes_exactly(
+    shapes_root, cache, reference, tmp_path, signum
+):
+    _trial(shapes_root, cache, tmp_path / "run", signum, random.Random(signum).uniform(0.3, 1.5))
+    assert outcome(tmp_path / "run") == reference
+    assert_clean(tmp_path / "run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(8))
+def test_signal_at_a_random_moment_saves_and_resumes_exactly(
+    shapes_root, cache, straight, reference, tmp_path, seed
+):
+    rng = random.Random(1000 + seed)
+    signum = (signal.SIGTERM, signal.SIGINT)[seed % 2]
+    seconds = json.loads((straight / "summary.json").read_text())["seconds"]  # the loop's own time
+    _trial(shapes_root, cache, tmp_path / "run", signum, rng.uniform(0.0, 0.9) * seconds)
+    assert outcome(tmp_path / "run") == reference
+    assert_clean(tmp_path / "run")

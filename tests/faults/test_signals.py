@@ -1,0 +1,80 @@
+"""SIGTERM and Ctrl-C inside the process: in the middle of a step, inside a forward pass, during
+set-up. (tests/faults/test_preemption.py sends them to a real `uvft finetune` process.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from loop_runs import interrupt_after_forward, losses, recipe_for
+
+from pipeline.train import checkpoint as ckpt
+from pipeline.train import loop
+from pipeline.train.signals import TrainingStopped
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_step_finishes_the_step_saves_and_resumes_exactly(
+    shapes_root, cache, tmp_path, monkeypatch, signum
+):
+    # dropout on, and a logging window (log_every=4) in progress when the signal comes at step 3
+    overrides = ("adapter.dropout=0.1", "train.save_every=100", "train.log_every=4")
+    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
+    recipe = recipe_for(shapes_root, cache, tmp_path / "b", *overrides)
+    before = signal.getsignal(signum)  # SIG_IGN for SIGINT in a background job, as CI may run
+    real = interrupt_after_forward(monkeypatch, 3, lambda: os.kill(os.getpid(), signum))
+    with pytest.raises(
+        TrainingStopped, match=r"stopped after step 3 of 6; checkpoint saved in .*step-000003"
+    ) as e:
+        loop.train(recipe, progress=False)
+    assert e.value.exit_code == 128 + signum
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "b")] == ["step-000003"]
+    assert signal.getsignal(signum) == before  # the handler the process had is back
+    monkeypatch.setattr(loop, "token_losses", real)
+    resumed = loop.train(recipe, resume="auto", progress=False)
+
+    def logged(summary):  # samples/s is wall-clock: everything else must be equal
+        return [{k: v for k, v in e.items() if k != "samples_per_s"} for e in summary.losses]
+
+    assert [e["step"] for e in resumed.losses] == [4, 6]
+    assert logged(resumed) == logged(straight)  # the window of steps 1-4 spans the stop
+    assert resumed.val == straight.val
+    a, b = (p / "adapter_model.safetensors" for p in (tmp_path / "a", tmp_path / "b"))
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_ctrl_c_raised_mid_forward_saves_the_rng_the_step_began_with(
+    shapes_root, cache, tmp_path, monkeypatch
+):
+    overrides = ("adapter.dropout=0.1", "train.save_every=100")
+    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
+    recipe = recipe_for(shapes_root, cache, tmp_path / "b", *overrides)
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    real = interrupt_after_forward(monkeypatch, 4, ctrl_c)  # step 4's dropout masks are drawn
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(recipe, progress=False)
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "b")] == ["step-000003"]
+    monkeypatch.setattr(loop, "token_losses", real)
+    resumed = loop.train(recipe, resume="auto", progress=False)
+    assert losses(resumed) == losses(straight)
+    assert resumed.val[-1] == straight.val[-1]
+
+
+def test_a_signal_during_set_up_stops_before_the_first_step(shapes_root, cache, tmp_path, monkeypatch):
+    real = loop.held_out_loss
+
+    def held_out_then_sigterm(*args, **kwargs):  # the held-out loss at step 0 runs before the loop
+        out = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(loop, "held_out_loss", held_out_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match=r"^SIGTERM: stopped before step 1 of 6; nothing to save\.$"):
+        loop.train(recipe_for(shapes_root, cache, tmp_path / "run"), progress=False)
+    assert ckpt.checkpoint_dirs(tmp_path / "run") == []
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are gone with the run
