@@ -694,6 +694,9 @@ def _train(
     # 5. the end: held-out loss, checkpoint, and the artefacts a user takes away. A finished run
     # resumed again (`make finetune` twice) has them already: recording them again would repeat them.
     finished_before = resume_from is not None and bool(state["val"]) and state["val"][-1]["step"] == step
+    if not finished_before and ckpt.any_process(accelerator, stop.requested):
+        # a signal during the last step: stop as after any step; the resumed run does the rest
+        _stop(stop, step, start_step, cfg.steps, saved_at, save, run_dir)
     if not finished_before:
         state["val"].append({"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)})
         _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
@@ -702,6 +705,11 @@ def _train(
         save(step)
     if main:
         logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
+        if stop.requested:
+            logger.warning(
+                "%s came during the final evaluation: the run finished instead of stopping",
+                signal.Signals(stop.signum or signal.SIGTERM).name,
+            )
     seconds = time.perf_counter() - started
     summary = RunSummary(
         run_dir=str(run_dir),

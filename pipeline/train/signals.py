@@ -54,8 +54,8 @@ class StopRequest:
         if self.signum is None:
             self.signum = signum
             logger.warning(
-                "%s received: finishing this step, then saving a checkpoint and stopping "
-                "(Ctrl-C again to abort without saving)",
+                "%s received: finishing this step, then saving a checkpoint and stopping (a run "
+                "already in its final evaluation finishes instead; Ctrl-C again to abort without saving)",
                 signal.Signals(signum).name,
             )
 

@@ -44,6 +44,28 @@ def test_a_signal_mid_step_finishes_the_step_saves_and_resumes_exactly(
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_a_signal_in_the_last_step_stops_before_the_final_evaluation(
+    shapes_root, cache, tmp_path, monkeypatch
+):
+    """The last step is a step like the others: a signal in it saves and stops (exit 143), and the
+    resumed run does the final held-out loss and artefacts, equal to a run that never stopped."""
+    overrides = ("adapter.dropout=0.1", "train.save_every=100", "train.log_every=2")
+    straight = loop.train(recipe_for(shapes_root, cache, tmp_path / "a", *overrides), progress=False)
+    recipe = recipe_for(shapes_root, cache, tmp_path / "b", *overrides)
+    real = interrupt_after_forward(monkeypatch, 6, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(
+        TrainingStopped, match=r"stopped after step 6 of 6; checkpoint saved in .*step-000006"
+    ):
+        loop.train(recipe, progress=False)
+    assert not (tmp_path / "b" / "summary.json").exists()  # the final stage did not run
+    monkeypatch.setattr(loop, "token_losses", real)
+    resumed = loop.train(recipe, resume="auto", progress=False)
+    assert losses(resumed) == losses(straight)
+    assert resumed.val == straight.val
+    a, b = (p / "adapter_model.safetensors" for p in (tmp_path / "a", tmp_path / "b"))
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_ctrl_c_raised_mid_forward_saves_the_rng_the_step_began_with(
     shapes_root, cache, tmp_path, monkeypatch
 ):
