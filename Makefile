@@ -9,7 +9,7 @@ ARGS ?=
 # On a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test test-slow lint format data finetune eval push demo-data check bench clean
+.PHONY: setup test test-slow lint format data finetune eval push demo-data check bench soak clean
 
 setup: $(BIN)/uvft
 
@@ -61,6 +61,10 @@ check: setup
 
 bench: setup
 	$(BIN)/python bench/bench_build.py
+
+# resident memory over 10x the recipe's steps (about 20 min for the demo): bench/results/soak.png
+soak: setup
+	$(BIN)/python bench/soak.py --recipe $(RECIPE) $(ARGS)
 
 clean:
 	rm -rf .cache/uvft

@@ -378,10 +378,16 @@ def train(
     the next step boundary with a checkpoint (pipeline.train.signals)."""
     with StopRequest() as stop:
         try:
-            return _train(
+            summary = _train(
                 recipe, resume=resume, progress=progress, accelerator=accelerator, cpu=cpu,
                 overwrite=overwrite, stop=stop,
             )  # fmt: skip
+            if stop.requested:
+                name = signal.Signals(stop.signum or signal.SIGTERM).name
+                logger.warning(
+                    "%s came during the final evaluation: the run finished instead of stopping", name
+                )
+            return summary
         except RuntimeError as e:
             if not peer_lost(e):
                 raise
@@ -588,7 +594,7 @@ def _train(
         window_sums += torch.tensor(saved_window[0], dtype=torch.float64, device=accelerator.device)
         window_counts += torch.tensor(saved_window[1], dtype=torch.float64, device=accelerator.device)
     started, samples_at_start = time.perf_counter(), state["samples"]
-    batches = iter(loader)
+    batches = stop.track(iter(loader))
     # phase: "forward" until the optimizer steps (nothing of the step is applied yet, and the RNG
     # as the step began is `rng_before`), "update" while it steps, "done" once the step counts
     phase, rng_before = "done", None
@@ -705,11 +711,6 @@ def _train(
         save(step)
     if main:
         logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
-        if stop.requested:
-            logger.warning(
-                "%s came during the final evaluation: the run finished instead of stopping",
-                signal.Signals(stop.signum or signal.SIGTERM).name,
-            )
     seconds = time.perf_counter() - started
     summary = RunSummary(
         run_dir=str(run_dir),

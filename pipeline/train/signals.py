@@ -7,7 +7,9 @@ second SIGINT aborts at once (KeyboardInterrupt), for a user who does not want t
 
 DataLoader workers ignore both signals (`ignore_stop_signals` is their `worker_init_fn`): a
 terminal's Ctrl-C and a container's SIGTERM reach the whole process group, and a worker that died
-of it would fail the main process's next batch before it could save.
+of it would fail the main process's next batch before it could save. Because they ignore SIGTERM,
+multiprocessing's exit-time `terminate()` cannot end them: the loaders a run tracks are closed when
+the run leaves the StopRequest, while its handlers still stand (`close_workers`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._iterators: list[Any] = []
+
+    def track(self, iterator: Any) -> Any:
+        """A DataLoader iterator whose workers are closed on leaving (see the module doc)."""
+        self._iterators.append(iterator)
+        return iterator
 
     @property
     def requested(self) -> bool:
@@ -66,9 +74,27 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
+        try:
+            while self._iterators:
+                close_workers(self._iterators.pop())
+        finally:
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
+            self._previous.clear()
+
+
+def close_workers(iterator: Any) -> None:
+    """Shut a DataLoader iterator's workers down now; any still alive after that (a second Ctrl-C
+    cut the shutdown short) are killed, since they ignore the SIGTERM of multiprocessing's exit."""
+    workers = list(getattr(iterator, "_workers", []))
+    try:
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # what the iterator's __del__ calls
+        if shutdown is not None:
+            shutdown()
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.kill()
 
 
 def ignore_stop_signals(worker_id: int) -> None:

@@ -132,3 +132,38 @@ def test_evaluate_metric_matches_function():
     for k in KEYS:
         assert out[k] == pytest.approx(expected[k]), k
     assert out["tokenizer"] == "fallback"
+
+
+@needs_java
+def test_ptb_tokenizer_survives_a_signal_to_the_process_group(tmp_path):
+    """Java runs in its own session: the Ctrl-C or SIGTERM a training job's process group gets
+    (and the trainer turns into a clean stop) does not reach it mid-evaluation. The job here is a
+    child process in a session of its own, so the signal reaches nothing else."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import json, signal, sys\n"
+        "from pipeline.evaluation.metrics import caption\n"
+        "got = []\n"
+        "signal.signal(signal.SIGINT, lambda *a: got.append(1))  # the trainer's: record, don't die\n"
+        "captions = {i: [f'A red circle, number {i}.'] * 3 for i in range(3000)}\n"
+        "print('tokenizing', flush=True)\n"
+        "out = caption.ptb_tokenize(captions)\n"
+        "print(json.dumps({'signalled': bool(got), 'n': len(out), 'seven': out[7]}))\n"
+    )
+    job = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert job.stdout.readline().strip() == "tokenizing"
+    time.sleep(0.3)  # Java is starting or tokenizing
+    os.killpg(job.pid, signal.SIGINT)
+    out, _ = job.communicate(timeout=120)
+    assert job.returncode == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"signalled": True, "n": 3000, "seven": ["a red circle number 7"] * 3}

@@ -100,3 +100,24 @@ def test_a_signal_during_set_up_stops_before_the_first_step(shapes_root, cache, 
         loop.train(recipe_for(shapes_root, cache, tmp_path / "run"), progress=False)
     assert ckpt.checkpoint_dirs(tmp_path / "run") == []
     assert signal.getsignal(signal.SIGTERM) == before  # the handlers are gone with the run
+
+
+def test_leaving_a_run_closes_its_loader_workers():
+    """Workers ignore SIGTERM, so multiprocessing's exit-time terminate() cannot end them and its
+    join would wait forever (a signal that cut the iterator's own shutdown short left the process
+    hanging at exit): the run's StopRequest closes them while its handlers still stand."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pipeline.train.signals import StopRequest, ignore_stop_signals
+
+    loader = DataLoader(
+        list(range(64)), batch_size=4, num_workers=2, persistent_workers=True,
+        worker_init_fn=ignore_stop_signals,
+    )  # fmt: skip
+    with StopRequest() as stop:
+        batches = stop.track(iter(loader))
+        assert torch.equal(next(batches), torch.tensor([0, 1, 2, 3]))
+        workers = list(batches._workers)
+        assert all(w.is_alive() for w in workers)
+    assert not any(w.is_alive() for w in workers)

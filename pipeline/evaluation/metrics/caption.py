@@ -42,7 +42,7 @@ import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
+from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 _DROP = {*PUNCTUATIONS, '"'}
@@ -67,9 +67,39 @@ def fallback_tokenize(text: str) -> str:
 def _tokenize(captions: dict[int, list[str]], use_ptb: bool) -> dict[int, list[str]]:
     if not use_ptb:
         return {k: [fallback_tokenize(c) for c in v] for k, v in captions.items()}
-    out = PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    out = ptb_tokenize(captions)
     if any(len(out.get(k, [])) != len(v) for k, v in captions.items()):
         raise RuntimeError("PTBTokenizer (java) returned fewer lines than captions sent; is java working?")
+    return out
+
+
+def ptb_tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
+    """pycocoevalcap's `PTBTokenizer.tokenize`, the same command and the same post-processing, run
+    so that it survives what a training job meets: Java runs in its own session (a Ctrl-C or
+    SIGTERM sent to the job's process group, which the trainer turns into a clean stop, must not
+    kill it mid-evaluation), its input lives in a temporary folder rather than the installed
+    package's, and its progress line is not printed."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    keys = [k for k, v in captions.items() for _ in range(len(v))]
+    sentences = "\n".join(c.replace("\n", " ") for v in captions.values() for c in v)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "captions.txt"
+        path.write_bytes(sentences.encode())
+        jar, main = ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR, "edu.stanford.nlp.process.PTBTokenizer"
+        cmd = ["java", "-cp", jar, main, "-preserveLines", "-lowerCase", str(path)]
+        cwd = Path(ptbtokenizer.__file__).parent  # the jar's folder: its path is relative
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, start_new_session=True, check=False)
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise RuntimeError(f"PTBTokenizer (java) failed: {why[0]}")
+    out: dict[int, list[str]] = {}
+    for k, line in zip(keys, done.stdout.decode().split("\n"), strict=False):
+        out.setdefault(k, []).append(" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS))
     return out
 
 
