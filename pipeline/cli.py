@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--base", action="store_true", help="evaluate the base model without the adapter")
     p.add_argument("--split", default="val")
     p.add_argument("--limit", type=int, metavar="N", help="at most N records per task")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--batch-size", type=int, help="generation batch size (default: the recipe's eval.batch_size)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 

@@ -5,7 +5,7 @@ decides an output is what `uvft eval` uses: the family's format module renders t
 the model's `uvft.json`, see pipeline.models.spec) and parses the generation, the generation config
 is the one pinned in the folder (greedy, `no_repeat_ngram_size=0`), images go through the same
 `load_image` (EXIF orientation, grayscale / RGBA / 16-bit to RGB), and records are generated in
-the same batches (pipeline.evaluation.generate). So `predict` reproduces `uvft eval`'s generations.
+the same batches (pipeline.evaluation.predict). So `predict` reproduces `uvft eval`'s generations.
 
 What `load_model` accepts:
 
@@ -97,8 +97,7 @@ class Model:
     def _predict_chunk(
         self, items: list[dict[str, Any]], offset: int, batch_size: int
     ) -> list[dict[str, Any]]:
-        from pipeline.evaluation.generate import generate
-        from pipeline.evaluation.run import closed_set
+        from pipeline.evaluation.predict import closed_set, generate
         from pipeline.sources.images import load_image
 
         rows = []
@@ -260,7 +259,7 @@ def pinned_generation_config(folder: Path, model: Any) -> Any:
 
     if (folder / "generation_config.json").is_file():
         return GenerationConfig.from_pretrained(str(folder))
-    from pipeline.train.loop import generation_config
+    from pipeline.models.generation import generation_config
 
     return generation_config(model, max_new_tokens=256)
 

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import DataError
+from pipeline.models.common import IMAGE_TOKEN
 from pipeline.records import FAMILIES
 from pipeline.sources.images import load_image
 
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 META_KEYS = ("task", "id")  # the batch's non-tensor entries
-IMAGE_TOKEN = "<image>"
 
 
 def _check_family(family: str) -> None:

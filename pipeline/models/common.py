@@ -19,6 +19,9 @@ from pipeline.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
+# the placeholder both families' processors expand into the image tokens
+IMAGE_TOKEN = "<image>"
+
 PRESETS = ("attention", "attention_mlp", "all_linear")
 VISION_TOWER = "vision_tower"  # the module name both families give their image encoder
 

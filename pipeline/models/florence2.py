@@ -23,6 +23,7 @@ import torch
 
 from pipeline.formats import florence2 as fmt
 from pipeline.models.common import (
+    IMAGE_TOKEN,
     TinySize,
     count_parameters,
     freeze_vision,
@@ -55,7 +56,6 @@ logger = logging.getLogger(__name__)
 DECODER_ONLY = False
 
 FAMILY = "florence2"
-IMAGE_TOKEN = "<image>"
 
 NATIVE_IDS = {
     f"microsoft/Florence-2-{v}": f"florence-community/Florence-2-{v}"

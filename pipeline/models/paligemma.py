@@ -18,6 +18,7 @@ import torch
 
 from pipeline.formats import pali as fmt
 from pipeline.models.common import (
+    IMAGE_TOKEN,
     TinySize,
     count_parameters,
     freeze_vision,
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 DECODER_ONLY = True
 
 FAMILY = "paligemma"
-IMAGE_TOKEN = "<image>"
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0-4
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]  # byte fallback, as Gemma's vocab has
 

@@ -10,7 +10,6 @@ in it, so one process with batch 2b and two processes with batch b see the same 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pipeline import models
@@ -30,11 +28,17 @@ from pipeline.data.build import build
 from pipeline.data.collate import Collator, drop_long_targets
 from pipeline.data.mixture import MixtureSampler, groups_from_sources
 from pipeline.errors import UvftError
+from pipeline.evaluation.predict import eval_generation_config, predict
+from pipeline.evaluation.score import HEADLINE, first_per_task, headline, score_tasks
 from pipeline.failpoints import failpoint
+from pipeline.models.generation import generation_config
+from pipeline.models.loss import target_tokens, token_losses
 from pipeline.models.spec import ModelSpec, spec_from_records
-from pipeline.recipe import AdapterSection, Recipe, changes, dump, expand_path
+from pipeline.recipe import Recipe, changes, dump
 from pipeline.records import TASKS
+from pipeline.runtime import make_accelerator, model_dtype
 from pipeline.train import checkpoint as ckpt
+from pipeline.train.base_model import base_model_path
 from pipeline.train.optim import make_optimizer, make_scheduler
 from pipeline.train.signals import StopRequest, TrainingStopped, ignore_stop_signals
 
@@ -65,95 +69,6 @@ class RunSummary:
 
 
 # --- set-up --------------------------------------------------------------------------------------
-
-
-def make_accelerator(recipe: Recipe, *, cpu: bool = False, log: bool = True):
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
-    cfg = recipe.train
-    cuda = torch.cuda.is_available() and not cpu
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    trackers = list(cfg.trackers) if log else []
-    return Accelerator(
-        mixed_precision=mp,
-        gradient_accumulation_steps=cfg.grad_accum,
-        cpu=cpu or not torch.cuda.is_available(),
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(
-            project_dir=str(recipe.run_dir), logging_dir=str(recipe.run_dir / "logs")
-        ),
-    )
-
-
-def _dtype(recipe: Recipe) -> torch.dtype | None:
-    if recipe.model.dtype == "auto":
-        # weights stay fp32 on CPU; on CUDA the mixed-precision autocast does the bf16 work
-        return None
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-        recipe.model.dtype
-    ]
-
-
-def base_model_path(recipe: Recipe, records: Any, *, progress: bool, accelerator: Any) -> str:
-    """The model the run starts from: the recipe's hub id or folder, or uvft's tiny model (built on
-    the spot from the records' text and, with model.tiny.base_steps, given a cached base stage)."""
-    if recipe.model.id is not None:
-        return recipe.model.id
-    tiny = recipe.model.tiny
-    family = models.get(recipe.model.family)
-    texts = sorted({t for ds in records.values() for t in (*ds["prompt"], *ds["target"])})
-    # the builder's code is part of the key: a changed initialisation must not reuse a stale model
-    code = [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest() for m in (family, models.common)]
-    key = hashlib.sha256(
-        json.dumps([recipe.model.family, tiny.size, tiny.seed, texts, code], sort_keys=True).encode()
-    ).hexdigest()[:16]
-    cache = expand_path(recipe.data.cache_dir) / "tiny"
-    folder = cache / f"{recipe.model.family}-{key}"
-    with accelerator.main_process_first():
-        if not (folder / "config.json").is_file() and accelerator.is_main_process:
-            tmp = cache / f".tmp-{folder.name}"
-            family.build_tiny(tmp, texts, seed=tiny.seed, **tiny.size)
-            tmp.rename(folder)
-    if tiny.base_steps == 0:
-        return str(folder)
-    return _base_stage(recipe, folder, progress=progress, accelerator=accelerator)
-
-
-def _base_stage(recipe: Recipe, tiny_folder: Path, *, progress: bool, accelerator: Any) -> str:
-    """Full training of the tiny model (a stand-in for a pretrained foundation model), run once
-    and cached under a key of everything that decides it."""
-    tiny = recipe.model.tiny
-    base = recipe.model_copy(deep=True)
-    base.name, base.output_dir = "base", None  # the fine-tune's name and folder don't decide the base
-    base.model.id = str(tiny_folder)
-    # full training, and the vision tower too: with random weights it has everything to learn
-    base.adapter = AdapterSection(method="full", freeze_vision=False)
-    base.train.steps = tiny.base_steps
-    base.train.lr = tiny.base_lr
-    base.train.val_every = 0
-    base.eval.every = 0
-    base.train.trackers = []
-    if tiny.base_sources is not None:
-        base.data.sources = [s for s in base.data.sources if s.name in tiny.base_sources]
-        if base.mixture.weights:
-            base.mixture.weights = {k: v for k, v in base.mixture.weights.items() if k in tiny.base_sources}
-    key = hashlib.sha256((dump(base) + str(tiny_folder)).encode()).hexdigest()[:16]
-    out = expand_path(recipe.data.cache_dir) / "base" / f"{recipe.model.family}-{key}"
-    base.output_dir = str(out)
-    if not (out / "model" / "config.json").is_file():
-        logger.info(
-            "base stage: full training of the tiny model for %d steps (cached in %s)", tiny.base_steps, out
-        )
-        _base_stage_train(base, progress=progress, accelerator=accelerator)
-    return str(out / "model")
-
-
-def _base_stage_train(base: Recipe, *, progress: bool, accelerator: Any) -> None:
-    # resume="auto": an interrupted base stage continues where it stopped
-    train(base, resume="auto", progress=progress, accelerator=accelerator)
 
 
 # What may change when a run is resumed: how long it goes on (the LR schedule is then laid over
@@ -235,8 +150,6 @@ class Evaluator:
     metrics, and keeps the adapter in <run>/best when `eval.metric` improved."""
 
     def __init__(self, recipe: Recipe, split_ds: Any, processor: Any, accelerator: Any) -> None:
-        from pipeline.evaluation.run import first_per_task
-
         self.recipe, self.processor, self.accelerator = recipe, processor, accelerator
         rows = list(split_ds.select(first_per_task(split_ds["task"], recipe.eval.per_task)))
         self.lookup = {f"{r['source']}/{r['id']}": r for r in rows}
@@ -245,8 +158,6 @@ class Evaluator:
 
     def __call__(self, model: torch.nn.Module, step: int, state: dict[str, Any]) -> None:
         from accelerate.utils import gather_object
-
-        from pipeline.evaluation.run import HEADLINE, eval_generation_config, headline, predict, score_tasks
 
         acc, cfg = self.accelerator, self.recipe.eval
         unwrapped = acc.unwrap_model(model)
@@ -319,21 +230,6 @@ def _save_model(model, processor, gen, out: Path) -> None:
 
 
 # --- loss ----------------------------------------------------------------------------------------
-
-
-def token_losses(
-    model: torch.nn.Module, batch: dict[str, Any], *, shift: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-target-token cross-entropy summed per example, and the target-token count per example."""
-    inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    labels = inputs["labels"]
-    logits = model(**inputs).logits
-    if shift:  # decoder-only: position t predicts token t+1
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    logits = logits[:, -labels.shape[1] :]  # prefix positions (image tokens) carry no label
-    ce = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    mask = labels != -100
-    return (ce * mask).sum(dim=1), mask.sum(dim=1)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -456,11 +352,11 @@ def _train(
         records = build(recipe, progress=progress and main).load()
     if cfg.val_split not in records:
         raise UvftError(f"train.val_split {cfg.val_split!r} is not a split of the records: {sorted(records)}")
-    base = base_model_path(recipe, records, progress=progress, accelerator=accelerator)
+    base = base_model_path(recipe, records, progress=progress, accelerator=accelerator, trainer=train)
     set_seed(cfg.seed)  # the same initial adapter weights on every process
     model, processor = family.load(
         base,
-        dtype=_dtype(recipe),
+        dtype=model_dtype(recipe),
         attn_implementation=recipe.model.attn_implementation,
         revision=recipe.model.revision,
     )
@@ -509,8 +405,6 @@ def _train(
         persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
         worker_init_fn=ignore_stop_signals if cfg.num_workers > 0 else None,
     )
-    from pipeline.evaluation.run import first_per_task
-
     # the held-out subset follows the global batch: N processes of batch b score what one of N*b does
     per_task = max(1, cfg.val_batches * cfg.batch_size * accelerator.num_processes // len(TASKS))
     subset = first_per_task(val_ds["task"], per_task)[accelerator.process_index :: accelerator.num_processes]
@@ -607,7 +501,7 @@ def _train(
                 _stop(stop, step, start_step, cfg.steps, saved_at, save, run_dir)
             rng_before, phase = ckpt.rng_state(), "forward"
             window = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum)]
-            local_tokens = sum(_target_tokens(b, shift) for b in window)
+            local_tokens = sum(target_tokens(b, shift) for b in window)
             global_tokens = accelerator.reduce(
                 torch.tensor(local_tokens, device=accelerator.device), "sum"
             ).item()
@@ -754,11 +648,6 @@ def _stop(stop: StopRequest, step: int, start_step: int, steps: int, saved_at, s
     )
 
 
-def _target_tokens(batch: dict[str, Any], shift: bool) -> int:
-    labels = batch["labels"][:, 1:] if shift else batch["labels"]
-    return int((labels != -100).sum())
-
-
 def _save_final(
     model, processor, recipe: Recipe, run_dir: Path, summary: RunSummary, spec: ModelSpec
 ) -> None:
@@ -772,19 +661,6 @@ def _save_final(
     (run_dir / "recipe.yaml").write_text(dump(recipe))
     (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2))
     logger.info("saved %s to %s", "model" if recipe.adapter.method == "full" else "adapter", out)
-
-
-def generation_config(model: torch.nn.Module, *, max_new_tokens: int):
-    """The pinned generation config saved with a run: greedy, KV cache on, and
-    no_repeat_ngram_size=0 (Florence-2 ships 3, which corrupts repeated <loc> structures)."""
-    from transformers import GenerationConfig
-
-    base = getattr(model, "generation_config", None) or GenerationConfig.from_model_config(model.config)
-    gen = GenerationConfig.from_dict(base.to_dict())
-    gen.update(
-        num_beams=1, do_sample=False, no_repeat_ngram_size=0, use_cache=True, max_new_tokens=max_new_tokens
-    )
-    return gen
 
 
 def _log(accelerator: Any, values: dict[str, float], step: int) -> None:

@@ -10,8 +10,10 @@ import pytest
 
 from pipeline.data import shapes
 from pipeline.errors import UvftError
-from pipeline.evaluation.generate import box_scores
-from pipeline.evaluation.run import detection_f1, evaluate_run, headline, trivial_baselines
+from pipeline.evaluation.metrics.detection import detection_f1
+from pipeline.evaluation.predict import box_scores
+from pipeline.evaluation.run import evaluate_run
+from pipeline.evaluation.score import headline, trivial_baselines
 from pipeline.recipe import load_recipe
 from pipeline.train import loop
 

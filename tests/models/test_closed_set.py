@@ -7,7 +7,7 @@ import torch
 
 from pipeline import models
 from pipeline.data.collate import Collator, target_length
-from pipeline.evaluation.generate import label_loglikelihoods
+from pipeline.evaluation.predict import label_loglikelihoods
 
 from .conftest import model_inputs, train_steps
 

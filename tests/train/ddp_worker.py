@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from pipeline.recipe import load_recipe
-from pipeline.train.loop import make_accelerator, train
+from pipeline.runtime import make_accelerator
+from pipeline.train.loop import train
 
 
 def main() -> None:

@@ -13,8 +13,9 @@ import torch
 from loop_runs import interrupt_after_forward, losses, recipe_for
 
 from pipeline.errors import UvftError
+from pipeline.models.loss import token_losses
+from pipeline.train import base_model, loop
 from pipeline.train import checkpoint as ckpt
-from pipeline.train import loop
 from pipeline.train.signals import TrainingStopped
 
 
@@ -93,7 +94,7 @@ def test_tokens_are_averaged_over_the_global_batch():
         def forward(self, **kw):
             return type("Out", (), {"logits": logits})
 
-    loss_sum, n_tok = loop.token_losses(M(), {"labels": labels}, shift=False)
+    loss_sum, n_tok = token_losses(M(), {"labels": labels}, shift=False)
     assert n_tok.tolist() == [1, 3]
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), reduction="sum")
     assert float(loss_sum.sum()) == pytest.approx(float(expected))
@@ -131,7 +132,7 @@ def test_base_stage_is_built_once_and_cached(shapes_root, cache, tmp_path, monke
     assert {k for e in base_summary["losses"] for k in e if k.startswith("loss/")} == {"loss/caption"}
 
     calls = []
-    monkeypatch.setattr(loop, "_base_stage_train", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(base_model, "_base_stage_train", lambda *a, **k: calls.append(a))
     # another run with another name, folder and adapter reuses the cached base
     again = loop.train(
         recipe_for(shapes_root, cache, tmp_path / "b", *base_overrides, "adapter.r=4"), progress=False

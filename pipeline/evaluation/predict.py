@@ -1,5 +1,7 @@
-"""Generation for evaluation: batched by task, greedy or beam search, parsed by the family's format,
-with a confidence score per detected box from the generated tokens' log-probabilities.
+"""Prediction for evaluation and inference: generation batched by task (greedy or beam search),
+parsed by the family's format, with a confidence score per detected box from the generated tokens'
+log-probabilities; closed-set classification by label log-likelihood; the run's pinned generation
+config with the recipe's eval settings. Imports nothing of training.
 
 A box's score is exp(mean log-probability of its four location tokens): COCO AP ranks detections,
 so every box needs one. Boxes are matched to the location-token quadruples of the generation in
@@ -12,21 +14,24 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from pipeline import formats, models
+from pipeline.errors import UvftError
+from pipeline.formats.loc import FLORENCE, PALI
+from pipeline.models.common import IMAGE_TOKEN
+from pipeline.models.generation import generation_config
+from pipeline.models.loss import token_losses
+from pipeline.recipe import EvalSection, Recipe
 from pipeline.sources.images import load_image
 
 logger = logging.getLogger(__name__)
-
-_LOC = re.compile(r"^<loc_?\d+>$")
-IMAGE_TOKEN = "<image>"
 
 
 def _batches(records: Sequence[dict[str, Any]], batch_size: int) -> list[list[dict[str, Any]]]:
@@ -63,11 +68,15 @@ def _inputs(processor: Any, family: str, batch: list[dict[str, Any]], device: to
     return {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
 
+def _is_loc(token: str) -> bool:
+    return bool(FLORENCE.pattern.fullmatch(token) or PALI.pattern.fullmatch(token))
+
+
 def box_scores(
     tokens: Sequence[str], logprobs: Sequence[float], n_boxes: int, parse_errors: int
 ) -> list[float]:
     """One confidence per parsed box from the location tokens' log-probabilities (see module doc)."""
-    locs = [lp for t, lp in zip(tokens, logprobs, strict=True) if _LOC.match(t)]
+    locs = [lp for t, lp in zip(tokens, logprobs, strict=True) if _is_loc(t)]
     if not locs or n_boxes == 0:
         return [0.0] * n_boxes
     quads = [locs[i : i + 4] for i in range(0, len(locs) - len(locs) % 4, 4)]
@@ -148,7 +157,6 @@ def label_loglikelihoods(
     teacher-forced through the training collator. The argmax is always a valid label, and any
     label set can be scored (zero-shot classification over classes the data never named)."""
     from pipeline.data.collate import Collator
-    from pipeline.train.loop import token_losses
 
     if not labels:
         raise ValueError("closed-set classification needs at least one label")
@@ -169,3 +177,107 @@ def label_loglikelihoods(
         bar.update(sum(1 for _, j in chunk if j == len(labels) - 1))
     bar.close()
     return scores
+
+
+def predict(
+    model: Any,
+    processor: Any,
+    family: str,
+    rows_in: list[dict[str, Any]],
+    cfg: EvalSection,
+    *,
+    generation_config: Any,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Generate and parse for every record (and score class names for closed-set classification);
+    return the generations.jsonl rows, in input order."""
+    outs = generate(
+        model,
+        processor,
+        family,
+        rows_in,
+        generation_config=generation_config,
+        batch_size=cfg.batch_size,
+        progress=progress,
+    )
+    rows = [
+        {
+            "id": r["id"],
+            "source": r["source"],
+            "task": r["task"],
+            "prompt": r["prompt"],
+            "generated_text": o["generated_text"],
+            "parsed": o["parsed"],
+            "references": _references(r),
+            "image": r["image"],
+            "image_size": r["image_size"],
+        }
+        for r, o in zip(rows_in, outs, strict=True)
+    ]
+    if cfg.closed_set:
+        _closed_set(model, processor, family, rows_in, rows, cfg, progress=progress)
+    return rows
+
+
+def _closed_set(model, processor, family, rows_in, rows, cfg: EvalSection, *, progress: bool) -> None:
+    """Add parsed["closed_set"] = {"label", "scores"} to the classification rows."""
+    chosen = closed_set(
+        model, processor, family, rows_in, labels=cfg.labels, batch_size=cfg.batch_size, progress=progress
+    )
+    for i, result in chosen.items():
+        rows[i]["parsed"]["closed_set"] = result
+
+
+def closed_set(
+    model, processor, family: str, records: Sequence[dict[str, Any]], *, labels: Sequence[str] | None = None,
+    batch_size: int = 32, progress: bool = True,
+) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """Closed-set classification of the classification records: index -> {"label", "scores"}, the
+    label of highest likelihood (the first of equal scores) among `labels`, else the record's own
+    class list (`categories`). Records are scored in groups of the same candidate list."""
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        if r["task"] == "classification":
+            candidates = tuple(labels) if labels else tuple(r["categories"] or [])
+            if not candidates:
+                raise UvftError(
+                    f"closed-set classification of record {r['source']}/{r['id']}: the record names no "
+                    "classes (categories is empty); set eval.labels or eval.closed_set: false"
+                )
+            groups[candidates].append(i)
+    out: dict[int, dict[str, Any]] = {}
+    for candidates, idx in groups.items():
+        scores = label_loglikelihoods(
+            model, processor, family, [records[i] for i in idx], list(candidates),
+            batch_size=batch_size, progress=progress,
+        )  # fmt: skip
+        for i, row_scores in zip(idx, scores, strict=True):
+            best = max(range(len(candidates)), key=lambda j: row_scores[j])
+            out[i] = {"label": candidates[best], "scores": dict(zip(candidates, row_scores, strict=True))}
+    return out
+
+
+def eval_generation_config(model: Any, recipe: Recipe, folder: Path | None = None) -> Any:
+    """The run's pinned generation config (from `folder` when saved there), with the recipe's
+    eval.num_beams and eval.max_new_tokens applied."""
+    from transformers import GenerationConfig
+
+    cfg = recipe.eval
+    max_new = cfg.max_new_tokens or recipe.train.max_target_tokens or 256
+    if folder is not None and (folder / "generation_config.json").is_file():
+        gen = GenerationConfig.from_pretrained(folder)
+    else:
+        gen = generation_config(model, max_new_tokens=max_new)
+    gen.update(num_beams=cfg.num_beams, max_new_tokens=max_new)
+    return gen
+
+
+def _references(r: dict[str, Any]) -> dict[str, Any]:
+    task = r["task"]
+    if task == "classification":
+        return {"label": r["label"], "categories": r["categories"]}
+    if task == "caption":
+        return {"captions": r["captions"]}
+    if task == "vqa":
+        return {"answers": r["answers"], "answer_type": r["answer_type"], "question": r["question"]}
+    return {"objects": r["objects"]}

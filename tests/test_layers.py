@@ -1,0 +1,78 @@
+"""The package's layers import one way (see the design notes): every `import` inside pipeline/,
+function-local ones included, goes to the same layer or a lower one, and the prediction and
+scoring rooms load without anything of training."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+
+# lowest first; a module belongs to the longest prefix that names it
+LAYERS = [
+    ("pipeline.errors", "pipeline.records", "pipeline.registry", "pipeline.failpoints"),
+    ("pipeline.sources", "pipeline.formats", "pipeline.recipe"),  # a recipe checks its sources' options
+    ("pipeline.models", "pipeline.runtime"),
+    ("pipeline.data",),
+    ("pipeline.evaluation.metrics", "pipeline.evaluation.predict", "pipeline.evaluation.score",
+     "pipeline.evaluation.report"),
+    ("pipeline.train",),
+    ("pipeline.evaluation.run", "pipeline.inference", "pipeline.hub", "pipeline.cli"),
+]  # fmt: skip
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    if module == "pipeline":  # the package itself: __version__ and a lazy façade
+        return 0
+    best, found = -1, None
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best:
+                best, found = len(p), i
+    assert found is not None, f"{module} is in no layer: add it to LAYERS"
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    """Every pipeline module `path` imports, at the top or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("pipeline")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+            for a in node.names:  # `from pipeline import models` imports the module pipeline.models
+                sub = f"{node.module}.{a.name}"
+                is_module = (PACKAGE.parent / sub.replace(".", "/")).with_suffix(".py").is_file() or (
+                    PACKAGE.parent / sub.replace(".", "/") / "__init__.py"
+                ).is_file()
+                out.add(sub if is_module else node.module)
+    return out
+
+
+def test_imports_go_one_way():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        me = _module(path)
+        if me == "pipeline":  # the package's lazy façade (`from pipeline import load_model`)
+            continue
+        for other in sorted(_imports(path)):
+            if _layer(other) > _layer(me):
+                upward.append(f"{me} (layer {_layer(me)}) imports {other} (layer {_layer(other)})")
+    assert upward == []
+
+
+def test_prediction_and_scoring_load_without_training():
+    code = (
+        "import sys, pipeline.evaluation.score, pipeline.evaluation.predict; "
+        "print(sorted(m for m in sys.modules if m.startswith('pipeline.train')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
