@@ -18,7 +18,7 @@ LAYERS = [
     ("pipeline.models", "pipeline.runtime"),
     ("pipeline.data",),
     ("pipeline.evaluation.metrics", "pipeline.evaluation.predict", "pipeline.evaluation.score",
-     "pipeline.evaluation.report"),
+     "pipeline.evaluation.evaluator", "pipeline.evaluation.report"),
     ("pipeline.train",),
     ("pipeline.evaluation.run", "pipeline.inference", "pipeline.hub", "pipeline.cli"),
 ]  # fmt: skip

@@ -28,8 +28,8 @@ from pipeline.data.build import build
 from pipeline.data.collate import Collator, drop_long_targets
 from pipeline.data.mixture import MixtureSampler, groups_from_sources
 from pipeline.errors import UvftError
-from pipeline.evaluation.predict import eval_generation_config, predict
-from pipeline.evaluation.score import HEADLINE, first_per_task, headline, score_tasks
+from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
+from pipeline.evaluation.score import first_per_task, headline
 from pipeline.failpoints import failpoint
 from pipeline.models.generation import generation_config
 from pipeline.models.loss import target_tokens, token_losses
@@ -75,11 +75,23 @@ class RunSummary:
 # the new total), how it saves, logs and evaluates, and where the data and caches are. Anything
 # else (lr, batch size, data, model, adapter, mixture, seed...) decides the run already trained.
 RESUMABLE = (
-    "train.steps", "train.save_every", "train.keep_last", "train.log_every", "train.val_every",
-    "train.trackers", "train.wandb_project", "train.num_workers", "train.pin_memory",
-    "train.persistent_workers", "train.max_nonfinite", "eval.", "data.root", "data.cache_dir",
-    "output_dir", "model.attn_implementation",
-)  # fmt: skip
+    "train.steps",
+    "train.save_every",
+    "train.keep_last",
+    "train.log_every",
+    "train.val_every",
+    "train.trackers",
+    "train.wandb_project",
+    "train.num_workers",
+    "train.pin_memory",
+    "train.persistent_workers",
+    "train.max_nonfinite",
+    "eval.",
+    "data.root",
+    "data.cache_dir",
+    "output_dir",
+    "model.attn_implementation",
+)
 
 
 def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
@@ -111,14 +123,19 @@ def check_sharding(accelerator: Any, resume_from: Path | None) -> None:
     from accelerate.utils import DistributedType
 
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    asked = [n for n, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
-             if os.environ.get(env, "").lower() == "true"]  # fmt: skip
+    asked = [
+        n
+        for n, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+        if os.environ.get(env, "").lower() == "true"
+    ]
     if asked and not sharded and accelerator.is_main_process:
         logger.warning(
             "the launch config asks for %s, but Accelerate shards only on accelerators: on %s this run "
             "is plain data parallel over %d processes (each holds the whole model and optimizer)",
-            asked[0], accelerator.device.type, accelerator.num_processes,
-        )  # fmt: skip
+            asked[0],
+            accelerator.device.type,
+            accelerator.num_processes,
+        )
     if sharded and resume_from is not None:
         raise UvftError(
             f"cannot resume {resume_from} under {accelerator.distributed_type.value}: resuming a "
@@ -142,63 +159,6 @@ def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
     )
     # get_peft_model wraps in place: from here on, only the adapter is ever saved
     return get_peft_model(model, config)
-
-
-class Evaluator:
-    """Generation-based evaluation during training (recipe `eval`): every process generates for its
-    share of a fixed validation subset, the main process scores the gathered rows, logs the headline
-    metrics, and keeps the adapter in <run>/best when `eval.metric` improved."""
-
-    def __init__(self, recipe: Recipe, split_ds: Any, processor: Any, accelerator: Any) -> None:
-        self.recipe, self.processor, self.accelerator = recipe, processor, accelerator
-        rows = list(split_ds.select(first_per_task(split_ds["task"], recipe.eval.per_task)))
-        self.lookup = {f"{r['source']}/{r['id']}": r for r in rows}
-        self.rows = rows[accelerator.process_index :: accelerator.num_processes]
-        self.gen = None
-
-    def __call__(self, model: torch.nn.Module, step: int, state: dict[str, Any]) -> None:
-        from accelerate.utils import gather_object
-
-        acc, cfg = self.accelerator, self.recipe.eval
-        unwrapped = acc.unwrap_model(model)
-        if self.gen is None:
-            self.gen = eval_generation_config(unwrapped, self.recipe)
-        started = time.perf_counter()
-        rows = predict(
-            unwrapped, self.processor, self.recipe.model.family, self.rows, cfg,
-            generation_config=self.gen, progress=False,
-        )  # fmt: skip
-        failpoint("eval.generate")
-        model.train()
-        rows = gather_object(rows) if acc.num_processes > 1 else rows
-        if acc.is_main_process:
-            metrics = score_tasks(rows, self.lookup)
-            value = headline(metrics, cfg.metric)
-            entry: dict[str, Any] = {"step": step}
-            for task, (key, _) in HEADLINE.items():
-                if task in metrics and metrics[task].get(key) is not None:
-                    entry[f"{task}/{key}"] = metrics[task][key]
-            if "closed_set" in metrics.get("classification", {}):
-                entry["classification/closed_set_accuracy"] = metrics["classification"]["closed_set"][
-                    "accuracy"
-                ]
-            entry["mean"] = headline(metrics, "mean")
-            state["evals"].append(entry)
-            _log(acc, {f"eval/{k}": v for k, v in entry.items() if k != "step"}, step)
-            best = state["best"]
-            improved = best is None or value > best["value"]
-            note = (
-                "new best: saved to best/" if improved else f"best {best['value']:.4f} at step {best['step']}"
-            )
-            logger.info(
-                "step %d: eval %s = %.4f (%s; %.1f s)", step, cfg.metric, value, note,
-                time.perf_counter() - started,
-            )  # fmt: skip
-            if improved:
-                path = _save_best(unwrapped, self.processor, self.gen, self.recipe, step, value, metrics)
-                state["best"] = {"step": step, "metric": cfg.metric, "value": value, "path": str(path)}
-        # evals and best live on the main process: it alone writes state.json and summary.json
-        acc.wait_for_everyone()
 
 
 def _save_best(
@@ -238,26 +198,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-@torch.no_grad()
-def held_out_loss(model, loader, accelerator, *, shift: bool) -> dict[str, float]:
-    """Token-averaged loss per task (and overall) on the fixed held-out subset."""
-    model.eval()
-    sums = torch.zeros(len(TASKS) + 1, dtype=torch.float64, device=accelerator.device)
-    counts = torch.zeros_like(sums)
-    for batch in loader:
-        batch = _to_device(batch, accelerator.device)
-        with accelerator.autocast():
-            loss_sum, n_tok = token_losses(model, batch, shift=shift)
-        for task, ls, n in zip(batch["task"], loss_sum, n_tok, strict=True):
-            sums[TASKS.index(task)] += ls.double()
-            counts[TASKS.index(task)] += n
-    sums[-1], counts[-1] = sums[:-1].sum(), counts[:-1].sum()
-    sums, counts = accelerator.reduce(sums, "sum"), accelerator.reduce(counts, "sum")
-    model.train()
-    names = [*TASKS, "all"]
-    return {names[i]: float(sums[i] / counts[i]) for i in range(len(names)) if counts[i] > 0}
-
-
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -274,10 +214,15 @@ def train(
     the next step boundary with a checkpoint (pipeline.train.signals)."""
     with StopRequest() as stop:
         try:
-            summary = _train(
-                recipe, resume=resume, progress=progress, accelerator=accelerator, cpu=cpu,
-                overwrite=overwrite, stop=stop,
-            )  # fmt: skip
+            summary = _finetune(
+                recipe,
+                resume=resume,
+                progress=progress,
+                accelerator=accelerator,
+                cpu=cpu,
+                overwrite=overwrite,
+                stop=stop,
+            )
             if stop.requested:
                 name = signal.Signals(stop.signum or signal.SIGTERM).name
                 logger.warning(
@@ -317,43 +262,159 @@ def peer_lost(e: BaseException) -> bool:
     return any(s in text for s in ("Connection reset by peer", "Connection closed by peer", "Broken pipe"))
 
 
-def _train(
-    recipe: Recipe,
-    *,
-    resume: str | None,
-    progress: bool,
-    accelerator: Any | None,
-    cpu: bool,
-    overwrite: bool,
-    stop: StopRequest,
-) -> RunSummary:
-    from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
+@dataclass
+class TrainState:
+    """Everything besides weights, optimizer, scheduler, sampler and RNG that decides what comes
+    next and what the summary says: saved in every checkpoint's state.json."""
 
-    cfg = recipe.train
-    run_dir = recipe.run_dir
-    existing = ckpt.checkpoint_dirs(run_dir)
+    step: int = 0
+    samples: int = 0
+    nonfinite_total: int = 0
+    nonfinite_in_row: int = 0
+    losses: list[dict[str, Any]] = field(default_factory=list)  # one per logged step
+    val: list[dict[str, Any]] = field(default_factory=list)  # held-out per-task loss over steps
+    evals: list[dict[str, Any]] = field(default_factory=list)  # in-training headline metrics
+    best: dict[str, Any] | None = None  # {"step", "metric", "value", "path"} of <run>/best
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        for name in self.__dataclass_fields__:
+            if name in saved:
+                setattr(self, name, saved[name])
+
+
+class TaskLossMeter:
+    """Sums of target-token losses and token counts per task (float64, on the device): the
+    training loss over a logging window and the held-out loss both read it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(len(TASKS), dtype=torch.float64, device=device)
+        self.counts = torch.zeros_like(self.sums)
+
+    def add(self, tasks: list[str], loss_sum: torch.Tensor, n_tok: torch.Tensor) -> None:
+        for task, ls, n in zip(tasks, loss_sum.detach(), n_tok, strict=True):
+            self.sums[TASKS.index(task)] += ls.double()
+            self.counts[TASKS.index(task)] += n
+
+    def means(self, accelerator: Any) -> dict[str, float]:
+        """Per task and "all", summed over processes; the meter starts again from zero."""
+        sums = torch.cat([self.sums, self.sums.sum().view(1)])
+        counts = torch.cat([self.counts, self.counts.sum().view(1)])
+        sums, counts = accelerator.reduce(sums, "sum"), accelerator.reduce(counts, "sum")
+        self.sums.zero_(), self.counts.zero_()
+        names = [*TASKS, "all"]
+        return {names[i]: float(sums[i] / counts[i]) for i in range(len(names)) if counts[i] > 0}
+
+    def state(self, accelerator: Any) -> list[list[float]]:
+        """The window in progress summed over processes (a checkpoint's `window`)."""
+        return accelerator.reduce(torch.stack([self.sums, self.counts]), "sum").tolist()
+
+    def load(self, saved: list[list[float]] | None, *, main: bool) -> None:
+        if saved is not None and main:  # the main process holds the window's saved sums
+            self.sums += torch.tensor(saved[0], dtype=torch.float64, device=self.sums.device)
+            self.counts += torch.tensor(saved[1], dtype=torch.float64, device=self.sums.device)
+
+
+def due(step: int, every: int | None, total: int) -> bool:
+    """Whether periodic work (held-out loss, evaluation, a checkpoint) runs after `step`; the last
+    step has its own, in the run's end."""
+    return bool(every) and step % every == 0 and step != total
+
+
+@torch.no_grad()
+def held_out_loss(model, loader, accelerator, *, shift: bool) -> dict[str, float]:
+    """Token-averaged loss per task (and overall) on the fixed held-out subset."""
+    model.eval()
+    meter = TaskLossMeter(accelerator.device)
+    for batch in loader:
+        batch = _to_device(batch, accelerator.device)
+        with accelerator.autocast():
+            loss_sum, n_tok = token_losses(model, batch, shift=shift)
+        meter.add(batch["task"], loss_sum, n_tok)
+    model.train()
+    return meter.means(accelerator)
+
+
+@dataclass
+class Run:
+    """What the loop works with, set up by `_finetune`."""
+
+    recipe: Recipe
+    accelerator: Any
+    stop: StopRequest
+    model: Any
+    processor: Any
+    optimizer: Any
+    scheduler: Any
+    sampler: MixtureSampler
+    loader: Any
+    val_loader: Any
+    evaluator: GenerationEvaluator | None
+    state: TrainState
+    meter: TaskLossMeter
+    shift: bool
+    resumed: bool
+    start_step: int = 0
+    saved_at: int | None = None  # the step of this process's latest save
+    # "forward" until the optimizer steps (nothing of the step applied yet; the RNG as the step
+    # began is `rng_before`), "update" while it steps, "done" once the step counts
+    phase: str = "done"
+    rng_before: dict[str, Any] | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def save(self, step: int, rng: dict[str, Any] | None = None) -> Path:
+        cfg = self.recipe.train
+        state = {
+            **self.state.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "window": self.meter.state(self.accelerator),
+        }
+        path = ckpt.save_checkpoint(
+            self.recipe.run_dir,
+            step,
+            accelerator=self.accelerator,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=state,
+            keep_last=cfg.keep_last,
+            rng=rng,
+        )
+        self.saved_at = step
+        return path
+
+    def record_val(self, step: int) -> None:
+        self.state.val.append(
+            {"step": step, **held_out_loss(self.model, self.val_loader, self.accelerator, shift=self.shift)}
+        )
+        _log(self.accelerator, {f"val/{k}": v for k, v in self.state.val[-1].items() if k != "step"}, step)
+
+
+def _run_folder_policy(recipe: Recipe, resume: str | None, overwrite: bool) -> None:
+    """A folder with checkpoints is resumed (with an unchanged recipe) or explicitly overwritten."""
+    existing = ckpt.checkpoint_dirs(recipe.run_dir)
     if existing and resume is not None:
-        check_resume_recipe(recipe, run_dir)
+        check_resume_recipe(recipe, recipe.run_dir)
     if existing and resume is None:
         if not overwrite:
             raise UvftError(
-                f"{run_dir} already has checkpoints (latest {existing[-1].name}): pass --resume auto to "
-                "continue that run, --overwrite to start over, or set output_dir"
+                f"{recipe.run_dir} already has checkpoints (latest {existing[-1].name}): pass --resume auto "
+                "to continue that run, --overwrite to start over, or set output_dir"
             )
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # never resume into stale ones
-    accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
-    main = accelerator.is_main_process
-    family = models.get(recipe.model.family)
-    shift = family.DECODER_ONLY
+        shutil.rmtree(recipe.run_dir / "checkpoints", ignore_errors=True)  # never resume into stale ones
 
-    # 1. records (built once, on the main process first) and the model
-    with accelerator.main_process_first():
-        records = build(recipe, progress=progress and main).load()
-    if cfg.val_split not in records:
-        raise UvftError(f"train.val_split {cfg.val_split!r} is not a split of the records: {sorted(records)}")
-    base = base_model_path(recipe, records, progress=progress, accelerator=accelerator, trainer=train)
-    set_seed(cfg.seed)  # the same initial adapter weights on every process
+
+def build_model(recipe: Recipe, base: str, accelerator: Any):
+    """The base model with the recipe's adapter: (model, processor, trainable, total parameters)."""
+    from accelerate.utils import set_seed
+
+    family = models.get(recipe.model.family)
+    set_seed(recipe.train.seed)  # the same initial adapter weights on every process
     model, processor = family.load(
         base,
         dtype=model_dtype(recipe),
@@ -361,25 +422,30 @@ def _train(
         revision=recipe.model.revision,
     )
     model = apply_adapter(model, recipe)
-    if cfg.gradient_checkpointing:
+    if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable, total = family.count_parameters(model)
-    if main:
+    if accelerator.is_main_process:
         logger.info(
             "parameters: %s trainable / %s total (%.2f%%)",
             f"{trainable:,}",
             f"{total:,}",
             100 * trainable / total,
         )
+    return model, processor, trainable, total
 
-    # 2. data: over-long targets dropped (and counted), a task-balanced sampler, the collator
+
+def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
+    """Over-long targets dropped (and counted), the task-balanced sampler, the training and the
+    held-out loaders: (train_ds, dropped, sampler, loader, val_loader)."""
+    from torch.utils.data import DataLoader
+
+    cfg, family = recipe.train, recipe.model.family
     train_ds, dropped = drop_long_targets(
-        records[recipe.data.train_split], processor, recipe.model.family, cfg.max_target_tokens
+        records[recipe.data.train_split], processor, family, cfg.max_target_tokens
     )
-    val_ds, _ = drop_long_targets(
-        records[cfg.val_split], processor, recipe.model.family, cfg.max_target_tokens
-    )
-    if dropped and main:
+    val_ds, _ = drop_long_targets(records[cfg.val_split], processor, family, cfg.max_target_tokens)
+    if dropped and accelerator.is_main_process:
         logger.warning(
             "dropped %d training records whose target exceeds train.max_target_tokens=%s",
             dropped,
@@ -395,235 +461,120 @@ def _train(
         rank=accelerator.process_index,
         seed=cfg.seed,
     )
-    collator = Collator(processor, recipe.model.family, max_target_tokens=cfg.max_target_tokens)
-    cuda = accelerator.device.type == "cuda"
     loader_kwargs = dict(
         batch_size=cfg.batch_size,
-        collate_fn=collator,
+        collate_fn=Collator(processor, family, max_target_tokens=cfg.max_target_tokens),
         num_workers=cfg.num_workers,
-        pin_memory=cuda if cfg.pin_memory is None else cfg.pin_memory,
+        pin_memory=accelerator.device.type == "cuda" if cfg.pin_memory is None else cfg.pin_memory,
         persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
         worker_init_fn=ignore_stop_signals if cfg.num_workers > 0 else None,
     )
     # the held-out subset follows the global batch: N processes of batch b score what one of N*b does
     per_task = max(1, cfg.val_batches * cfg.batch_size * accelerator.num_processes // len(TASKS))
     subset = first_per_task(val_ds["task"], per_task)[accelerator.process_index :: accelerator.num_processes]
-    # Loaders get their own generators: starting an iterator draws a seed, and drawing it from the
-    # global RNG would shift dropout after a resume.
+    val_kwargs = {**loader_kwargs, "persistent_workers": False}
     val_loader = DataLoader(
-        val_ds.select(subset),
-        shuffle=False,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        **{**loader_kwargs, "persistent_workers": False},
+        val_ds.select(subset), shuffle=False, generator=_generator(cfg.seed), **val_kwargs
     )
-
-    # the in-training evaluation: generation on a fixed subset, each process its share
-    evaluator = (
-        Evaluator(recipe, records[cfg.val_split], processor, accelerator) if recipe.eval.every else None
-    )
-
-    # 3. optimizer, schedule; Accelerate wraps the model (DDP) and the optimizer. Not prepared: the
-    # loader (the sampler already gives each process its slice of the global sequence) and the
-    # scheduler (Accelerate would step it once per process; our steps are global steps).
-    optimizer = make_optimizer(model, cfg, cuda=cuda)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    scheduler = make_scheduler(optimizer, cfg)
-
-    state: dict[str, Any] = {
-        "nonfinite_total": 0,
-        "nonfinite_in_row": 0,
-        "samples": 0,
-        "losses": [],
-        "val": [],
-        "evals": [],
-        "best": None,
-    }
-    step, saved_window = 0, None
-    resume_from = ckpt.resolve_resume(resume, run_dir)
-    check_sharding(accelerator, resume_from)
-    if resume_from is not None:
-        loaded = ckpt.load_checkpoint(
-            resume_from, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler
-        )
-        step = loaded.pop("step")
-        loaded.pop("format", None)
-        sampler.load_state_dict(loaded.pop("sampler"))
-        saved_window = loaded.pop("window", None)  # the loss-logging window in progress
-        state.update(loaded)
-        if main:
-            ckpt.recover_swap(run_dir / "best")  # a kill while best/ was being replaced
-            logger.info("resumed from %s at step %d", resume_from, step)
     loader = DataLoader(
         train_ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_kwargs
     )
+    return train_ds, dropped, sampler, loader, val_loader
 
-    if main:
+
+def _generator(seed: int) -> torch.Generator:
+    # Loaders get their own generators: starting an iterator draws a seed, and drawing it from the
+    # global RNG would shift dropout after a resume.
+    return torch.Generator().manual_seed(seed)
+
+
+def _finetune(
+    recipe: Recipe,
+    *,
+    resume: str | None,
+    progress: bool,
+    accelerator: Any | None,
+    cpu: bool,
+    overwrite: bool,
+    stop: StopRequest,
+) -> RunSummary:
+    """Policy and set-up: run folder, accelerator, records, base model, adapter, data, optimizer,
+    resume; then the loop and the run's end."""
+    cfg, run_dir = recipe.train, recipe.run_dir
+    _run_folder_policy(recipe, resume, overwrite)
+    accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
+    with accelerator.main_process_first():  # records are built once, on the main process first
+        records = build(recipe, progress=progress and accelerator.is_main_process).load()
+    if cfg.val_split not in records:
+        raise UvftError(f"train.val_split {cfg.val_split!r} is not a split of the records: {sorted(records)}")
+    base = base_model_path(recipe, records, progress=progress, accelerator=accelerator, trainer=train)
+    model, processor, trainable, total = build_model(recipe, base, accelerator)
+    train_ds, dropped, sampler, loader, val_loader = build_data(recipe, records, processor, accelerator)
+    evaluator = (
+        GenerationEvaluator(recipe, records[cfg.val_split], processor, accelerator)
+        if recipe.eval.every
+        else None
+    )
+    # Accelerate wraps the model (DDP) and the optimizer. Not prepared: the loader (the sampler
+    # already gives each process its slice of the global sequence) and the scheduler (Accelerate
+    # would step it once per process; our steps are global steps).
+    optimizer = make_optimizer(model, cfg, cuda=accelerator.device.type == "cuda")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = make_scheduler(optimizer, cfg)
+    shift = models.get(recipe.model.family).DECODER_ONLY
+    meter = TaskLossMeter(accelerator.device)
+    run = Run(
+        recipe,
+        accelerator,
+        stop,
+        model,
+        processor,
+        optimizer,
+        scheduler,
+        sampler,
+        loader,
+        val_loader,
+        evaluator,
+        TrainState(),
+        meter,
+        shift,
+        resumed=False,
+    )
+    _resume(run, ckpt.resolve_resume(resume, run_dir))
+    if run.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(dump(recipe))
     if cfg.trackers:
         # the project name is the W&B project (train.wandb_project) and TensorBoard's run folder
         project = cfg.wandb_project if "wandb" in cfg.trackers and cfg.wandb_project else recipe.name
         accelerator.init_trackers(project, config=_flat(recipe.model_dump(mode="json")))
-    if step == 0:
-        state["val"].append({"step": 0, **held_out_loss(model, val_loader, accelerator, shift=shift)})
-        _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, 0)
-
-    def save(at: int, rng: dict[str, Any] | None = None) -> Path:
-        # the partial logging window, summed over processes (the main process restores it)
-        window = accelerator.reduce(torch.stack([window_sums, window_counts]), "sum").tolist()
-        return ckpt.save_checkpoint(
-            run_dir, at, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-            state={**state, "sampler": sampler.state_dict(), "window": window}, keep_last=cfg.keep_last,
-            rng=rng,
-        )  # fmt: skip
-
-    # 4. the loop
-    model.train()
-    bar = tqdm(
-        total=cfg.steps, initial=step, desc="train", disable=not (progress and main), dynamic_ncols=True
-    )
-    window_sums = torch.zeros(len(TASKS), dtype=torch.float64, device=accelerator.device)
-    window_counts = torch.zeros_like(window_sums)
-    if saved_window is not None and main:
-        window_sums += torch.tensor(saved_window[0], dtype=torch.float64, device=accelerator.device)
-        window_counts += torch.tensor(saved_window[1], dtype=torch.float64, device=accelerator.device)
-    started, samples_at_start = time.perf_counter(), state["samples"]
-    batches = stop.track(iter(loader))
-    # phase: "forward" until the optimizer steps (nothing of the step is applied yet, and the RNG
-    # as the step began is `rng_before`), "update" while it steps, "done" once the step counts
-    phase, rng_before = "done", None
-    saved_at, start_step = None, step
-    try:
-        while step < cfg.steps:
-            # a signal any process received (SIGTERM reaches them all), during set-up or the last
-            # step: stop here, at a step boundary
-            if ckpt.any_process(accelerator, stop.requested):
-                _stop(stop, step, start_step, cfg.steps, saved_at, save, run_dir)
-            rng_before, phase = ckpt.rng_state(), "forward"
-            window = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum)]
-            local_tokens = sum(target_tokens(b, shift) for b in window)
-            global_tokens = accelerator.reduce(
-                torch.tensor(local_tokens, device=accelerator.device), "sum"
-            ).item()
-            finite = True
-            for batch in window:
-                with accelerator.accumulate(model), accelerator.autocast():
-                    loss_sum, n_tok = token_losses(model, batch, shift=shift)
-                    # Accelerate divides by grad_accum and DDP averages over processes: undo both so
-                    # the gradient is that of (sum of token losses) / (tokens in the global batch).
-                    loss = loss_sum.sum() * accelerator.num_processes * cfg.grad_accum / max(global_tokens, 1)
-                    finite &= bool(torch.isfinite(loss).item())
-                    accelerator.backward(loss)
-                    failpoint("step.forward")
-                for task, ls, n in zip(batch["task"], loss_sum.detach(), n_tok, strict=True):
-                    window_sums[TASKS.index(task)] += ls.double()
-                    window_counts[TASKS.index(task)] += n
-            finite = not ckpt.any_process(accelerator, not finite)  # one decision for all replicas
-            phase = "update"
-            if finite:
-                if cfg.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule
-                    scheduler.step()
-                failpoint("step.update")
-                state["nonfinite_in_row"] = 0
-            else:
-                state["nonfinite_total"] += 1
-                state["nonfinite_in_row"] += 1
-                window_sums.zero_(), window_counts.zero_()
-                if main:
-                    logger.warning(
-                        "step %d: non-finite loss, step skipped (%d in a row)",
-                        step + 1,
-                        state["nonfinite_in_row"],
-                    )
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            # the sampler's saved position counts finished steps, whatever the loader prefetched
-            sampler.advance(cfg.grad_accum)
-            state["samples"] += cfg.batch_size * cfg.grad_accum * accelerator.num_processes
-            phase = "done"
-            bar.update(1)
-
-            if state["nonfinite_in_row"] >= cfg.max_nonfinite:
-                path = save(step)
-                raise NonFiniteLossError(
-                    f"{state['nonfinite_in_row']} non-finite losses in a row at step {step} "
-                    f"(train.max_nonfinite={cfg.max_nonfinite}); checkpoint saved in {path}. "
-                    "Lower train.lr, enable train.max_grad_norm, or check the data."
-                )
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                sums = accelerator.reduce(window_sums.clone(), "sum")
-                counts = accelerator.reduce(window_counts.clone(), "sum")
-                window_sums.zero_(), window_counts.zero_()
-                per_task = {t: float(sums[i] / counts[i]) for i, t in enumerate(TASKS) if counts[i] > 0}
-                total_loss = float(sums.sum() / counts.sum()) if counts.sum() > 0 else float("nan")
-                rate = (state["samples"] - samples_at_start) / max(time.perf_counter() - started, 1e-9)
-                entry = {"step": step, "loss": total_loss, **{f"loss/{t}": v for t, v in per_task.items()},
-                         "lr": scheduler.get_last_lr()[0], "samples_per_s": rate}  # fmt: skip
-                state["losses"].append(entry)
-                _log(accelerator, {k: v for k, v in entry.items() if k != "step"}, step)
-                bar.set_postfix_str(
-                    f"loss {total_loss:.3f} | " + " ".join(f"{t[:4]} {v:.2f}" for t, v in per_task.items())
-                    + f" | {rate:.1f} samples/s"
-                )  # fmt: skip
-            if cfg.val_every and step % cfg.val_every == 0 and step != cfg.steps:
-                state["val"].append(
-                    {"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)}
-                )
-                _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
-            if evaluator and step % recipe.eval.every == 0 and step != cfg.steps:
-                evaluator(model, step, state)
-            if step % cfg.save_every == 0 and step != cfg.steps:
-                save(step)
-                saved_at = step
-    except KeyboardInterrupt:  # a second Ctrl-C, or one raised from inside a step
-        bar.close()
-        if phase == "update":  # the optimizer was mid-step: no consistent state to save
-            if main:
-                logger.warning("interrupted during the update of step %d: no checkpoint saved", step + 1)
-            raise
-        if main:
-            logger.warning("interrupted at step %d: saving a checkpoint before exiting", step)
-        # mid-forward, the RNG has drawn this step's dropout masks: save it as the step began
-        save(step, rng=rng_before if phase == "forward" else None)
-        raise
-    bar.close()
-
-    # 5. the end: held-out loss, checkpoint, and the artefacts a user takes away. A finished run
-    # resumed again (`make finetune` twice) has them already: recording them again would repeat them.
-    finished_before = resume_from is not None and bool(state["val"]) and state["val"][-1]["step"] == step
-    if not finished_before and ckpt.any_process(accelerator, stop.requested):
-        # a signal during the last step: stop as after any step; the resumed run does the rest
-        _stop(stop, step, start_step, cfg.steps, saved_at, save, run_dir)
-    if not finished_before:
-        state["val"].append({"step": step, **held_out_loss(model, val_loader, accelerator, shift=shift)})
-        _log(accelerator, {f"val/{k}": v for k, v in state["val"][-1].items() if k != "step"}, step)
-        if evaluator:  # the periodic evaluations skip the last step: this one covers it
-            evaluator(model, step, state)
-        save(step)
-    if main:
+    if run.state.step == 0:
+        run.record_val(0)
+    started, samples_at_start = time.perf_counter(), run.state.samples
+    _loop(run, progress=progress)
+    _finish(run)
+    if run.main:
         logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
     seconds = time.perf_counter() - started
+    s = run.state
     summary = RunSummary(
         run_dir=str(run_dir),
-        steps=step,
+        steps=s.step,
         seconds=round(seconds, 2),
-        samples=state["samples"],
-        samples_per_s=round((state["samples"] - samples_at_start) / max(seconds, 1e-9), 2),
+        samples=s.samples,
+        samples_per_s=round((s.samples - samples_at_start) / max(seconds, 1e-9), 2),
         trainable_params=trainable,
         total_params=total,
         dropped_long_targets=dropped,
-        nonfinite_skipped=state["nonfinite_total"],
-        losses=state["losses"],
-        val=state["val"],
+        nonfinite_skipped=s.nonfinite_total,
+        losses=s.losses,
+        val=s.val,
         base_model=base,
-        evals=state["evals"],
-        best=state["best"],
+        evals=s.evals,
+        best=s.best,
         mixture={"planned": sampler.planned_shares(), "draws": sampler.consumed_counts()},
     )
-    if main:
+    if run.main:
         spec = spec_from_records(recipe.model.family, base, recipe.adapter.method, train_ds)
         _save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary, spec)
     accelerator.wait_for_everyone()
@@ -632,15 +583,186 @@ def _train(
     return summary
 
 
-def _stop(stop: StopRequest, step: int, start_step: int, steps: int, saved_at, save, run_dir: Path):
+def _resume(run: Run, path: Path | None) -> None:
+    check_sharding(run.accelerator, path)
+    if path is None:
+        return
+    saved = ckpt.load_checkpoint(
+        path, accelerator=run.accelerator, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler
+    )
+    run.sampler.load_state_dict(saved.pop("sampler"))
+    run.meter.load(saved.pop("window", None), main=run.main)  # the loss-logging window in progress
+    run.state.load_state_dict(saved)
+    run.resumed, run.start_step = True, run.state.step
+    if run.main:
+        ckpt.recover_swap(run.recipe.run_dir / "best")  # a kill while best/ was being replaced
+        logger.info("resumed from %s at step %d", path, run.state.step)
+
+
+def _loop(run: Run, *, progress: bool) -> None:
+    """Steps until train.steps: each one token-averaged over the global batch, then what is due
+    after it (log, held-out loss, evaluation, checkpoint). A signal stops it at a step boundary."""
+    cfg, acc, state = run.recipe.train, run.accelerator, run.state
+    bar = tqdm(
+        total=cfg.steps,
+        initial=state.step,
+        desc="train",
+        disable=not (progress and run.main),
+        dynamic_ncols=True,
+    )
+    started, samples_at_start = time.perf_counter(), state.samples
+    batches = run.stop.track(iter(run.loader))
+    run.model.train()
+    try:
+        while state.step < cfg.steps:
+            # a signal any process received (SIGTERM reaches them all): stop here, between steps
+            if ckpt.any_process(acc, run.stop.requested):
+                _stop(run)
+            _step(run, batches)
+            bar.update(1)
+            step = state.step
+            if state.nonfinite_in_row >= cfg.max_nonfinite:
+                path = run.save(step)
+                raise NonFiniteLossError(
+                    f"{state.nonfinite_in_row} non-finite losses in a row at step {step} "
+                    f"(train.max_nonfinite={cfg.max_nonfinite}); checkpoint saved in {path}. "
+                    "Lower train.lr, enable train.max_grad_norm, or check the data."
+                )
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                means = run.meter.means(acc)
+                per_task = {t: v for t, v in means.items() if t != "all"}
+                rate = (state.samples - samples_at_start) / max(time.perf_counter() - started, 1e-9)
+                entry = {
+                    "step": step,
+                    "loss": means.get("all", float("nan")),
+                    **{f"loss/{t}": v for t, v in per_task.items()},
+                    "lr": run.scheduler.get_last_lr()[0],
+                    "samples_per_s": rate,
+                }
+                state.losses.append(entry)
+                _log(acc, {k: v for k, v in entry.items() if k != "step"}, step)
+                tasks = " ".join(f"{t[:4]} {v:.2f}" for t, v in per_task.items())
+                bar.set_postfix_str(f"loss {entry['loss']:.3f} | {tasks} | {rate:.1f} samples/s")
+            if due(step, cfg.val_every, cfg.steps):
+                run.record_val(step)
+            if run.evaluator and due(step, run.recipe.eval.every, cfg.steps):
+                _evaluate(run, step)
+            if due(step, cfg.save_every, cfg.steps):
+                run.save(step)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one raised from inside a step
+        bar.close()
+        if run.phase == "update":  # the optimizer was mid-step: no consistent state to save
+            if run.main:
+                logger.warning(
+                    "interrupted during the update of step %d: no checkpoint saved", state.step + 1
+                )
+            raise
+        if run.main:
+            logger.warning("interrupted at step %d: saving a checkpoint before exiting", state.step)
+        # mid-forward, the RNG has drawn this step's dropout masks: save it as the step began
+        run.save(state.step, rng=run.rng_before if run.phase == "forward" else None)
+        raise
+    bar.close()
+
+
+def _step(run: Run, batches) -> None:
+    """One optimizer step over train.grad_accum micro-batches; a non-finite loss on any process
+    skips it on all."""
+    cfg, acc, state = run.recipe.train, run.accelerator, run.state
+    run.rng_before, run.phase = ckpt.rng_state(), "forward"
+    window = [_to_device(next(batches), acc.device) for _ in range(cfg.grad_accum)]
+    local_tokens = sum(target_tokens(b, run.shift) for b in window)
+    global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
+    finite = True
+    for batch in window:
+        with acc.accumulate(run.model), acc.autocast():
+            loss_sum, n_tok = token_losses(run.model, batch, shift=run.shift)
+            # Accelerate divides by grad_accum and DDP averages over processes: undo both so the
+            # gradient is that of (sum of token losses) / (tokens in the global batch).
+            loss = loss_sum.sum() * acc.num_processes * cfg.grad_accum / max(global_tokens, 1)
+            finite &= bool(torch.isfinite(loss).item())
+            acc.backward(loss)
+            failpoint("step.forward")
+        run.meter.add(batch["task"], loss_sum, n_tok)
+    finite = not ckpt.any_process(acc, not finite)  # one decision for all replicas
+    run.phase = "update"
+    if finite:
+        if cfg.max_grad_norm is not None:
+            acc.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
+        run.optimizer.step()
+        if not acc.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule
+            run.scheduler.step()
+        failpoint("step.update")
+        state.nonfinite_in_row = 0
+    else:
+        state.nonfinite_total += 1
+        state.nonfinite_in_row += 1
+        run.meter.sums.zero_(), run.meter.counts.zero_()
+        if run.main:
+            logger.warning(
+                "step %d: non-finite loss, step skipped (%d in a row)", state.step + 1, state.nonfinite_in_row
+            )
+    run.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    # the sampler's saved position counts finished steps, whatever the loader prefetched
+    run.sampler.advance(cfg.grad_accum)
+    state.samples += cfg.batch_size * cfg.grad_accum * acc.num_processes
+    run.phase = "done"
+
+
+def _evaluate(run: Run, step: int) -> None:
+    """Generation-based evaluation; the main process logs it and keeps best/ when eval.metric
+    improved (evals and best live on the main process: it alone writes state.json)."""
+    started = time.perf_counter()
+    metrics = run.evaluator.run(run.model, step)
+    if run.main:
+        cfg = run.recipe.eval
+        value = headline(metrics, cfg.metric)
+        entry = {"step": step, **headline_entry(metrics)}
+        run.state.evals.append(entry)
+        _log(run.accelerator, {f"eval/{k}": v for k, v in entry.items() if k != "step"}, step)
+        best = run.state.best
+        improved = best is None or value > best["value"]
+        note = "new best: saved to best/" if improved else f"best {best['value']:.4f} at step {best['step']}"
+        logger.info(
+            "step %d: eval %s = %.4f (%s; %.1f s)",
+            step,
+            cfg.metric,
+            value,
+            note,
+            time.perf_counter() - started,
+        )
+        if improved:
+            unwrapped = run.accelerator.unwrap_model(run.model)
+            path = _save_best(unwrapped, run.processor, run.evaluator.gen, run.recipe, step, value, metrics)
+            run.state.best = {"step": step, "metric": cfg.metric, "value": value, "path": str(path)}
+    run.accelerator.wait_for_everyone()
+
+
+def _finish(run: Run) -> None:
+    """The run's end: held-out loss, the last evaluation and checkpoint. A finished run resumed
+    again (`make finetune` twice) has them already: recording them again would repeat them."""
+    state = run.state
+    if run.resumed and state.val and state.val[-1]["step"] == state.step:
+        return
+    if ckpt.any_process(run.accelerator, run.stop.requested):
+        _stop(run)  # a signal during the last step: stop as after any step; the resumed run does the rest
+    run.record_val(state.step)
+    if run.evaluator:  # the periodic evaluations skip the last step: this one covers it
+        _evaluate(run, state.step)
+    run.save(state.step)
+
+
+def _stop(run: Run) -> None:
     """Raise TrainingStopped at a step boundary, after saving the step unless it is saved already."""
-    signum = int(stop.signum or signal.SIGTERM)
+    step, steps = run.state.step, run.recipe.train.steps
+    signum = int(run.stop.signum or signal.SIGTERM)
     name = signal.Signals(signum).name
-    if step == start_step:  # nothing trained by this process yet
-        latest = ckpt.checkpoint_dirs(run_dir)
+    if step == run.start_step:  # nothing trained by this process yet
+        latest = ckpt.checkpoint_dirs(run.recipe.run_dir)
         where = f"the latest checkpoint is {latest[-1]}" if latest else "nothing to save"
         raise TrainingStopped(f"{name}: stopped before step {step + 1} of {steps}; {where}.", signum=signum)
-    path = ckpt.checkpoint_dirs(run_dir)[-1] if saved_at == step else save(step)
+    path = ckpt.checkpoint_dirs(run.recipe.run_dir)[-1] if run.saved_at == step else run.save(step)
     raise TrainingStopped(
         f"{name}: stopped after step {step} of {steps}; checkpoint saved in {path}. "
         "Continue with --resume auto.",

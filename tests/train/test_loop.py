@@ -182,3 +182,26 @@ def test_resume_refuses_a_changed_recipe_and_allows_extending(shapes_root, cache
     summary = loop.train(longer, resume="auto", progress=False)
     assert summary.steps == 6 and [v["step"] for v in summary.val] == [0, 4, 6]
     assert "steps: 6" in (run / "recipe.yaml").read_text()
+
+
+def test_due_and_the_task_loss_meter():
+    assert [s for s in range(1, 13) if loop.due(s, 4, 12)] == [4, 8]  # the last step has its own
+    assert not any(loop.due(s, 0, 12) for s in range(1, 13))
+
+    class One:  # one process: reduce is the identity
+        def reduce(self, t, op):
+            return t
+
+    meter = loop.TaskLossMeter(torch.device("cpu"))
+    meter.add(["vqa", "caption", "vqa"], torch.tensor([2.0, 9.0, 4.0]), torch.tensor([1, 3, 2]))
+    assert meter.state(One()) == [[0.0, 9.0, 6.0, 0.0], [0.0, 3.0, 3.0, 0.0]]
+    assert meter.means(One()) == {"caption": 3.0, "vqa": 2.0, "all": 2.5}
+    assert meter.means(One()) == {}  # read, it starts again
+
+
+def test_train_state_round_trips_through_a_checkpoint_dict():
+    state = loop.TrainState(step=7, samples=28, nonfinite_total=1, losses=[{"step": 5, "loss": 1.5}])
+    saved = json.loads(json.dumps({**state.state_dict(), "sampler": {}, "window": None}))
+    again = loop.TrainState()
+    again.load_state_dict(saved)
+    assert again == state

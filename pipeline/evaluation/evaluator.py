@@ -1,0 +1,52 @@
+"""In-training evaluation (recipe `eval`): generation on a fixed validation subset, every process
+generating its share, scored on the main process. The trainer calls `run(model, step)` and gets
+metrics.json's dict on the main process (None on the others); what to keep (best/) it decides.
+Imports nothing of training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.evaluation.predict import eval_generation_config, predict
+from pipeline.evaluation.score import HEADLINE, first_per_task, headline, score_tasks
+from pipeline.failpoints import failpoint
+from pipeline.recipe import Recipe
+
+
+class GenerationEvaluator:
+    def __init__(self, recipe: Recipe, split_ds: Any, processor: Any, accelerator: Any) -> None:
+        self.recipe, self.processor, self.accelerator = recipe, processor, accelerator
+        rows = list(split_ds.select(first_per_task(split_ds["task"], recipe.eval.per_task)))
+        self.lookup = {f"{r['source']}/{r['id']}": r for r in rows}
+        self.rows = rows[accelerator.process_index :: accelerator.num_processes]
+        self.gen = None  # the run's pinned generation config with eval's settings, made on first use
+
+    def run(self, model: Any, step: int) -> dict[str, Any] | None:
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        unwrapped = acc.unwrap_model(model)
+        if self.gen is None:
+            self.gen = eval_generation_config(unwrapped, self.recipe)
+        family, cfg = self.recipe.model.family, self.recipe.eval
+        rows = predict(
+            unwrapped, self.processor, family, self.rows, cfg, generation_config=self.gen, progress=False
+        )
+        failpoint("eval.generate")
+        model.train()
+        rows = gather_object(rows) if acc.num_processes > 1 else rows
+        return score_tasks(rows, self.lookup) if acc.is_main_process else None
+
+
+def headline_entry(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers tracked over training: each task's headline metric, closed-set accuracy, and
+    their mean."""
+    entry = {
+        f"{task}/{key}": metrics[task][key]
+        for task, (key, _) in HEADLINE.items()
+        if task in metrics and metrics[task].get(key) is not None
+    }
+    if "closed_set" in metrics.get("classification", {}):
+        entry["classification/closed_set_accuracy"] = metrics["classification"]["closed_set"]["accuracy"]
+    entry["mean"] = headline(metrics, "mean")
+    return entry
