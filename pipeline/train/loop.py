@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -118,8 +119,6 @@ def check_sharding(accelerator: Any, resume_from: Path | None) -> None:
     """Say what a sharded launch config really gives, and refuse what is not supported: resuming
     a sharded run (uvft's checkpoints are written by the main process, which under FSDP and
     DeepSpeed holds only its shard of the optimizer state)."""
-    import os
-
     from accelerate.utils import DistributedType
 
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
@@ -214,15 +213,7 @@ def train(
     the next step boundary with a checkpoint (pipeline.train.signals)."""
     with StopRequest() as stop:
         try:
-            summary = _finetune(
-                recipe,
-                resume=resume,
-                progress=progress,
-                accelerator=accelerator,
-                cpu=cpu,
-                overwrite=overwrite,
-                stop=stop,
-            )
+            summary = _finetune(recipe, resume, progress, accelerator, cpu, overwrite, stop)
             if stop.requested:
                 name = signal.Signals(stop.signum or signal.SIGTERM).name
                 logger.warning(
@@ -362,6 +353,8 @@ class Run:
     # began is `rng_before`), "update" while it steps, "done" once the step counts
     phase: str = "done"
     rng_before: dict[str, Any] | None = None
+    started: float = 0.0  # when the steps of this process began, and the samples counted then
+    samples_at_start: int = 0
 
     @property
     def main(self) -> bool:
@@ -490,7 +483,6 @@ def _generator(seed: int) -> torch.Generator:
 
 def _finetune(
     recipe: Recipe,
-    *,
     resume: str | None,
     progress: bool,
     accelerator: Any | None,
@@ -550,19 +542,19 @@ def _finetune(
         accelerator.init_trackers(project, config=_flat(recipe.model_dump(mode="json")))
     if run.state.step == 0:
         run.record_val(0)
-    started, samples_at_start = time.perf_counter(), run.state.samples
+    run.started, run.samples_at_start = time.perf_counter(), run.state.samples
     _loop(run, progress=progress)
     _finish(run)
     if run.main:
         logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - run.started
     s = run.state
     summary = RunSummary(
         run_dir=str(run_dir),
         steps=s.step,
         seconds=round(seconds, 2),
         samples=s.samples,
-        samples_per_s=round((s.samples - samples_at_start) / max(seconds, 1e-9), 2),
+        samples_per_s=round((s.samples - run.samples_at_start) / max(seconds, 1e-9), 2),
         trainable_params=trainable,
         total_params=total,
         dropped_long_targets=dropped,
@@ -610,7 +602,6 @@ def _loop(run: Run, *, progress: bool) -> None:
         disable=not (progress and run.main),
         dynamic_ncols=True,
     )
-    started, samples_at_start = time.perf_counter(), state.samples
     batches = run.stop.track(iter(run.loader))
     run.model.train()
     try:
@@ -631,7 +622,7 @@ def _loop(run: Run, *, progress: bool) -> None:
             if step % cfg.log_every == 0 or step == cfg.steps:
                 means = run.meter.means(acc)
                 per_task = {t: v for t, v in means.items() if t != "all"}
-                rate = (state.samples - samples_at_start) / max(time.perf_counter() - started, 1e-9)
+                rate = (state.samples - run.samples_at_start) / max(time.perf_counter() - run.started, 1e-9)
                 entry = {
                     "step": step,
                     "loss": means.get("all", float("nan")),

@@ -82,12 +82,15 @@ def outcome(run: Path) -> dict:
     }
 
 
-def wait_for_training(proc: subprocess.Popen, out: Path, timeout: float = 120) -> None:
-    """Until the run's recipe.yaml appears: it is written just before the first step."""
+def wait_for_training(proc: subprocess.Popen, out: Path, after_step: int = 0, timeout: float = 120) -> None:
+    """Until the run's recipe.yaml appears (it is written just before the first step), and then,
+    with `after_step`, until the checkpoint of that step does."""
     deadline = time.monotonic() + timeout
-    while not (out / "recipe.yaml").is_file():
-        assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
-        time.sleep(0.05)
+    marker = out / "checkpoints" / f"step-{after_step:06d}" if after_step else out / "recipe.yaml"
+    while not (out / "recipe.yaml").is_file() or not marker.exists():
+        assert proc.poll() is None, "the run ended before it was interrupted"
+        assert time.monotonic() < deadline, f"{marker} did not appear"
+        time.sleep(0.01)
 
 
 def group_gone(pgid: int, timeout: float) -> bool:

@@ -38,10 +38,7 @@ def _kill_and_resume(shapes_root, cache, out: Path, *, failpoint: str | None = N
     args = run_args(shapes_root, cache, out)
     proc = start(args, env={ENV: failpoint} if failpoint else None)
     if failpoint is None:
-        wait_for_training(proc, out)
-        while after[0] and not (out / "checkpoints" / f"step-{after[0]:06d}").is_dir():
-            assert proc.poll() is None, "the run ended before the kill"
-            time.sleep(0.01)
+        wait_for_training(proc, out, after_step=after[0])
         time.sleep(after[1])
         assert proc.poll() is None, "the run ended before the kill"
         os.killpg(proc.pid, signal.SIGKILL)

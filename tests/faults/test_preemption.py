@@ -24,10 +24,7 @@ def _trial(shapes_root: Path, cache: Path, out: Path, signum: int, delay: float,
     `after` appears (4, 8, 12: steps 5-8 with the evaluation at 8, 9-12, 13-16 and the end)."""
     args = run_args(shapes_root, cache, out)
     proc = start(args)  # its own process group: the signal reaches the trainer and its workers alike
-    wait_for_training(proc, out)
-    while after and not (out / "checkpoints" / f"step-{after:06d}").is_dir():
-        assert proc.poll() is None, "the run ended before the signal"
-        time.sleep(0.01)
+    wait_for_training(proc, out, after_step=after)
     time.sleep(delay)
     os.killpg(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
