@@ -12,8 +12,9 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pipeline.records import Example, Tally
+from pipeline.records import Example, ImageSize, Tally
 from pipeline.registry import Registry
 
 Reader = Callable[..., Iterator[Example]]
@@ -32,6 +33,13 @@ class SourceContext:
     check_images: str = "full"  # "full": decode every image once; "header": size and mode only
     max_image_pixels: int = 89_478_485  # PIL's default bomb limit; larger images are skipped
     root: Path | None = None  # the recipe's data root, for parameters that may be a path or a name
+
+    def example(self, id: str, image: Path | str, image_size: ImageSize, **fields: Any) -> Example:
+        """An Example of this source and split (what a reader yields), counted in the tally."""
+        self.tally.examples += 1
+        return Example(
+            id=id, image=str(image), image_size=image_size, source=self.name, split=self.split, **fields
+        )
 
 
 def get(name: str) -> Reader:

@@ -75,14 +75,4 @@ def read_coco_captions(ctx: SourceContext, *, annotations: Path, images: Path) -
         if size is None:
             continue
         captions = [c for _, c in sorted(refs, key=lambda r: id_sort_key(r[0]))]
-        ctx.tally.examples += 1
-        yield Example(
-            id=str(image_id),
-            task="caption",
-            image=str(path),
-            image_size=size,
-            source=ctx.name,
-            split=ctx.split,
-            caption=captions[0],
-            captions=captions,
-        )
+        yield ctx.example(str(image_id), path, size, task="caption", caption=captions[0], captions=captions)

@@ -136,14 +136,4 @@ def read_coco_detection(
             ctx.tally.repair("image without usable boxes excluded", record)
             continue
 
-        ctx.tally.examples += 1
-        yield Example(
-            id=str(image_id),
-            task="detection",
-            image=str(path),
-            image_size=size,
-            source=ctx.name,
-            split=ctx.split,
-            objects=objects,
-            categories=vocabulary,
-        )
+        yield ctx.example(str(image_id), path, size, task="detection", objects=objects, categories=vocabulary)

@@ -358,10 +358,7 @@ def read_hf_dataset(
             continue
         if task == "detection":
             fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
-        ctx.tally.examples += 1
-        yield Example(
-            id=example_id, image=str(path_), image_size=size, source=ctx.name, split=ctx.split, **fields
-        )
+        yield ctx.example(example_id, path_, size, **fields)
 
 
 def _answers(value: Any, where: str, record: str) -> list[str]:

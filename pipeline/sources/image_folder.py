@@ -123,14 +123,4 @@ def read_image_folder(
         size = check_image(path, ctx, record=rel)
         if size is None:
             continue
-        ctx.tally.examples += 1
-        yield Example(
-            id=rel,
-            task="classification",
-            image=str(path),
-            image_size=size,
-            source=ctx.name,
-            split=ctx.split,
-            label=labels[cls],
-            categories=categories,
-        )
+        yield ctx.example(rel, path, size, task="classification", label=labels[cls], categories=categories)

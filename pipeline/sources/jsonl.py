@@ -179,12 +179,4 @@ def read_jsonl(ctx: SourceContext, *, path: Path, images: Path | None = None) ->
                 continue
             if task == "detection":
                 fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
-            ctx.tally.examples += 1
-            yield Example(
-                id=example_id,
-                image=str(image_path),
-                image_size=size,
-                source=ctx.name,
-                split=ctx.split,
-                **fields,
-            )
+            yield ctx.example(example_id, image_path, size, **fields)

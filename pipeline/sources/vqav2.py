@@ -160,14 +160,11 @@ def read_vqav2(
         size = check_image(path, ctx, record=record, cache=checks)
         if size is None:
             continue
-        ctx.tally.examples += 1
-        yield Example(
-            id=str(qid),
+        yield ctx.example(
+            str(qid),
+            path,
+            size,
             task="vqa",
-            image=str(path),
-            image_size=size,
-            source=ctx.name,
-            split=ctx.split,
             question=q["question"].strip(),
             answer=most_frequent_answer(answers),
             answers=answers,
