@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import models
 from pipeline.errors import UvftError
 from pipeline.inference import HUB_ID, adapter_base, resolve_base, spec_for
 from pipeline.models.spec import ModelSpec, weights_folder
@@ -58,10 +59,6 @@ CARD_METRICS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
                        [("accuracy", "accuracy", "top-1 accuracy (generated label)"),
                         ("closed_set.accuracy", "accuracy", "top-1 accuracy (closed-set)")]),
 }  # fmt: skip
-MODEL_CLASSES = {
-    "paligemma": "PaliGemmaForConditionalGeneration",
-    "florence2": "Florence2ForConditionalGeneration",
-}
 
 
 @dataclass
@@ -236,7 +233,7 @@ def _card_body(
 ) -> str:  # fmt: skip
     loc = spec.location_tokens
     name = repo_id.split("/")[-1]
-    family = {"paligemma": "PaliGemma", "florence2": "Florence-2"}.get(spec.family, spec.family)
+    family = models.get(spec.family).DISPLAY_NAME
     base_link = f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else None
     if adapter:
         what = f"A LoRA adapter for {base_link or 'a local ' + family + ' base model'}"
@@ -378,9 +375,11 @@ def _limitations(spec: ModelSpec, base_model: str | None, sources: _Sources) -> 
         "fine-tuned on.",
         "Boxes are quantised to the location-token grid (half a bin of error at best).",
     ]
-    if "detection" in spec.tasks and spec.family == "paligemma":
+    detection = spec.tasks.get("detection")
+    if detection and any(c in detection.prompt for c in detection.classes):  # PaliGemma's `detect a ; b`
+        family = models.get(spec.family).DISPLAY_NAME
         items.append(
-            "PaliGemma's detection prompt lists the categories to look for (`detect a ; b`); the "
+            f"{family}'s detection prompt lists the categories to look for (`detect a ; b`); the "
             "training vocabulary is in `uvft.json`. Other categories are open-vocabulary guesses."
         )
     if not base_model:
@@ -398,10 +397,11 @@ def _limitations(spec: ModelSpec, base_model: str | None, sources: _Sources) -> 
 
 def card_snippet(spec: ModelSpec, *, repo_id: str, base_model: str | None, adapter: bool) -> str:
     """Python that loads the published model with transformers (+ peft) and runs one task."""
-    cls = MODEL_CLASSES[spec.family]
+    family = models.get(spec.family)
+    cls = family.MODEL_CLASS
     task = "detection" if "detection" in spec.tasks else next(iter(spec.tasks))
     prompt = spec.prompt(task, question="what is in the image?" if task == "vqa" else None)
-    decoder_only = spec.family == "paligemma"
+    decoder_only = family.DECODER_ONLY  # the prompt names the image, and generate returns it too
     lines = [
         "import torch",
         *(["from peft import PeftModel"] if adapter else []),
@@ -422,7 +422,7 @@ def card_snippet(spec: ModelSpec, *, repo_id: str, base_model: str | None, adapt
         "generation_config = GenerationConfig.from_pretrained(repo)",
         "",
         'image = ImageOps.exif_transpose(Image.open("image.jpg")).convert("RGB")',
-        f"prompt = {json.dumps(('<image>' if decoder_only else '') + prompt, ensure_ascii=False)}"
+        f"prompt = {json.dumps((family.IMAGE_TOKEN if decoder_only else '') + prompt, ensure_ascii=False)}"
         f"  # task: {task}",
         'inputs = processor(text=prompt, images=image, return_tensors="pt")',
         "with torch.no_grad():",

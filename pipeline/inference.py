@@ -30,8 +30,8 @@ from typing import Any
 
 from pipeline import models
 from pipeline.errors import UvftError
+from pipeline.families import FAMILIES
 from pipeline.models.spec import ModelSpec, load_spec, spec_from_records, weights_folder
-from pipeline.records import FAMILIES
 
 logger = logging.getLogger(__name__)
 

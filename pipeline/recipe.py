@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from pipeline.errors import RecipeError
-from pipeline.records import FAMILIES, TASKS
+from pipeline.records import TASKS
 
 Family = Literal["florence2", "paligemma"]
 
@@ -431,7 +431,6 @@ def changes(before: Recipe | dict[str, Any], after: Recipe) -> list[tuple[str, A
 
 
 __all__ = [
-    "FAMILIES",
     "TASKS",
     "DataSection",
     "ModelSection",

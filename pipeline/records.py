@@ -15,7 +15,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 TASKS = ("classification", "caption", "vqa", "detection")
-FAMILIES = ("florence2", "paligemma")
 
 Box = tuple[float, float, float, float]
 ImageSize = tuple[int, int]  # (width, height)

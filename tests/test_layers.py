@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 
 # lowest first; a module belongs to the longest prefix that names it
 LAYERS = [
-    ("pipeline.errors", "pipeline.records", "pipeline.registry", "pipeline.failpoints"),
+    ("pipeline.errors", "pipeline.records", "pipeline.registry", "pipeline.failpoints", "pipeline.families"),
     ("pipeline.sources", "pipeline.formats", "pipeline.recipe"),  # a recipe checks its sources' options
     ("pipeline.models", "pipeline.runtime"),
     ("pipeline.data",),

@@ -24,8 +24,7 @@ from tqdm.auto import tqdm
 
 from pipeline import formats, models
 from pipeline.errors import UvftError
-from pipeline.formats.loc import FLORENCE, PALI
-from pipeline.models.common import IMAGE_TOKEN
+from pipeline.formats.loc import LocScheme
 from pipeline.models.generation import generation_config
 from pipeline.models.loss import token_losses
 from pipeline.recipe import EvalSection, Recipe
@@ -48,35 +47,19 @@ def _batches(records: Sequence[dict[str, Any]], batch_size: int) -> list[list[di
 
 def _inputs(processor: Any, family: str, batch: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     images = [load_image(r["image"]) for r in batch]
-    if models.get(family).DECODER_ONLY:
-        # decoder-only: pad on the left so every row's generation starts right after its prompt
-        enc = processor(
-            text=[IMAGE_TOKEN + r["prompt"] for r in batch],
-            images=images,
-            padding="longest",
-            padding_side="left",
-            return_tensors="pt",
-        )
-    else:
-        enc = processor(
-            text=[r["prompt"] for r in batch],
-            images=images,
-            padding="longest",
-            padding_side="right",
-            return_tensors="pt",
-        )
-    return {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
-
-
-def _is_loc(token: str) -> bool:
-    return bool(FLORENCE.pattern.fullmatch(token) or PALI.pattern.fullmatch(token))
+    enc = models.get(family).encode_prompts(processor, [r["prompt"] for r in batch], images)
+    return {k: v.to(device) for k, v in enc.items()}
 
 
 def box_scores(
-    tokens: Sequence[str], logprobs: Sequence[float], n_boxes: int, parse_errors: int
+    tokens: Sequence[str],
+    logprobs: Sequence[float],
+    n_boxes: int,
+    parse_errors: int,
+    locations: LocScheme,
 ) -> list[float]:
     """One confidence per parsed box from the location tokens' log-probabilities (see module doc)."""
-    locs = [lp for t, lp in zip(tokens, logprobs, strict=True) if _is_loc(t)]
+    locs = [lp for t, lp in zip(tokens, logprobs, strict=True) if locations.pattern.fullmatch(t)]
     if not locs or n_boxes == 0:
         return [0.0] * n_boxes
     quads = [locs[i : i + 4] for i in range(0, len(locs) - len(locs) % 4, 4)]
@@ -123,7 +106,9 @@ def generate(
             text = tok.decode(ids_kept, skip_special_tokens=False)
             pred = fmt.parse(text, r["task"], tuple(r["image_size"]))
             token_strs = tok.convert_ids_to_tokens(ids_kept)
-            confidences = box_scores(token_strs, [lp for _, lp in keep], len(pred.objects), pred.errors)
+            confidences = box_scores(
+                token_strs, [lp for _, lp in keep], len(pred.objects), pred.errors, fmt.LOCATIONS
+            )
             results[r["id"] + "\0" + r["source"]] = {
                 "generated_text": text,
                 "parsed": {

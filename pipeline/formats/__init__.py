@@ -8,9 +8,8 @@ import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from pipeline.records import FAMILIES, Example, Object
-
-_MODULES = {"florence2": "pipeline.formats.florence2", "paligemma": "pipeline.formats.pali"}
+from pipeline.families import FAMILY_MODULES
+from pipeline.records import Example, Object
 
 
 @dataclass
@@ -39,7 +38,5 @@ def text_pair(ex: Example, *, caption: str, vqa: str, classification: str) -> tu
 
 
 def get(family: str) -> ModuleType:
-    """The format module of a model family (it has `render` and `parse`)."""
-    if family not in _MODULES:
-        raise KeyError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
-    return importlib.import_module(_MODULES[family])
+    """The format module of a model family (`render`, `parse`, its location scheme `LOCATIONS`)."""
+    return importlib.import_module(FAMILY_MODULES.get(family).format)

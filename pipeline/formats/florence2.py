@@ -36,6 +36,7 @@ from pipeline.records import TASKS, Example, ImageSize, Object
 logger = logging.getLogger(__name__)
 
 FAMILY = "florence2"
+LOCATIONS = FLORENCE  # <loc_0>..<loc_999>, x1 y1 x2 y2
 CAPTION_PROMPT = "<CAPTION>"
 DETECTION_PROMPT = "<OD>"
 VQA_PROMPT = "Answer the question: {question}"

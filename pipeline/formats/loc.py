@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.records import Box, ImageSize, Object
 
@@ -81,6 +82,11 @@ class LocScheme:
 
     def token(self, b: int) -> str:
         return self.template.format(b)
+
+    def describe(self) -> dict[str, Any]:
+        """The convention for people and for uvft.json: token range, bin count, coordinate order."""
+        order = "y1 x1 y2 x2" if self.yx else "x1 y1 x2 y2"
+        return {"tokens": f"{self.token(0)}..{self.token(self.bins - 1)}", "bins": self.bins, "order": order}
 
     def tokens(self) -> list[str]:
         """Every location token of the scheme, in bin order."""

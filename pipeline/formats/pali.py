@@ -42,6 +42,7 @@ from pipeline.records import TASKS, Example, ImageSize, Object
 logger = logging.getLogger(__name__)
 
 FAMILY = "paligemma"
+LOCATIONS = PALI  # <loc0000>..<loc1023>, y1 x1 y2 x2
 CAPTION_PROMPT = "caption en"
 VQA_PROMPT = "answer en {question}"
 CLASSIFICATION_PROMPT = "answer en what category does this image belong to?"

@@ -85,12 +85,14 @@ def save_base(model: nn.Module, processor: Any, out_dir: str | Path) -> Path:
 def lora_config(
     targets: Mapping[str, str],
     preset: str,
-    r: int,
-    alpha: int,
-    dropout: float,
-    modules_to_save: list[str] | None,
+    *,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    modules_to_save: Sequence[str] | None = None,
 ):
-    """A peft LoraConfig whose `target_modules` is the preset's regex (see each family's LORA_TARGETS).
+    """A peft LoraConfig whose `target_modules` is the preset's regex, from a family's LORA_TARGETS
+    (never the vision tower).
 
     A regex string is matched with `re.fullmatch` against full module names, so it can anchor on the
     language model's path; a list of names would match by suffix and reach into the vision tower.

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,37 +26,20 @@ from pipeline.formats import florence2 as fmt
 from pipeline.models.common import (
     IMAGE_TOKEN,
     TinySize,
-    count_parameters,
-    freeze_vision,
     init_location_embeddings,
     load_native,
-    save_base,
     strip_tokens,
     train_bpe,
 )
-from pipeline.models.common import lora_config as _lora_config
-
-__all__ = [
-    "DECODER_ONLY",
-    "EMBEDDING_MODULES",
-    "FAMILY",
-    "LORA_TARGETS",
-    "Size",
-    "build_tiny",
-    "count_parameters",
-    "freeze_vision",
-    "load",
-    "lora_config",
-    "real_config_tiny",
-    "save_base",
-]
+from pipeline.models.loss import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-# encoder-decoder: logits line up with the decoder labels, and prompts go to the encoder
-DECODER_ONLY = False
-
 FAMILY = "florence2"
+DISPLAY_NAME = "Florence-2"
+MODEL_CLASS = "Florence2ForConditionalGeneration"
+DECODER_ONLY = False  # encoder-decoder: the encoder reads the prompt, the decoder's labels are the target
+LOCATIONS = fmt.LOCATIONS
 
 NATIVE_IDS = {
     f"microsoft/Florence-2-{v}": f"florence-community/Florence-2-{v}"
@@ -127,23 +111,51 @@ def load(
     revision: str | None = None,
 ):
     """(model, processor) from a hub id or a local folder: native classes, safetensors only."""
-    from transformers import Florence2ForConditionalGeneration, Florence2Processor
+    from transformers import Florence2ForConditionalGeneration as Model
+    from transformers import Florence2Processor as Processor
 
-    return load_native(
-        Florence2ForConditionalGeneration, Florence2Processor, native_id(model_id_or_path, revision),
-        dtype=dtype, attn_implementation=attn_implementation, revision=revision,
-    )  # fmt: skip
+    native = native_id(model_id_or_path, revision)
+    options = {"dtype": dtype, "attn_implementation": attn_implementation, "revision": revision}
+    return load_native(Model, Processor, native, **options)
 
 
-def lora_config(
-    preset: str,
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.05,
-    modules_to_save: list[str] | None = None,
-):
-    """peft LoraConfig for a preset of LORA_TARGETS (never the vision tower)."""
-    return _lora_config(LORA_TARGETS, preset, r, alpha, dropout, modules_to_save)
+# ---------------------------------------------------------------------------- batches
+#
+# The encoder reads `<image>`x N, `<s>`, the prompt (task tokens expanded to sentences), `</s>`;
+# `labels` is the target as the decoder writes it, `<s>` target `</s>`, IGNORE_INDEX on padding.
+# The model builds `decoder_input_ids` by shifting `labels` right behind `decoder_start_token_id`
+# (`</s>`), so the decoder reads `</s> <s> target` and predicts `<s> target </s>`, as the
+# checkpoints were trained and as generation runs (start `</s>`, `<s>` forced first).
+
+
+def encode_prompts(processor, prompts: Sequence[str], images: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """`input_ids`, `attention_mask`, `pixel_values` of the encoder, padded on the right."""
+    enc = processor(
+        text=list(prompts),
+        images=list(images),
+        padding="longest",
+        padding_side="right",
+        truncation=False,
+        return_tensors="pt",
+    )
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+
+
+def encode_batch(
+    processor, prompts: Sequence[str], targets: Sequence[str], images: Sequence[Any]
+) -> dict[str, torch.Tensor]:
+    """The encoder's inputs and the decoder's `labels` (see above)."""
+    dec = processor.tokenizer(
+        list(targets), padding="longest", padding_side="right", truncation=False, return_tensors="pt"
+    )
+    labels = dec["input_ids"].masked_fill(dec["attention_mask"] == 0, IGNORE_INDEX)
+    return {**encode_prompts(processor, prompts, images), "labels": labels}
+
+
+def target_lengths(processor, targets: Sequence[str]) -> list[int]:
+    """Label tokens per target: `<s>` target `</s>`."""
+    tok = getattr(processor, "tokenizer", processor)
+    return [len(x) for x in tok(list(targets), add_special_tokens=True, truncation=False)["input_ids"]]
 
 
 # ---------------------------------------------------------------------------- tiny model

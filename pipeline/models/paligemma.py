@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,38 +21,22 @@ from pipeline.formats import pali as fmt
 from pipeline.models.common import (
     IMAGE_TOKEN,
     TinySize,
-    count_parameters,
-    freeze_vision,
     init_location_embeddings,
     load_native,
-    save_base,
     sincos_2d,
     strip_tokens,
     train_bpe,
 )
-from pipeline.models.common import lora_config as _lora_config
-
-__all__ = [
-    "DECODER_ONLY",
-    "EMBEDDING_MODULES",
-    "FAMILY",
-    "LORA_TARGETS",
-    "Size",
-    "build_tiny",
-    "count_parameters",
-    "freeze_vision",
-    "load",
-    "lora_config",
-    "real_config_tiny",
-    "save_base",
-]
+from pipeline.models.loss import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-# decoder-only: labels are shifted inside the model, and generation pads prompts on the left
-DECODER_ONLY = True
-
 FAMILY = "paligemma"
+DISPLAY_NAME = "PaliGemma"
+MODEL_CLASS = "PaliGemmaForConditionalGeneration"
+DECODER_ONLY = True  # prefix-LM: labels are shifted inside the loss, and generation pads prompts on the left
+LOCATIONS = fmt.LOCATIONS
+
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0-4
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]  # byte fallback, as Gemma's vocab has
 
@@ -84,23 +69,62 @@ def load(
     revision: str | None = None,
 ):
     """(model, processor) from a hub id or a local folder: native classes, safetensors only."""
-    from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+    from transformers import PaliGemmaForConditionalGeneration as Model
+    from transformers import PaliGemmaProcessor as Processor
 
-    return load_native(
-        PaliGemmaForConditionalGeneration, PaliGemmaProcessor, model_id_or_path,
-        dtype=dtype, attn_implementation=attn_implementation, revision=revision,
-    )  # fmt: skip
+    options = {"dtype": dtype, "attn_implementation": attn_implementation, "revision": revision}
+    return load_native(Model, Processor, model_id_or_path, **options)
 
 
-def lora_config(
-    preset: str,
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.05,
-    modules_to_save: list[str] | None = None,
-):
-    """peft LoraConfig for a preset of LORA_TARGETS (never the vision tower)."""
-    return _lora_config(LORA_TARGETS, preset, r, alpha, dropout, modules_to_save)
+# ---------------------------------------------------------------------------- batches
+#
+# `input_ids` are `<image>`x N, `<bos>`, prompt, "\n", target, `<eos>`; `token_type_ids` is 1 on
+# the target and `<eos>` only (the suffix, causal) and 0 on the prefix (bidirectional) and on
+# padding; `labels` are the suffix tokens, aligned with `input_ids` (the loss shifts them).
+# Training pads on the right (the Gemma tokenizer's default is left), so every row keeps the
+# positions 1..L it has alone (PaliGemma's forward numbers positions without the mask).
+# Padding has 0 in token_type_ids and attention_mask, IGNORE_INDEX in labels.
+
+
+def _encode(processor, prompts, images, *, side: str, suffix=None, tensors: str = "pt"):
+    # "<image>" written in the prompt: the processor then adds only <bos> after it and "\n" at
+    # the end (without it, it warns and guesses where the image goes)
+    return processor(
+        text=[IMAGE_TOKEN + p for p in prompts],
+        images=list(images),
+        suffix=None if suffix is None else list(suffix),
+        padding="longest",
+        padding_side=side,
+        truncation=False,
+        return_tensors=tensors,
+    )
+
+
+def encode_prompts(processor, prompts: Sequence[str], images: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """The prefix alone, padded on the left so every row's generation starts right after its prompt."""
+    enc = _encode(processor, prompts, images, side="left")
+    return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+
+
+def encode_batch(
+    processor, prompts: Sequence[str], targets: Sequence[str], images: Sequence[Any]
+) -> dict[str, torch.Tensor]:
+    """Prefix and suffix, padded on the right, with `labels` on the suffix (see above)."""
+    # numpy out: the processor builds its own labels with np.array, which warns on torch tensors
+    out = _encode(processor, prompts, images, side="right", suffix=targets, tensors="np")
+    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+    batch = {k: torch.from_numpy(out[k]) for k in keys}
+    batch["input_ids"] = batch["input_ids"].long()
+    # labels from token_type_ids (the suffix) and the attention mask, not trusted from the processor
+    suffix = (batch["token_type_ids"] == 1) & (batch["attention_mask"] == 1)
+    batch["labels"] = batch["input_ids"].masked_fill(~suffix, IGNORE_INDEX)
+    return batch
+
+
+def target_lengths(processor, targets: Sequence[str]) -> list[int]:
+    """Label tokens per target: target `<eos>` (the processor appends `<eos>` to every suffix)."""
+    tok = getattr(processor, "tokenizer", processor)
+    return [len(x) + 1 for x in tok(list(targets), add_special_tokens=False, truncation=False)["input_ids"]]
 
 
 # ---------------------------------------------------------------------------- tiny model

@@ -19,15 +19,9 @@ from typing import Any
 
 from pipeline import formats
 from pipeline.errors import UvftError
-from pipeline.formats.loc import FLORENCE_BINS, PALI_BINS
 from pipeline.records import TASKS, Example
 
 SPEC_FILE = "uvft.json"
-
-LOCATION_TOKENS = {
-    "florence2": {"tokens": "<loc_0>..<loc_999>", "bins": FLORENCE_BINS, "order": "x1 y1 x2 y2"},
-    "paligemma": {"tokens": "<loc0000>..<loc1023>", "bins": PALI_BINS, "order": "y1 x1 y2 x2"},
-}
 
 
 @dataclass
@@ -145,6 +139,6 @@ def spec_from_records(
         base_model=str(base_model),
         method=method,
         tasks=specs,
-        location_tokens=dict(LOCATION_TOKENS[family]),
+        location_tokens=formats.get(family).LOCATIONS.describe(),
         uvft_version=__version__,
     )

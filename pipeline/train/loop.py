@@ -148,13 +148,18 @@ def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
     family = models.get(recipe.model.family)
     a = recipe.adapter
     if a.freeze_vision:
-        family.freeze_vision(model)
+        models.freeze_vision(model)
     if a.method == "full":
         return model
     from peft import get_peft_model
 
-    config = family.lora_config(
-        a.preset, r=a.r, alpha=a.alpha, dropout=a.dropout, modules_to_save=a.modules_to_save
+    config = models.lora_config(
+        family.LORA_TARGETS,
+        a.preset,
+        r=a.r,
+        alpha=a.alpha,
+        dropout=a.dropout,
+        modules_to_save=a.modules_to_save,
     )
     # get_peft_model wraps in place: from here on, only the adapter is ever saved
     return get_peft_model(model, config)
@@ -417,7 +422,7 @@ def build_model(recipe: Recipe, base: str, accelerator: Any):
     model = apply_adapter(model, recipe)
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainable, total = family.count_parameters(model)
+    trainable, total = models.count_parameters(model)
     if accelerator.is_main_process:
         logger.info(
             "parameters: %s trainable / %s total (%.2f%%)",

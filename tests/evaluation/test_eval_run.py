@@ -14,6 +14,7 @@ from pipeline.evaluation.metrics.detection import detection_f1
 from pipeline.evaluation.predict import box_scores
 from pipeline.evaluation.run import evaluate_run
 from pipeline.evaluation.score import headline, trivial_baselines
+from pipeline.formats.loc import PALI
 from pipeline.recipe import load_recipe
 from pipeline.train import loop
 
@@ -33,10 +34,10 @@ def test_box_scores_follow_the_location_quadruples():
         "<loc0008>",
     ]
     lps = [-1.0, -1.0, -1.0, -1.0, -5.0, -2.0, -2.0, -2.0, -2.0]
-    assert box_scores(toks, lps, 2, 0) == pytest.approx([math.exp(-1.0), math.exp(-2.0)])
+    assert box_scores(toks, lps, 2, 0, PALI) == pytest.approx([math.exp(-1.0), math.exp(-2.0)])
     # a parse that reported errors: every box gets the mean over all location tokens
-    assert box_scores(toks, lps, 1, 1) == pytest.approx([math.exp(-1.5)])
-    assert box_scores([], [], 2, 0) == [0.0, 0.0]
+    assert box_scores(toks, lps, 1, 1, PALI) == pytest.approx([math.exp(-1.5)])
+    assert box_scores([], [], 2, 0, PALI) == [0.0, 0.0]
 
 
 def test_detection_f1_per_image():

@@ -61,7 +61,9 @@ def test_presets_wrap_exactly_their_modules_and_never_the_vision_tower(tiny_path
     fam = models.get(family)
     model, _ = _fresh(tiny_path, family)
     lm_linears = _lm_linears(model)
-    peft_model = get_peft_model(model, fam.lora_config(preset, r=4, alpha=8, dropout=0.0))
+    peft_model = get_peft_model(
+        model, models.lora_config(fam.LORA_TARGETS, preset, r=4, alpha=8, dropout=0.0)
+    )
     wrapped = {n.removeprefix("base_model.model.") for n in _lora_modules(peft_model)}
     assert wrapped
     assert not [n for n in wrapped if is_vision(n)]
@@ -139,12 +141,17 @@ def test_real_configs_at_full_depth_have_the_published_size(model_id, params):
 
 def test_unknown_preset(family):
     with pytest.raises(KeyError, match="attention, attention_mlp, all_linear"):
-        models.get(family).lora_config("everything")
+        models.lora_config(models.get(family).LORA_TARGETS, "everything")
 
 
 def test_lora_config_fields(family):
-    cfg = models.get(family).lora_config(
-        "attention_mlp", r=8, alpha=16, dropout=0.1, modules_to_save=["lm_head"]
+    cfg = models.lora_config(
+        models.get(family).LORA_TARGETS,
+        "attention_mlp",
+        r=8,
+        alpha=16,
+        dropout=0.1,
+        modules_to_save=["lm_head"],
     )
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.modules_to_save) == (8, 16, 0.1, ["lm_head"])
     assert isinstance(cfg.target_modules, str) and re.compile(cfg.target_modules)
@@ -180,7 +187,9 @@ def test_save_base_before_wrapping_then_adapter_round_trip(tmp_path, tiny_path, 
     batch = batch_of(family, processor)
     base_dir = save_base(model, processor, tmp_path / "base")  # before wrapping
 
-    config = fam.lora_config("all_linear", r=4, alpha=8, dropout=0.0, modules_to_save=fam.EMBEDDING_MODULES)
+    config = models.lora_config(
+        fam.LORA_TARGETS, "all_linear", r=4, alpha=8, dropout=0.0, modules_to_save=fam.EMBEDDING_MODULES
+    )
     peft_model = get_peft_model(model, config)
     losses = train_steps(peft_model, batch, steps=3)
     assert losses[-1] < losses[0] - 0.1, losses
@@ -212,7 +221,7 @@ def test_a_base_saved_after_wrapping_is_refused_on_load(tmp_path, tiny_path, fam
     (their names became `*.base_layer.weight`); `load` refuses the folder instead."""
     fam = models.get(family)
     model, processor = _fresh(tiny_path, family)
-    get_peft_model(model, fam.lora_config("attention", r=4, alpha=8, dropout=0.0))
+    get_peft_model(model, models.lora_config(fam.LORA_TARGETS, "attention", r=4, alpha=8, dropout=0.0))
     model.save_pretrained(tmp_path / "bad")
     processor.save_pretrained(tmp_path / "bad")
     with pytest.raises(ValueError, match="does not match"):
@@ -223,7 +232,10 @@ def test_embedding_modules_make_every_embedding_trainable(tiny_path, family):
     fam = models.get(family)
     model, _ = _fresh(tiny_path, family)
     peft_model = get_peft_model(
-        model, fam.lora_config("attention", r=4, alpha=8, dropout=0.0, modules_to_save=fam.EMBEDDING_MODULES)
+        model,
+        models.lora_config(
+            fam.LORA_TARGETS, "attention", r=4, alpha=8, dropout=0.0, modules_to_save=fam.EMBEDDING_MODULES
+        ),
     )
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n}
     base = peft_model.get_base_model()

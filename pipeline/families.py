@@ -1,0 +1,24 @@
+"""The model families uvft knows, in one table: each names its format module (render and parse its
+text) and its models module (load, tiny build, LoRA presets, batch encoding: the `Family` protocol
+of pipeline.models.family). `formats.get` and `models.get` look a family up here and import its
+module on first use (transformers is heavy), so adding a family is one line here and two modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.registry import Registry
+
+
+@dataclass(frozen=True)
+class FamilyModules:
+    format: str  # dotted path of the format module
+    models: str  # dotted path of the models module
+
+
+FAMILY_MODULES: Registry[FamilyModules] = Registry("model family")
+FAMILY_MODULES.register("florence2")(FamilyModules("pipeline.formats.florence2", "pipeline.models.florence2"))
+FAMILY_MODULES.register("paligemma")(FamilyModules("pipeline.formats.pali", "pipeline.models.paligemma"))
+
+FAMILIES = tuple(FAMILY_MODULES.names())  # ("florence2", "paligemma")
