@@ -36,13 +36,14 @@ import re
 import shutil
 from collections.abc import Sequence
 
-import datasets
 import evaluate
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
+
+from pipeline.evaluation.metrics import TEXT, TEXTS, metric_info
 
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 _DROP = {*PUNCTUATIONS, '"'}
@@ -170,17 +171,7 @@ class CaptionMetrics(evaluate.Metric):
     """``evaluate`` wrapper of :func:`caption_metrics`; defined locally, so it works offline."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _INPUTS, predictions=TEXT, references=TEXTS)
 
     def _compute(self, predictions, references, use_ptb=None) -> dict:
         return caption_metrics(predictions, references, use_ptb=use_ptb)

@@ -11,8 +11,9 @@ import string
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import datasets
 import evaluate
+
+from pipeline.evaluation.metrics import TEXT, metric_info
 
 OTHER = "(other)"
 _SPACE = re.compile(r"\s+")
@@ -65,14 +66,8 @@ class ClassificationAccuracy(evaluate.Metric):
     ``ClassificationAccuracy().compute(predictions=[...], references=[...], labels=[...])``."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Top-1 accuracy of normalised label strings, per-class accuracy, confusion matrix.",
-            citation="",
-            inputs_description=__doc__ or "",
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        description = "Top-1 accuracy of normalised label strings, per-class accuracy, confusion matrix."
+        return metric_info(description, "", __doc__ or "", predictions=TEXT, references=TEXT)
 
     def _compute(self, predictions, references, labels=None) -> dict[str, Any]:
         return classification_metrics(predictions, references, labels)

@@ -39,8 +39,9 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-import datasets
 import evaluate
+
+from pipeline.evaluation.metrics import TEXT, TEXTS, metric_info
 
 CONTRACTIONS = {
     "aint": "ain't",
@@ -301,18 +302,8 @@ class VQAAccuracy(evaluate.Metric):
     """``evaluate`` wrapper of :func:`vqa_accuracy`; defined locally, so it works offline."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                    "answer_types": datasets.Value("string"),
-                }
-            ),
-        )
+        features = {"predictions": TEXT, "references": TEXTS, "answer_types": TEXT}
+        return metric_info(_DESCRIPTION, _CITATION, _INPUTS, **features)
 
     def _compute(self, predictions, references, answer_types=None) -> dict:
         return vqa_accuracy(predictions, references, answer_types)
