@@ -41,9 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.add_argument("--export-jsonl", type=Path, metavar="PATH", help="also write every record as JSON lines")
     p.add_argument(
-        "--export", nargs=2, metavar=("FORMAT", "PATH"),
+        "--export",
+        nargs=2,
+        metavar=("FORMAT", "PATH"),
         help="also export the records for other trainers: FORMAT chat-jsonl (see the README)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--embed-images", action="store_true", help="chat-jsonl: images as base64 data URLs, not paths"
     )
@@ -108,9 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, metavar="PATH")
     src.add_argument(
-        "--images", type=Path, metavar="DIR|LIST.txt|FILE.jsonl",
+        "--images",
+        type=Path,
+        metavar="DIR|LIST.txt|FILE.jsonl",
         help="many images: a folder, a text file of paths, or JSON lines {image, task?, question?}",
-    )  # fmt: skip
+    )
     p.add_argument("--task", help="caption, vqa, detection, classification (default: the model's first)")
     p.add_argument("--question", help="the question, for --task vqa")
     p.add_argument("--classes", help="comma-separated: detection categories or closed-set classes")
@@ -134,9 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image-size", type=int)
     d.add_argument("--max-shapes", type=int)
     d.add_argument(
-        "--shape-size", type=float, nargs=2, metavar=("MIN", "MAX"),
+        "--shape-size",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
         help="a shape's side as fractions of the image side",
-    )  # fmt: skip
+    )
     d.add_argument("--seed", type=int)
     d.add_argument("--force", action="store_true", help="replace the folder if it exists")
     d.set_defaults(func=cmd_data_demo)
@@ -193,9 +200,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     adapter = None if args.base else (args.adapter or recipe.run_dir)
     out, metrics = evaluate_run(
-        recipe, adapter=adapter, split=args.split, limit=args.limit, batch_size=args.batch_size,
+        recipe,
+        adapter=adapter,
+        split=args.split,
+        limit=args.limit,
+        batch_size=args.batch_size,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     base_file = evidence_dir(recipe.run_dir, None, args.split) / "metrics.json"
     base = json.loads(base_file.read_text()) if adapter is not None and base_file.is_file() else None
     print_metrics(metrics, base)
@@ -206,11 +217,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from pipeline.hub import push
 
-    result = push(
-        args.run_dir, args.repo_id, merged=args.merged, base_repo_id=args.base_repo_id, public=args.public,
-        create_pr=args.create_pr, revision=args.revision, commit_message=args.commit_message,
-        dry_run=args.dry_run, split=args.split,
-    )  # fmt: skip
+    options = (
+        "merged",
+        "base_repo_id",
+        "public",
+        "create_pr",
+        "revision",
+        "commit_message",
+        "dry_run",
+        "split",
+    )
+    result = push(args.run_dir, args.repo_id, **{k: getattr(args, k) for k in options})
     for staged in (result.staged.base, result.staged):
         if staged is None:
             continue

@@ -41,24 +41,38 @@ logger = logging.getLogger(__name__)
 
 # published from a weights folder besides the weights: what generation needs
 PROCESSOR_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-    "added_tokens.json", "vocab.json", "merges.txt", "processor_config.json",
-    "preprocessor_config.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
-)  # fmt: skip
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 REPORT_FILES = ("report.md", "loss.png", "val_loss.png", "val_metrics.png")
 
-# model-index: per task, the hub's task type and the metrics shown (metrics.json key, type, name)
-CARD_METRICS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
-    "vqa": ("visual-question-answering", "Visual Question Answering",
-            [("accuracy", "accuracy", "VQAv2 accuracy")]),
-    "detection": ("object-detection", "Object Detection",
-                  [("map", "mAP", "COCO mAP@[.5:.95]"), ("map_50", "AP50", "COCO mAP@0.5")]),
-    "caption": ("image-to-text", "Image Captioning", [("cider", "cider", "CIDEr-D")]),
-    "classification": ("image-classification", "Image Classification",
-                       [("accuracy", "accuracy", "top-1 accuracy (generated label)"),
-                        ("closed_set.accuracy", "accuracy", "top-1 accuracy (closed-set)")]),
-}  # fmt: skip
+# model-index: per task, the hub's task type and name, and the metrics shown (metrics.json key, type, name)
+HUB_TASKS = {
+    "vqa": ("visual-question-answering", "Visual Question Answering"),
+    "detection": ("object-detection", "Object Detection"),
+    "caption": ("image-to-text", "Image Captioning"),
+    "classification": ("image-classification", "Image Classification"),
+}
+CARD_METRICS: dict[str, list[tuple[str, str, str]]] = {
+    "vqa": [("accuracy", "accuracy", "VQAv2 accuracy")],
+    "detection": [("map", "mAP", "COCO mAP@[.5:.95]"), ("map_50", "AP50", "COCO mAP@0.5")],
+    "caption": [("cider", "cider", "CIDEr-D")],
+    "classification": [
+        ("accuracy", "accuracy", "top-1 accuracy (generated label)"),
+        ("closed_set.accuracy", "accuracy", "top-1 accuracy (closed-set)"),
+    ],
+}
 
 
 @dataclass
@@ -99,6 +113,25 @@ def eval_metrics(folder: Path, split: str = "val") -> tuple[dict[str, Any] | Non
     tuned = json.loads(tuned_file.read_text()) if tuned_file.is_file() else None
     base = json.loads(base_file.read_text()) if base_file.is_file() else None
     return tuned, base
+
+
+@dataclass
+class RunEvidence:
+    """What a model card reports of a run: its resolved recipe and summary.json, and the fine-tuned
+    and base metrics.json of `split` (None where a file is absent)."""
+
+    recipe: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    base_metrics: dict[str, Any] | None = None
+    split: str = "val"
+
+
+def run_evidence(source: Path, split: str = "val") -> RunEvidence:
+    """The RunEvidence of a run folder, or of the run a best/ or checkpoint folder belongs to."""
+    recipe, summary = run_record(run_dir_of(Path(source)))
+    metrics, base_metrics = eval_metrics(Path(source), split)
+    return RunEvidence(recipe, summary, metrics, base_metrics, split)
 
 
 def metric_value(metrics: dict[str, Any], task: str, key: str) -> float | None:
@@ -148,7 +181,8 @@ def eval_results(spec: ModelSpec, metrics: dict[str, Any], split: str, sources: 
     from huggingface_hub import EvalResult
 
     results = []
-    for task, (task_type, task_name, keys) in CARD_METRICS.items():
+    for task, keys in CARD_METRICS.items():
+        task_type, task_name = HUB_TASKS[task]
         if task not in metrics or task not in spec.tasks:
             continue
         srcs = spec.tasks[task].sources
@@ -173,21 +207,13 @@ def eval_results(spec: ModelSpec, metrics: dict[str, Any], split: str, sources: 
 
 
 def build_card(
-    spec: ModelSpec,
-    *,
-    repo_id: str,
-    base_model: str | None,
-    merged: bool,
-    recipe: dict[str, Any] | None,
-    summary: dict[str, Any] | None,
-    metrics: dict[str, Any] | None,
-    base_metrics: dict[str, Any] | None,
-    split: str = "val",
+    spec: ModelSpec, evidence: RunEvidence, *, repo_id: str, base_model: str | None, merged: bool
 ) -> Any:
     """The model card (huggingface_hub.ModelCard): metadata + body, see the module doc."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    sources = _sources(recipe)
+    metrics, split = evidence.metrics, evidence.split
+    sources = _sources(evidence.recipe)
     license_id, license_name = _license(list(sources.licenses.values()))
     datasets = sorted(set(sources.hub_ids.values())) or None
     adapter = spec.method == "lora" and not merged
@@ -202,10 +228,7 @@ def build_card(
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results(spec, metrics, split, sources) or None if metrics else None,
     )
-    body = _card_body(
-        spec, repo_id=repo_id, base_model=base_model, adapter=adapter, recipe=recipe, summary=summary,
-        metrics=metrics, base_metrics=base_metrics, split=split, sources=sources,
-    )  # fmt: skip
+    body = _card_body(spec, evidence, sources, repo_id=repo_id, base_model=base_model, adapter=adapter)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
@@ -228,9 +251,15 @@ def _fmt(v: float | None) -> str:
 
 
 def _card_body(
-    spec: ModelSpec, *, repo_id: str, base_model: str | None, adapter: bool, recipe, summary,
-    metrics, base_metrics, split: str, sources: _Sources,
-) -> str:  # fmt: skip
+    spec: ModelSpec,
+    evidence: RunEvidence,
+    sources: _Sources,
+    *,
+    repo_id: str,
+    base_model: str | None,
+    adapter: bool,
+) -> str:
+    recipe, summary = evidence.recipe, evidence.summary
     loc = spec.location_tokens
     name = repo_id.split("/")[-1]
     family = models.get(spec.family).DISPLAY_NAME
@@ -270,7 +299,7 @@ def _card_body(
         f"(b + 0.5) × S / {loc['bins']}."
     )
     parts.append("## Evaluation")
-    parts.append(_metrics_section(metrics, base_metrics, split))
+    parts.append(_metrics_section(evidence.metrics, evidence.base_metrics, evidence.split))
     parts.append("## Training")
     parts.append(_mixture_section(summary, recipe))
     parts.append(_hyper_section(recipe, summary, spec))
@@ -310,7 +339,7 @@ def _metrics_section(metrics, base_metrics, split: str) -> str:
     if not metrics:
         return "Not evaluated: run `uvft eval` (and `uvft eval --base`) before pushing."
     rows = []
-    for task, (_, _, keys) in CARD_METRICS.items():
+    for task, keys in CARD_METRICS.items():
         for key, _, metric_name in keys:
             value = metric_value(metrics, task, key)
             if value is None:
@@ -347,10 +376,12 @@ def _hyper_section(recipe, summary, spec: ModelSpec) -> str:
     rows = [["method", str(a.get("method", spec.method))]]
     if a.get("method", spec.method) == "lora":
         rows += [
-            ["LoRA preset / r / alpha / dropout",
-             " / ".join(str(a.get(k)) for k in ("preset", "r", "alpha", "dropout"))],
+            [
+                "LoRA preset / r / alpha / dropout",
+                " / ".join(str(a.get(k)) for k in ("preset", "r", "alpha", "dropout")),
+            ],
             ["modules_to_save", str(a.get("modules_to_save"))],
-        ]  # fmt: skip
+        ]
     rows += [
         ["vision tower frozen", str(a.get("freeze_vision"))],
         ["steps × batch × grad_accum", f"{t.get('steps')} × {t.get('batch_size')} × {t.get('grad_accum')}"],
@@ -402,6 +433,9 @@ def card_snippet(spec: ModelSpec, *, repo_id: str, base_model: str | None, adapt
     task = "detection" if "detection" in spec.tasks else next(iter(spec.tasks))
     prompt = spec.prompt(task, question="what is in the image?" if task == "vqa" else None)
     decoder_only = family.DECODER_ONLY  # the prompt names the image, and generate returns it too
+    new = "new = out[0]"
+    if decoder_only:
+        new = "new = out[0, inputs['input_ids'].shape[1]:]  # the generated tokens, after the prompt"
     lines = [
         "import torch",
         *(["from peft import PeftModel"] if adapter else []),
@@ -427,13 +461,12 @@ def card_snippet(spec: ModelSpec, *, repo_id: str, base_model: str | None, adapt
         'inputs = processor(text=prompt, images=image, return_tensors="pt")',
         "with torch.no_grad():",
         "    out = model.generate(**inputs, generation_config=generation_config)",
-        ("new = out[0, inputs['input_ids'].shape[1]:]  # the generated tokens, after the prompt"
-         if decoder_only else "new = out[0]"),
+        new,
         "text = processor.decode(new, skip_special_tokens=False)",
         'for marker in ("<pad>", "<eos>", "<bos>", "<s>", "</s>"):',
         '    text = text.replace(marker, "")',
         "print(text.strip())",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -475,8 +508,8 @@ def stage(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     recipe_file = run / "recipe.yaml"
-    recipe, summary = run_record(run)
-    metrics, base_metrics = eval_metrics(source, split)
+    evidence = run_evidence(source, split)
+    metrics, base_metrics = evidence.metrics, evidence.base_metrics
 
     base_staged = None
     if base_repo_id is not None and not merged:
@@ -510,9 +543,8 @@ def stage(
     else:
         logger.warning("%s has no %s evaluation: the card will say so (run `uvft eval` first)", source, split)
     card = build_card(
-        spec, repo_id=repo_id, base_model=published_base, merged=merged or not is_adapter, recipe=recipe,
-        summary=summary, metrics=metrics, base_metrics=base_metrics, split=split,
-    )  # fmt: skip
+        spec, evidence, repo_id=repo_id, base_model=published_base, merged=merged or not is_adapter
+    )
     validate_card(card, metrics, split)
     card.save(tmp / "README.md")
     _refuse_pickles(tmp)
@@ -591,8 +623,8 @@ def validate_card(card: Any, metrics: dict[str, Any] | None, split: str) -> None
         return
     _, results = model_index_to_eval_results(meta["model-index"])
     for r in results:
-        task = next(t for t, (task_type, _, _) in CARD_METRICS.items() if task_type == r.task_type)
-        key = next(k for k, _, n in CARD_METRICS[task][2] if n == r.metric_name)
+        task = next(t for t, (task_type, _) in HUB_TASKS.items() if task_type == r.task_type)
+        key = next(k for k, _, n in CARD_METRICS[task] if n == r.metric_name)
         if r.metric_value != metric_value(metrics, task, key) or r.dataset_split != split:
             raise UvftError(
                 f"model card: {task} {r.metric_name} = {r.metric_value} differs from metrics.json"
@@ -621,14 +653,12 @@ def export_merged(source: Path, out: Path, *, card: bool = True, repo_id: str | 
     spec = ModelSpec(**{**m.spec.__dict__, "method": "merged" if m.is_adapter else m.spec.method})
     spec.save(tmp)
     if card:
-        recipe, summary = run_record(run_dir_of(Path(source)))
-        metrics, base_metrics = eval_metrics(Path(source))
+        evidence = run_evidence(Path(source))
         base = spec.base_model if HUB_ID.match(spec.base_model or "") else None
         model_card = build_card(
-            spec, repo_id=repo_id or f"local/{out.name}", base_model=base, merged=True, recipe=recipe,
-            summary=summary, metrics=metrics, base_metrics=base_metrics,
-        )  # fmt: skip
-        validate_card(model_card, metrics, "val")
+            spec, evidence, repo_id=repo_id or f"local/{out.name}", base_model=base, merged=True
+        )
+        validate_card(model_card, evidence.metrics, evidence.split)
         model_card.save(tmp / "README.md")
     if out.exists():
         shutil.rmtree(out)
@@ -734,9 +764,10 @@ def push(
         with hub_errors(staged.base.repo_id, token=token):
             api.create_repo(staged.base.repo_id, private=not public, exist_ok=True)
             info = api.upload_folder(
-                repo_id=staged.base.repo_id, folder_path=staged.base.folder,
+                repo_id=staged.base.repo_id,
+                folder_path=staged.base.folder,
                 commit_message=f"uvft: base model of {repo_id}",
-            )  # fmt: skip
+            )
             result.base_commit_url = info.commit_url
     with hub_errors(repo_id, token=token):
         api.create_repo(repo_id, private=not public, exist_ok=True)
@@ -744,9 +775,12 @@ def push(
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         before = api.repo_info(repo_id, revision=revision)
         info = api.upload_folder(
-            repo_id=repo_id, folder_path=staged.folder, commit_message=message,
-            revision=revision, create_pr=create_pr,
-        )  # fmt: skip
+            repo_id=repo_id,
+            folder_path=staged.folder,
+            commit_message=message,
+            revision=revision,
+            create_pr=create_pr,
+        )
     result.commit_url, result.pr_url = info.commit_url, info.pr_url
     result.private = bool(before.private)
     # huggingface_hub skips a commit (and a PR) when no file changed; say so rather than claim one

@@ -112,26 +112,37 @@ class Model:
             except (OSError, ValueError) as e:
                 raise UvftError(f"cannot read image {where}: {e}") from None
             labels = classes or (self.spec.task(task).classes if task == "classification" else [])
-            rows.append({
-                "id": str(i),
-                "source": "predict",
-                "task": task,
-                "prompt": self.spec.prompt(task, question=item.get("question"), classes=classes or None),
-                "image": image,
-                "image_size": list(image.size),
-                "categories": labels,
-                "_where": str(where),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "id": str(i),
+                    "source": "predict",
+                    "task": task,
+                    "prompt": self.spec.prompt(task, question=item.get("question"), classes=classes or None),
+                    "image": image,
+                    "image_size": list(image.size),
+                    "categories": labels,
+                    "_where": str(where),
+                }
+            )
         outs = generate(
-            self.model, self.processor, self.family, rows,
-            generation_config=self.generation_config, batch_size=batch_size, progress=False,
-        )  # fmt: skip
+            self.model,
+            self.processor,
+            self.family,
+            rows,
+            generation_config=self.generation_config,
+            batch_size=batch_size,
+            progress=False,
+        )
         # closed-set classification over the given or the training classes, as uvft eval scores it
         scored = [j for j, r in enumerate(rows) if r["task"] == "classification" and r["categories"]]
         chosen = closed_set(
-            self.model, self.processor, self.family, [rows[j] for j in scored],
-            batch_size=batch_size, progress=False,
-        )  # fmt: skip
+            self.model,
+            self.processor,
+            self.family,
+            [rows[j] for j in scored],
+            batch_size=batch_size,
+            progress=False,
+        )
         closed = {scored[k]: (c["label"], c["scores"]) for k, c in chosen.items()}
         results = []
         for j, (r, o) in enumerate(zip(rows, outs, strict=True)):

@@ -124,8 +124,14 @@ def generate(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the dataset folder should be readable like any other
-        params = {"n_train": n_train, "n_val": n_val, "image_size": image_size, "max_shapes": max_shapes,
-                  "shape_size": [lo, hi], "seed": seed}  # fmt: skip
+        params = {
+            "n_train": n_train,
+            "n_val": n_val,
+            "image_size": image_size,
+            "max_shapes": max_shapes,
+            "shape_size": [lo, hi],
+            "seed": seed,
+        }
         summary = _write_all(tmp, params, progress)
         _write_readme(tmp, params, summary)
         _write_json(tmp / PARAMS_FILE, params)
@@ -274,18 +280,17 @@ def captions(rng: np.random.Generator, shapes: list[Shape]) -> list[str]:
 # --- questions ----------------------------------------------------------------------------------------
 
 
+def _qa(question_type: str, rest: str, answer_type: str, answer: str) -> dict[str, Any]:
+    # VQAv2's question_type is the question's first words
+    q = f"{question_type} {rest}"
+    return {"question": q, "question_type": question_type, "answer_type": answer_type, "answer": answer}
+
+
 def questions(rng: np.random.Generator, shapes: list[Shape]) -> list[dict[str, Any]]:
     """Two or three questions of different types, each only where its answer is unambiguous."""
     kinds = Counter(s.kind for s in shapes)
     colors = Counter(s.color for s in shapes)
-    candidates: list[dict[str, Any]] = [
-        {
-            "question": "how many shapes are there?",
-            "question_type": "how many",
-            "answer_type": "number",
-            "answer": str(len(shapes)),
-        }
-    ]
+    candidates = [_qa("how many", "shapes are there?", "number", str(len(shapes)))]
     # yes/no: present or absent with equal odds, so "yes" is not a free win.
     absent = [k for k in SHAPES if k not in kinds]
     present = sorted(kinds, key=SHAPES.index)
@@ -293,36 +298,15 @@ def questions(rng: np.random.Generator, shapes: list[Shape]) -> list[dict[str, A
         asked, yes = absent[int(rng.integers(len(absent)))], "no"
     else:
         asked, yes = present[int(rng.integers(len(present)))], "yes"
-    candidates.append(
-        {
-            "question": f"is there a {asked}?",
-            "question_type": "is there a",
-            "answer_type": "yes/no",
-            "answer": yes,
-        }
-    )
+    candidates.append(_qa("is there a", f"{asked}?", "yes/no", yes))
     unique_kinds = [s for s in shapes if kinds[s.kind] == 1]
     if unique_kinds:
         s = unique_kinds[int(rng.integers(len(unique_kinds)))]
-        candidates.append(
-            {
-                "question": f"what color is the {s.kind}?",
-                "question_type": "what color is the",
-                "answer_type": "other",
-                "answer": s.color,
-            }
-        )
+        candidates.append(_qa("what color is the", f"{s.kind}?", "other", s.color))
     unique_colors = [s for s in shapes if colors[s.color] == 1]
     if unique_colors:
         s = unique_colors[int(rng.integers(len(unique_colors)))]
-        candidates.append(
-            {
-                "question": f"what shape is the {s.color} object?",
-                "question_type": "what shape is the",
-                "answer_type": "other",
-                "answer": s.kind,
-            }
-        )
+        candidates.append(_qa("what shape is the", f"{s.color} object?", "other", s.kind))
     k = min(len(candidates), int(rng.integers(2, 4)))
     picked = sorted(rng.choice(len(candidates), size=k, replace=False).tolist())
     return [candidates[i] for i in picked]

@@ -214,9 +214,15 @@ def _closed_set(model, processor, family, rows_in, rows, cfg: EvalSection, *, pr
 
 
 def closed_set(
-    model, processor, family: str, records: Sequence[dict[str, Any]], *, labels: Sequence[str] | None = None,
-    batch_size: int = 32, progress: bool = True,
-) -> dict[int, dict[str, Any]]:  # fmt: skip
+    model,
+    processor,
+    family: str,
+    records: Sequence[dict[str, Any]],
+    *,
+    labels: Sequence[str] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[int, dict[str, Any]]:
     """Closed-set classification of the classification records: index -> {"label", "scores"}, the
     label of highest likelihood (the first of equal scores) among `labels`, else the record's own
     class list (`categories`). Records are scored in groups of the same candidate list."""
@@ -233,9 +239,14 @@ def closed_set(
     out: dict[int, dict[str, Any]] = {}
     for candidates, idx in groups.items():
         scores = label_loglikelihoods(
-            model, processor, family, [records[i] for i in idx], list(candidates),
-            batch_size=batch_size, progress=progress,
-        )  # fmt: skip
+            model,
+            processor,
+            family,
+            [records[i] for i in idx],
+            list(candidates),
+            batch_size=batch_size,
+            progress=progress,
+        )
         for i, row_scores in zip(idx, scores, strict=True):
             best = max(range(len(candidates)), key=lambda j: row_scores[j])
             out[i] = {"label": candidates[best], "scores": dict(zip(candidates, row_scores, strict=True))}

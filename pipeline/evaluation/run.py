@@ -78,8 +78,9 @@ def evaluate_run(
     if batch_size is not None:
         recipe = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"batch_size": batch_size})})
     started = time.perf_counter()
-    rows = predict(model, processor, recipe.model.family, rows_in, recipe.eval, generation_config=gen,
-                   progress=progress)  # fmt: skip
+    rows = predict(
+        model, processor, recipe.model.family, rows_in, recipe.eval, generation_config=gen, progress=progress
+    )
     metrics = score_tasks(rows, {f"{r['source']}/{r['id']}": r for r in rows_in})
     if recipe.data.train_split in records:
         trivial_baselines(metrics, records[recipe.data.train_split], rows)

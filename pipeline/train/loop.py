@@ -153,14 +153,8 @@ def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
         return model
     from peft import get_peft_model
 
-    config = models.lora_config(
-        family.LORA_TARGETS,
-        a.preset,
-        r=a.r,
-        alpha=a.alpha,
-        dropout=a.dropout,
-        modules_to_save=a.modules_to_save,
-    )
+    settings = a.model_dump(include={"r", "alpha", "dropout", "modules_to_save"})
+    config = models.lora_config(family.LORA_TARGETS, a.preset, **settings)
     # get_peft_model wraps in place: from here on, only the adapter is ever saved
     return get_peft_model(model, config)
 
