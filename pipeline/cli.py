@@ -208,8 +208,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     base_file = evidence_dir(recipe.run_dir, None, args.split) / "metrics.json"
-    base = json.loads(base_file.read_text()) if adapter is not None and base_file.is_file() else None
-    print_metrics(metrics, base)
+    base_metrics = json.loads(base_file.read_text()) if adapter is not None and base_file.is_file() else None
+    print_metrics(metrics, base_metrics)
     print(f"generations, metrics and report: {out}")
     return 0
 

@@ -49,9 +49,9 @@ def evaluate_run(
     run_dir = recipe.run_dir
     summary_path = run_dir / "summary.json"
     if recipe.model.id is not None:
-        base = recipe.model.id
+        base_model = recipe.model.id
     elif summary_path.is_file():
-        base = json.loads(summary_path.read_text())["base_model"]
+        base_model = json.loads(summary_path.read_text())["base_model"]
     elif adapter is None:
         # the tiny model (and its base stage) without a run: built, or read from the cache
         from pipeline.runtime import make_accelerator
@@ -59,7 +59,9 @@ def evaluate_run(
         from pipeline.train.loop import train
 
         accelerator = make_accelerator(recipe, log=False)
-        base = base_model_path(recipe, records, progress=progress, accelerator=accelerator, trainer=train)
+        base_model = base_model_path(
+            recipe, records, progress=progress, accelerator=accelerator, trainer=train
+        )
     else:
         raise UvftError(
             f"{run_dir} has no summary.json: run `uvft finetune` first (the tiny base comes from it)"
@@ -71,7 +73,7 @@ def evaluate_run(
             raise UvftError(f"{adapter} holds no adapter (adapter_config.json) and no model (model/)")
         model, processor = family.load(weights)
     else:
-        model, processor = family.load(base, revision=recipe.model.revision)
+        model, processor = family.load(base_model, revision=recipe.model.revision)
         if adapter is not None:
             model = PeftModel.from_pretrained(model, adapter)
     gen = eval_generation_config(model, recipe, weights if weights is not None else run_dir)
@@ -103,13 +105,13 @@ def _write_report(out: Path, rows, metrics, *, run_dir: Path, split: str, is_bas
     from pipeline.evaluation.report import write_report
 
     base_file = evidence_dir(run_dir, None, split) / "metrics.json"
-    base = json.loads(base_file.read_text()) if (not is_base and base_file.is_file()) else None
+    base_metrics = json.loads(base_file.read_text()) if (not is_base and base_file.is_file()) else None
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    write_report(out, rows, metrics, base_metrics=base, summary=summary)
+    write_report(out, rows, metrics, base_metrics=base_metrics, summary=summary)
 
 
-def print_metrics(metrics: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+def print_metrics(metrics: dict[str, Any], base_metrics: dict[str, Any] | None = None) -> None:
     """The summary table printed at the end of `uvft eval`, with the base model's numbers beside
     when they are given (from `uvft eval --base` on the same split)."""
     from rich.console import Console
@@ -135,9 +137,11 @@ def print_metrics(metrics: dict[str, Any], base: dict[str, Any] | None = None) -
         return "n/a" if m is None else f"{m:.3f}"
 
     table = Table(title="evaluation")
-    columns = ["task", "metric", *(["base"] if base else []), "value", "records"]
+    columns = ["task", "metric", *(["base"] if base_metrics else []), "value", "records"]
     for col in columns:
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     for task, name, path, count in rows:
-        table.add_row(task, name, *([get(base, path)] if base else []), get(metrics, path), count)
+        table.add_row(
+            task, name, *([get(base_metrics, path)] if base_metrics else []), get(metrics, path), count
+        )
     Console(width=max(Console().width, 100)).print(table)

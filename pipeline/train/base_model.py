@@ -51,31 +51,33 @@ def _base_stage(
     """Full training of the tiny model (a stand-in for a pretrained foundation model), run once
     and cached under a key of everything that decides it."""
     tiny = recipe.model.tiny
-    base = recipe.model_copy(deep=True)
-    base.name, base.output_dir = "base", None  # the fine-tune's name and folder don't decide the base
-    base.model.id = str(tiny_folder)
+    stage = recipe.model_copy(deep=True)
+    stage.name, stage.output_dir = "base", None  # the fine-tune's name and folder don't decide the base
+    stage.model.id = str(tiny_folder)
     # full training, and the vision tower too: with random weights it has everything to learn
-    base.adapter = AdapterSection(method="full", freeze_vision=False)
-    base.train.steps = tiny.base_steps
-    base.train.lr = tiny.base_lr
-    base.train.val_every = 0
-    base.eval.every = 0
-    base.train.trackers = []
+    stage.adapter = AdapterSection(method="full", freeze_vision=False)
+    stage.train.steps = tiny.base_steps
+    stage.train.lr = tiny.base_lr
+    stage.train.val_every = 0
+    stage.eval.every = 0
+    stage.train.trackers = []
     if tiny.base_sources is not None:
-        base.data.sources = [s for s in base.data.sources if s.name in tiny.base_sources]
-        if base.mixture.weights:
-            base.mixture.weights = {k: v for k, v in base.mixture.weights.items() if k in tiny.base_sources}
-    key = hashlib.sha256((dump(base) + str(tiny_folder)).encode()).hexdigest()[:16]
+        stage.data.sources = [s for s in stage.data.sources if s.name in tiny.base_sources]
+        if stage.mixture.weights:
+            stage.mixture.weights = {k: v for k, v in stage.mixture.weights.items() if k in tiny.base_sources}
+    key = hashlib.sha256((dump(stage) + str(tiny_folder)).encode()).hexdigest()[:16]
     out = expand_path(recipe.data.cache_dir) / "base" / f"{recipe.model.family}-{key}"
-    base.output_dir = str(out)
+    stage.output_dir = str(out)
     if not (out / "model" / "config.json").is_file():
         logger.info(
             "base stage: full training of the tiny model for %d steps (cached in %s)", tiny.base_steps, out
         )
-        _base_stage_train(base, trainer, progress=progress, accelerator=accelerator)
+        _base_stage_train(stage, trainer, progress=progress, accelerator=accelerator)
     return str(out / "model")
 
 
-def _base_stage_train(base: Recipe, trainer: Callable[..., Any], *, progress: bool, accelerator: Any) -> None:
+def _base_stage_train(
+    stage: Recipe, trainer: Callable[..., Any], *, progress: bool, accelerator: Any
+) -> None:
     # resume="auto": an interrupted base stage continues where it stopped
-    trainer(base, resume="auto", progress=progress, accelerator=accelerator)
+    trainer(stage, resume="auto", progress=progress, accelerator=accelerator)

@@ -401,14 +401,14 @@ def _run_folder_policy(recipe: Recipe, resume: str | None, overwrite: bool) -> N
         shutil.rmtree(recipe.run_dir / "checkpoints", ignore_errors=True)  # never resume into stale ones
 
 
-def build_model(recipe: Recipe, base: str, accelerator: Any):
+def build_model(recipe: Recipe, base_model: str, accelerator: Any):
     """The base model with the recipe's adapter: (model, processor, trainable, total parameters)."""
     from accelerate.utils import set_seed
 
     family = models.get(recipe.model.family)
     set_seed(recipe.train.seed)  # the same initial adapter weights on every process
     model, processor = family.load(
-        base,
+        base_model,
         dtype=model_dtype(recipe),
         attn_implementation=recipe.model.attn_implementation,
         revision=recipe.model.revision,
@@ -498,8 +498,8 @@ def _finetune(
         records = build(recipe, progress=progress and accelerator.is_main_process).load()
     if cfg.val_split not in records:
         raise UvftError(f"train.val_split {cfg.val_split!r} is not a split of the records: {sorted(records)}")
-    base = base_model_path(recipe, records, progress=progress, accelerator=accelerator, trainer=train)
-    model, processor, trainable, total = build_model(recipe, base, accelerator)
+    base_model = base_model_path(recipe, records, progress=progress, accelerator=accelerator, trainer=train)
+    model, processor, trainable, total = build_model(recipe, base_model, accelerator)
     train_ds, dropped, sampler, loader, val_loader = build_data(recipe, records, processor, accelerator)
     evaluator = (
         GenerationEvaluator(recipe, records[cfg.val_split], processor, accelerator)
@@ -560,13 +560,13 @@ def _finetune(
         nonfinite_skipped=s.nonfinite_total,
         losses=s.losses,
         val=s.val,
-        base_model=base,
+        base_model=base_model,
         evals=s.evals,
         best=s.best,
         mixture={"planned": sampler.planned_shares(), "draws": sampler.consumed_counts()},
     )
     if run.main:
-        spec = spec_from_records(recipe.model.family, base, recipe.adapter.method, train_ds)
+        spec = spec_from_records(recipe.model.family, base_model, recipe.adapter.method, train_ds)
         _save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary, spec)
     accelerator.wait_for_everyone()
     if cfg.trackers:
