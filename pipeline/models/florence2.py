@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pipeline.errors import ModelError
 from pipeline.formats import florence2 as fmt
 from pipeline.models.common import (
     IMAGE_TOKEN,
@@ -116,16 +117,26 @@ def load(
 
     native = native_id(model_id_or_path, revision)
     options = {"dtype": dtype, "attn_implementation": attn_implementation, "revision": revision}
-    return load_native(Model, Processor, native, **options)
+    model, processor = load_native(Model, Processor, native, **options)
+    text, tok = model.config.text_config, processor.tokenizer
+    if (text.decoder_start_token_id, text.pad_token_id) != (tok.eos_token_id, tok.pad_token_id):
+        raise ModelError(
+            f"{model_id_or_path}: the decoder starts from token {text.decoder_start_token_id} and pads "
+            f"with {text.pad_token_id}, but its tokenizer's </s> is {tok.eos_token_id} and <pad> "
+            f"{tok.pad_token_id}: uvft builds the decoder's inputs from the tokenizer, as every "
+            "Florence-2 checkpoint has them"
+        )
+    return model, processor
 
 
 # ---------------------------------------------------------------------------- batches
 #
 # The encoder reads `<image>`x N, `<s>`, the prompt (task tokens expanded to sentences), `</s>`;
 # `labels` is the target as the decoder writes it, `<s>` target `</s>`, IGNORE_INDEX on padding.
-# The model builds `decoder_input_ids` by shifting `labels` right behind `decoder_start_token_id`
-# (`</s>`), so the decoder reads `</s> <s> target` and predicts `<s> target </s>`, as the
-# checkpoints were trained and as generation runs (start `</s>`, `<s>` forced first).
+# `decoder_input_ids` are `labels` shifted right behind `decoder_start_token_id` (`</s>`), padding
+# as `<pad>` (what the model builds from `labels` when it is given them, which the loss does not
+# do: see models/loss.py), so the decoder reads `</s> <s> target` and predicts `<s> target </s>`,
+# as the checkpoints were trained and as generation runs (start `</s>`, `<s>` forced first).
 
 
 def encode_prompts(processor, prompts: Sequence[str], images: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -149,7 +160,14 @@ def encode_batch(
         list(targets), padding="longest", padding_side="right", truncation=False, return_tensors="pt"
     )
     labels = dec["input_ids"].masked_fill(dec["attention_mask"] == 0, IGNORE_INDEX)
-    return {**encode_prompts(processor, prompts, images), "labels": labels}
+    tok = processor.tokenizer
+    decoder_input_ids = torch.nn.functional.pad(labels[:, :-1], (1, 0), value=tok.eos_token_id)
+    decoder_input_ids = decoder_input_ids.masked_fill(decoder_input_ids == IGNORE_INDEX, tok.pad_token_id)
+    return {
+        **encode_prompts(processor, prompts, images),
+        "decoder_input_ids": decoder_input_ids,
+        "labels": labels,
+    }
 
 
 def target_lengths(processor, targets: Sequence[str]) -> list[int]:

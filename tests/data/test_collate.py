@@ -144,7 +144,16 @@ def test_florence2_exact_ids_and_labels(records, processors, index):
     assert batch["labels"][0].tolist() == expected_labels
     assert batch["pixel_values"].shape == (1, 3, 64, 64)
     assert batch["task"] == [task] and batch["id"] == [rec["id"]]
-    assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "labels", "task", "id"}
+    assert batch["decoder_input_ids"][0].tolist() == [tok.eos_token_id, *expected_labels[:-1]]
+    assert set(batch) == {
+        "input_ids",
+        "attention_mask",
+        "pixel_values",
+        "decoder_input_ids",
+        "labels",
+        "task",
+        "id",
+    }
 
 
 def test_florence2_decoder_reads_labels_shifted_behind_its_start_token(records, processors):
@@ -154,6 +163,8 @@ def test_florence2_decoder_reads_labels_shifted_behind_its_start_token(records, 
     tok = proc.tokenizer
     batch = Collator(proc, "florence2")(records["florence2"][1:3])  # caption, vqa: padded labels
     decoder_input = shift_tokens_right(batch["labels"], tok.pad_token_id, tok.eos_token_id)
+    # the batch carries what the model would build from its labels (the loss gives it no labels)
+    assert torch.equal(batch["decoder_input_ids"], decoder_input)
     assert tok.convert_ids_to_tokens(decoder_input[0].tolist()) == [
         "</s>",
         "<s>",

@@ -91,8 +91,9 @@ def test_tokens_are_averaged_over_the_global_batch():
     labels = torch.tensor([[1, -100, -100], [2, 3, 4]])
 
     class M(torch.nn.Module):
-        def forward(self, **kw):
-            return type("Out", (), {"logits": logits})
+        def forward(self, **kw):  # as transformers applies a boolean logits_to_keep, and no labels
+            assert "labels" not in kw and kw["use_cache"] is False
+            return type("Out", (), {"logits": logits[kw["logits_to_keep"]]})
 
     loss_sum, n_tok = token_losses(M(), {"labels": labels}, shift=False)
     assert n_tok.tolist() == [1, 3]
