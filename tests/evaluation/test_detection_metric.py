@@ -1,16 +1,21 @@
-"""Detection mAP against pycocotools run directly on hand-written COCO JSON."""
+"""Detection mAP against pycocotools run directly on hand-written COCO JSON, and the faster-coco-eval
+backend against the pycocotools one on generated splits."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import logging
 
+import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pipeline.evaluation.metrics.detection import (
+    BACKENDS,
+    DEFAULT_BACKEND,
     STAT_KEYS,
     DetectionMAP,
     detection_metrics,
@@ -242,3 +247,167 @@ def test_format_validity_counts():
         "objects": 2,
         "unknown_category": 1,
     }
+
+
+# --- backends: faster-coco-eval (the default) against pycocotools (the reference) -----------------
+
+
+def random_split(seed: int, n_images: int = 60) -> tuple[list[dict], list[dict]]:
+    """A split with what COCOeval has to get right: random boxes of every size in six categories,
+    crowd regions (flagged and listed), images without ground truth or without predictions (an empty
+    list, or no entry at all), a vocabulary category without ground truth that is predicted, unknown
+    categories, tied scores and missing ones, duplicates and misses."""
+    rng = np.random.default_rng(seed)
+    names = ["ant", "bee", "cat", "dog", "eel", "fox"]
+    gts, preds = [], []
+
+    def box(w: int, h: int) -> list[float]:
+        bw, bh = rng.uniform(3, w), rng.uniform(3, h)
+        x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+        return [round(x, 1), round(y, 1), round(x + bw, 1), round(y + bh, 1)]
+
+    for i in range(n_images):
+        w, h = int(rng.integers(60, 700)), int(rng.integers(60, 500))
+        objects = []
+        for _ in range(int(rng.choice([0, 0, 1, 3, 6, 10]))):
+            o = {"bbox": box(w, h), "category": str(rng.choice(names))}
+            if rng.random() < 0.1:
+                o["iscrowd"] = 1
+            objects.append(o)
+        gt = {"image_id": f"im{i}", "width": w, "height": h, "objects": objects}
+        if rng.random() < 0.15:
+            gt["crowd"] = [{"bbox": box(w, h), "category": str(rng.choice(names))}]
+        if i == 0:
+            gt["categories"] = [*names, "gnu"]  # "gnu": in the vocabulary, never in the ground truth
+        gts.append(gt)
+
+        if rng.random() < 0.1:
+            continue  # no entry at all
+        found = []
+        for o in objects + gt.get("crowd", []):
+            for _ in range(int(rng.choice([0, 1, 1, 2]))):  # missed, found, found twice
+                x1, y1, x2, y2 = o["bbox"]
+                d = rng.normal(0, 0.1, 4) * [x2 - x1, y2 - y1, x2 - x1, y2 - y1]
+                category = o["category"] if rng.random() < 0.85 else str(rng.choice(names))
+                found.append({"bbox": [x1 + d[0], y1 + d[1], x2 + d[2], y2 + d[3]], "category": category})
+        for _ in range(int(rng.integers(0, 5))):
+            found.append({"bbox": box(w, h), "category": str(rng.choice([*names, "gnu", "yak"]))})
+        for o in found:
+            if rng.random() < 0.9:  # else no score: 1.0
+                o["score"] = round(float(rng.random()), 1)  # one decimal: many ties
+        if rng.random() < 0.1:
+            found = []
+        preds.append({"image_id": f"im{i}", "objects": found})
+    return gts, preds
+
+
+def crowded_ties(seed: int = 3) -> tuple[list[dict], list[dict]]:
+    """160 predictions per image of one category (over maxDets=100), half of them tied at 0.5 and half
+    without a score (1.0), on integer boxes: truncation and tie order must match pycocotools'."""
+    rng = np.random.default_rng(seed)
+    gts, preds = [], []
+    for i in range(3):
+        objects = [
+            {"bbox": [float(x), float(y), float(x + s), float(y + s)], "category": "c"}
+            for x, y, s in rng.integers(5, 300, (40, 3)).tolist()
+        ]
+        gts.append({"image_id": i, "width": 640, "height": 640, "objects": objects})
+        found = []
+        for o in objects:
+            for _ in range(4):
+                x1, y1, x2, y2 = o["bbox"]
+                jittered = [x1 + float(rng.integers(-3, 4)), y1, x2, y2 + float(rng.integers(-3, 4))]
+                found.append(
+                    {"bbox": jittered, "category": "c", **({"score": 0.5} if rng.random() < 0.5 else {})}
+                )
+        preds.append({"image_id": i, "objects": found})
+    return gts, preds
+
+
+def assert_backends_agree(gts: list[dict], preds: list[dict]) -> dict:
+    fast = detection_metrics(gts, preds, backend="faster-coco-eval")
+    ref = detection_metrics(gts, preds, backend="pycocotools")
+    assert fast.keys() == ref.keys()
+    for key, want in ref.items():
+        if key in STAT_KEYS:
+            assert (fast[key] is None) == (want is None), key
+            if want is not None:
+                assert fast[key] == pytest.approx(want, abs=1e-6), key
+        elif key == "map_per_class":
+            assert fast[key].keys() == want.keys()
+            for name, ap in want.items():
+                assert (fast[key][name] is None) == (ap is None), name
+                if ap is not None:
+                    assert fast[key][name] == pytest.approx(ap, abs=1e-6), name
+        else:
+            assert fast[key] == want, key
+    return ref
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_faster_coco_eval_equals_pycocotools_on_random_splits(seed):
+    gts, preds = random_split(seed)
+    ref = assert_backends_agree(gts, preds)
+    # the split exercises what it claims to
+    assert all(ref[k] is not None for k in STAT_KEYS) and 0.0 < ref["map"] < 1.0
+    assert ref["unknown_category"] > 0 and ref["map_per_class"]["gnu"] is None
+    assert any(not g["objects"] for g in gts) and len(preds) < len(gts)
+    assert any(p["objects"] == [] for p in preds)
+
+
+def test_default_backend_is_faster_coco_eval():
+    assert DEFAULT_BACKEND == "faster-coco-eval" and set(BACKENDS) == {"faster-coco-eval", "pycocotools"}
+    gts, preds = random_split(7)
+    assert detection_metrics(gts, preds) == detection_metrics(gts, preds, backend="faster-coco-eval")
+
+
+@pytest.mark.parametrize(
+    ("gts", "preds"),
+    [
+        (GTS, PREDS),
+        (GTS, []),
+        (GTS, [{"image_id": "a", "objects": [{"bbox": [10, 10, 30, 30], "category": "horse"}]}]),
+        ([{"image_id": "b", "width": 20, "height": 20, "objects": []}], []),
+        ([{"image_id": "b", "width": 20, "height": 20, "objects": [], "categories": ["cat"]}], []),
+        ([], []),
+        (
+            [
+                {
+                    "image_id": 1,
+                    "width": 200,
+                    "height": 200,
+                    "objects": [{"bbox": [0, 0, 150, 150], "category": "c"}],
+                }
+            ],
+            [{"image_id": 1, "objects": [{"bbox": [0, 0, 150, 150], "category": "c", "score": 0.5}]}],
+        ),
+        crowded_ties(),
+    ],
+    ids=[
+        "hand-written",
+        "no-predictions",
+        "only-unknown",
+        "no-objects",
+        "vocabulary-only",
+        "empty",
+        "large-only",
+        "over-100-tied",
+    ],
+)
+def test_backends_agree_on_edge_cases(gts, preds):
+    assert_backends_agree(gts, preds)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backends_print_and_log_nothing(backend, capsys, caplog):
+    caplog.set_level(logging.INFO)
+    detection_metrics(GTS, PREDS, backend=backend)
+    assert capsys.readouterr().out == ""
+    assert caplog.records == []
+
+
+def test_evaluate_metric_takes_the_backend_and_unknown_backend_raises():
+    got = DetectionMAP().compute(predictions=PREDS, references=GTS, backend="pycocotools")
+    assert got == detection_metrics(GTS, PREDS, backend="pycocotools")
+    with pytest.raises(ValueError, match="backend"):
+        detection_metrics(GTS, PREDS, backend="detectron2")
