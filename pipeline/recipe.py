@@ -96,6 +96,11 @@ class MixtureSection(_Strict):
     strategy: Literal["proportional", "temperature", "uniform", "weights"] = "temperature"
     temperature: Float = Field(2.0, gt=0)
     weights: dict[str, Float] | None = None  # source name -> weight, for strategy `weights`
+    # length-aware batching: draws are ordered by target length within windows of this many global
+    # batches (the shares kept window by window, the batch order shuffled); 0 turns it off.
+    # bench/padding.py, COCO + VQAv2 + captions lengths: target-token efficiency 0.77 at 32,
+    # 0.92 at 128, 0.98 at 512 (random batches: 0.20)
+    bucket_batches: Int = Field(512, ge=0)
 
     @model_validator(mode="after")
     def _weights_given(self) -> MixtureSection:

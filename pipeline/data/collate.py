@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline import models
@@ -30,6 +31,7 @@ __all__ = [
     "META_KEYS",
     "Collator",
     "drop_long_targets",
+    "measure_targets",
     "split_batch",
     "target_length",
     "target_lengths",
@@ -99,34 +101,48 @@ def target_length(processor: Any, family: str, target: str) -> int:
     return target_lengths(processor, family, [target])[0]
 
 
+def measure_targets(dataset: Any, processor: Any, family: str, *, batch_size: int = 10_000) -> np.ndarray:
+    """Label tokens of every record's target (`dataset`: a datasets.Dataset or a list of record
+    dicts), tokenized in chunks: what drop_long_targets and length-aware batching both use."""
+    targets = [r["target"] for r in dataset] if isinstance(dataset, list) else dataset["target"]
+    out = np.empty(len(targets), dtype=np.int64)
+    for start in range(0, len(targets), batch_size):
+        chunk = list(targets[start : start + batch_size])
+        out[start : start + len(chunk)] = target_lengths(processor, family, chunk)
+    return out
+
+
 def drop_long_targets(
-    dataset: Any, processor: Any, family: str, max_target_tokens: int | None, *, batch_size: int = 10_000
+    dataset: Any,
+    processor: Any,
+    family: str,
+    max_target_tokens: int | None,
+    *,
+    batch_size: int = 10_000,
+    lengths: np.ndarray | None = None,
 ) -> tuple[Any, int]:
     """(dataset without the records whose target exceeds `max_target_tokens`, how many were dropped).
 
     Dropping the whole record, never truncating: a cut target would teach the model to stop in
     the middle of a caption or of a location quadruple. `dataset` is a `datasets.Dataset` (kept
-    as one, via `select`) or a list of record dicts. None: nothing is dropped.
+    as one, via `select`) or a list of record dicts. None: nothing is dropped. `lengths`: the
+    targets' label tokens if already measured (measure_targets); kept ones are `lengths[lengths
+    <= max_target_tokens]`, in order.
     """
     if max_target_tokens is None:
         return dataset, 0
     if max_target_tokens < 1:
         raise ValueError(f"max_target_tokens must be >= 1, got {max_target_tokens}")
     is_list = isinstance(dataset, list)
-    targets = [r["target"] for r in dataset] if is_list else dataset["target"]
-    tasks = [r["task"] for r in dataset] if is_list else dataset["task"]
-    keep: list[int] = []
-    dropped: Counter[str] = Counter()
-    for start in range(0, len(targets), batch_size):
-        chunk = list(targets[start : start + batch_size])
-        for i, n in enumerate(target_lengths(processor, family, chunk), start=start):
-            if n <= max_target_tokens:
-                keep.append(i)
-            else:
-                dropped[tasks[i]] += 1
-    n_dropped = sum(dropped.values())
-    if not n_dropped:
+    if lengths is None:
+        lengths = measure_targets(dataset, processor, family, batch_size=batch_size)
+    too_long = np.flatnonzero(lengths > max_target_tokens)
+    if not too_long.size:
         return dataset, 0
+    tasks = [r["task"] for r in dataset] if is_list else dataset["task"]
+    dropped = Counter(tasks[i] for i in too_long.tolist())
+    keep = np.flatnonzero(lengths <= max_target_tokens).tolist()
+    n_dropped = int(too_long.size)
     logger.warning(
         "dropped %d records whose target exceeds %d tokens: %s",
         n_dropped,

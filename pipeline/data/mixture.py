@@ -11,6 +11,13 @@ dataset entry of the recipe, one task each) is a group of its row indices. The m
   fresh permutation. The ``k``-th draw of source ``s`` is ``perm(s, k // n_s)[k % n_s]``.
 
 So the whole state is the global position plus how many draws each source has had up to it.
+
+Length-aware bucketing (``bucket_batches`` > 0, with a length key per row): the sequence is cut
+into windows of ``bucket_batches`` global batches; within a window the draws are ordered by
+length (stable), cut into global batches, and the batches shuffled by a generator seeded from
+``(seed, window)``. A window holds exactly the draws it held without bucketing, so the mixture's
+shares are kept window by window, and any position is still a pure function of the seed: resume
+recomputes the window it falls in. Rows of similar length share a batch, so little is padding.
 The sequence does not depend on batch size or world size: it is cut into global batches of
 ``batch_size * num_replicas`` draws and rank ``r`` takes positions ``[r*b, (r+1)*b)`` of each,
 so two processes with batch ``b`` see exactly what one process with batch ``2b`` would.
@@ -48,7 +55,7 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("proportional", "temperature", "uniform", "weights")
 CHUNK = 8192  # draws per source-choice generator; part of the sequence's definition (in state_dict)
 _STATE_VERSION = 1
-_CHOICE_TAG, _PERM_TAG = 0, 1  # keep the two seed streams apart
+_CHOICE_TAG, _PERM_TAG, _BUCKET_TAG = 0, 1, 2  # keep the seed streams apart
 
 
 def planned_probabilities(
@@ -132,6 +139,8 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
         rank: int = 0,
         seed: int = 0,
         num_samples: int | None = None,
+        lengths: Sequence[int] | np.ndarray | None = None,
+        bucket_batches: int = 0,
     ) -> None:
         super().__init__()
         if not groups:
@@ -184,6 +193,22 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
             digest.update(s.encode() + b"\0" + r.tobytes())
         self._digest = digest.hexdigest()[:16]
 
+        if bucket_batches < 0:
+            raise ValueError(f"bucket_batches must be >= 0, got {bucket_batches}")
+        self.bucket_batches = bucket_batches if lengths is not None else 0
+        if self.bucket_batches:
+            self._lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+            top = max(int(r.max()) for r in self._rows)
+            if self._lengths.size <= top:
+                raise ValueError(f"lengths has {self._lengths.size} entries; the groups name row {top}")
+            self._source_of = np.full(top + 1, -1, dtype=np.int64)
+            for i, r in enumerate(self._rows):
+                self._source_of[r] = i
+            digest.update(b"lengths" + self._lengths.tobytes())
+            self._digest = digest.hexdigest()[:16]
+        self._window_size = self.bucket_batches * self.global_batch_size
+        self._window_cache: tuple[int, np.ndarray, np.ndarray] | None = None  # (w, rows, base counts)
+
         self._choice_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         # consumed position and per-source draw counts there; set_position rolls forward from it
         self._position = 0
@@ -222,14 +247,51 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
         return counts
 
     def _counts_at(self, position: int) -> np.ndarray:
+        if self.bucket_batches:  # the window's base counts plus what its reordered prefix drew
+            w, off = divmod(position, self._window_size)
+            _, rows, base = self._window(w)
+            return base + np.bincount(self._source_of[rows[:off]], minlength=len(self._names))
         if position >= self._position:
             return self._counts + self._counts_between(self._position, position)
-        return self._counts_between(0, position)  # going back: replay from the start
+        return self._counts_between(0, position)  # going back: counted from the start
+
+    def _window(self, w: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(w, rows of bucket window ``w`` in training order, per-source draws before it)."""
+        hit = self._window_cache
+        if hit is not None and hit[0] == w:
+            return hit
+        size = self._window_size
+        if hit is not None and hit[0] == w - 1:  # the next window: its base counts follow on
+            base = hit[2] + np.bincount(self._source_of[hit[1]], minlength=len(self._names))
+        else:
+            base = self._counts_between(0, w * size)
+        it = self._global_iter(w * size, base)
+        rows = np.fromiter((next(it)[1] for _ in range(size)), dtype=np.int64, count=size)
+        self._window_cache = (w, self._order(w, rows), base)
+        return self._window_cache
+
+    def _order(self, w: int, rows: np.ndarray) -> np.ndarray:
+        """A window's draws by length (stable), cut into global batches, the batches shuffled."""
+        batches = rows[np.argsort(self._lengths[rows], kind="stable")].reshape(self.bucket_batches, -1)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, _BUCKET_TAG, w])))
+        return batches[rng.permutation(self.bucket_batches)].reshape(-1)
+
+    def _sequence(self, start: int, counts_at_start: np.ndarray) -> Iterator[tuple[int, int]]:
+        """(global position, row) of the training order from ``start`` on: bucketed or not."""
+        if not self.bucket_batches:
+            yield from self._global_iter(start, counts_at_start)
+            return
+        size, w = self._window_size, start // self._window_size
+        while True:
+            _, rows, _ = self._window(w)
+            lo = max(start - w * size, 0)
+            yield from zip(range(w * size + lo, (w + 1) * size), rows[lo:].tolist(), strict=True)
+            w += 1
 
     def global_rows(self, start: int, stop: int) -> list[int]:
         """Rows at global positions ``[start, stop)`` of the sequence, all ranks together."""
         out: list[int] = []
-        it = self._global_iter(start, self._counts_at(start))
+        it = self._sequence(start, self._counts_at(start))
         for _ in range(stop - start):
             out.append(next(it)[1])
         return out
@@ -267,7 +329,7 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
         stop = None if self.num_samples is None else start + self.num_samples
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         g_size = self.global_batch_size
-        for pos, row in self._global_iter(start, counts):
+        for pos, row in self._sequence(start, counts):
             if stop is not None and pos >= stop:
                 return
             if lo <= pos % g_size < hi:
@@ -316,6 +378,7 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
             "source_sizes": [int(n) for n in self._sizes],
             "probabilities": [self._probs[s] for s in self._names],
             "groups_digest": self._digest,
+            "bucket_batches": self.bucket_batches,
             "global_batch_size": self.global_batch_size,
             "global_draws": self._position,
             "source_counts": counts,
@@ -331,16 +394,26 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
                 f"mixture state version {state.get('version')!r}; this code reads {_STATE_VERSION}"
             )
         mine = self.state_dict()
-        for key in ("seed", "chunk_size", "sources", "source_sizes", "groups_digest"):
+        state = {"bucket_batches": 0, **state}  # written before bucketing existed: none
+        for key in ("seed", "chunk_size", "sources", "source_sizes", "bucket_batches", "groups_digest"):
             if state[key] != mine[key]:
+                hint = (
+                    f" (set mixture.bucket_batches={state[key]} to resume)" if key == "bucket_batches" else ""
+                )
                 raise ValueError(
                     f"mixture state does not match this sampler: {key} is {state[key]!r} in the "
-                    f"checkpoint but {mine[key]!r} now; the sequence cannot be continued exactly"
+                    f"checkpoint but {mine[key]!r} now; the sequence cannot be continued exactly{hint}"
                 )
         if not np.allclose(state["probabilities"], mine["probabilities"], rtol=1e-12, atol=0):
             raise ValueError(
                 f"mixture state does not match this sampler: planned probabilities were "
                 f"{state['probabilities']} but are {mine['probabilities']} now"
+            )
+        if self.bucket_batches and state["global_batch_size"] != self.global_batch_size:
+            raise ValueError(
+                f"mixture state was saved with a global batch of {state['global_batch_size']}, now "
+                f"{self.global_batch_size}: bucket windows are cut in global batches, so the sequence "
+                "cannot be continued exactly; resume with the same batch_size * num_replicas"
             )
         position = int(state["global_draws"])
         counts = np.array([int(state["source_counts"][s]) for s in self._names], dtype=np.int64)
@@ -365,6 +438,13 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
     def share_table(self) -> str:
         """Planned vs realised shares at the consumed position (global, all ranks)."""
         return format_shares(self._probs, self.consumed_counts())
+
+
+def bucket_keys(target_tokens: Sequence[int] | np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+    """The length key bucketing sorts rows by: target tokens (the padding the loss pays for), then
+    the prompt's length in characters (the rest of the sequence's padding)."""
+    chars = np.fromiter((len(p) for p in prompts), dtype=np.int64, count=len(prompts))
+    return np.asarray(target_tokens, dtype=np.int64) * (1 << 20) + np.minimum(chars, (1 << 20) - 1)
 
 
 def groups_from_sources(sources: Iterable[str]) -> dict[str, list[int]]:

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from pipeline import models
 from pipeline.data.build import build
-from pipeline.data.collate import Collator, drop_long_targets
-from pipeline.data.mixture import MixtureSampler, groups_from_sources
+from pipeline.data.collate import Collator, drop_long_targets, measure_targets
+from pipeline.data.mixture import MixtureSampler, bucket_keys, groups_from_sources
 from pipeline.errors import UvftError
 from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
 from pipeline.evaluation.score import first_per_task, headline
@@ -433,9 +433,11 @@ def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
     from torch.utils.data import DataLoader
 
     cfg, family = recipe.train, recipe.model.family
-    train_ds, dropped = drop_long_targets(
-        records[recipe.data.train_split], processor, family, cfg.max_target_tokens
-    )
+    train_ds = records[recipe.data.train_split]
+    lengths = measure_targets(train_ds, processor, family)  # tokenized once, for both uses
+    train_ds, dropped = drop_long_targets(train_ds, processor, family, cfg.max_target_tokens, lengths=lengths)
+    if dropped:
+        lengths = lengths[lengths <= cfg.max_target_tokens]
     val_ds, _ = drop_long_targets(records[cfg.val_split], processor, family, cfg.max_target_tokens)
     if dropped and accelerator.is_main_process:
         logger.warning(
@@ -452,6 +454,8 @@ def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,
         seed=cfg.seed,
+        lengths=bucket_keys(lengths, train_ds["prompt"]),
+        bucket_batches=recipe.mixture.bucket_batches,
     )
     loader_kwargs = dict(
         batch_size=cfg.batch_size,

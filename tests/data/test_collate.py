@@ -16,6 +16,7 @@ from pipeline.data.collate import (
     IGNORE_INDEX,
     Collator,
     drop_long_targets,
+    measure_targets,
     split_batch,
     target_length,
     target_lengths,
@@ -299,6 +300,11 @@ def test_drop_long_targets(records, processors, family, limit, kept):
     out_ds, dropped_ds = drop_long_targets(ds, processors[family], family, limit, batch_size=3)
     assert isinstance(out_ds, Dataset)
     assert out_ds["id"] == kept and dropped_ds == dropped
+    # measured once (as the loop does, for bucketing too) and handed in: the same outcome
+    lengths = measure_targets(ds, processors[family], family, batch_size=3)
+    assert lengths.tolist() == target_lengths(processors[family], family, [r["target"] for r in recs])
+    out_given, dropped_given = drop_long_targets(ds, processors[family], family, limit, lengths=lengths)
+    assert out_given["id"] == kept and dropped_given == dropped
 
 
 def test_collator_refuses_a_long_target_it_should_never_see(records, processors):

@@ -281,3 +281,76 @@ def test_load_refuses_a_different_mixture() -> None:
     two = MixtureSampler(GROUPS, batch_size=2, num_replicas=2, rank=0, seed=1)
     two.load_state_dict(state)
     assert two.position == 12
+
+
+# -- length-aware bucketing --------------------------------------------------------------------------
+
+# a length per row of GROUPS: source-typical lengths with spread, so sorting has work to do
+LENGTHS = [3 + (r * 7) % 11 if r < 100 else 20 + (r * 13) % 40 if r < 500 else 1 + r % 3 for r in range(507)]
+
+
+def _bucketed(**kw) -> MixtureSampler:
+    return MixtureSampler(GROUPS, lengths=LENGTHS, bucket_batches=4, **{"batch_size": 8, "seed": 3, **kw})
+
+
+def test_bucket_windows_hold_the_same_draws_sorted_into_batches() -> None:
+    plain, bucketed = MixtureSampler(GROUPS, batch_size=8, seed=3), _bucketed()
+    window = 4 * 8
+    a, b = _take(plain, 10 * window), _take(bucketed, 10 * window)
+    for w in range(10):
+        mine, theirs = b[w * window : (w + 1) * window], a[w * window : (w + 1) * window]
+        assert sorted(mine) == sorted(theirs)  # the same draws: the mixture's shares are kept
+        batches = [mine[i : i + 8] for i in range(0, window, 8)]
+        # each batch is a run of the window's sorted lengths (rows of similar length together)
+        runs = sorted(sorted(LENGTHS[r] for r in batch) for batch in batches)
+        assert [x for run in runs for x in run] == sorted(LENGTHS[r] for r in theirs)
+    assert b != a
+
+
+def test_bucketing_cuts_padding() -> None:
+    def waste(rows: list[int]) -> int:
+        batches = [rows[i : i + 8] for i in range(0, len(rows), 8)]
+        return sum(8 * max(LENGTHS[r] for r in bt) - sum(LENGTHS[r] for r in bt) for bt in batches)
+
+    plain = _take(MixtureSampler(GROUPS, batch_size=8, seed=3), 800)
+    assert waste(_take(_bucketed(), 800)) < waste(plain) / 3
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 4, 5, 17])  # within, at and across window boundaries
+def test_bucketed_resume_and_replicas(k: int) -> None:
+    uninterrupted = _batches(_bucketed(), 30)
+    run = _bucketed()
+    _take(run, (k + 3) * 8)  # the loader reads ahead
+    run.advance(k)
+    resumed = _bucketed()
+    resumed.load_state_dict(run.state_dict())
+    assert _batches(resumed, 30 - k) == uninterrupted[k:]
+    assert sum(resumed.consumed_counts().values()) == k * 8
+    # two processes of batch 4 see what one of batch 8 does (rank r: positions [4r, 4r+4))
+    ranks = [_batches(_bucketed(batch_size=4, num_replicas=2, rank=r), 30) for r in (0, 1)]
+    assert [ranks[0][i] + ranks[1][i] for i in range(30)] == uninterrupted
+
+
+def test_bucketed_counts_follow_the_consumed_rows() -> None:
+    s = _bucketed()
+    rows = _take(_bucketed(), 6 * 8)
+    s.set_position(6)  # mid-window: the counts are those of the rows actually trained on
+    assert s.consumed_counts() == {n: sum(1 for r in rows if _source(r) == n) for n in GROUPS}
+
+
+def test_bucketed_state_is_refused_by_another_setting() -> None:
+    s = _bucketed()
+    s.advance(2)
+    state = s.state_dict()
+    with pytest.raises(ValueError, match="bucket_batches"):
+        MixtureSampler(GROUPS, batch_size=8, seed=3).load_state_dict(state)
+    with pytest.raises(ValueError, match="groups_digest"):  # other lengths: another sequence
+        MixtureSampler(GROUPS, lengths=[1] * 507, bucket_batches=4, batch_size=8, seed=3).load_state_dict(
+            state
+        )
+    with pytest.raises(ValueError, match="global batch of 8"):
+        _bucketed(batch_size=4).load_state_dict(
+            {**state, "global_draws": 16, "source_counts": state["source_counts"]}
+        )
+    with pytest.raises(ValueError, match="lengths has 10 entries"):
+        MixtureSampler(GROUPS, lengths=[1] * 10, bucket_batches=4, batch_size=8)
