@@ -284,9 +284,10 @@ class TaskLossMeter:
         self.counts = torch.zeros_like(self.sums)
 
     def add(self, tasks: list[str], loss_sum: torch.Tensor, n_tok: torch.Tensor) -> None:
-        for task, ls, n in zip(tasks, loss_sum.detach(), n_tok, strict=True):
-            self.sums[TASKS.index(task)] += ls.double()
-            self.counts[TASKS.index(task)] += n
+        # one index_add per batch, on the device: no per-example loop, no host sync
+        idx = torch.tensor([TASKS.index(t) for t in tasks], device=self.sums.device)
+        self.sums.index_add_(0, idx, loss_sum.detach().double())
+        self.counts.index_add_(0, idx, n_tok.double())
 
     def means(self, accelerator: Any) -> dict[str, float]:
         """Per task and "all", summed over processes; the meter starts again from zero."""
@@ -664,21 +665,24 @@ def _step(run: Run, batches) -> None:
     skips it on all."""
     cfg, acc, state = run.recipe.train, run.accelerator, run.state
     run.rng_before, run.phase = ckpt.rng_state(), "forward"
-    window = [_to_device(next(batches), acc.device) for _ in range(cfg.grad_accum)]
-    local_tokens = sum(target_tokens(b, run.shift) for b in window)
-    global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
-    finite = True
+    window = [next(batches) for _ in range(cfg.grad_accum)]
+    local_tokens = sum(target_tokens(b, run.shift) for b in window)  # counted on the host's labels
+    window = [_to_device(b, acc.device) for b in window]
+    global_tokens = local_tokens
+    if acc.num_processes > 1:
+        global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
+    finite = torch.ones((), dtype=torch.bool, device=acc.device)  # read once, after the window
     for batch in window:
         with acc.accumulate(run.model), acc.autocast():
             loss_sum, n_tok = token_losses(run.model, batch, shift=run.shift)
             # Accelerate divides by grad_accum and DDP averages over processes: undo both so the
             # gradient is that of (sum of token losses) / (tokens in the global batch).
             loss = loss_sum.sum() * acc.num_processes * cfg.grad_accum / max(global_tokens, 1)
-            finite &= bool(torch.isfinite(loss).item())
+            finite &= torch.isfinite(loss.detach())
             acc.backward(loss)
             failpoint("step.forward")
         run.meter.add(batch["task"], loss_sum, n_tok)
-    finite = not ckpt.any_process(acc, not finite)  # one decision for all replicas
+    finite = not ckpt.any_process(acc, not bool(finite))  # one decision for all replicas
     run.phase = "update"
     if finite:
         if cfg.max_grad_norm is not None:
