@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,26 @@ class Record:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # what dataclasses.asdict gave, built flat: asdict recursed into (and deep-copied) every
+        # string of every list, a third of a COCO-sized build
+        return {
+            "id": self.id,
+            "source": self.source,
+            "task": self.task,
+            "split": self.split,
+            "family": self.family,
+            "image": self.image,
+            "image_size": list(self.image_size),
+            "prompt": self.prompt,
+            "target": self.target,
+            "label": self.label,
+            "captions": list(self.captions),
+            "question": self.question,
+            "answers": list(self.answers),
+            "answer_type": self.answer_type,
+            "objects": [{"bbox": list(o["bbox"]), "category": o["category"]} for o in self.objects],
+            "categories": list(self.categories),
+        }
 
 
 def record_features():
@@ -127,6 +146,90 @@ def record_features():
             "categories": List(Value("string")),
         }
     )
+
+
+class RecordColumns:
+    """Records as Arrow columns, appended one at a time and taken out as a pyarrow Table in the
+    schema of `record_features` (the build writes Arrow without a dict per row).
+
+    `append(ex, family, prompt, target)` holds what `Record.from_example(...).to_dict()` holds,
+    value for value; lists are kept flat (values and offsets), so a detection vocabulary shared by
+    every Example of a source is referenced, not copied, until Arrow copies it once.
+    """
+
+    _TEXT = ("id", "source", "task", "split", "family", "image", "prompt", "target")
+    _OPTIONAL = ("label", "question", "answer_type")
+
+    def __init__(self) -> None:
+        self.text: dict[str, list[str | None]] = {k: [] for k in (*self._TEXT, *self._OPTIONAL)}
+        self.sizes: list[int] = []  # width, height, width, height, ...
+        self.lists: dict[str, tuple[list[int], list[str]]] = {
+            k: ([0], []) for k in ("captions", "answers", "categories")
+        }  # name -> (offsets, values)
+        self.object_offsets: list[int] = [0]
+        self.boxes: list[float] = []  # x1, y1, x2, y2 per object
+        self.object_categories: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.sizes) // 2
+
+    def append(self, ex: Example, family: str, prompt: str, target: str) -> None:
+        t = self.text
+        for key, value in (
+            ("id", ex.id),
+            ("source", ex.source),
+            ("task", ex.task),
+            ("split", ex.split),
+            ("family", family),
+            ("image", ex.image),
+            ("prompt", prompt),
+            ("target", target),
+            ("label", ex.label),
+            ("question", ex.question),
+            ("answer_type", ex.answer_type),
+        ):
+            t[key].append(value)
+        self.sizes += (int(ex.image_size[0]), int(ex.image_size[1]))
+        for key, values in (
+            ("captions", ex.captions),
+            ("answers", ex.answers),
+            ("categories", ex.categories),
+        ):
+            offsets, flat = self.lists[key]
+            flat += values
+            offsets.append(len(flat))
+        boxes, cats = self.boxes, self.object_categories
+        for o in ex.objects:
+            x1, y1, x2, y2 = o.bbox
+            boxes += (float(x1), float(y1), float(x2), float(y2))
+            cats.append(o.category)
+        self.object_offsets.append(len(cats))
+
+    def to_table(self):
+        """The rows appended so far as a pyarrow Table with the Arrow schema of record_features()."""
+        import numpy as np
+        import pyarrow as pa
+
+        schema = record_features().arrow_schema
+
+        def listed(offsets: list[int], values: pa.Array, name: str) -> pa.Array:
+            arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+            return arr.cast(schema.field(name).type)
+
+        columns: dict[str, pa.Array] = {k: pa.array(v, pa.string()) for k, v in self.text.items()}
+        sizes = pa.array(self.sizes, pa.int32())
+        columns["image_size"] = listed(list(range(0, len(self.sizes) + 1, 2)), sizes, "image_size")
+        for key, (offsets, values) in self.lists.items():
+            columns[key] = listed(offsets, pa.array(values, pa.string()), key)
+        n_boxes = len(self.object_categories)
+        bbox = pa.ListArray.from_arrays(
+            pa.array(np.arange(0, 4 * n_boxes + 1, 4, dtype=np.int32)), pa.array(self.boxes, pa.float64())
+        )
+        objects = pa.StructArray.from_arrays(
+            [bbox, pa.array(self.object_categories, pa.string())], names=["bbox", "category"]
+        )
+        columns["objects"] = listed(self.object_offsets, objects, "objects")
+        return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 
 @dataclass

@@ -8,6 +8,7 @@ build with nothing changed is instant. Images are referenced by absolute path, n
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from pipeline import __version__, formats, sources
 from pipeline.errors import DataError
 from pipeline.recipe import Recipe, expand_path, reader_params
-from pipeline.records import Example, Record, Tally, record_features
+from pipeline.records import Example, RecordColumns, Tally, record_features
 
 logger = logging.getLogger(__name__)
 
@@ -145,85 +146,120 @@ def build(
 
 
 def _build_fresh(recipe: Recipe, out: Path, key: str, *, progress: bool) -> BuildResult:
-    from datasets import Dataset, DatasetDict, concatenate_datasets
-
+    # Records go to Arrow as columns (RecordColumns: no dict per row, no per-value encoding), in
+    # chunks written to disk as they fill (the build's memory does not grow with the records),
+    # then saved in the `datasets` layout. Write next to the final folder, then rename: an
+    # interrupted build never looks complete.
     start = time.perf_counter()
-    family = recipe.model.family
-    fmt = formats.get(family)
-    stats = BuildStats(family=family)
-    root = expand_path(recipe.data.root)
-    features = record_features()
-    chunks: dict[str, list[Any]] = {}
-    pending: dict[str, list[dict[str, Any]]] = {}
-    seen_ids: set[tuple[str, str, str]] = set()
-
-    def flush(split: str) -> None:
-        if pending.get(split):
-            chunks.setdefault(split, []).append(Dataset.from_list(pending[split], features=features))
-            pending[split] = []
-
-    for src in recipe.data.sources:
-        reader = sources.get(src.format)
-        card = _load_card(src.card, stats, src.name)
-        for split in src.splits:
-            tally = Tally()
-            ctx = sources.SourceContext(
-                name=src.name,
-                split=split,
-                tally=tally,
-                check_images=recipe.data.check_images,
-                max_image_pixels=recipe.data.max_image_pixels,
-                root=root,
-            )
-            params = reader_params(reader, src.params(split), root)
-            row = SourceSplitStats(source=src.name, format=src.format, split=split)
-            bar = tqdm(desc=f"{src.name}/{split}", unit=" ex", disable=not progress, leave=False)
-            for ex in reader(ctx, **params):
-                bar.update()
-                for item in _expand(ex, recipe, split):
-                    rid = (src.name, split, item.id)
-                    if rid in seen_ids:
-                        raise DataError("duplicate example id", file=src.name, record=item.id, field="id")
-                    seen_ids.add(rid)
-                    prompt, target = fmt.render(item)
-                    record = Record.from_example(item, family, prompt, target)
-                    pending.setdefault(split, []).append(record.to_dict())
-                    row.records[item.task] += 1
-                    if len(pending[split]) >= _CHUNK:
-                        flush(split)
-            bar.close()
-            row.examples = tally.examples
-            row.skipped = dict(tally.skipped)
-            row.repaired = dict(tally.repaired)
-            stats.rows.append(row)
-            _check_skips(src.name, split, tally, recipe.data.max_skip_fraction)
-            if card is not None:
-                warning = _check_card(card, src.format, split, tally.examples)
-                if warning:
-                    logger.warning(warning)
-                    stats.warnings.append(warning)
-
-    for split in list(pending):
-        flush(split)
-    dsd = DatasetDict(
-        {
-            split: parts[0] if len(parts) == 1 else concatenate_datasets(parts)
-            for split, parts in chunks.items()
-        }
-    )
-    stats.seconds = round(time.perf_counter() - start, 2)
-
-    # Write next to the final folder, then rename: an interrupted build never looks complete.
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    with _quiet_datasets():  # our own bars already showed the work; saving is a blink
-        dsd.save_to_disk(str(tmp / "records"))
+    (tmp / "parts").mkdir(parents=True)
+    try:
+        stats, parts = _write_records(recipe, tmp / "parts", progress=progress)
+        _save_records(parts, tmp / "records")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp / "parts")
+    stats.seconds = round(time.perf_counter() - start, 2)
     (tmp / "stats.json").write_text(json.dumps(stats.to_json(), indent=2))
     (tmp / "key.txt").write_text(key + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return BuildResult(out, stats, cached=False)
+
+
+def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[BuildStats, dict[str, Path]]:
+    """Read, render and write every record: one Arrow file per split in `folder`, in the order
+    the splits' first chunks filled (the order of the DatasetDict)."""
+    from datasets.arrow_writer import ArrowWriter
+
+    from pipeline.sources.images import Paths
+
+    family = recipe.model.family
+    fmt = formats.get(family)
+    stats = BuildStats(family=family)
+    root = expand_path(recipe.data.root)
+    features = record_features()
+    writers: dict[str, ArrowWriter] = {}
+    pending: dict[str, RecordColumns] = {}
+    seen_ids: set[tuple[str, str, str]] = set()
+    # every source of the build shares the image verdicts and resolved folders: COCO detection,
+    # captions and VQAv2 name the same images
+    image_checks: dict[str, Any] = {}
+    paths = Paths()
+
+    def flush(split: str) -> None:
+        if split not in writers:
+            writers[split] = ArrowWriter(features=features, path=str(folder / f"{split}.arrow"))
+        writers[split].write_table(pending[split].to_table())
+        pending[split] = RecordColumns()
+
+    try:
+        for src in recipe.data.sources:
+            reader = sources.get(src.format)
+            card = _load_card(src.card, stats, src.name)
+            for split in src.splits:
+                tally = Tally()
+                ctx = sources.SourceContext(
+                    name=src.name,
+                    split=split,
+                    tally=tally,
+                    check_images=recipe.data.check_images,
+                    max_image_pixels=recipe.data.max_image_pixels,
+                    root=root,
+                    image_checks=image_checks,
+                    paths=paths,
+                )
+                params = reader_params(reader, src.params(split), root)
+                row = SourceSplitStats(source=src.name, format=src.format, split=split)
+                bar = tqdm(desc=f"{src.name}/{split}", unit=" ex", disable=not progress, leave=False)
+                for ex in reader(ctx, **params):
+                    bar.update()
+                    for item in _expand(ex, recipe, split):
+                        rid = (src.name, split, item.id)
+                        if rid in seen_ids:
+                            raise DataError("duplicate example id", file=src.name, record=item.id, field="id")
+                        seen_ids.add(rid)
+                        prompt, target = fmt.render(item)
+                        columns = pending.get(split)
+                        if columns is None:
+                            columns = pending[split] = RecordColumns()
+                        columns.append(item, family, prompt, target)
+                        row.records[item.task] += 1
+                        if len(columns) >= _CHUNK:
+                            flush(split)
+                bar.close()
+                row.examples = tally.examples
+                row.skipped = dict(tally.skipped)
+                row.repaired = dict(tally.repaired)
+                stats.rows.append(row)
+                _check_skips(src.name, split, tally, recipe.data.max_skip_fraction)
+                if card is not None:
+                    warning = _check_card(card, src.format, split, tally.examples)
+                    if warning:
+                        logger.warning(warning)
+                        stats.warnings.append(warning)
+
+        for split in list(pending):
+            if len(pending[split]):
+                flush(split)
+        for writer in writers.values():
+            writer.finalize()
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return stats, {split: folder / f"{split}.arrow" for split in writers}
+
+
+def _save_records(parts: dict[str, Path], folder: Path) -> None:
+    """The per-split Arrow files as a DatasetDict saved to `folder` (datasets.load_from_disk)."""
+    from datasets import Dataset, DatasetDict
+
+    dsd = DatasetDict({split: Dataset.from_file(str(path)) for split, path in parts.items()})
+    with _quiet_datasets():  # our own bars already showed the work; saving is a blink
+        dsd.save_to_disk(str(folder))
 
 
 @contextlib.contextmanager
@@ -244,10 +280,17 @@ def _expand(ex: Example, recipe: Recipe, split: str) -> list[Example]:
     if ex.task != "caption" or split != recipe.data.train_split or len(ex.captions) <= 1:
         return [ex]
     if recipe.data.caption_targets == "per_caption":
-        return [replace(ex, id=f"{ex.id}#{i}", caption=c) for i, c in enumerate(ex.captions)]
+        return [_with_caption(ex, f"{ex.id}#{i}", c) for i, c in enumerate(ex.captions)]
     # Seeded by recipe seed and example id: the same caption for the same image in every build.
     rng = random.Random(f"{recipe.data.seed}:{ex.source}:{ex.id}")
     return [replace(ex, caption=rng.choice(ex.captions))]
+
+
+def _with_caption(ex: Example, id: str, caption: str) -> Example:
+    # dataclasses.replace without re-running __post_init__: ex was validated, caption is a str
+    item = copy.copy(ex)
+    item.id, item.caption = id, caption
+    return item
 
 
 def _check_skips(source: str, split: str, tally: Tally, limit: float) -> None:

@@ -33,6 +33,16 @@ class SourceContext:
     check_images: str = "full"  # "full": decode every image once; "header": size and mode only
     max_image_pixels: int = 89_478_485  # PIL's default bomb limit; larger images are skipped
     root: Path | None = None  # the recipe's data root, for parameters that may be a path or a name
+    # Shared by every source of one build (each makes its own when not given): image verdicts by
+    # path (images.check_image), and resolved folders for confining paths (images.Paths).
+    image_checks: dict[Any, Any] = field(default_factory=dict)
+    paths: Any = None
+
+    def __post_init__(self) -> None:
+        if self.paths is None:
+            from pipeline.sources.images import Paths  # images imports this module
+
+            self.paths = Paths()
 
     def example(self, id: str, image: Path | str, image_size: ImageSize, **fields: Any) -> Example:
         """An Example of this source and split (what a reader yields), counted in the tally."""

@@ -24,7 +24,6 @@ from pipeline.sources import SourceContext, register
 from pipeline.sources.images import (
     check_image,
     coco_images,
-    confine,
     id_sort_key,
     read_json,
     require,
@@ -70,7 +69,7 @@ def read_coco_captions(ctx: SourceContext, *, annotations: Path, images: Path) -
         if not refs:
             ctx.tally.skip("image without captions", record)
             continue
-        path = confine(images, info["file_name"], file=file, record=record, field="file_name")
+        path = ctx.paths.confine(images, info["file_name"], file=file, record=record, field="file_name")
         size = check_image(path, ctx, record=record)
         if size is None:
             continue

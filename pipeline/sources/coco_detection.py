@@ -40,7 +40,6 @@ from pipeline.sources.images import (
     check_image,
     clip_objects,
     coco_images,
-    confine,
     id_sort_key,
     parse_box,
     read_json,
@@ -118,7 +117,7 @@ def read_coco_detection(
         if not anns and not keep_negatives:
             ctx.tally.repair("negative image excluded", record)
             continue
-        path = confine(images, info["file_name"], file=file, record=record, field="file_name")
+        path = ctx.paths.confine(images, info["file_name"], file=file, record=record, field="file_name")
         size = check_image(path, ctx, record=record)
         if size is None:
             continue

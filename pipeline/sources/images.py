@@ -50,6 +50,44 @@ def confine(root: Path, relpath: str, *, file: str | Path, record: str | int, fi
     absolute paths, `..` that climbs out, and symlinks whose target lies outside `root` are all
     refused with a DataError naming the annotation file, the record and the field.
     """
+    return Path(_confine(root, relpath, os.path.realpath, file=file, record=record, field=field))
+
+
+class Paths:
+    """`confine` for one build: each directory is resolved and listed once, so a file name costs no
+    lstat. A name the listing shows as a symlink (or any name in a folder that cannot be listed)
+    is resolved in full, as `confine` does; `..` and absolute paths are refused before any of
+    this. Symlinks created after a folder was listed are not seen: keep one per build.
+    """
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, tuple[str, frozenset[str] | None]] = {}  # dir -> (resolved, symlinks)
+
+    def confine(
+        self, root: Path | str, relpath: str, *, file: str | Path, record: str | int, field: str
+    ) -> str:
+        """`confine`, as a string (what an Example holds)."""
+        return _confine(root, relpath, self._realpath, file=file, record=record, field=field)
+
+    def _realpath(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        known = self._dirs.get(folder)
+        if known is None:
+            try:
+                with os.scandir(folder) as entries:  # d_type: symlinks known without an lstat each
+                    links: frozenset[str] | None = frozenset(e.name for e in entries if e.is_symlink())
+            except OSError:  # missing or not a folder: resolve every name in it in full
+                links = None
+            known = self._dirs[folder] = (os.path.realpath(folder), links)
+        real_folder, links = known
+        if links is None or name in links or not name:
+            return os.path.realpath(path)
+        return os.path.join(real_folder, name)  # not a symlink: resolving it changes nothing
+
+
+def _confine(
+    root: Path | str, relpath: str, realpath, *, file: str | Path, record: str | int, field: str
+) -> str:
     if not isinstance(relpath, str) or not relpath.strip():
         raise DataError(
             f"image path must be a non-empty string, got {relpath!r}", file=file, record=record, field=field
@@ -63,19 +101,25 @@ def confine(root: Path, relpath: str, *, file: str | Path, record: str | int, fi
             record=record,
             field=field,
         )
-    root_str = os.path.abspath(root)
+    root_str = os.fspath(root)
+    root_str = _abs_root(root_str) if os.path.isabs(root_str) else os.path.abspath(root_str)
     candidate = os.path.normpath(os.path.join(root_str, relpath))
     # lexical check first (cheap, and catches `..` even when the target does not exist), then
     # the resolved one, which catches symlinks pointing out of the root
-    if not _within(candidate, root_str) or not _within(os.path.realpath(candidate), _real_root(root_str)):
+    if not _within(candidate, root_str) or not _within(realpath(candidate), _real_root(root_str)):
         raise DataError(
             f"image path {relpath!r} escapes the dataset root {root}", file=file, record=record, field=field
         )
-    return Path(candidate)
+    return candidate
 
 
 def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
+
+
+@functools.lru_cache(maxsize=64)
+def _abs_root(root: str) -> str:
+    return os.path.abspath(root)  # absolute roots only: a relative one depends on the cwd
 
 
 @functools.lru_cache(maxsize=64)
@@ -178,7 +222,7 @@ def inspect_image(path: Path, *, check: str = "full", max_pixels: int | None = N
 
 
 def check_image(
-    path: Path, ctx: SourceContext, *, record: str, cache: dict[Path, ImageCheck] | None = None
+    path: Path | str, ctx: SourceContext, *, record: str, cache: dict[str, ImageCheck] | None = None
 ) -> ImageSize | None:
     """Return the image's (w, h) after EXIF orientation, or None after counting a skip.
 
@@ -186,15 +230,17 @@ def check_image(
     ctx.check_images == "full", which decodes every pixel once), "decompression bomb"
     (w * h > ctx.max_image_pixels; PIL itself refuses above twice its global limit).
     Repairs (the image is kept): "<mode> converted to RGB" and "EXIF orientation applied".
-    `cache` lets a reader whose records share images (VQA: several questions per image) open
-    each file once; the verdict is still counted once per record.
+    Each file is opened once per `cache` (by default `ctx.image_checks`, which the build shares
+    between its sources: COCO detection, captions and VQAv2 name the same images); the verdict
+    is still counted once per record.
     """
-    path = Path(path)
-    verdict = cache.get(path) if cache is not None else None
+    if cache is None:
+        cache = ctx.image_checks
+    key = path if type(path) is str else str(path)
+    verdict = cache.get(key)
     if verdict is None:
-        verdict = inspect_image(path, check=ctx.check_images, max_pixels=ctx.max_image_pixels)
-        if cache is not None:
-            cache[path] = verdict
+        verdict = inspect_image(Path(key), check=ctx.check_images, max_pixels=ctx.max_image_pixels)
+        cache[key] = verdict
     return verdict.apply(ctx.tally, record)
 
 

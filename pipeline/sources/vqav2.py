@@ -27,9 +27,7 @@ from pipeline.errors import DataError
 from pipeline.records import Example
 from pipeline.sources import SourceContext, register
 from pipeline.sources.images import (
-    ImageCheck,
     check_image,
-    confine,
     id_sort_key,
     read_json,
     require,
@@ -75,6 +73,35 @@ def _answers(ann: dict[str, Any], *, file: Path, record: str) -> list[str]:
     return [a for _, a in sorted(items, key=lambda it: id_sort_key(it[0]))]
 
 
+def _add_answers(
+    answered: dict[Any, tuple[list[str], str | None]],
+    ann: Any,
+    by_qid: dict[Any, dict[str, Any]],
+    afile: Path,
+    qfile: Path,
+) -> None:
+    """Check one annotation against the questions and keep its answers by question id."""
+    qid = require_id(ann, "question_id", file=afile, record="annotation ?", what="an annotation")
+    record = f"question {qid}"
+    if qid not in by_qid:
+        raise DataError(
+            f"question_id {qid!r} is not in the questions file {qfile.name}",
+            file=afile,
+            record=record,
+            field="question_id",
+        )
+    if qid in answered:
+        raise DataError("duplicate question id", file=afile, record=record, field="question_id")
+    if "image_id" in ann and ann["image_id"] != by_qid[qid]["image_id"]:
+        raise DataError(
+            f"image_id {ann['image_id']!r} differs from the question's {by_qid[qid]['image_id']!r}",
+            file=afile,
+            record=record,
+            field="image_id",
+        )
+    answered[qid] = (_answers(ann, file=afile, record=record), ann.get("answer_type"))
+
+
 @register("vqav2")
 def read_vqav2(
     ctx: SourceContext,
@@ -117,28 +144,9 @@ def read_vqav2(
         afile = Path(annotations)
         adata = read_json(afile)
         for ann in require_list(adata, "annotations", file=afile):
-            qid = require_id(ann, "question_id", file=afile, record="annotation ?", what="an annotation")
-            record = f"question {qid}"
-            if qid not in by_qid:
-                raise DataError(
-                    f"question_id {qid!r} is not in the questions file {qfile.name}",
-                    file=afile,
-                    record=record,
-                    field="question_id",
-                )
-            if qid in answered:
-                raise DataError("duplicate question id", file=afile, record=record, field="question_id")
-            if "image_id" in ann and ann["image_id"] != by_qid[qid]["image_id"]:
-                raise DataError(
-                    f"image_id {ann['image_id']!r} differs from the question's {by_qid[qid]['image_id']!r}",
-                    file=afile,
-                    record=record,
-                    field="image_id",
-                )
-            answered[qid] = (_answers(ann, file=afile, record=record), ann.get("answer_type"))
+            _add_answers(answered, ann, by_qid, afile, qfile)
         del adata
 
-    checks: dict[Path, ImageCheck] = {}  # ~5 questions per image: open each image once
     for qid, q in by_qid.items():
         record = f"question {qid}"
         answers, answer_type = answered.get(qid, ([], None))
@@ -156,8 +164,8 @@ def read_vqav2(
                 record=record,
                 field="image_id",
             ) from None
-        path = confine(images, relpath, file=qfile, record=record, field="image_id")
-        size = check_image(path, ctx, record=record, cache=checks)
+        path = ctx.paths.confine(images, relpath, file=qfile, record=record, field="image_id")
+        size = check_image(path, ctx, record=record)  # opens each image once per build
         if size is None:
             continue
         yield ctx.example(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from pipeline.data import shapes
 from pipeline.data.build import build, print_stats
 from pipeline.errors import DataError
 from pipeline.recipe import load_recipe
-from pipeline.records import Example, Object
+from pipeline.records import Example, Object, Record
 
 ROOT = Path(__file__).resolve().parents[2]
 N_TRAIN, N_VAL = 10, 4
@@ -231,3 +232,85 @@ def test_demo_set_is_regenerated_when_the_recipe_asks_for_another(tmp_path: Path
     (mine / "x.txt").write_text("x")
     ensure_demo_data(load_recipe(ROOT / "recipes/demo.yaml", [f"data.root={mine}"]), progress=False)
     assert [p.name for p in mine.iterdir()] == ["x.txt"]
+
+
+def test_coco_records_field_by_field(tmp_path: Path):
+    """Every field of the records a small COCO-shaped set gives, pinned (detection with a crowd
+    region, a clipped box and the shared vocabulary; per-caption records; VQA with ten answers)."""
+    from PIL import Image
+
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True)
+    for name, size in (("1.jpg", (40, 30)), ("2.jpg", (30, 40))):
+        Image.new("RGB", size, (10, 20, 30)).save(root / "images" / name)
+    images = [
+        {"id": 1, "file_name": "1.jpg", "width": 40, "height": 30},
+        {"id": 2, "file_name": "2.jpg", "width": 30, "height": 40},
+    ]
+    cats = [{"id": 3, "name": "cat"}, {"id": 1, "name": "dog"}]
+    anns = [
+        {"id": 10, "image_id": 1, "category_id": 3, "bbox": [1, 2, 10, 5], "segmentation": [[1, 2, 3, 4]]},
+        {"id": 11, "image_id": 1, "category_id": 1, "bbox": [35, 0, 10, 5], "iscrowd": 0},
+        {"id": 12, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "iscrowd": 1},
+    ]
+    caps = [
+        {"id": 2, "image_id": 1, "caption": " second.\n"},
+        {"id": 1, "image_id": 1, "caption": "first."},
+        {"id": 3, "image_id": 2, "caption": "only."},
+    ]
+    answers = [{"answer": a, "answer_id": i + 1} for i, a in enumerate(["no"] * 4 + ["yes"] * 6)]
+    (root / "inst.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    (root / "caps.json").write_text(json.dumps({"images": images, "annotations": caps}))
+    (root / "q.json").write_text(
+        json.dumps(
+            {"data_subtype": "x", "questions": [{"question_id": 5, "image_id": 2, "question": "is it? "}]}
+        )
+    )
+    (root / "a.json").write_text(
+        json.dumps(
+            {"annotations": [{"question_id": 5, "image_id": 2, "answers": answers, "answer_type": "yes/no"}]}
+        )
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"""name: t
+model: {{family: paligemma, id: null}}
+data:
+  root: {root}
+  cache_dir: {tmp_path / "cache"}
+  sources:
+    - {{name: det, format: coco_detection, splits: {{train: {{annotations: inst.json, images: images}}}}}}
+    - {{name: cap, format: coco_captions, splits: {{train: {{annotations: caps.json, images: images}}}}}}
+    - name: vqa
+      format: vqav2
+      options: {{image_pattern: "{{image_id}}.jpg"}}
+      splits: {{train: {{questions: q.json, annotations: a.json, images: images}}}}
+"""
+    )
+    rows = build(load_recipe(recipe), progress=False).load()["train"].to_list()
+    img = {i: str(root / "images" / f"{i}.jpg") for i in (1, 2)}
+    base = {"family": "paligemma", "split": "train", "label": None, "captions": [], "question": None}
+    base |= {"answers": [], "answer_type": None, "objects": [], "categories": []}
+    det = "detect dog ; cat"  # the vocabulary in category id order
+    want = [
+        {**base, "id": "1", "source": "det", "task": "detection", "image": img[1], "image_size": [40, 30],
+         "prompt": det,
+         "target": "<loc0000><loc0896><loc0170><loc1023> dog ; <loc0068><loc0025><loc0238><loc0281> cat",
+         "objects": [{"bbox": [1.0, 2.0, 11.0, 7.0], "category": "cat"},
+                     {"bbox": [35.0, 0.0, 40.0, 5.0], "category": "dog"}],
+         "categories": ["dog", "cat"]},
+        {**base, "id": "2", "source": "det", "task": "detection", "image": img[2], "image_size": [30, 40],
+         "prompt": det, "target": "", "categories": ["dog", "cat"]},
+        {**base, "id": "1#0", "source": "cap", "task": "caption", "image": img[1], "image_size": [40, 30],
+         "prompt": "caption en", "target": "first.", "captions": ["first.", "second."]},
+        {**base, "id": "1#1", "source": "cap", "task": "caption", "image": img[1], "image_size": [40, 30],
+         "prompt": "caption en", "target": "second.", "captions": ["first.", "second."]},
+        {**base, "id": "2", "source": "cap", "task": "caption", "image": img[2], "image_size": [30, 40],
+         "prompt": "caption en", "target": "only.", "captions": ["only."]},
+        {**base, "id": "5", "source": "vqa", "task": "vqa", "image": img[2], "image_size": [30, 40],
+         "prompt": "answer en is it?", "target": "yes", "question": "is it?",
+         "answers": ["no"] * 4 + ["yes"] * 6, "answer_type": "yes/no"},
+    ]  # fmt: skip
+    order = [f.name for f in dataclasses.fields(Record)]  # the schema's field order
+    assert [list(r) for r in rows] == [order] * len(want)
+    assert rows == want

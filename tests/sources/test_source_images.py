@@ -12,6 +12,7 @@ from pipeline.errors import DataError
 from pipeline.records import Object, Tally
 from pipeline.sources import SourceContext
 from pipeline.sources.images import (
+    Paths,
     check_image,
     clip_objects,
     confine,
@@ -49,6 +50,55 @@ def test_confine_refuses_symlink_out_of_root(tmp_path: Path) -> None:
     (root / "link").symlink_to(outside, target_is_directory=True)
     with pytest.raises(DataError, match="escapes"):
         confine(root, "link/x.jpg", file="anns.json", record=3, field="file_name")
+
+
+def _paths_confine(root: Path, relpath: str, **where) -> Path:
+    return Path(Paths().confine(root, relpath, **where))
+
+
+CONFINES = [confine, _paths_confine]  # the plain check, and the one a build makes with Paths
+
+
+@pytest.mark.parametrize("confine_", CONFINES)
+@pytest.mark.parametrize("relpath", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", "C:\\x.jpg", "", "   "])
+def test_paths_refuse_escapes_and_absolute_paths(tmp_path: Path, relpath: str, confine_) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    with pytest.raises(DataError, match=r"anns\.json"):
+        confine_(root, relpath, file="anns.json", record="image 7", field="file_name")
+
+
+@pytest.mark.parametrize("confine_", CONFINES)
+def test_symlinks_out_of_root_are_refused_file_or_folder(tmp_path: Path, confine_) -> None:
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    (root / "ok.jpg").write_bytes(b"x")
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "x.jpg").write_bytes(b"x")
+    (root / "sub" / "file_link.jpg").symlink_to(outside / "x.jpg")  # the last component
+    (root / "dir_link").symlink_to(outside, target_is_directory=True)  # a folder on the way
+    (root / "inside.jpg").symlink_to(root / "ok.jpg")  # a symlink that stays inside: fine
+    (root / "up").symlink_to(root / "sub" / "..", target_is_directory=True)
+    where = {"file": "anns.json", "record": 3, "field": "file_name"}
+    paths = Paths()  # one instance for every call: the folder listings are cached
+    for relpath in ("sub/file_link.jpg", "dir_link/x.jpg", "dir_link/missing.jpg", "sub/../dir_link/x.jpg"):
+        with pytest.raises(DataError, match="escapes"):
+            confine_(root, relpath, **where)
+        with pytest.raises(DataError, match="escapes"):
+            paths.confine(root, relpath, **where)
+    for relpath in ("ok.jpg", "inside.jpg", "sub/missing.jpg", "up/ok.jpg", "missing/x.jpg"):
+        assert confine_(root, relpath, **where) == confine(root, relpath, **where)
+        assert paths.confine(root, relpath, **where) == str(confine(root, relpath, **where))
+
+
+def test_paths_behind_a_symlinked_root_are_inside(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.jpg").write_bytes(b"x")
+    (tmp_path / "root").symlink_to(real, target_is_directory=True)
+    where = {"file": "anns.json", "record": 3, "field": "file_name"}
+    assert Paths().confine(tmp_path / "root", "a.jpg", **where) == str(tmp_path / "root" / "a.jpg")
 
 
 # ---------------------------------------------------------------------------- check_image / load_image
