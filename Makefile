@@ -59,8 +59,9 @@ demo-data: setup
 check: setup
 	$(BIN)/uvft check $(RECIPE) $(ARGS)
 
+# every CPU benchmark, one after another, then the table of their ratios (bench/results/); GPU: bench/gpu.py
 bench: setup
-	$(BIN)/python bench/bench_build.py
+	$(BIN)/python bench/run_all.py $(ARGS)
 
 # resident memory over 10x the recipe's steps (about 20 min for the demo): bench/results/soak.png
 soak: setup

@@ -1,0 +1,215 @@
+"""uvft's training loop against the naive loop of the Hugging Face fine-tuning guides, in one
+process, on the same model, rows (in the same order), batch size, optimizer and schedule.
+
+- uvft: `pipeline.train.loop.train` on the demo recipe (its loader, collator and loss).
+- naive: a DataLoader over the same rows with the processor in its collate_fn (no workers, as the
+  guides write it), `model(**batch).loss`, backward, clip, step, `loss.item()` each step.
+
+Two models: the demo's tiny model (random weights, no base stage) and a ~50M-parameter one built
+by `build_tiny` with larger sizes. Throughput is taken over the steps after a warm-up; the losses
+of the two loops are compared step by step (they see the same batches).
+
+    python bench/train_step.py [--steps 12] [--warmup 3] [--sizes tiny,50m] [--family paligemma]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import report
+from PIL import Image
+
+from pipeline import models
+from pipeline.data import shapes
+from pipeline.models.common import IMAGE_TOKEN
+from pipeline.recipe import load_recipe
+from pipeline.train import loop
+from pipeline.train.optim import make_optimizer, make_scheduler
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {"paligemma": {}, "florence2": {}},
+    "50m": {
+        "paligemma": {
+            "hidden": 512,
+            "layers": 8,
+            "heads": 8,
+            "kv_heads": 4,
+            "head_dim": 64,
+            "intermediate": 2048,
+            "vision_hidden": 384,
+            "vision_layers": 6,
+            "vision_heads": 6,
+            "vision_intermediate": 1536,
+        },
+        "florence2": {
+            "d_model": 512,
+            "layers": 6,
+            "heads": 8,
+            "ffn": 2048,
+            "vision_dims": [128, 256, 512],
+            "vision_depths": [1, 1, 2],
+            "vision_heads": [4, 8, 16],
+        },
+    },
+}
+
+
+def _recipe(data: Path, cache: Path, out: Path, family: str, size: dict[str, Any], steps: int, batch: int):
+    return load_recipe(
+        ROOT / "recipes/demo.yaml",
+        [
+            f"data.root={data}",
+            f"data.cache_dir={cache}",
+            "data.demo=null",
+            f"output_dir={out}",
+            f"model.family={family}",
+            "model.tiny.base_steps=0",
+            f"model.tiny.size={size!r}".replace("'", '"'),
+            f"train.steps={steps}",
+            f"train.batch_size={batch}",
+            "train.trackers=[]",
+            "train.val_every=0",
+            "eval.every=0",
+            "train.log_every=1",
+            f"train.save_every={steps}",
+        ],
+    )
+
+
+def run_uvft(recipe) -> tuple[list[float], list[float], Any]:
+    """Per-step end times and losses of uvft's loop, and its Run (for the rows it drew)."""
+    real, times, holder = loop._step, [], {}
+
+    def timed(run, batches):
+        holder.setdefault("run", run)
+        holder.setdefault("rows", []).append(run.sampler.position)
+        real(run, batches)
+        times.append(time.perf_counter())
+
+    loop._step = timed
+    try:
+        summary = loop.train(recipe, progress=False)
+    finally:
+        loop._step = real
+    return times, [e["loss"] for e in summary.losses], holder
+
+
+def guide_collate(processor: Any, family: str):
+    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        images = [Image.open(r["image"]).convert("RGB") for r in rows]
+        prompts, targets = [r["prompt"] for r in rows], [r["target"] for r in rows]
+        if family == "paligemma":
+            return processor(
+                text=[IMAGE_TOKEN + p for p in prompts],
+                images=images,
+                suffix=targets,
+                padding="longest",
+                return_tensors="pt",
+            )
+        enc = processor(text=prompts, images=images, padding="longest", return_tensors="pt")
+        dec = processor.tokenizer(targets, padding="longest", return_tensors="pt")
+        enc["labels"] = dec["input_ids"].masked_fill(dec["attention_mask"] == 0, -100)
+        return enc
+
+    return collate
+
+
+def run_naive(recipe, base_model: str, rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    from accelerate.utils import set_seed
+
+    family = recipe.model.family
+    set_seed(recipe.train.seed)
+    model, processor = models.get(family).load(base_model)
+    model = loop.apply_adapter(model, recipe)  # the same LoRA, initialised from the same seed
+    opt = make_optimizer(model, recipe.train, cuda=False)
+    sched = make_scheduler(opt, recipe.train)
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=recipe.train.batch_size, shuffle=False, collate_fn=guide_collate(processor, family)
+    )
+    model.train()
+    times, losses = [], []
+    for batch in loader:
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.train.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+        times.append(time.perf_counter())
+    return times, losses
+
+
+def measure(size: str, family: str, steps: int, warmup: int, batch: int, data: Path, tmp: Path) -> dict:
+    recipe = _recipe(data, tmp / "cache", tmp / f"run-{size}", family, SIZES[size][family], steps, batch)
+    u_times, u_losses, holder = run_uvft(recipe)
+    run = holder["run"]
+    dataset = run.loader.dataset
+    positions = run.sampler.global_rows(0, steps * batch)
+    rows = [dataset[i] for i in positions]
+    base_model = run.recipe.model.id or str(_base(recipe))
+    n_times, n_losses = run_naive(recipe, base_model, rows)
+    tokens = sum(
+        models.get(family).target_lengths(run.processor, [r["target"] for r in rows[warmup * batch :]])
+    )
+    u_s, n_s = u_times[-1] - u_times[warmup - 1], n_times[-1] - n_times[warmup - 1]
+    samples = (steps - warmup) * batch
+    total = models.count_parameters(run.model)[1]
+    return {
+        "params": total,
+        "uvft_samples_s": samples / u_s,
+        "naive_samples_s": samples / n_s,
+        "uvft_tokens_s": tokens / u_s,
+        "naive_tokens_s": tokens / n_s,
+        "max_loss_diff": max(abs(a - b) for a, b in zip(u_losses, n_losses, strict=True)),
+        "last_losses": (u_losses[-1], n_losses[-1]),
+        "ratio": n_s / u_s,
+    }
+
+
+def _base(recipe) -> Path:
+    from pipeline.data.build import build
+    from pipeline.runtime import make_accelerator
+    from pipeline.train.base_model import base_model_path
+
+    records = build(recipe, progress=False).load()
+    acc = make_accelerator(recipe, log=False)
+    return Path(base_model_path(recipe, records, progress=False, accelerator=acc, trainer=loop.train))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--sizes", default="tiny,50m")
+    ap.add_argument("--family", default="paligemma", choices=["paligemma", "florence2"])
+    ap.add_argument("--n-train", type=int, default=200)
+    args = ap.parse_args()
+    rows, out = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "shapes"
+        shapes.generate(data, n_train=args.n_train, n_val=16, image_size=64, progress=False)
+        for size in args.sizes.split(","):
+            batch = 16 if size == "tiny" else 8
+            m = measure(size, args.family, args.steps, args.warmup, batch, data, Path(tmp))
+            out[size] = m
+            name = f"{args.family} {size} ({m['params'] / 1e6:.1f}M), batch {batch}"
+            rows.append([name, "naive", m["naive_samples_s"], m["naive_tokens_s"], 1.0, ""])
+            rows.append(
+                [name, "uvft", m["uvft_samples_s"], m["uvft_tokens_s"], m["ratio"], m["max_loss_diff"]]
+            )
+    ratio = ", ".join(f"{s} {v['ratio']:.2f}x" for s, v in out.items())
+    headers = ["model", "loop", "samples/s", "target tokens/s", "vs naive", "max |loss diff| per step"]
+    assert all(math.isfinite(v["max_loss_diff"]) for v in out.values())
+    report("train_step", headers, rows, f"ratio (uvft / naive samples/s): {ratio}", summary=out)
+
+
+if __name__ == "__main__":
+    main()
