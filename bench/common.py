@@ -16,6 +16,17 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def demo_recipe(data: Path, cache: Path, out: Path, *overrides: str):
+    """The demo recipe on generated shapes in `data`: the tiny model without its base stage, no
+    trackers, no held-out loss or evaluation during training, a log line per step."""
+    from pipeline.recipe import load_recipe
+
+    base = [f"data.root={data}", f"data.cache_dir={cache}", "data.demo=null", f"output_dir={out}"]
+    quiet = ["model.tiny.base_steps=0", "train.trackers=[]", "train.val_every=0", "eval.every=0"]
+    return load_recipe(ROOT / "recipes/demo.yaml", [*base, *quiet, "train.log_every=1", *overrides])
 
 
 def machine() -> dict[str, Any]:

@@ -19,32 +19,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import report
+from common import demo_recipe, report
 
 from pipeline.data import shapes
 from pipeline.data.mixture import MixtureSampler
-from pipeline.recipe import load_recipe
 from pipeline.train import loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _recipe(data: Path, cache: Path, out: Path, *overrides: str):
-    return load_recipe(
-        ROOT / "recipes/demo.yaml",
-        [
-            f"data.root={data}",
-            f"data.cache_dir={cache}",
-            "data.demo=null",
-            f"output_dir={out}",
-            "model.tiny.base_steps=0",
-            "train.trackers=[]",
-            "train.val_every=0",
-            "eval.every=0",
-            "train.log_every=1",
-            *overrides,
-        ],
-    )
+    return demo_recipe(data, cache, out, *overrides)
 
 
 def _time_to_first_step(recipe, resume: str | None) -> float:

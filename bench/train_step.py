@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import report
+from common import demo_recipe, report
 from PIL import Image
 
 from pipeline import models
 from pipeline.data import shapes
 from pipeline.models.common import IMAGE_TOKEN
-from pipeline.recipe import load_recipe
 from pipeline.train import loop
 from pipeline.train.optim import make_optimizer, make_scheduler
 
@@ -62,24 +61,16 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _recipe(data: Path, cache: Path, out: Path, family: str, size: dict[str, Any], steps: int, batch: int):
-    return load_recipe(
-        ROOT / "recipes/demo.yaml",
-        [
-            f"data.root={data}",
-            f"data.cache_dir={cache}",
-            "data.demo=null",
-            f"output_dir={out}",
-            f"model.family={family}",
-            "model.tiny.base_steps=0",
-            f"model.tiny.size={size!r}".replace("'", '"'),
-            f"train.steps={steps}",
-            f"train.batch_size={batch}",
-            "train.trackers=[]",
-            "train.val_every=0",
-            "eval.every=0",
-            "train.log_every=1",
-            f"train.save_every={steps}",
-        ],
+    size_json = f"{size!r}".replace("'", '"')
+    return demo_recipe(
+        data,
+        cache,
+        out,
+        f"model.family={family}",
+        f"model.tiny.size={size_json}",
+        f"train.steps={steps}",
+        f"train.batch_size={batch}",
+        f"train.save_every={steps}",
     )
 
 
