@@ -455,7 +455,7 @@ def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,
         seed=cfg.seed,
-        lengths=bucket_keys(lengths, train_ds["prompt"]),
+        lengths=bucket_keys(lengths, train_ds["prompt"]) if recipe.mixture.bucket_batches else None,
         bucket_batches=recipe.mixture.bucket_batches,
     )
     loader_kwargs = dict(
