@@ -29,6 +29,7 @@ from pipeline.sources import SourceContext, register
 from pipeline.sources.images import (
     check_image,
     id_sort_key,
+    json_list_items,
     read_json,
     require,
     require_id,
@@ -102,6 +103,27 @@ def _add_answers(
     answered[qid] = (_answers(ann, file=afile, record=record), ann.get("answer_type"))
 
 
+def _stream_answers(
+    answered: dict[Any, tuple[list[str], str | None]],
+    afile: Path,
+    by_qid: dict[Any, dict[str, Any]],
+    qfile: Path,
+) -> bool:
+    """Answers of the annotations file streamed item by item (json_list_items); False when it
+    could not be (no items, or ijson stopped on the file): the caller reads it whole instead."""
+    import ijson
+
+    try:
+        for ann in json_list_items(afile, "annotations"):
+            _add_answers(answered, ann, by_qid, afile, qfile)
+    except (ijson.JSONError, OSError):
+        return False
+    except DataError:
+        read_json(afile)  # a file that does not parse says so first, as when read whole
+        raise
+    return bool(answered)
+
+
 @register("vqav2")
 def read_vqav2(
     ctx: SourceContext,
@@ -142,10 +164,12 @@ def read_vqav2(
     answered: dict[Any, tuple[list[str], str | None]] = {}
     if annotations is not None:
         afile = Path(annotations)
-        adata = read_json(afile)
-        for ann in require_list(adata, "annotations", file=afile):
-            _add_answers(answered, ann, by_qid, afile, qfile)
-        del adata
+        if not _stream_answers(answered, afile, by_qid, qfile):
+            answered.clear()  # read whole: the usual error, or what the stream could not give
+            adata = read_json(afile)
+            for ann in require_list(adata, "annotations", file=afile):
+                _add_answers(answered, ann, by_qid, afile, qfile)
+            del adata
 
     for qid, q in by_qid.items():
         record = f"question {qid}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,36 @@ def test_bad_json(ctx, tmp_path: Path) -> None:
     q.write_text("{'questions': []}")
     with pytest.raises(DataError, match=r"q\.json.*line 1 column 2"):
         list(read_vqav2(ctx, questions=q, images=tmp_path))
+
+
+def test_annotations_are_streamed_not_read_whole(ctx, vqa, monkeypatch) -> None:
+    import pipeline.sources.vqav2 as mod
+
+    real = mod.read_json
+
+    def questions_only(path, *a, **kw):  # the annotations file must never be parsed whole
+        assert "annotations" not in Path(path).name, f"{path} was read whole"
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(mod, "read_json", questions_only)
+    assert [e.answers for e in vqa(ctx)] == [["black", "White", "white", "black"], ["1", "2", "two", "2"]]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{"annotations": [{"question_id": 42000, "answers": []}, ', r"invalid JSON at line 1"),  # cut short
+        ('{"annotations": [NaN]}', r"invalid JSON at line 1"),
+        ('{"annotations": {"question_id": 42000}}', r"'annotations' must be a list"),
+        ('{"other": []}', r"required key 'annotations' is missing"),
+        ("[1, 2]", r"must be a JSON object"),
+    ],
+)
+def test_annotations_that_cannot_stream_give_the_whole_file_error(ctx, vqa, tmp_path, text, match) -> None:
+    # what streaming stops on, or finds no item in, is read whole: the error read_json always gave
+    q = tmp_path / "q.json"
+    q.write_text(json.dumps(QUESTIONS))
+    a = tmp_path / "a.json"
+    a.write_text(text)
+    with pytest.raises(DataError, match=match):
+        list(read_vqav2(ctx, questions=q, images=vqa.images, annotations=a))
