@@ -35,7 +35,7 @@ def efficiency(rows: np.ndarray, text: np.ndarray, target: np.ndarray, batch: in
     return t.sum() / (t.max(axis=1) * batch).sum(), y.sum() / (y.max(axis=1) * batch).sum()
 
 
-def simulate(sources, text, target, prompts, *, strategy, weights, batch, steps, bucket) -> dict:
+def simulate(sources, text, target, prompt_chars, *, strategy, weights, batch, steps, bucket) -> dict:
     groups = groups_from_sources(sources)
     sampler = MixtureSampler(
         groups,
@@ -43,7 +43,7 @@ def simulate(sources, text, target, prompts, *, strategy, weights, batch, steps,
         weights=weights,
         batch_size=batch,
         seed=0,
-        lengths=bucket_keys(target, prompts),
+        lengths=bucket_keys(target, prompt_chars),
         bucket_batches=bucket,
     )
     rows = np.array(sampler.global_rows(0, steps * batch))
@@ -70,7 +70,8 @@ def demo(family: str):
     target = np.array(mod.target_lengths(processor, targets))
     prompt = np.array([len(x) for x in tok(list(prompts), add_special_tokens=True)["input_ids"]])
     text = prompt + target if mod.DECODER_ONLY else prompt
-    return sources, text, target, prompts, recipe.mixture.strategy, recipe.mixture.weights
+    chars = np.array([len(p) for p in prompts])
+    return sources, text, target, chars, recipe.mixture.strategy, recipe.mixture.weights
 
 
 def coco(family: str, seed: int = 0):
@@ -90,9 +91,8 @@ def coco(family: str, seed: int = 0):
     target = np.concatenate([det_target, cap_target, vqa_target]).astype(np.int64)
     prompt = np.concatenate([det_prompt, cap_prompt, vqa_prompt]).astype(np.int64)
     sources = ["coco_detection"] * n_det + ["coco_captions"] * n_cap + ["vqav2"] * n_vqa
-    prompts = ["x" * int(n) for n in prompt]  # the secondary key: prompt length
     text = prompt + target if family == "paligemma" else prompt
-    return sources, text, target, prompts, "temperature", None
+    return sources, text, target, prompt, "temperature", None  # secondary key: prompt tokens
 
 
 def main() -> None:
@@ -105,10 +105,10 @@ def main() -> None:
     rows, worst = [], 1.0
     for name, make in (("demo mixture", demo), ("COCO + VQAv2 + captions", coco)):
         for family in ("paligemma", "florence2"):
-            sources, text, target, prompts, strategy, weights = make(family)
+            sources, text, target, chars, strategy, weights = make(family)
             kw = {"strategy": strategy, "weights": weights, "batch": args.batch, "steps": args.steps}
-            base = simulate(sources, text, target, prompts, bucket=0, **kw)
-            uvft = simulate(sources, text, target, prompts, bucket=args.bucket_batches, **kw)
+            base = simulate(sources, text, target, chars, bucket=0, **kw)
+            uvft = simulate(sources, text, target, chars, bucket=args.bucket_batches, **kw)
             label = f"{name}, {family}"
             rows.append([label, "random batches", base["text"], base["target"], base["drift"], 1.0])
             rows.append(

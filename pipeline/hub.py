@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import models
+from pipeline import formats, models
 from pipeline.errors import UvftError
 from pipeline.inference import HUB_ID, adapter_base, resolve_base, spec_for
 from pipeline.models.spec import ModelSpec, weights_folder
@@ -406,8 +406,7 @@ def _limitations(spec: ModelSpec, base_model: str | None, sources: _Sources) -> 
         "fine-tuned on.",
         "Boxes are quantised to the location-token grid (half a bin of error at best).",
     ]
-    detection = spec.tasks.get("detection")
-    if detection and any(c in detection.prompt for c in detection.classes):  # PaliGemma's `detect a ; b`
+    if "detection" in spec.tasks and formats.get(spec.family).DETECTION_LISTS_CATEGORIES:
         family = models.get(spec.family).DISPLAY_NAME
         items.append(
             f"{family}'s detection prompt lists the categories to look for (`detect a ; b`); the "

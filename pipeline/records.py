@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -100,26 +100,7 @@ class Record:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        # what dataclasses.asdict gave, built flat: asdict recursed into (and deep-copied) every
-        # string of every list, a third of a COCO-sized build
-        return {
-            "id": self.id,
-            "source": self.source,
-            "task": self.task,
-            "split": self.split,
-            "family": self.family,
-            "image": self.image,
-            "image_size": list(self.image_size),
-            "prompt": self.prompt,
-            "target": self.target,
-            "label": self.label,
-            "captions": list(self.captions),
-            "question": self.question,
-            "answers": list(self.answers),
-            "answer_type": self.answer_type,
-            "objects": [{"bbox": list(o["bbox"]), "category": o["category"]} for o in self.objects],
-            "categories": list(self.categories),
-        }
+        return asdict(self)
 
 
 def record_features():

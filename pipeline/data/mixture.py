@@ -440,11 +440,13 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
         return format_shares(self._probs, self.consumed_counts())
 
 
-def bucket_keys(target_tokens: Sequence[int] | np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+def bucket_keys(
+    target_tokens: Sequence[int] | np.ndarray, prompt_chars: Sequence[int] | np.ndarray
+) -> np.ndarray:
     """The length key bucketing sorts rows by: target tokens (the padding the loss pays for), then
     the prompt's length in characters (the rest of the sequence's padding)."""
-    chars = np.fromiter((len(p) for p in prompts), dtype=np.int64, count=len(prompts))
-    return np.asarray(target_tokens, dtype=np.int64) * (1 << 20) + np.minimum(chars, (1 << 20) - 1)
+    chars = np.minimum(np.asarray(prompt_chars, dtype=np.int64), (1 << 20) - 1)
+    return np.asarray(target_tokens, dtype=np.int64) * (1 << 20) + chars
 
 
 def groups_from_sources(sources: Iterable[str]) -> dict[str, list[int]]:

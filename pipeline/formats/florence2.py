@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 FAMILY = "florence2"
 LOCATIONS = FLORENCE  # <loc_0>..<loc_999>, x1 y1 x2 y2
+DETECTION_LISTS_CATEGORIES = False  # `<OD>`: every category it knows
 CAPTION_PROMPT = "<CAPTION>"
 DETECTION_PROMPT = "<OD>"
 VQA_PROMPT = "Answer the question: {question}"

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 FAMILY = "paligemma"
 LOCATIONS = PALI  # <loc0000>..<loc1023>, y1 x1 y2 x2
+DETECTION_LISTS_CATEGORIES = True  # `detect a ; b`: the prompt names what to look for
 CAPTION_PROMPT = "caption en"
 VQA_PROMPT = "answer en {question}"
 CLASSIFICATION_PROMPT = "answer en what category does this image belong to?"

@@ -9,6 +9,7 @@ presets) live in pipeline.models.common.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from pipeline.families import FAMILIES, FAMILY_MODULES
@@ -18,6 +19,7 @@ from pipeline.models.family import Family
 __all__ = ["PRESETS", "Family", "count_parameters", "freeze_vision", "get", "lora_config", "names"]
 
 
+@functools.cache  # the collator asks for every batch
 def get(family: str) -> Family:
     """The models module of a family (imported on first use: transformers is heavy)."""
     module = importlib.import_module(FAMILY_MODULES.get(family).models)
