@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pipeline import models
@@ -41,7 +42,7 @@ from pipeline.runtime import make_accelerator, model_dtype
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.base_model import base_model_path
 from pipeline.train.optim import make_optimizer, make_scheduler
-from pipeline.train.signals import StopRequest, TrainingStopped, ignore_stop_signals
+from pipeline.train.signals import StopRequest, TrainingStopped, ignore_stop_signals, stop_signals_blocked
 
 logger = logging.getLogger(__name__)
 
@@ -436,11 +437,21 @@ def _prompt_chars(ds: Any) -> Any:
     return pc.utf8_length(ds.with_format("arrow")["prompt"]).to_numpy()
 
 
+class StopSafeLoader(DataLoader):
+    """A DataLoader whose workers are forked with SIGINT/SIGTERM blocked, so that one that comes
+    before their worker_init_fn ignores it cannot kill them (see signals.py). A signal to the main
+    process meanwhile waits until the workers are started, then reaches the StopRequest as usual."""
+
+    def _get_iterator(self) -> Any:
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        with stop_signals_blocked():
+            return super()._get_iterator()
+
+
 def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
     """Over-long targets dropped (and counted), the task-balanced sampler, the training and the
     held-out loaders: (train_ds, dropped, sampler, loader, val_loader)."""
-    from torch.utils.data import DataLoader
-
     cfg, family = recipe.train, recipe.model.family
     train_ds = records[recipe.data.train_split]
     lengths = measure_targets(train_ds, processor, family)  # tokenized once, for both uses
@@ -478,10 +489,10 @@ def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
     per_task = max(1, cfg.val_batches * cfg.batch_size * accelerator.num_processes // len(TASKS))
     subset = first_per_task(val_ds["task"], per_task)[accelerator.process_index :: accelerator.num_processes]
     val_kwargs = {**loader_kwargs, "persistent_workers": False}
-    val_loader = DataLoader(
+    val_loader = StopSafeLoader(
         val_ds.select(subset), shuffle=False, generator=_generator(cfg.seed), **val_kwargs
     )
-    loader = DataLoader(
+    loader = StopSafeLoader(
         train_ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_kwargs
     )
     return train_ds, dropped, sampler, loader, val_loader

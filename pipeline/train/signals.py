@@ -7,9 +7,14 @@ second SIGINT aborts at once (KeyboardInterrupt), for a user who does not want t
 
 DataLoader workers ignore both signals (`ignore_stop_signals` is their `worker_init_fn`): a
 terminal's Ctrl-C and a container's SIGTERM reach the whole process group, and a worker that died
-of it would fail the main process's next batch before it could save. Because they ignore SIGTERM,
-multiprocessing's exit-time `terminate()` cannot end them: the loaders a run tracks are closed when
-the run leaves the StopRequest, while its handlers still stand (`close_workers`).
+of it would fail the main process's next batch before it could save. A worker runs for a moment
+before its `worker_init_fn`, under torch's own SIGTERM handler (which dies of it), so the loop's
+loaders (`loop.StopSafeLoader`) fork their workers with both signals blocked, and
+`ignore_stop_signals` unblocks them once they are ignored: one that came in between is dropped.
+
+Because workers ignore SIGTERM, multiprocessing's exit-time `terminate()` cannot end them: the
+loaders a run tracks are closed when the run leaves the StopRequest, while its handlers still
+stand (`close_workers`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -97,7 +104,19 @@ def close_workers(iterator: Any) -> None:
                 w.kill()
 
 
+@contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """SIGINT/SIGTERM held pending in this thread (and in what it forks) until the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker_init_fn: leave SIGINT/SIGTERM to the main process (see the module doc)."""
+    """DataLoader worker_init_fn: leave SIGINT/SIGTERM to the main process (see the module doc).
+    Ignored first, then unblocked: one that came since the fork is discarded."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

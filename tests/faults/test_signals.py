@@ -121,3 +121,39 @@ def test_leaving_a_run_closes_its_loader_workers():
         workers = list(batches._workers)
         assert all(w.is_alive() for w in workers)
     assert not any(w.is_alive() for w in workers)
+
+
+def _sigterm_before_ignoring(worker_id: int) -> None:
+    """A worker_init_fn for a SIGTERM that reaches a worker in its first moments, before it ignores
+    the stop signals (as a process-group SIGTERM right at a loader's start does)."""
+    from pipeline.train.signals import ignore_stop_signals
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    ignore_stop_signals(worker_id)
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_a_sigterm_before_a_worker_ignores_it_does_not_kill_the_worker(safe):
+    """torch runs a worker under its own SIGTERM handler (which dies of it) until worker_init_fn;
+    StopSafeLoader forks its workers with the signal blocked, so one that came meanwhile is
+    dropped. A plain DataLoader's worker dies of it and fails the batch (CI met this race)."""
+    from torch.utils.data import DataLoader
+
+    cls = loop.StopSafeLoader if safe else DataLoader
+    loader = cls(list(range(16)), batch_size=4, num_workers=2, worker_init_fn=_sigterm_before_ignoring)
+    if safe:
+        assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    else:
+        died = r"DataLoader worker \(pid.*(killed by signal: Terminated|exited unexpectedly)"
+        with pytest.raises(RuntimeError, match=died):
+            list(loader)
+
+
+def test_a_signal_while_workers_start_reaches_the_run_once_they_have():
+    from pipeline.train.signals import StopRequest, stop_signals_blocked
+
+    with StopRequest() as stop:
+        with stop_signals_blocked():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert not stop.requested  # held pending while workers are forked
+        assert stop.signum == signal.SIGTERM
