@@ -21,6 +21,7 @@ import torch
 
 from pipeline import models
 from pipeline.errors import DataError
+from pipeline.models import pixels
 from pipeline.models.loss import IGNORE_INDEX
 from pipeline.sources.images import load_image
 
@@ -44,13 +45,27 @@ class Collator:
     """records (dicts with image, prompt, target, task, id) -> a batch dict; see the module doc.
 
     Picklable (processor and settings only), so it runs in DataLoader workers.
+
+    `defer_pixels`: where the processor has a PixelPath (models/pixels.py), leave `pixel_values`
+    as the resized uint8 pixels, a quarter of the bytes to make, send and move, with the table
+    that finishes them under `pixels.TABLE`: `pixels.finish(batch)` on the model's device gives
+    the processor's values to the bit. The training loop does this; a batch for anything else
+    is ready as it is.
     """
 
-    def __init__(self, processor: Any, family: str, *, max_target_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        family: str,
+        *,
+        max_target_tokens: int | None = None,
+        defer_pixels: bool = False,
+    ) -> None:
         models.get(family)  # an unknown family fails here, not in a worker
         self.processor = processor
         self.family = family  # the name: a module does not pickle
         self.max_target_tokens = max_target_tokens
+        self.defer_pixels = defer_pixels
 
     def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if not records:
@@ -67,9 +82,14 @@ class Collator:
                         record=r.get("id"),
                         field="target",
                     )
-        batch: dict[str, Any] = family.encode_batch(
-            self.processor, prompts, targets, [_image(r) for r in records]
-        )
+        images: Any = [_image(r) for r in records]
+        path = pixels.path_for(self.processor)
+        defer = path is not None and self.defer_pixels
+        if path is not None:
+            images = path.resized(images) if defer else path(images)
+        batch: dict[str, Any] = family.encode_batch(self.processor, prompts, targets, images)
+        if defer:
+            batch[pixels.TABLE] = torch.from_numpy(path.table)
         batch["task"] = [r["task"] for r in records]
         batch["id"] = [r["id"] for r in records]
         return batch

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from pipeline import formats, models
 from pipeline.errors import UvftError
 from pipeline.formats.loc import LocScheme
+from pipeline.models import pixels
 from pipeline.models.generation import generation_config
 from pipeline.models.loss import token_losses
 from pipeline.recipe import EvalSection, Recipe
@@ -46,7 +47,7 @@ def _batches(records: Sequence[dict[str, Any]], batch_size: int) -> list[list[di
 
 
 def _inputs(processor: Any, family: str, batch: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
-    images = [load_image(r["image"]) for r in batch]
+    images = pixels.prepare(processor, [load_image(r["image"]) for r in batch])
     enc = models.get(family).encode_prompts(processor, [r["prompt"] for r in batch], images)
     return {k: v.to(device) for k, v in enc.items()}
 

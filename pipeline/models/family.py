@@ -57,13 +57,15 @@ class Family(Protocol):
     def encode_batch(
         self, processor: Any, prompts: Sequence[str], targets: Sequence[str], images: Sequence[Any]
     ) -> dict[str, torch.Tensor]:
-        """Training / teacher-forcing inputs with `labels` (right padding, nothing truncated)."""
+        """Training / teacher-forcing inputs with `labels` (right padding, nothing truncated).
+        `images`: RGB PIL images, or the tensor pixels.PixelPath made of them (see processor_images)."""
         ...
 
     def encode_prompts(
         self, processor: Any, prompts: Sequence[str], images: Sequence[Any]
     ) -> dict[str, torch.Tensor]:
-        """Prompt-only inputs for `generate` (padded so every row's generation starts after its prompt)."""
+        """Prompt-only inputs for `generate` (padded so every row's generation starts after its
+        prompt); `images` as in encode_batch."""
         ...
 
     def target_lengths(self, processor: Any, targets: Sequence[str]) -> list[int]:

@@ -33,6 +33,7 @@ from pipeline.models.common import (
     train_bpe,
 )
 from pipeline.models.loss import IGNORE_INDEX
+from pipeline.models.pixels import processor_images
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +141,20 @@ def load(
 
 
 def encode_prompts(processor, prompts: Sequence[str], images: Sequence[Any]) -> dict[str, torch.Tensor]:
-    """`input_ids`, `attention_mask`, `pixel_values` of the encoder, padded on the right."""
+    """`input_ids`, `attention_mask`, `pixel_values` of the encoder, padded on the right. `images`:
+    PIL images, or the pixel values pixels.PixelPath made of them."""
+    stand_ins, image_kwargs, pixels = processor_images(images)
     enc = processor(
         text=list(prompts),
-        images=list(images),
+        images=stand_ins,
         padding="longest",
         padding_side="right",
         truncation=False,
         return_tensors="pt",
+        **image_kwargs,
     )
+    if pixels is not None:
+        enc["pixel_values"] = pixels
     return {k: enc[k] for k in ("input_ids", "attention_mask", "pixel_values")}
 
 

@@ -28,6 +28,7 @@ from pipeline.models.common import (
     train_bpe,
 )
 from pipeline.models.loss import IGNORE_INDEX
+from pipeline.models.pixels import processor_images
 
 logger = logging.getLogger(__name__)
 
@@ -88,16 +89,22 @@ def load(
 
 def _encode(processor, prompts, images, *, side: str, suffix=None, tensors: str = "pt"):
     # "<image>" written in the prompt: the processor then adds only <bos> after it and "\n" at
-    # the end (without it, it warns and guesses where the image goes)
-    return processor(
+    # the end (without it, it warns and guesses where the image goes). `images`: PIL images, or
+    # the pixel values pixels.PixelPath made of them (then a tensor whatever `tensors` says)
+    stand_ins, image_kwargs, pixels = processor_images(images)
+    out = processor(
         text=[IMAGE_TOKEN + p for p in prompts],
-        images=list(images),
+        images=stand_ins,
         suffix=None if suffix is None else list(suffix),
         padding="longest",
         padding_side=side,
         truncation=False,
         return_tensors=tensors,
+        **image_kwargs,
     )
+    if pixels is not None:
+        out["pixel_values"] = pixels
+    return out
 
 
 def encode_prompts(processor, prompts: Sequence[str], images: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -113,7 +120,7 @@ def encode_batch(
     # numpy out: the processor builds its own labels with np.array, which warns on torch tensors
     out = _encode(processor, prompts, images, side="right", suffix=targets, tensors="np")
     keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
-    batch = {k: torch.from_numpy(out[k]) for k in keys}
+    batch = {k: torch.as_tensor(out[k]) for k in keys}  # numpy memory shared, prepared pixels kept
     batch["input_ids"] = batch["input_ids"].long()
     # labels from token_type_ids (the suffix) and the attention mask, not trusted from the processor
     suffix = (batch["token_type_ids"] == 1) & (batch["attention_mask"] == 1)

@@ -33,6 +33,7 @@ from pipeline.errors import UvftError
 from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
 from pipeline.evaluation.score import first_per_task, headline
 from pipeline.failpoints import failpoint
+from pipeline.models import pixels
 from pipeline.models.generation import generation_config
 from pipeline.models.loss import target_tokens, token_losses
 from pipeline.models.spec import ModelSpec, spec_from_records
@@ -192,9 +193,10 @@ def _save_model(model, processor, gen, out: Path) -> None:
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-    }
+    """The batch on `device`, its uint8 pixels finished there (Collator(defer_pixels=True))."""
+    return pixels.finish(
+        {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    )
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -479,7 +481,7 @@ def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
     )
     loader_kwargs = dict(
         batch_size=cfg.batch_size,
-        collate_fn=Collator(processor, family, max_target_tokens=cfg.max_target_tokens),
+        collate_fn=Collator(processor, family, max_target_tokens=cfg.max_target_tokens, defer_pixels=True),
         num_workers=cfg.num_workers,
         pin_memory=accelerator.device.type == "cuda" if cfg.pin_memory is None else cfg.pin_memory,
         persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
