@@ -26,6 +26,7 @@ DataError at render time rather than producing a target parse would misread.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from pipeline.errors import DataError
@@ -50,9 +51,14 @@ def extra_tokens() -> list[str]:
     return [*FLORENCE.tokens(), *TASK_TOKENS]
 
 
-def _check_category(ex: Example, category: str) -> None:
+@functools.lru_cache(maxsize=1 << 16)  # a build asks about the same few hundred names millions of times
+def _writable(category: str) -> bool:
     # a label must read back as itself: parse strips it and ends it at the first "<"
-    if not category.strip() or category != category.strip() or "<" in category:
+    return bool(category.strip()) and category == category.strip() and "<" not in category
+
+
+def _check_category(ex: Example, category: str) -> None:
+    if not _writable(category):
         raise DataError(
             f"category {category!r} cannot be written in a Florence-2 target "
             "(it must be non-empty, without surrounding spaces, without '<')",

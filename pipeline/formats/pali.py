@@ -31,6 +31,7 @@ raises DataError at render time rather than producing a prompt or target parse w
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -59,9 +60,15 @@ def extra_tokens() -> list[str]:
     return [*PALI.tokens(), *(f"<seg{i:03d}>" for i in range(SEG_TOKENS))]
 
 
-def _check_category(ex: Example, category: str, field: str) -> None:
+@functools.lru_cache(maxsize=1 << 16)  # a build asks about the same few hundred names millions of times
+def _writable(category: str) -> bool:
     # a label must read back as itself: parse splits on ";", strips, and ends it at "<"
-    if not category.strip() or category != category.strip() or "<" in category or ";" in category:
+    stripped = category.strip()
+    return bool(stripped) and category == stripped and "<" not in category and ";" not in category
+
+
+def _check_category(ex: Example, category: str, field: str) -> None:
+    if not _writable(category):
         raise DataError(
             f"category {category!r} cannot be written in a PaliGemma prompt or target "
             "(it must be non-empty, without surrounding spaces, without '<' or ';')",
@@ -73,8 +80,17 @@ def _check_category(ex: Example, category: str, field: str) -> None:
 def detection_prompt(example: Example) -> str:
     """The detection prompt, `detect a ; b ; c`, over the vocabulary (or the objects' categories)."""
     categories = example.categories or sorted({o.category for o in example.objects})
-    for c in categories:
-        _check_category(example, c, "categories")
+    prompt = _prompt(tuple(categories))
+    if prompt is None:
+        for c in categories:
+            _check_category(example, c, "categories")  # raises, naming the record
+    return prompt
+
+
+@functools.lru_cache(maxsize=256)  # one per vocabulary: every detection record of a source shares it
+def _prompt(categories: tuple[str, ...]) -> str | None:
+    if not all(map(_writable, categories)):
+        return None
     return f"{DETECTION_PREFIX} {SEPARATOR.join(categories)}" if categories else DETECTION_PREFIX
 
 

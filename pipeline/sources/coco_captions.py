@@ -25,6 +25,7 @@ from pipeline.sources.images import (
     check_image,
     coco_images,
     id_sort_key,
+    prefetch_checks,
     read_json,
     require,
     require_id,
@@ -63,13 +64,19 @@ def read_coco_captions(ctx: SourceContext, *, annotations: Path, images: Path) -
         by_image.setdefault(image_id, []).append((ann_id, caption))
     del data
 
-    for image_id, info in image_infos.items():
+    paths = {
+        i: ctx.paths.confine(images, info["file_name"], file=file, record=f"image {i}", field="file_name")
+        for i, info in image_infos.items()
+        if by_image.get(i)
+    }
+    prefetch_checks(paths.values(), ctx)
+    for image_id in image_infos:
         record = f"image {image_id}"
         refs = by_image.get(image_id)
         if not refs:
             ctx.tally.skip("image without captions", record)
             continue
-        path = ctx.paths.confine(images, info["file_name"], file=file, record=record, field="file_name")
+        path = paths[image_id]
         size = check_image(path, ctx, record=record)
         if size is None:
             continue

@@ -42,6 +42,7 @@ from pipeline.sources.images import (
     coco_images,
     id_sort_key,
     parse_box,
+    prefetch_checks,
     read_json,
     require,
     require_id,
@@ -111,13 +112,19 @@ def read_coco_detection(
         by_image.setdefault(image_id, []).append((Object(box, categories[category_id]), crowd))
     del data  # the parsed JSON can be hundreds of MB; keep only what we need
 
+    paths = {  # confined (a bad file_name fails before any image is opened), then checked ahead
+        i: ctx.paths.confine(images, info["file_name"], file=file, record=f"image {i}", field="file_name")
+        for i, info in image_infos.items()
+        if keep_negatives or by_image.get(i)
+    }
+    prefetch_checks(paths.values(), ctx)
     for image_id, info in image_infos.items():
         record = f"image {image_id}"
         anns = by_image.get(image_id, [])
-        if not anns and not keep_negatives:
+        if image_id not in paths:
             ctx.tally.repair("negative image excluded", record)
             continue
-        path = ctx.paths.confine(images, info["file_name"], file=file, record=record, field="file_name")
+        path = paths[image_id]
         size = check_image(path, ctx, record=record)
         if size is None:
             continue

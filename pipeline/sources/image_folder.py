@@ -27,7 +27,7 @@ from pathlib import Path
 from pipeline.errors import DataError
 from pipeline.records import Example
 from pipeline.sources import SourceContext, register
-from pipeline.sources.images import check_image, read_json
+from pipeline.sources.images import check_image, prefetch_checks, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ def read_image_folder(
             file=root,
         )
 
+    prefetch_checks((str(root / rel) for rel, _ in files), ctx)
     for rel, cls in files:
         path = root / rel
         size = check_image(path, ctx, record=rel)

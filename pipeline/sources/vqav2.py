@@ -19,6 +19,7 @@ whose image_id disagrees with its question's.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from pipeline.sources.images import (
     check_image,
     id_sort_key,
     json_list_items,
+    prefetch_checks,
     read_json,
     require,
     require_id,
@@ -60,9 +62,19 @@ def most_frequent_answer(answers: list[str]) -> str:
 
 
 def _answers(ann: dict[str, Any], *, file: Path, record: str) -> list[str]:
+    """The answers' texts in answer_id order (the file's order where it has no ids)."""
     raw = require(ann, "answers", file=file, record=record, what="an annotation")
     if not isinstance(raw, list):
         raise DataError("'answers' must be a list", file=file, record=record, field="answers")
+    try:  # as VQAv2 has them: objects with a string answer and ids 1..10 in order
+        texts = [item["answer"] for item in raw]
+        ids = [item.get("answer_id", i) for i, item in enumerate(raw)]
+    except (TypeError, KeyError, AttributeError):
+        pass  # the checks below name what is wrong
+    else:
+        in_order = all(type(i) is int for i in ids) and all(a < b for a, b in itertools.pairwise(ids))
+        if in_order and all(type(t) is str for t in texts):
+            return texts
     items: list[tuple[Any, str]] = []
     for index, item in enumerate(raw):
         answer = require(item, "answer", file=file, record=record, what="an answer")
@@ -171,13 +183,8 @@ def read_vqav2(
                 _add_answers(answered, ann, by_qid, afile, qfile)
             del adata
 
-    for qid, q in by_qid.items():
+    def image_path(qid: Any, image_id: Any) -> str:
         record = f"question {qid}"
-        answers, answer_type = answered.get(qid, ([], None))
-        if not answers:
-            ctx.tally.skip("question without answers", record)
-            continue
-        image_id = q["image_id"]
         try:
             relpath = image_pattern.format(image_id=image_id, data_subtype=subtype, question_id=qid)
         except (KeyError, IndexError, ValueError) as e:
@@ -188,8 +195,18 @@ def read_vqav2(
                 record=record,
                 field="image_id",
             ) from None
-        path = ctx.paths.confine(images, relpath, file=qfile, record=record, field="image_id")
-        size = check_image(path, ctx, record=record)  # opens each image once per build
+        return ctx.paths.confine(images, relpath, file=qfile, record=record, field="image_id")
+
+    paths = {qid: image_path(qid, q["image_id"]) for qid, q in by_qid.items() if answered.get(qid, ([],))[0]}
+    prefetch_checks(paths.values(), ctx)  # each image opened once per build, on every core
+    for qid, q in by_qid.items():
+        record = f"question {qid}"
+        answers, answer_type = answered.get(qid, ([], None))
+        if not answers:
+            ctx.tally.skip("question without answers", record)
+            continue
+        path = paths[qid]
+        size = check_image(path, ctx, record=record)
         if size is None:
             continue
         yield ctx.example(

@@ -11,6 +11,7 @@ from PIL import Image
 from pipeline.errors import DataError
 from pipeline.records import Object, Tally
 from pipeline.sources import SourceContext
+from pipeline.sources import images as source_images
 from pipeline.sources.images import (
     Paths,
     check_image,
@@ -19,6 +20,7 @@ from pipeline.sources.images import (
     inspect_image,
     load_image,
     parse_box,
+    prefetch_checks,
     read_json,
 )
 
@@ -171,6 +173,17 @@ def test_orientation_6_rotates_pixels(tmp_path: Path) -> None:
     out = load_image(tmp_path / "o.png")
     assert out.size == (24, 32)
     assert out.getpixel((23, 0)) == (255, 0, 0)
+    with Image.open(tmp_path / "o.png") as mine:  # an image the caller opened is turned in a copy
+        out = load_image(mine)
+        assert out.size == (24, 32) and out.getpixel((23, 0)) == (255, 0, 0)
+        assert mine.size == (32, 24) and mine.getexif()[0x0112] == 6
+
+
+def test_an_upright_image_loads_with_its_pixels_and_outlives_its_file(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "u.png")
+    out = load_image(tmp_path / "u.png")  # the file is closed by now
+    assert out.mode == "RGB" and np.array_equal(np.asarray(out), pixels)
 
 
 @pytest.mark.parametrize(
@@ -264,3 +277,38 @@ def test_load_truncated_flag_is_restored(bad_images) -> None:
         assert ImageFile.LOAD_TRUNCATED_IMAGES is True
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def test_checks_made_ahead_in_processes_are_the_checks_made_one_by_one(
+    make_image, bad_images, tmp_path, monkeypatch
+):
+    """prefetch_checks (the COCO, VQAv2 and ImageFolder readers call it) gives every image the
+    verdict check_image gives it alone, and the tally is still counted in the reader's order."""
+    paths = []
+    for i in range(80):
+        kind = i % 8
+        if kind == 0:
+            paths.append(bad_images(("garbage", "truncated", "big")[i % 3], f"bad/{i}.jpg"))
+        elif kind == 1:
+            paths.append(tmp_path / f"missing/{i}.jpg")
+        elif kind == 2:
+            paths.append(make_image(f"rot/{i}.jpg", orientation=6))
+        elif kind == 3:
+            paths.append(make_image(f"grey/{i}.png", mode="L"))
+        else:
+            paths.append(make_image(f"ok/{i}.jpg", size=(20 + i, 10 + i)))
+    names = [str(p) for p in paths]
+    alone, ahead = SourceContext(name="src", split="train"), SourceContext(name="src", split="train")
+    for c in (alone, ahead):
+        c.max_image_pixels = 100 * 100
+    monkeypatch.setattr(source_images, "PREFETCH_MIN_IMAGES", 10)  # the 2,000 that make processes worth it
+    prefetch_checks(names + names[:5], ahead, processes=2)  # a repeated path is checked once
+    assert sorted(ahead.image_checks) == sorted(names)
+    sizes_alone = [check_image(n, alone, record=f"r{i}") for i, n in enumerate(names)]
+    sizes_ahead = [check_image(n, ahead, record=f"r{i}") for i, n in enumerate(names)]
+    assert sizes_ahead == sizes_alone
+    assert sizes_alone[4] == (24, 14) and sizes_alone[2] == (24, 32) and sizes_alone[1] is None
+    assert ahead.image_checks == alone.image_checks
+    assert ahead.tally.skipped == alone.tally.skipped and ahead.tally.repaired == alone.tally.repaired
+    skipped = {"missing image": 10, "unreadable image": 4, "truncated image": 3, "decompression bomb": 3}
+    assert alone.tally.skipped == skipped

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.records import Example
-from pipeline.sources import SourceContext, get
+from pipeline.sources import SourceContext, get, vqav2
 from pipeline.sources.vqav2 import most_frequent_answer, read_vqav2
 
 
@@ -35,6 +35,38 @@ def _answers(*texts: str) -> list[dict[str, Any]]:
     # answer_ids reversed relative to list order: the reader must sort by answer_id
     n = len(texts)
     return [{"answer": t, "answer_confidence": "yes", "answer_id": n - i} for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        ([{"answer": "a", "answer_id": 1}, {"answer": "b", "answer_id": 2}], ["a", "b"]),  # as VQAv2 has them
+        ([{"answer": "a", "answer_id": 2}, {"answer": "b", "answer_id": 1}], ["b", "a"]),
+        # a tie keeps the file's order
+        ([{"answer": "a", "answer_id": 1}, {"answer": "b", "answer_id": 1}], ["a", "b"]),
+        ([{"answer": "a"}, {"answer": "b"}], ["a", "b"]),  # no ids: the file's order
+        ([{"answer": "a", "answer_id": "2"}, {"answer": "b", "answer_id": 1}], ["b", "a"]),  # numbers first
+        ([{"answer": "a", "answer_id": 2.5}, {"answer": "b", "answer_id": 1}], ["b", "a"]),
+        # a bool is no number
+        ([{"answer": "a", "answer_id": True}, {"answer": "b", "answer_id": 0}], ["b", "a"]),
+    ],
+)
+def test_answers_come_in_answer_id_order(answers, expected) -> None:
+    assert vqav2._answers({"answers": answers}, file=Path("a.json"), record="question 1") == expected
+
+
+@pytest.mark.parametrize(
+    ("answers", "match"),
+    [
+        ([{"answer": 3, "answer_id": 1}], "answer must be a string, got 3"),
+        ([{"answer_id": 1}], "answer"),
+        (["yes"], "answer"),
+    ],
+)
+def test_malformed_answers_are_named(answers, match) -> None:
+    with pytest.raises(DataError, match=match) as e:
+        vqav2._answers({"answers": answers}, file=Path("a.json"), record="question 1")
+    assert e.value.record == "question 1"
 
 
 QUESTIONS: dict[str, Any] = {
