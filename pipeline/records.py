@@ -24,6 +24,9 @@ ImageSize = tuple[int, int]  # (width, height)
 class Object:
     bbox: Box  # absolute x1, y1, x2, y2 in pixels
     category: str
+    # evaluation only: the annotation's area as COCO defines it (of the segmentation), which
+    # decides small / medium / large; None: the box's area stands in
+    area: float | None = None
 
 
 @dataclass
@@ -42,6 +45,9 @@ class Example:
     answers: list[str] = field(default_factory=list)  # vqa: every human answer, for scoring
     answer_type: str | None = None  # vqa: "yes/no", "number", "other"
     objects: list[Object] = field(default_factory=list)  # detection
+    # detection, evaluation only: COCO crowd regions (iscrowd=1), never trained on or rendered; a
+    # detection inside one is neither a hit nor a false positive, as the official scorer has it
+    crowd: list[Object] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)  # detection/classification vocabulary
 
     def __post_init__(self) -> None:
@@ -75,8 +81,9 @@ class Record:
     question: str | None = None
     answers: list[str] = field(default_factory=list)
     answer_type: str | None = None
-    objects: list[dict[str, Any]] = field(default_factory=list)  # [{"bbox": [x1,y1,x2,y2], "category": str}]
+    objects: list[dict[str, Any]] = field(default_factory=list)  # [{"bbox": xyxy, "category", "area"}]
     categories: list[str] = field(default_factory=list)
+    crowd: list[dict[str, Any]] = field(default_factory=list)  # as objects; evaluation only
 
     @classmethod
     def from_example(cls, ex: Example, family: str, prompt: str, target: str) -> Record:
@@ -95,18 +102,25 @@ class Record:
             question=ex.question,
             answers=list(ex.answers),
             answer_type=ex.answer_type,
-            objects=[{"bbox": [float(v) for v in o.bbox], "category": o.category} for o in ex.objects],
+            objects=[_object_dict(o) for o in ex.objects],
             categories=list(ex.categories),
+            crowd=[_object_dict(o) for o in ex.crowd],
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _object_dict(o: Object) -> dict[str, Any]:
+    area = None if o.area is None else float(o.area)
+    return {"bbox": [float(v) for v in o.bbox], "category": o.category, "area": area}
+
+
 def record_features():
     """The Arrow schema of a record dataset (imported lazily: `datasets` is heavy)."""
     from datasets import Features, List, Value
 
+    _OBJECT = {"bbox": List(Value("float64")), "category": Value("string"), "area": Value("float64")}
     return Features(
         {
             "id": Value("string"),
@@ -123,8 +137,9 @@ def record_features():
             "question": Value("string"),
             "answers": List(Value("string")),
             "answer_type": Value("string"),
-            "objects": List({"bbox": List(Value("float64")), "category": Value("string")}),
+            "objects": List(_OBJECT),
             "categories": List(Value("string")),
+            "crowd": List(_OBJECT),
         }
     )
 
@@ -147,9 +162,8 @@ class RecordColumns:
         self.lists: dict[str, tuple[list[int], list[str]]] = {
             k: ([0], []) for k in ("captions", "answers", "categories")
         }  # name -> (offsets, values)
-        self.object_offsets: list[int] = [0]
-        self.boxes: list[float] = []  # x1, y1, x2, y2 per object
-        self.object_categories: list[str] = []
+        self.objects = _ObjectColumns()
+        self.crowd = _ObjectColumns()
 
     def __len__(self) -> int:
         return len(self.sizes) // 2
@@ -179,12 +193,8 @@ class RecordColumns:
             offsets, flat = self.lists[key]
             flat += values
             offsets.append(len(flat))
-        boxes, cats = self.boxes, self.object_categories
-        for o in ex.objects:
-            x1, y1, x2, y2 = o.bbox
-            boxes += (float(x1), float(y1), float(x2), float(y2))
-            cats.append(o.category)
-        self.object_offsets.append(len(cats))
+        self.objects.append(ex.objects)
+        self.crowd.append(ex.crowd)
 
     def to_table(self):
         """The rows appended so far as a pyarrow Table with the Arrow schema of record_features()."""
@@ -202,15 +212,35 @@ class RecordColumns:
         columns["image_size"] = listed(list(range(0, len(self.sizes) + 1, 2)), sizes, "image_size")
         for key, (offsets, values) in self.lists.items():
             columns[key] = listed(offsets, pa.array(values, pa.string()), key)
-        n_boxes = len(self.object_categories)
-        bbox = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, 4 * n_boxes + 1, 4, dtype=np.int32)), pa.array(self.boxes, pa.float64())
-        )
-        objects = pa.StructArray.from_arrays(
-            [bbox, pa.array(self.object_categories, pa.string())], names=["bbox", "category"]
-        )
-        columns["objects"] = listed(self.object_offsets, objects, "objects")
+        for key, objs in (("objects", self.objects), ("crowd", self.crowd)):
+            n_boxes = len(objs.categories)
+            bbox = pa.ListArray.from_arrays(
+                pa.array(np.arange(0, 4 * n_boxes + 1, 4, dtype=np.int32)), pa.array(objs.boxes, pa.float64())
+            )
+            structs = pa.StructArray.from_arrays(
+                [bbox, pa.array(objs.categories, pa.string()), pa.array(objs.areas, pa.float64())],
+                names=["bbox", "category", "area"],
+            )
+            columns[key] = listed(objs.offsets, structs, key)
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+class _ObjectColumns:
+    """One list-of-Object column of RecordColumns, kept flat: offsets, boxes, categories, areas."""
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = [0]
+        self.boxes: list[float] = []  # x1, y1, x2, y2 per object
+        self.categories: list[str] = []
+        self.areas: list[float | None] = []
+
+    def append(self, objects: list[Object]) -> None:
+        for o in objects:
+            x1, y1, x2, y2 = o.bbox
+            self.boxes += (float(x1), float(y1), float(x2), float(y2))
+            self.categories.append(o.category)
+            self.areas.append(None if o.area is None else float(o.area))
+        self.offsets.append(len(self.categories))
 
 
 @dataclass

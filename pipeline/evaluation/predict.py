@@ -277,4 +277,4 @@ def _references(r: dict[str, Any]) -> dict[str, Any]:
         return {"captions": r["captions"]}
     if task == "vqa":
         return {"answers": r["answers"], "answer_type": r["answer_type"], "question": r["question"]}
-    return {"objects": r["objects"]}
+    return {"objects": r["objects"], "crowd": r.get("crowd") or []}

@@ -66,6 +66,7 @@ def score_tasks(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) 
                 "width": r["image_size"][0],
                 "height": r["image_size"][1],
                 "objects": r["references"]["objects"],
+                "crowd": r["references"].get("crowd") or [],  # predictions from before crowd: none
                 "categories": records[f"{r['source']}/{r['id']}"]["categories"],
             }
             for r in rows_

@@ -7,7 +7,13 @@ image, and categories are named (Example.categories = every category name, sorte
 What is repaired and counted (the image is kept):
 - "crowd region excluded": `iscrowd=1` annotations are not objects to train on. COCOeval treats
   them as ignore regions (detections there are neither hits nor false positives), so teaching
-  the model to box a crowd as one object would be wrong; they are dropped.
+  the model to box a crowd as one object would be wrong; they are kept, clipped, in
+  Example.crowd, which only the detection metric reads, so uvft scores a split as COCOeval does
+  on the original file.
+
+Each object keeps its annotation's `area` (COCO's: of the segmentation, which decides small /
+medium / large) for the metric, never for training; an area that is missing, not a number or not
+positive leaves it None and the metric takes the box's.
 - "box clipped" / "zero-area box dropped": boxes are clipped to the real image; what has no area
   left is dropped.
 - "image size differs from annotation": the JSON's width/height disagree with the real image
@@ -29,18 +35,19 @@ unknown image or category, a box with negative width or height, a file_name outs
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import Example, Object
+from pipeline.records import Example, Object, Tally
 from pipeline.sources import SourceContext, register
 from pipeline.sources.images import (
     check_image,
     clip_objects,
+    coco_categories,
     coco_images,
-    id_sort_key,
     parse_box,
     prefetch_checks,
     read_json,
@@ -52,30 +59,6 @@ from pipeline.sources.images import (
 logger = logging.getLogger(__name__)
 
 
-def _categories(data: Any, file: Path) -> dict[Any, str]:
-    """category id -> name, in id order; ids and names must be unique."""
-    by_id: dict[Any, str] = {}
-    for cat in require_list(data, "categories", file=file):
-        cid = require_id(cat, "id", file=file, record="category ?", what="a category")
-        name = require(cat, "name", file=file, record=f"category {cid}", what="a category")
-        if cid in by_id:
-            raise DataError("duplicate category id", file=file, record=f"category {cid}", field="id")
-        if not isinstance(name, str) or not name.strip():
-            raise DataError(
-                f"category name must be a non-empty string, got {name!r}",
-                file=file,
-                record=f"category {cid}",
-                field="name",
-            )
-        by_id[cid] = name
-    names = list(by_id.values())
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        # objects are named by category: two ids sharing a name would silently merge two classes
-        raise DataError(f"category names are not unique: {dup}", file=file, field="name")
-    return dict(sorted(by_id.items(), key=lambda kv: id_sort_key(kv[0])))
-
-
 @register("coco_detection")
 def read_coco_detection(
     ctx: SourceContext, *, annotations: Path, images: Path, keep_negatives: bool = True
@@ -83,7 +66,7 @@ def read_coco_detection(
     """Yield one detection Example per image of a COCO instances file; see the module docstring."""
     file = Path(annotations)
     data = read_json(file)
-    categories = _categories(data, file)
+    categories = coco_categories(data, file)
     vocabulary = list(categories.values())  # shared by every Example of this source: do not mutate
 
     image_infos = coco_images(data, file)
@@ -109,7 +92,8 @@ def read_coco_detection(
             )
         box = parse_box(raw_box, fmt="xywh", file=file, record=record, field="bbox")
         crowd = bool(ann.get("iscrowd", 0))
-        by_image.setdefault(image_id, []).append((Object(box, categories[category_id]), crowd))
+        obj = Object(box, categories[category_id], _area(ann.get("area")))
+        by_image.setdefault(image_id, []).append((obj, crowd))
     del data  # the parsed JSON can be hundreds of MB; keep only what we need
 
     paths = {  # confined (a bad file_name fails before any image is opened), then checked ahead
@@ -135,11 +119,22 @@ def read_coco_detection(
             )
 
         objects = [obj for obj, crowd in anns if not crowd]
-        if len(objects) < len(anns):
-            ctx.tally.repair("crowd region excluded", record, n=len(anns) - len(objects))
+        crowd = [obj for obj, crowd in anns if crowd]
+        if crowd:
+            ctx.tally.repair("crowd region excluded", record, n=len(crowd))
+            crowd = clip_objects(crowd, size, Tally(), record=record)  # evaluation only: not counted
         objects = clip_objects(objects, size, ctx.tally, record=record)
         if anns and not objects:
             ctx.tally.repair("image without usable boxes excluded", record)
             continue
 
-        yield ctx.example(str(image_id), path, size, task="detection", objects=objects, categories=vocabulary)
+        yield ctx.example(
+            str(image_id), path, size, task="detection", objects=objects, categories=vocabulary, crowd=crowd
+        )
+
+
+def _area(value: Any) -> float | None:
+    """The annotation's area where it is a positive finite number, else None (see the module doc)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None

@@ -9,6 +9,7 @@ check counts the conversions that will happen there as repairs, so the build sta
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -358,7 +359,7 @@ def clip_objects(objects: Iterable[Object], size: ImageSize, tally: Tally, *, re
             continue
         if clipped != (x1, y1, x2, y2):
             tally.repair("box clipped", f"{record}: {obj.category} {list(obj.bbox)} to {w}x{h}")
-            obj = Object(clipped, obj.category)
+            obj = dataclasses.replace(obj, bbox=clipped)  # its annotation area stays
         kept.append(obj)
     return kept
 
@@ -448,6 +449,30 @@ def image_format_suffix(data: bytes) -> str:
     except Exception:
         return ".bin"
     return {"jpeg": ".jpg", "tiff": ".tif", "": ".bin"}.get(fmt, f".{fmt}")
+
+
+def coco_categories(data: Any, file: Path) -> dict[Any, str]:
+    """category id -> name, in id order; ids and names must be unique."""
+    by_id: dict[Any, str] = {}
+    for cat in require_list(data, "categories", file=file):
+        cid = require_id(cat, "id", file=file, record="category ?", what="a category")
+        name = require(cat, "name", file=file, record=f"category {cid}", what="a category")
+        if cid in by_id:
+            raise DataError("duplicate category id", file=file, record=f"category {cid}", field="id")
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(
+                f"category name must be a non-empty string, got {name!r}",
+                file=file,
+                record=f"category {cid}",
+                field="name",
+            )
+        by_id[cid] = name
+    names = list(by_id.values())
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        # objects are named by category: two ids sharing a name would silently merge two classes
+        raise DataError(f"category names are not unique: {dup}", file=file, field="name")
+    return dict(sorted(by_id.items(), key=lambda kv: id_sort_key(kv[0])))
 
 
 def coco_images(data: Any, file: Path) -> dict[Any, dict[str, Any]]:

@@ -249,9 +249,16 @@ def test_coco_records_field_by_field(tmp_path: Path):
     ]
     cats = [{"id": 3, "name": "cat"}, {"id": 1, "name": "dog"}]
     anns = [
-        {"id": 10, "image_id": 1, "category_id": 3, "bbox": [1, 2, 10, 5], "segmentation": [[1, 2, 3, 4]]},
+        {
+            "id": 10,
+            "image_id": 1,
+            "category_id": 3,
+            "bbox": [1, 2, 10, 5],
+            "segmentation": [[1, 2, 3, 4]],
+            "area": 31.5,
+        },
         {"id": 11, "image_id": 1, "category_id": 1, "bbox": [35, 0, 10, 5], "iscrowd": 0},
-        {"id": 12, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "iscrowd": 1},
+        {"id": 12, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "iscrowd": 1, "area": 20},
     ]
     caps = [
         {"id": 2, "image_id": 1, "caption": " second.\n"},
@@ -290,15 +297,16 @@ data:
     rows = build(load_recipe(recipe), progress=False).load()["train"].to_list()
     img = {i: str(root / "images" / f"{i}.jpg") for i in (1, 2)}
     base = {"family": "paligemma", "split": "train", "label": None, "captions": [], "question": None}
-    base |= {"answers": [], "answer_type": None, "objects": [], "categories": []}
+    base |= {"answers": [], "answer_type": None, "objects": [], "categories": [], "crowd": []}
     det = "detect dog ; cat"  # the vocabulary in category id order
     want = [
         {**base, "id": "1", "source": "det", "task": "detection", "image": img[1], "image_size": [40, 30],
          "prompt": det,
          "target": "<loc0000><loc0896><loc0170><loc1023> dog ; <loc0068><loc0025><loc0238><loc0281> cat",
-         "objects": [{"bbox": [1.0, 2.0, 11.0, 7.0], "category": "cat"},
-                     {"bbox": [35.0, 0.0, 40.0, 5.0], "category": "dog"}],
-         "categories": ["dog", "cat"]},
+         "objects": [{"bbox": [1.0, 2.0, 11.0, 7.0], "category": "cat", "area": 31.5},
+                     {"bbox": [35.0, 0.0, 40.0, 5.0], "category": "dog", "area": None}],
+         "categories": ["dog", "cat"],
+         "crowd": [{"bbox": [0.0, 0.0, 5.0, 5.0], "category": "dog", "area": 20.0}]},
         {**base, "id": "2", "source": "det", "task": "detection", "image": img[2], "image_size": [30, 40],
          "prompt": det, "target": "", "categories": ["dog", "cat"]},
         {**base, "id": "1#0", "source": "cap", "task": "caption", "image": img[1], "image_size": [40, 30],

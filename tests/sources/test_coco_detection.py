@@ -22,9 +22,24 @@ COCO: dict[str, Any] = {
         {"id": 30, "file_name": "c.jpg"},
     ],
     "annotations": [
-        {"id": 1, "image_id": 10, "category_id": 1, "bbox": [1, 2, 10, 5], "iscrowd": 0},
-        {"id": 2, "image_id": 10, "category_id": 3, "bbox": [20, 10, 20, 20], "iscrowd": 0},  # overhangs
-        {"id": 3, "image_id": 30, "category_id": 3, "bbox": [0, 0, 30, 20], "iscrowd": 1},  # crowd
+        # areas (evaluation only): kept where a positive number, else None (the box's stands in)
+        {"id": 1, "image_id": 10, "category_id": 1, "bbox": [1, 2, 10, 5], "iscrowd": 0, "area": 42.5},
+        {
+            "id": 2,
+            "image_id": 10,
+            "category_id": 3,
+            "bbox": [20, 10, 20, 20],
+            "iscrowd": 0,
+            "area": "x",
+        },  # overhangs
+        {
+            "id": 3,
+            "image_id": 30,
+            "category_id": 3,
+            "bbox": [0, 0, 40, 20],
+            "iscrowd": 1,
+            "area": 500,
+        },  # crowd
         {"id": 4, "image_id": 30, "category_id": 1, "bbox": [4.5, 3, 2, 2]},
     ],
 }
@@ -55,7 +70,7 @@ def test_happy_path_exact_examples(ctx: SourceContext, coco) -> None:
             id="10",
             image=str(root / "a.jpg"),
             image_size=(32, 24),
-            objects=[Object((1.0, 2.0, 11.0, 7.0), "cat"), Object((20.0, 10.0, 32.0, 24.0), "dog")],
+            objects=[Object((1.0, 2.0, 11.0, 7.0), "cat", 42.5), Object((20.0, 10.0, 32.0, 24.0), "dog")],
             **common,
         ),
         Example(id="20", image=str(root / "sub" / "b.png"), image_size=(32, 24), objects=[], **common),
@@ -64,6 +79,7 @@ def test_happy_path_exact_examples(ctx: SourceContext, coco) -> None:
             image=str(root / "c.jpg"),
             image_size=(32, 24),
             objects=[Object((4.5, 3.0, 6.5, 5.0), "cat")],
+            crowd=[Object((0.0, 0.0, 32.0, 20.0), "dog", 500.0)],  # clipped, not counted as a repair
             **common,
         ),
     ]
@@ -103,7 +119,7 @@ def test_declared_size_mismatch_trusts_the_real_image(ctx: SourceContext, coco) 
     data["annotations"][0]["bbox"] = [30, 20, 20, 20]  # valid in the declared size, clipped in the real one
     ex = coco(ctx, data)[0]
     assert ex.image_size == (32, 24)
-    assert ex.objects[0] == Object((30.0, 20.0, 32.0, 24.0), "cat")
+    assert ex.objects[0] == Object((30.0, 20.0, 32.0, 24.0), "cat", 42.5)  # the annotation's area stays
     assert ctx.tally.repaired["image size differs from annotation"] == 1
 
 

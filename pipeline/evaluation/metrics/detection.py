@@ -6,7 +6,9 @@ pycocotools itself, the reference the tests compare against.
 
 Ground truth per image: ``{"image_id", "width", "height", "objects": [{"bbox": xyxy, "category"}],
 "crowd": [{"bbox", "category"}] (optional), "categories": [...] (optional vocabulary)}``; an object with
-``"iscrowd": 1`` counts as a crowd region too. Predictions per image: ``{"image_id", "objects":
+``"iscrowd": 1`` counts as a crowd region too. An object or crowd region may carry ``"area"`` (COCO's
+annotation area, of the segmentation: it decides small / medium / large); without one, the box's
+area stands in. Predictions per image: ``{"image_id", "objects":
 [{"bbox": xyxy, "category", "score"}]}`` (score defaults to 1.0: a generation often has none).
 Objects may also be ``pipeline.records.Object`` instances.
 """
@@ -107,13 +109,14 @@ def build_coco(gts: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[s
         regions += [(o, 1) for o in _get(gt, "crowd") or []]
         for o, crowd in regions:
             box = _xywh(_get(o, "bbox"))
+            area = _get(o, "area")
             annotations.append(
                 {
                     "id": len(annotations) + 1,
                     "image_id": img_ids[key],
                     "category_id": cat_ids[str(_get(o, "category"))],
                     "bbox": box,
-                    "area": box[2] * box[3],
+                    "area": box[2] * box[3] if area is None else float(area),
                     "iscrowd": crowd,
                 }
             )
@@ -222,6 +225,7 @@ def format_validity(predictions: Iterable[Any], categories: Iterable[str] | None
 
 
 _BOX = datasets.List(datasets.Value("float64"))
+_REF_OBJECT = {"bbox": _BOX, "category": datasets.Value("string"), "area": datasets.Value("float64")}
 _FEATURES = datasets.Features(
     {
         "predictions": {
@@ -234,8 +238,8 @@ _FEATURES = datasets.Features(
             "image_id": datasets.Value("string"),
             "width": datasets.Value("int64"),
             "height": datasets.Value("int64"),
-            "objects": datasets.List({"bbox": _BOX, "category": datasets.Value("string")}),
-            "crowd": datasets.List({"bbox": _BOX, "category": datasets.Value("string")}),
+            "objects": datasets.List(_REF_OBJECT),
+            "crowd": datasets.List(_REF_OBJECT),
         },
     }
 )
@@ -246,6 +250,9 @@ def _norm_obj(o: Any, with_score: bool) -> dict[str, Any]:
     if with_score:
         score = _get(o, "score")
         d["score"] = 1.0 if score is None else float(score)
+    else:
+        area = _get(o, "area")
+        d["area"] = None if area is None else float(area)
     return d
 
 
