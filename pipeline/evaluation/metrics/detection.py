@@ -24,6 +24,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from pipeline.evaluation.metrics import box_iou
+
 # who runs COCOeval: faster-coco-eval (default) or pycocotools (the reference)
 BACKENDS = ("faster-coco-eval", "pycocotools")
 DEFAULT_BACKEND = "faster-coco-eval"
@@ -308,14 +310,6 @@ class DetectionMAP(evaluate.Metric):
         return detection_metrics(references, predictions, backend=backend)
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def detection_f1(pred: list[dict[str, Any]], ref: list[dict[str, Any]], iou: float = 0.5) -> float:
     """Per-image F1 at IoU >= 0.5, greedy by score: the per-example score the report ranks by."""
     if not pred and not ref:
@@ -325,8 +319,8 @@ def detection_f1(pred: list[dict[str, Any]], ref: list[dict[str, Any]], iou: flo
     for p in sorted(pred, key=lambda o: -o.get("score", 1.0)):
         best, best_j = iou, None
         for j, g in enumerate(ref):
-            if j not in used and g["category"] == p["category"] and _iou(p["bbox"], g["bbox"]) >= best:
-                best, best_j = _iou(p["bbox"], g["bbox"]), j
+            if j not in used and g["category"] == p["category"] and box_iou(p["bbox"], g["bbox"]) >= best:
+                best, best_j = box_iou(p["bbox"], g["bbox"]), j
         if best_j is not None:
             used.add(best_j)
             tp += 1
