@@ -1,0 +1,403 @@
+"""RefCOCO, RefCOCO+ and RefCOCOg as distributed (lichengunc/refer) -> `Ref`s for grounding.
+
+The layout: one folder per dataset, e.g.
+
+    refcoco/   instances.json   refs(unc).p  refs(google).p
+    refcoco+/  instances.json   refs(unc).p
+    refcocog/  instances.json   refs(umd).p  refs(google).p
+
+`instances.json` is a COCO instances file restricted to the images the refs use (`images` with
+`file_name`, `width`, `height`; `annotations` with an xywh `bbox` and a `segmentation`;
+`categories`). `refs(<split_by>).p` is a pickle (protocol 2, written by Python 2) of a list of
+dicts: `ref_id`, `ann_id`, `image_id`, `split` ("train", "val", "testA", "testB", "test"),
+`category_id`, `sentences` (each with `sent`, the cleaned text, and `raw`, as typed, plus
+`tokens` and `sent_id`), `sent_ids`, and a `file_name` that is NOT an image file (it is the
+COCO name with the ann_id appended): the image is the one `instances.json` names for `image_id`,
+found under `images` (COCO's train2014 folder). Some conversions ship the same list as JSON
+(`refs(unc).json`); `load_refs` reads either, telling them apart by content, not by name.
+
+What is read: one `Ref` per referring expression set (one annotated object): its phrases (each
+sentence's `sent`, else `raw`, stripped), the object's box as absolute xyxy, its segmentation
+polygons (or its RLE mask, kept apart), its category name, and the image's path and declared
+size. Images are not opened here: the step that builds Examples checks them and clips boxes.
+
+How the pickle is made safe: it is read by an `Unpickler` whose `find_class` refuses every
+global and whose `persistent_load` refuses every persistent id. Those are the only ways a pickle
+reaches a callable (REDUCE, NEWOBJ, INST, OBJ and the extension registry all go through
+`find_class`), so nothing in the file can run code: what comes back is only lists, dicts,
+tuples, sets, strings, bytes, numbers, booleans and None. Python 2 `str` values (and keys) are
+decoded as UTF-8 when every one of them is valid UTF-8 (ASCII is), else the file is read again
+with all of them decoded as latin1, which never fails; Python 2 `unicode` values need neither.
+
+Repaired and counted in the tally (the ref is kept): "empty phrase dropped" (a sentence whose
+text is blank), "degenerate polygon dropped" (fewer than three points).
+Skipped and counted: "ref without phrases" (every sentence blank, or none at all).
+
+Refused with a DataError naming file, record and field: a pickle that names any global (a class
+instance, a `posix.system` or `builtins.eval` payload) or a persistent id, a file that is
+neither a pickle nor JSON, refs that are not a list of dicts with `ref_id`, `ann_id`,
+`image_id`, `split` and `sentences` (a list of dicts with a `sent` or `raw` string), duplicate
+ref ids, a `splits` filter naming a split no ref has, an `ann_id` missing from the annotations,
+an `image_id` that differs from the annotation's or is missing from the images, a
+`category_id` that differs from the annotation's, a box with negative extent, malformed
+segmentations or image sizes, and a `file_name` outside `images` (absolute, `..`, or a symlink
+out).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import pickle
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DataError
+from pipeline.records import Box, Tally
+from pipeline.sources.images import (
+    Paths,
+    coco_categories,
+    coco_images,
+    id_sort_key,
+    parse_box,
+    parse_json,
+    read_json,
+    require,
+    require_id,
+    require_list,
+)
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One referred object with every phrase that refers to it (boxes in absolute pixels)."""
+
+    ref_id: int | str
+    split: str
+    image_path: str  # absolute, confined to the images folder
+    image_id: int | str
+    width: int  # as instances.json declares: the real image is checked later
+    height: int
+    phrases: list[str]  # stripped, non-empty, in the file's order
+    bbox: Box  # x1, y1, x2, y2
+    polygons: list[list[float]]  # flat [x1, y1, x2, y2, ...] each; [] when the mask is RLE
+    category: str
+    rle: dict[str, Any] | None = None  # the annotation's RLE segmentation ({"counts", "size"})
+
+
+# ---------------------------------------------------------------------------- refs file
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds only builtin containers and scalars: every global and persistent id is refused."""
+
+    def __init__(self, data: bytes, *, file: Path, encoding: str) -> None:
+        super().__init__(io.BytesIO(data), fix_imports=False, encoding=encoding, errors="strict")
+        self._file = file
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise DataError(
+            f"refs pickle references {module}.{name}; only plain lists, dicts, strings and numbers are read",
+            file=self._file,
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError(
+            f"refs pickle holds a persistent id {str(pid)[:80]!r}; only plain lists, dicts, strings and "
+            "numbers are read",
+            file=self._file,
+        )
+
+
+def _unpickle(data: bytes, file: Path) -> Any:
+    for encoding in ("utf-8", "latin1"):  # latin1 maps every byte: the second pass cannot fail on text
+        try:
+            return _PlainUnpickler(data, file=file, encoding=encoding).load()
+        except DataError:
+            raise
+        except UnicodeDecodeError:
+            logger.info("%s: Python 2 strings are not all UTF-8; decoding them as latin1", file)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as e:
+            # what a truncated or corrupt pickle raises (a bad memo key, a short read, an unhashable key)
+            raise DataError(f"not a readable pickle: {type(e).__name__}: {e}", file=file) from None
+    raise AssertionError("unreachable: latin1 decodes every byte")
+
+
+def load_refs(path: Path | str) -> list[dict[str, Any]]:
+    """The refs list of a `refs(<split_by>).p` pickle or its JSON conversion, validated.
+
+    Each ref is a dict with at least `ref_id`, `ann_id`, `image_id` (integers or strings), `split`
+    (a non-empty string) and `sentences` (a list of dicts, each with a `sent` or `raw` string);
+    ref ids are unique. Anything else is a DataError naming the file, the ref and the field.
+    """
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", file=file) from None
+    # a JSON list starts with "[" (an object with "{"); a pickle never does: protocol 0 opens with
+    # an opcode such as "(", protocol 1 with "]" and protocols 2+ with b"\x80"
+    refs = parse_json(data, file=file) if data.lstrip()[:1] in (b"[", b"{") else _unpickle(data, file)
+    if not isinstance(refs, list):
+        raise DataError(f"refs must be a list of dicts, got {type(refs).__name__}", file=file)
+
+    seen: set[Any] = set()
+    for index, ref in enumerate(refs):
+        ref_id = _check_ref(ref, index, file)
+        if ref_id in seen:
+            raise DataError("duplicate ref_id", file=file, record=f"ref {ref_id}", field="ref_id")
+        seen.add(ref_id)
+    return refs
+
+
+def _check_ref(ref: Any, index: int, file: Path) -> int | str:
+    if not isinstance(ref, dict):
+        raise DataError(f"a ref must be a dict, got {type(ref).__name__}", file=file, record=f"ref #{index}")
+    ref_id = require_id(ref, "ref_id", file=file, record=f"ref #{index}", what="a ref")
+    record = f"ref {ref_id}"
+    for key in REQUIRED_KEYS[1:3]:
+        require_id(ref, key, file=file, record=record, what="a ref")
+    if "category_id" in ref:
+        require_id(ref, "category_id", file=file, record=record, what="a ref")
+    split = require(ref, "split", file=file, record=record, what="a ref")
+    if not isinstance(split, str) or not split:
+        raise DataError(
+            f"split must be a non-empty string, got {split!r}", file=file, record=record, field="split"
+        )
+    sentences = require(ref, "sentences", file=file, record=record, what="a ref")
+    if not isinstance(sentences, list):
+        raise DataError(
+            f"sentences must be a list, got {type(sentences).__name__}",
+            file=file,
+            record=record,
+            field="sentences",
+        )
+    for i, sentence in enumerate(sentences):
+        where = f"sentences[{i}]"
+        if not isinstance(sentence, dict):
+            raise DataError(
+                f"a sentence must be a dict, got {type(sentence).__name__}",
+                file=file,
+                record=record,
+                field=where,
+            )
+        texts = [key for key in ("sent", "raw") if key in sentence]
+        if not texts:
+            raise DataError(
+                "a sentence needs a 'sent' or 'raw' string", file=file, record=record, field=where
+            )
+        for key in texts:
+            if not isinstance(sentence[key], str):
+                raise DataError(
+                    f"{key} must be a string, got {str(sentence[key])[:80]!r}",
+                    file=file,
+                    record=record,
+                    field=f"{where}.{key}",
+                )
+    return ref_id
+
+
+# ---------------------------------------------------------------------------- join with instances
+
+
+def read_refcoco(
+    refs: Path | str,
+    instances: Path | str,
+    images: Path | str,
+    *,
+    splits: Iterable[str] | None = None,
+    paths: Paths | None = None,
+    tally: Tally | None = None,
+) -> list[Ref]:
+    """One `Ref` per ref of `refs` (in `splits` when given), joined with `instances`, by ref_id.
+
+    `images` is the folder the instances' `file_name`s are relative to (COCO train2014); `paths`
+    is the build's shared `Paths` (one is made when not given); `tally` counts what is dropped
+    or repaired (see the module docstring). Images are not opened.
+    """
+    refs_file, inst_file = Path(refs), Path(instances)
+    tally = tally if tally is not None else Tally()
+    paths = paths if paths is not None else Paths()
+    items = load_refs(refs_file)
+    if splits is not None:
+        wanted = {splits} if isinstance(splits, str) else set(splits)
+        present = {ref["split"] for ref in items}
+        if missing := sorted(wanted - present):
+            raise DataError(
+                f"no ref has split {', '.join(missing)}; splits in the file: {', '.join(sorted(present))}",
+                file=refs_file,
+                field="split",
+            )
+        items = [ref for ref in items if ref["split"] in wanted]
+
+    data = read_json(inst_file)
+    categories = coco_categories(data, inst_file)
+    image_infos = coco_images(data, inst_file)
+    annotations = _annotations(data, inst_file)
+    del data
+
+    images_seen: dict[Any, tuple[str, int, int]] = {}  # image_id -> (path, width, height)
+    out: list[Ref] = []
+    for ref in sorted(items, key=lambda r: id_sort_key(r["ref_id"])):
+        ref_id, ann_id, image_id = ref["ref_id"], ref["ann_id"], ref["image_id"]
+        record = f"ref {ref_id}"
+        phrases = _phrases(ref["sentences"], tally, record=record)
+        if not phrases:
+            tally.skip("ref without phrases", record)
+            continue
+
+        ann = annotations.get(ann_id)
+        if ann is None:
+            raise DataError(
+                f"ann_id {ann_id!r} is not in the annotations of {inst_file}",
+                file=refs_file,
+                record=record,
+                field="ann_id",
+            )
+        ann_record = f"annotation {ann_id}"
+        ann_image = require_id(ann, "image_id", file=inst_file, record=ann_record, what="an annotation")
+        if ann_image != image_id:
+            raise DataError(
+                f"image_id {image_id!r} differs from annotation {ann_id}'s image_id {ann_image!r}",
+                file=refs_file,
+                record=record,
+                field="image_id",
+            )
+        if image_id not in image_infos:
+            raise DataError(
+                f"image_id {image_id!r} is not in the images of {inst_file}",
+                file=refs_file,
+                record=record,
+                field="image_id",
+            )
+        category_id = require_id(ann, "category_id", file=inst_file, record=ann_record, what="an annotation")
+        if category_id not in categories:
+            raise DataError(
+                f"category_id {category_id!r} is not in 'categories'",
+                file=inst_file,
+                record=ann_record,
+                field="category_id",
+            )
+        if "category_id" in ref and ref["category_id"] != category_id:
+            raise DataError(
+                f"category_id {ref['category_id']!r} differs from annotation {ann_id}'s {category_id!r}",
+                file=refs_file,
+                record=record,
+                field="category_id",
+            )
+        raw_box = require(ann, "bbox", file=inst_file, record=ann_record, what="an annotation")
+        bbox = parse_box(raw_box, fmt="xywh", file=inst_file, record=ann_record, field="bbox")
+        polygons, rle = _segmentation(ann.get("segmentation"), tally, file=inst_file, record=ann_record)
+
+        image = images_seen.get(image_id)
+        if image is None:
+            image = images_seen[image_id] = _image(image_infos[image_id], image_id, images, paths, inst_file)
+        path, width, height = image
+        out.append(
+            Ref(
+                ref_id=ref_id,
+                split=ref["split"],
+                image_path=path,
+                image_id=image_id,
+                width=width,
+                height=height,
+                phrases=phrases,
+                bbox=bbox,
+                polygons=polygons,
+                category=categories[category_id],
+                rle=rle,
+            )
+        )
+    logger.info("%s: %d refs read (%d images)", refs_file, len(out), len(images_seen))
+    return out
+
+
+def _annotations(data: Any, file: Path) -> dict[Any, dict[str, Any]]:
+    """annotation id -> annotation; ids must be unique. Only the ones refs use are checked further."""
+    by_id: dict[Any, dict[str, Any]] = {}
+    for index, ann in enumerate(require_list(data, "annotations", file=file)):
+        ann_id = require_id(ann, "id", file=file, record=f"annotation #{index}", what="an annotation")
+        if ann_id in by_id:
+            raise DataError("duplicate annotation id", file=file, record=f"annotation {ann_id}", field="id")
+        by_id[ann_id] = ann
+    return by_id
+
+
+def _phrases(sentences: list[dict[str, Any]], tally: Tally, *, record: str) -> list[str]:
+    phrases = []
+    for i, sentence in enumerate(sentences):
+        # `sent` is refer's cleaned text; `raw` (as typed) stands in when it is missing or blank
+        text = next((t for key in ("sent", "raw") if (t := sentence.get(key, "").strip())), "")
+        if text:
+            phrases.append(text)
+        else:
+            tally.repair("empty phrase dropped", f"{record}: sentence {i}")
+    return phrases
+
+
+def _segmentation(
+    seg: Any, tally: Tally, *, file: Path, record: str
+) -> tuple[list[list[float]], dict[str, Any] | None]:
+    """(polygons, rle): a list of flat polygons, or an RLE dict; neither when absent."""
+    if seg is None:
+        return [], None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        size_ok = type(size) is list and len(size) == 2 and all(type(v) is int and v >= 0 for v in size)
+        counts_ok = type(counts) is str or (type(counts) is list and all(type(c) is int for c in counts))
+        if not (size_ok and counts_ok):
+            raise DataError(
+                "an RLE segmentation needs 'size' [height, width] and 'counts' (a string or integers)",
+                file=file,
+                record=record,
+                field="segmentation",
+            )
+        return [], seg
+    if not isinstance(seg, list):
+        raise DataError(
+            f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}",
+            file=file,
+            record=record,
+            field="segmentation",
+        )
+    polygons = []
+    for i, poly in enumerate(seg):
+        if (
+            type(poly) is not list
+            or len(poly) % 2
+            or any(type(v) not in (int, float) or not math.isfinite(v) for v in poly)
+        ):
+            raise DataError(
+                f"polygon {i} must be an even-length list of finite numbers, got {str(poly)[:80]}",
+                file=file,
+                record=record,
+                field="segmentation",
+            )
+        if len(poly) < 6:  # two points or fewer enclose nothing; a mask built from it would be empty
+            tally.repair("degenerate polygon dropped", f"{record}: polygon {i} {poly}")
+            continue
+        polygons.append([float(v) for v in poly])
+    return polygons, None
+
+
+def _image(
+    info: dict[str, Any], image_id: Any, images: Path | str, paths: Paths, file: Path
+) -> tuple[str, int, int]:
+    record = f"image {image_id}"
+    size = []
+    for key in ("width", "height"):
+        value = require(info, key, file=file, record=record, what="an image")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise DataError(
+                f"{key} must be a positive integer, got {value!r}", file=file, record=record, field=key
+            )
+        size.append(value)
+    path = paths.confine(images, info["file_name"], file=file, record=record, field="file_name")
+    return path, size[0], size[1]
