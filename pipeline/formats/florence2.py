@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 
 from pipeline.errors import DataError
 from pipeline.formats import Prediction, text_pair
@@ -89,6 +90,52 @@ def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
     if errors:
         logger.debug("florence2 detection: %d unparsable pieces in %r", errors, text)
     return Prediction(task=task, text=text, objects=objects, errors=errors)
+
+
+# ---------------------------------------------------------------------------- polygons
+#
+# A mask as Florence-2 writes it for <REFERRING_EXPRESSION_SEGMENTATION> (and
+# <REGION_TO_SEGMENTATION>): each polygon a run of <loc_x><loc_y> pairs, polygons separated by
+# <sep>, optionally wrapped in <poly>...</poly>, as transformers' Florence2PostProcessor reads them
+# (parse_description_with_polygons_from_text_and_spans). Not yet a task of the record contract.
+
+POLYGON_SEPARATOR = "<sep>"
+POLYGON_MARKERS = ("<poly>", "</poly>")
+
+
+def polygons_text(polygons: Sequence[Sequence[float]], size: ImageSize) -> str:
+    """A mask's polygons (flat `[x1, y1, x2, y2, ...]` lists in pixels) as location tokens."""
+    for i, poly in enumerate(polygons):
+        if len(poly) < 6 or len(poly) % 2:
+            raise ValueError(f"polygon {i}: needs at least 3 points (an even count of >= 6 numbers)")
+    return POLYGON_SEPARATOR.join(FLORENCE.encode_points(poly, size) for poly in polygons)
+
+
+def parse_polygons(text: str, size: ImageSize) -> tuple[list[list[float]], int]:
+    """(polygons at bin centres, errors) of a generation: text between the location tokens other
+    than separators, invalid tokens, a coordinate without its pair and polygons of fewer than
+    three points each count one error (the polygon then dropped)."""
+    text = strip_markers(text)
+    for marker in POLYGON_MARKERS:
+        text = text.replace(marker, POLYGON_SEPARATOR)
+    polygons: list[list[float]] = []
+    errors = 0
+    for part in text.split(POLYGON_SEPARATOR):
+        run: list[int | None] = []
+        for piece in FLORENCE.split(part):
+            if isinstance(piece, str):
+                errors += bool(piece.strip())
+            else:
+                run.append(piece)
+        if not run:
+            continue
+        points, bad = FLORENCE.points(run, size)
+        errors += bad
+        if len(points) >= 6:
+            polygons.append(points)
+        else:
+            errors += 1
+    return polygons, errors
 
 
 def _parse_detection(text: str, size: ImageSize) -> tuple[list[Object], int]:

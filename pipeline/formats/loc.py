@@ -128,6 +128,34 @@ class LocScheme:
                 boxes.append(self.decode([b for b in group if b is not None], size))
         return boxes, errors + (1 if rest else 0)
 
+    def encode_points(self, points: Sequence[float], size: ImageSize) -> str:
+        """Two location tokens per point of a flat `[x1, y1, x2, y2, ...]` list (a polygon)."""
+        if len(points) % 2:
+            raise ValueError(f"a point list needs an even number of coordinates, got {len(points)}")
+        w, h = size
+        out = []
+        for x, y in zip(points[::2], points[1::2], strict=True):
+            bx, by = quantize(x, w, self.bins), quantize(y, h, self.bins)
+            out.append(self.token(by) + self.token(bx) if self.yx else self.token(bx) + self.token(by))
+        return "".join(out)
+
+    def points(self, run: Sequence[int | None], size: ImageSize) -> tuple[list[float], int]:
+        """The flat `[x, y, ...]` points of a run of location tokens (None: an invalid token), at bin
+        centres, and its error count: a pair holding an invalid token is one error, and a last
+        token without its pair one more."""
+        w, h = size
+        flat: list[float] = []
+        errors = 0
+        full, rest = divmod(len(run), 2)
+        for k in range(full):
+            a, b = run[2 * k], run[2 * k + 1]
+            if a is None or b is None:
+                errors += 1
+                continue
+            bx, by = (b, a) if self.yx else (a, b)
+            flat += (dequantize(bx, w, self.bins), dequantize(by, h, self.bins))
+        return flat, errors + rest
+
     def split(self, text: str) -> list[str | int | None]:
         """Text pieces and location tokens in order: str for text, int for a bin, None for a bad token."""
         pieces = self.pattern.split(text)  # the capture group puts each token's digits at odd indices
