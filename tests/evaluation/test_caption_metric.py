@@ -169,3 +169,30 @@ def test_ptb_tokenizer_survives_a_signal_to_the_process_group(tmp_path):
     assert job.returncode == 0
     result = json.loads(out.strip().splitlines()[-1])
     assert result == {"signalled": True, "n": 3000, "seven": ["a red circle number 7"] * 3}
+
+
+def test_languages_without_spaces_are_scored_on_characters():
+    """CIDEr and BLEU on whitespace tokens would see a Chinese sentence as one word: one wrong
+    character and nothing matches. Character tokens give the partial credit the text deserves."""
+    assert caption_mod.character_tokenize("一只红色的猫。") == "一 只 红 色 的 猫"  # 。 is punctuation
+    assert caption_mod.character_tokenize("赤い 猫、です") == "赤 い 猫 で す"
+    refs = [["一只红色的猫"]]
+    exact = caption_metrics(["一只红色的猫"], refs, language="zh")
+    one_off = caption_metrics(["一只蓝色的猫"], refs, language="zh")
+    assert exact["tokenizer"] == one_off["tokenizer"] == "characters"
+    assert exact["bleu_1"] == pytest.approx(1.0)
+    assert one_off["bleu_1"] == pytest.approx(5 / 6)  # 5 of 6 characters, same length: no brevity penalty
+    # 2-grams 一只 只蓝 蓝色 色的 的猫: 3 of 5 in the reference (一只 色的 的猫)
+    assert one_off["bleu_2"] == pytest.approx(math.sqrt(5 / 6 * 3 / 5))
+    whole = caption_metrics(["一只蓝色的猫"], refs, use_ptb=False)  # as English: the line is one token
+    assert whole["tokenizer"] == "fallback" and whole["bleu_1"] < 1e-6
+
+
+def test_other_languages_take_the_unicode_fallback_never_ptb(monkeypatch):
+    def no_java(*args, **kwargs):
+        raise AssertionError("the PTB tokenizer is for English")
+
+    monkeypatch.setattr(caption_mod, "ptb_tokenize", no_java)
+    got = caption_metrics(["Eine rote Katze."], [["eine rote Katze"]], use_ptb=True, language="de")
+    assert got["tokenizer"] == "fallback" and got["bleu_1"] == pytest.approx(1.0)
+    assert fallback_tokenize("Eine GRÜNE Katze.") == "eine grüne katze"

@@ -19,6 +19,14 @@ Tokenisation:
   removed. On ordinary captions it gives the same tokens; on odd punctuation it may differ,
   so scores computed with it are close to, not guaranteed equal to, the official ones. The
   result's ``"tokenizer"`` key says which one ran.
+* ``"characters"`` (``language`` one of ``CHARACTER_LANGUAGES``: Chinese, Japanese, Thai, Lao,
+  Khmer, Burmese, written without spaces between words): every character that is not
+  whitespace or punctuation is a token. Split on whitespace, a whole sentence there would be one
+  "word", and one wrong character would zero every n-gram match of BLEU and CIDEr.
+
+``language`` (an ISO 639-1 code, default ``"en"``) picks the tokenizer: the PTB tokenizer is
+English's; any other language written with spaces takes the fallback (its word pattern is Unicode:
+German, Korean, ... keep their letters), whichever Java says.
 
 CIDEr-D's document frequencies come from the references of the evaluated set, so CIDEr is
 only comparable between runs on the same set of images (as in COCO evaluation).
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from collections.abc import Sequence
 
 import evaluate
@@ -65,7 +74,19 @@ def fallback_tokenize(text: str) -> str:
     return " ".join(t for t in tokens if t not in _DROP)
 
 
-def _tokenize(captions: dict[int, list[str]], use_ptb: bool) -> dict[int, list[str]]:
+# written without spaces between words: tokens are characters (see the module docstring)
+CHARACTER_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my"})
+
+
+def character_tokenize(text: str) -> str:
+    """Characters as tokens, whitespace and punctuation (any Unicode P* category) dropped."""
+    kept = (c for c in text.lower() if not c.isspace() and not unicodedata.category(c).startswith("P"))
+    return " ".join(kept)
+
+
+def _tokenize(captions: dict[int, list[str]], use_ptb: bool, language: str = "en") -> dict[int, list[str]]:
+    if language in CHARACTER_LANGUAGES:
+        return {k: [character_tokenize(c) for c in v] for k, v in captions.items()}
     if not use_ptb:
         return {k: [fallback_tokenize(c) for c in v] for k, v in captions.items()}
     out = ptb_tokenize(captions)
@@ -109,12 +130,14 @@ def caption_metrics(
     references: Sequence[Sequence[str]],
     *,
     use_ptb: bool | None = None,
+    language: str = "en",
 ) -> dict:
     """Score one caption per image against all of that image's reference captions.
 
     ``use_ptb``: ``None`` picks the PTB (Java) tokenizer when ``java`` is on PATH, else the
-    fallback. Returns ``{"bleu_1".."bleu_4", "cider", "rouge_l": float, "tokenizer": "ptb" |
-    "fallback", "count": int, "per_image": {"bleu_1".."bleu_4", "cider", "rouge_l": [float]}}``.
+    fallback; only for English (``language``, see the module docstring). Returns ``{"bleu_1"..
+    "bleu_4", "cider", "rouge_l": float, "tokenizer": "ptb" | "fallback" | "characters", "count":
+    int, "per_image": {"bleu_1".."bleu_4", "cider", "rouge_l": [float]}}``.
     BLEU is corpus-level (as in pycocoevalcap); CIDEr and ROUGE-L are means over images.
     """
     if len(predictions) != len(references):
@@ -122,11 +145,14 @@ def caption_metrics(
     for i, refs in enumerate(references):
         if len(refs) == 0:
             raise ValueError(f"caption {i} has no reference captions")
-    if use_ptb is None:
+    if language != "en":
+        use_ptb = False
+    elif use_ptb is None:
         use_ptb = shutil.which("java") is not None
     keys = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "rouge_l")
     result: dict = {k: 0.0 for k in keys}
-    result.update(tokenizer="ptb" if use_ptb else "fallback", count=len(predictions))
+    tokenizer = "characters" if language in CHARACTER_LANGUAGES else "ptb" if use_ptb else "fallback"
+    result.update(tokenizer=tokenizer, count=len(predictions))
     result["per_image"] = {k: [] for k in keys}
     if not predictions:
         return result
@@ -136,6 +162,7 @@ def caption_metrics(
     tok = _tokenize(
         {**{i: list(r) for i, r in enumerate(references)}, **{n + i: [p] for i, p in enumerate(predictions)}},
         use_ptb,
+        language,
     )
     gts = {i: tok[i] for i in range(n)}
     res = {i: tok[n + i] for i in range(n)}
@@ -163,6 +190,7 @@ Args:
     predictions: list of str, one generated caption per image.
     references: list of list of str, all reference captions of each image.
     use_ptb: optional bool; None = PTB tokenizer if java is on PATH, else the fallback.
+    language: ISO 639-1 code of the captions (default "en"); zh, ja, th, lo, km, my: character tokens.
 Returns: the dict of ``caption_metrics``.
 """
 
@@ -173,5 +201,5 @@ class CaptionMetrics(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return metric_info(_DESCRIPTION, _CITATION, _INPUTS, predictions=TEXT, references=TEXTS)
 
-    def _compute(self, predictions, references, use_ptb=None) -> dict:
-        return caption_metrics(predictions, references, use_ptb=use_ptb)
+    def _compute(self, predictions, references, use_ptb=None, language="en") -> dict:
+        return caption_metrics(predictions, references, use_ptb=use_ptb, language=language)
