@@ -218,14 +218,32 @@ def write_plots(out_dir: Path, summary: Mapping[str, Any] | None) -> dict[str, P
         val_keys.append("all")
     if val and _plot_curves(val, val_keys, "Held-out loss per task", out_dir / "val_loss.png"):
         plots["val_loss"] = out_dir / "val_loss.png"
-    evals = summary.get("evals") or []
-    eval_keys = sorted({k for r in evals for k in r if k not in ("step", "mean")})
-    if any("mean" in r for r in evals):
-        eval_keys.append("mean")
+    evals, eval_keys = eval_curves(summary.get("evals") or [])
     title = "Validation metrics during training (fixed subset)"
     if evals and _plot_curves(evals, eval_keys, title, out_dir / "val_metrics.png", ylabel="score"):
         plots["val_metrics"] = out_dir / "val_metrics.png"
     return plots
+
+
+SCALED = {"caption/cider": 10.0}  # CIDEr-D runs 0-10; drawn / 10 beside the 0-1 scores, as the mean counts it
+
+
+def _scaled_key(key: str) -> str:
+    return f"{key} / {SCALED[key]:g}" if key in SCALED else key
+
+
+def _scaled(key: str, value: Any) -> Any:
+    return value / SCALED[key] if key in SCALED and _is_number(value) else value
+
+
+def eval_curves(evals: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The in-training evaluations as val_metrics.png draws them: (rows, keys), "mean" last, every
+    score on one 0-1 axis (a 0-10 metric divided, its key saying so)."""
+    rows = [{_scaled_key(k): _scaled(k, v) for k, v in r.items()} for r in evals]
+    keys = sorted({k for r in rows for k in r if k not in ("step", "mean")})
+    if any("mean" in r for r in rows):
+        keys.append("mean")
+    return rows, keys
 
 
 # ---------------------------------------------------------------------------------------------

@@ -202,3 +202,19 @@ def test_missing_image_gets_placeholder(tmp_path, generations):
     image = render_example_image(det)
     assert image.size == (256, 256)
     assert image.getpixel((PRED_BOX[0] * 4, 24 * 4)) == PRED_COLOR
+
+
+def test_validation_curves_share_one_zero_to_one_axis():
+    """CIDEr-D (0-10) drawn beside accuracies squeezed them flat: it is drawn / 10, as the mean
+    counts it, and its legend says so."""
+    from pipeline.evaluation.report import eval_curves
+
+    evals = [
+        {"step": 250, "caption/cider": 4.5, "vqa/accuracy": 0.25, "mean": 0.4},
+        {"step": 500, "caption/cider": None, "vqa/accuracy": 0.7, "mean": 0.6},
+    ]
+    rows, keys = eval_curves(evals)
+    assert keys == ["caption/cider / 10", "vqa/accuracy", "mean"]
+    assert rows[0] == {"step": 250, "caption/cider / 10": 0.45, "vqa/accuracy": 0.25, "mean": 0.4}
+    assert rows[1]["caption/cider / 10"] is None  # a missing score stays missing
+    assert evals[0]["caption/cider"] == 4.5  # the summary is not changed
