@@ -312,3 +312,27 @@ def test_checks_made_ahead_in_processes_are_the_checks_made_one_by_one(
     assert ahead.tally.skipped == alone.tally.skipped and ahead.tally.repaired == alone.tally.repaired
     skipped = {"missing image": 10, "unreadable image": 4, "truncated image": 3, "decompression bomb": 3}
     assert alone.tally.skipped == skipped
+
+
+def test_checks_ahead_that_cannot_start_processes_leave_the_work_to_check_image(
+    make_image, monkeypatch, caplog
+):
+    from concurrent.futures.process import BrokenProcessPool
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            raise BrokenProcessPool("A child process terminated abruptly")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(source_images, "ProcessPoolExecutor", Broken)
+    monkeypatch.setattr(source_images, "PREFETCH_MIN_IMAGES", 1)
+    ctx = SourceContext(name="src", split="train")
+    names = [str(make_image(f"{i}.jpg")) for i in range(3)]
+    prefetch_checks(names, ctx, processes=2)  # no error: one by one instead
+    assert ctx.image_checks == {} and "checking one by one" in caplog.text
+    assert [check_image(n, ctx, record=str(i)) for i, n in enumerate(names)] == [(32, 24)] * 3
