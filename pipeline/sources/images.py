@@ -15,12 +15,9 @@ import io
 import json
 import logging
 import math
-import multiprocessing
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,33 +248,55 @@ def check_image(
 def prefetch_checks(paths: Iterable[str], ctx: SourceContext, *, processes: int | None = None) -> None:
     """Inspect the images of `paths` not yet in `ctx.image_checks` in worker processes, ahead of
     the reader's loop, so that its check_image calls find them. Opening an image is mostly
-    Python (PIL's header parsers), so threads would only contend for the GIL; forked processes
-    check a COCO-size set ~1.5x faster on 2 cores. Verdicts are the same as one by one, and the
-    tally is still counted by check_image, in the reader's order. Below 2,000 new images, or on
-    one core, nothing is done ahead; where worker processes cannot start or fail, the images not
-    yet checked are left to check_image. `processes`: default one per core, at most 8."""
+    Python (PIL's header parsers), so threads would only contend for the GIL; processes check a
+    COCO-size set ~1.5x faster on 2 cores. They are fresh interpreters (`python -m
+    pipeline.sources.image_worker`), not forks: a fork copies the build's parsed JSON page by page
+    as Python touches it, and spawn / forkserver re-run the caller's `__main__` script in every
+    worker. Verdicts are the same as one by one, and the tally is still counted by check_image,
+    in the reader's order. Below 2,000 new images, or on one core, nothing is done ahead; where a
+    worker fails, its images are left to check_image. `processes`: one per core, at most 8."""
     todo = [p for p in dict.fromkeys(paths) if p not in ctx.image_checks]
     processes = processes or min(8, len(os.sched_getaffinity(0)))
     if processes < 2 or len(todo) < PREFETCH_MIN_IMAGES:
         return  # check_image does them as they come
-    inspect = functools.partial(_inspect, check=ctx.check_images, max_pixels=ctx.max_image_pixels)
-    chunk = max(64, min(1024, len(todo) // (processes * 8)))
-    # fork, as the DataLoader's workers: spawn and forkserver re-run the caller's __main__ script in
-    # every worker, which a script without an `if __name__ == "__main__":` guard would not survive
-    context = multiprocessing.get_context("fork")
-    try:
-        with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            for path, verdict in zip(todo, pool.map(inspect, todo, chunksize=chunk), strict=True):
-                ctx.image_checks[path] = verdict
-    except (BrokenProcessPool, OSError) as e:  # the verdicts so far stand; check_image does the rest
-        logger.warning("image checks in %d processes failed (%s); checking one by one", processes, e)
+    import subprocess
+    import sys
+    import tempfile
+
+    package_root = str(Path(__file__).resolve().parents[2])  # importable however uvft was installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+    size = -(-len(todo) // processes)
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    module = [sys.executable, "-m", "pipeline.sources.image_worker"]
+    with tempfile.TemporaryDirectory(prefix="uvft-image-checks-") as tmp:
+        workers = []
+        for i, chunk in enumerate(chunks):  # files, not pipes: a full pipe would stall a worker
+            listing, out, err = (Path(tmp) / f"{i}.{ext}" for ext in ("in", "out", "err"))
+            listing.write_text(json.dumps(chunk))
+            args = [ctx.check_images, str(ctx.max_image_pixels), str(listing), str(out)]
+            with err.open("wb") as stderr:
+                workers.append((chunk, out, err, subprocess.Popen([*module, *args], stderr=stderr, env=env)))
+        for chunk, out, err, proc in workers:
+            proc.wait()
+            lines = out.read_text().splitlines() if out.exists() else []
+            for path, line in zip(chunk, lines, strict=False):
+                size_, skip, repairs = json.loads(line)
+                ctx.image_checks[path] = ImageCheck(
+                    None if size_ is None else (size_[0], size_[1]),
+                    None if skip is None else (skip[0], skip[1]),
+                    tuple((r[0], r[1]) for r in repairs),
+                )
+            if proc.returncode != 0 or len(lines) < len(chunk):
+                why = err.read_text(errors="replace").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+                logger.warning(
+                    "image check worker stopped after %d of %d images (%s); the rest are checked one by one",
+                    len(lines),
+                    len(chunk),
+                    why[0],
+                )
 
 
 PREFETCH_MIN_IMAGES = 2000
-
-
-def _inspect(path: str, *, check: str, max_pixels: int | None) -> ImageCheck:
-    return inspect_image(Path(path), check=check, max_pixels=max_pixels)
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
