@@ -4,6 +4,7 @@ is the code that reads predictions back."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -35,6 +36,14 @@ def text_pair(ex: Example, *, caption: str, vqa: str, classification: str) -> tu
         assert ex.label is not None
         return classification, ex.label
     raise ValueError(f"example {ex.id}: {ex.task!r} is not a text task")
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a build asks about the same few hundred names millions of times
+def writable_label(category: str, forbidden: str) -> bool:
+    """True when a category reads back as itself from a target: non-empty, no surrounding spaces,
+    none of the `forbidden` characters (where a format's parser ends or splits a label)."""
+    stripped = category.strip()
+    return bool(stripped) and category == stripped and not any(c in category for c in forbidden)
 
 
 def get(family: str) -> ModuleType:

@@ -26,12 +26,11 @@ DataError at render time rather than producing a target parse would misread.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, text_pair
+from pipeline.formats import Prediction, text_pair, writable_label
 from pipeline.formats.loc import FLORENCE, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object
 
@@ -52,14 +51,8 @@ def extra_tokens() -> list[str]:
     return [*FLORENCE.tokens(), *TASK_TOKENS]
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a build asks about the same few hundred names millions of times
-def _writable(category: str) -> bool:
-    # a label must read back as itself: parse strips it and ends it at the first "<"
-    return bool(category.strip()) and category == category.strip() and "<" not in category
-
-
 def _check_category(ex: Example, category: str) -> None:
-    if not _writable(category):
+    if not writable_label(category, "<"):  # parse ends a label at the first "<"
         raise DataError(
             f"category {category!r} cannot be written in a Florence-2 target "
             "(it must be non-empty, without surrounding spaces, without '<')",

@@ -36,7 +36,7 @@ import logging
 import re
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, text_pair
+from pipeline.formats import Prediction, text_pair, writable_label
 from pipeline.formats.loc import PALI, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object
 
@@ -60,15 +60,8 @@ def extra_tokens() -> list[str]:
     return [*PALI.tokens(), *(f"<seg{i:03d}>" for i in range(SEG_TOKENS))]
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a build asks about the same few hundred names millions of times
-def _writable(category: str) -> bool:
-    # a label must read back as itself: parse splits on ";", strips, and ends it at "<"
-    stripped = category.strip()
-    return bool(stripped) and category == stripped and "<" not in category and ";" not in category
-
-
 def _check_category(ex: Example, category: str, field: str) -> None:
-    if not _writable(category):
+    if not writable_label(category, "<;"):  # parse splits on ";" and ends a label at "<"
         raise DataError(
             f"category {category!r} cannot be written in a PaliGemma prompt or target "
             "(it must be non-empty, without surrounding spaces, without '<' or ';')",
@@ -89,7 +82,7 @@ def detection_prompt(example: Example) -> str:
 
 @functools.lru_cache(maxsize=256)  # one per vocabulary: every detection record of a source shares it
 def _prompt(categories: tuple[str, ...]) -> str | None:
-    if not all(map(_writable, categories)):
+    if not all(writable_label(c, "<;") for c in categories):
         return None
     return f"{DETECTION_PREFIX} {SEPARATOR.join(categories)}" if categories else DETECTION_PREFIX
 

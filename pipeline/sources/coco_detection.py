@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import Example, Object, Tally
+from pipeline.records import Example, Object
 from pipeline.sources import SourceContext, register
 from pipeline.sources.images import (
     check_image,
@@ -122,7 +122,7 @@ def read_coco_detection(
         crowd = [obj for obj, crowd in anns if crowd]
         if crowd:
             ctx.tally.repair("crowd region excluded", record, n=len(crowd))
-            crowd = clip_objects(crowd, size, Tally(), record=record)  # evaluation only: not counted
+            crowd = clip_objects(crowd, size, None, record=record)  # evaluation only: not counted
         objects = clip_objects(objects, size, ctx.tally, record=record)
         if anns and not objects:
             ctx.tally.repair("image without usable boxes excluded", record)

@@ -371,9 +371,13 @@ def parse_box(value: Any, *, fmt: str, file: str | Path, record: str | int, fiel
     return (a, b, c, d)
 
 
-def clip_objects(objects: Iterable[Object], size: ImageSize, tally: Tally, *, record: str) -> list[Object]:
+def clip_objects(
+    objects: Iterable[Object], size: ImageSize, tally: Tally | None, *, record: str
+) -> list[Object]:
     """Clip boxes to the image; drop boxes with no area left. Counts "box clipped" and
-    "zero-area box dropped" (a box dropped is not also counted as clipped)."""
+    "zero-area box dropped" (a box dropped is not also counted as clipped); `tally` None: not
+    counted (evaluation-only regions)."""
+    tally = tally if tally is not None else Tally()
     w, h = size
     kept: list[Object] = []
     for obj in objects:
@@ -450,11 +454,15 @@ def require_id(
     return value
 
 
-def require_list(data: Any, key: str, *, file: str | Path) -> list[Any]:
-    """data[key] of a top-level JSON object, which must be a list."""
-    value = require(data, key, file=file, record=None, what="the top level")
+def require_list(
+    data: Any, key: str, *, file: str | Path, record: str | int | None = None, what: str = "the top level"
+) -> list[Any]:
+    """data[key], which must be a list (by default of the file's top-level object)."""
+    value = require(data, key, file=file, record=record, what=what)
     if not isinstance(value, list):
-        raise DataError(f"{key!r} must be a list, got {type(value).__name__}", file=file, field=key)
+        raise DataError(
+            f"{key!r} must be a list, got {type(value).__name__}", file=file, record=record, field=key
+        )
     return value
 
 

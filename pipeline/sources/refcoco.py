@@ -171,14 +171,7 @@ def _check_ref(ref: Any, index: int, file: Path) -> int | str:
         raise DataError(
             f"split must be a non-empty string, got {split!r}", file=file, record=record, field="split"
         )
-    sentences = require(ref, "sentences", file=file, record=record, what="a ref")
-    if not isinstance(sentences, list):
-        raise DataError(
-            f"sentences must be a list, got {type(sentences).__name__}",
-            file=file,
-            record=record,
-            field="sentences",
-        )
+    sentences = require_list(ref, "sentences", file=file, record=record, what="a ref")
     for i, sentence in enumerate(sentences):
         where = f"sentences[{i}]"
         if not isinstance(sentence, dict):
