@@ -14,7 +14,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("classification", "caption", "vqa", "detection")
+# new tasks go at the end: checkpoints keep per-task loss sums by position in this tuple
+TASKS = ("classification", "caption", "vqa", "detection", "grounding", "segmentation", "ocr")
+# the tasks whose prompts may carry a language (PaliGemma's `caption {lang}`, `answer {lang} ...`)
+LANGUAGE_TASKS = ("caption", "vqa")
 
 Box = tuple[float, float, float, float]
 ImageSize = tuple[int, int]  # (width, height)
@@ -27,6 +30,24 @@ class Object:
     # evaluation only: the annotation's area as COCO defines it (of the segmentation), which
     # decides small / medium / large; None: the box's area stands in
     area: float | None = None
+
+
+@dataclass(frozen=True)
+class Region:
+    """A piece of text in the image and where it is (OCR with regions)."""
+
+    text: str
+    quad: tuple[float, ...]  # x1, y1, x2, y2, x3, y3, x4, y4 in pixels, clockwise from top-left
+
+    def __post_init__(self) -> None:
+        if len(self.quad) != 8:
+            raise ValueError(f"region {self.text!r}: a quad is 8 numbers (4 corners), not {len(self.quad)}")
+
+    @classmethod
+    def from_box(cls, text: str, box: Box) -> Region:
+        """The quad of an axis-aligned xyxy box, clockwise from its top-left corner."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        return cls(text, (x1, y1, x2, y1, x2, y2, x1, y2))
 
 
 @dataclass
@@ -49,6 +70,14 @@ class Example:
     # detection inside one is neither a hit nor a false positive, as the official scorer has it
     crowd: list[Object] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)  # detection/classification vocabulary
+    # grounding, segmentation: the referring expression; its box(es) are `objects` (category: the
+    # object's class where the source has one, else the phrase)
+    phrase: str | None = None
+    # segmentation: the referred object's mask as COCO polygons (flat [x1, y1, x2, y2, ...] in pixels)
+    polygons: list[list[float]] = field(default_factory=list)
+    text: str | None = None  # ocr: all the text of the image in reading order
+    regions: list[Region] = field(default_factory=list)  # ocr: text with quads (OCR with regions)
+    language: str | None = None  # caption, vqa: ISO 639-1 code of the text; None: English
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -58,9 +87,16 @@ class Example:
             "caption": self.caption is None,
             "vqa": self.question is None or self.answer is None,
             "detection": False,
+            "grounding": not self.phrase or not self.objects,
+            "segmentation": not self.phrase or not self.polygons,
+            "ocr": self.text is None,
         }[self.task]
         if missing:
             raise ValueError(f"example {self.id}: a {self.task} example lacks its target field")
+        if self.language is not None and self.task not in LANGUAGE_TASKS:
+            raise ValueError(
+                f"example {self.id}: a language is only for {' and '.join(LANGUAGE_TASKS)} examples"
+            )
 
 
 @dataclass
@@ -84,6 +120,11 @@ class Record:
     objects: list[dict[str, Any]] = field(default_factory=list)  # [{"bbox": xyxy, "category", "area"}]
     categories: list[str] = field(default_factory=list)
     crowd: list[dict[str, Any]] = field(default_factory=list)  # as objects; evaluation only
+    phrase: str | None = None
+    polygons: list[list[float]] = field(default_factory=list)
+    text: str | None = None
+    regions: list[dict[str, Any]] = field(default_factory=list)  # [{"text", "quad"}]
+    language: str | None = None
 
     @classmethod
     def from_example(cls, ex: Example, family: str, prompt: str, target: str) -> Record:
@@ -105,6 +146,11 @@ class Record:
             objects=[_object_dict(o) for o in ex.objects],
             categories=list(ex.categories),
             crowd=[_object_dict(o) for o in ex.crowd],
+            phrase=ex.phrase,
+            polygons=[[float(v) for v in p] for p in ex.polygons],
+            text=ex.text,
+            regions=[{"text": r.text, "quad": [float(v) for v in r.quad]} for r in ex.regions],
+            language=ex.language,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +186,11 @@ def record_features():
             "objects": List(_OBJECT),
             "categories": List(Value("string")),
             "crowd": List(_OBJECT),
+            "phrase": Value("string"),
+            "polygons": List(List(Value("float64"))),
+            "text": Value("string"),
+            "regions": List({"text": Value("string"), "quad": List(Value("float64"))}),
+            "language": Value("string"),
         }
     )
 
@@ -154,7 +205,7 @@ class RecordColumns:
     """
 
     _TEXT = ("id", "source", "task", "split", "family", "image", "prompt", "target")
-    _OPTIONAL = ("label", "question", "answer_type")
+    _OPTIONAL = ("label", "question", "answer_type", "phrase", "text", "language")
 
     def __init__(self) -> None:
         self.text: dict[str, list[str | None]] = {k: [] for k in (*self._TEXT, *self._OPTIONAL)}
@@ -164,6 +215,13 @@ class RecordColumns:
         }  # name -> (offsets, values)
         self.objects = _ObjectColumns()
         self.crowd = _ObjectColumns()
+        # polygons: per record a list of polygons, each a list of floats (two levels of offsets)
+        self.polygon_offsets: list[int] = [0]
+        self.point_offsets: list[int] = [0]
+        self.points: list[float] = []
+        self.region_offsets: list[int] = [0]
+        self.region_texts: list[str] = []
+        self.quad_values: list[float] = []
 
     def __len__(self) -> int:
         return len(self.sizes) // 2
@@ -182,6 +240,9 @@ class RecordColumns:
             ("label", ex.label),
             ("question", ex.question),
             ("answer_type", ex.answer_type),
+            ("phrase", ex.phrase),
+            ("text", ex.text),
+            ("language", ex.language),
         ):
             t[key].append(value)
         self.sizes += (int(ex.image_size[0]), int(ex.image_size[1]))
@@ -195,6 +256,14 @@ class RecordColumns:
             offsets.append(len(flat))
         self.objects.append(ex.objects)
         self.crowd.append(ex.crowd)
+        for poly in ex.polygons:
+            self.points += (float(v) for v in poly)
+            self.point_offsets.append(len(self.points))
+        self.polygon_offsets.append(len(self.point_offsets) - 1)
+        for r in ex.regions:
+            self.region_texts.append(r.text)
+            self.quad_values += (float(v) for v in r.quad)
+        self.region_offsets.append(len(self.region_texts))
 
     def to_table(self):
         """The rows appended so far as a pyarrow Table with the Arrow schema of record_features()."""
@@ -222,6 +291,18 @@ class RecordColumns:
                 names=["bbox", "category", "area"],
             )
             columns[key] = listed(objs.offsets, structs, key)
+        polygons = pa.ListArray.from_arrays(
+            pa.array(self.point_offsets, pa.int32()), pa.array(self.points, pa.float64())
+        )
+        columns["polygons"] = listed(self.polygon_offsets, polygons, "polygons")
+        quads = pa.ListArray.from_arrays(
+            pa.array(np.arange(0, len(self.quad_values) + 1, 8, dtype=np.int32)),
+            pa.array(self.quad_values, pa.float64()),
+        )
+        regions = pa.StructArray.from_arrays(
+            [pa.array(self.region_texts, pa.string()), quads], names=["text", "quad"]
+        )
+        columns["regions"] = listed(self.region_offsets, regions, "regions")
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 

@@ -12,6 +12,20 @@ detection target is Florence's `<OD>` output: `category<loc_x1><loc_y1><loc_x2><
 object, concatenated without separators, in raster order (`loc.sort_objects`); no objects gives
 the empty string. The example's `categories` are not part of the prompt (`<OD>` has none).
 
+The other tasks use Florence's own task tokens, which the processor expands into its
+pretraining sentences:
+
+- grounding: `<CAPTION_TO_PHRASE_GROUNDING>{phrase}` -> `phrase<loc_x1><loc_y1><loc_x2><loc_y2>`
+  (one or more boxes after the phrase, raster order), parsed as detection is;
+- segmentation: `<REFERRING_EXPRESSION_SEGMENTATION>{phrase}` -> the mask's polygons as
+  `<loc_x><loc_y>` pairs, polygons joined by `<sep>` (see `polygons_text`);
+- ocr: `<OCR>` -> the text; with regions, `<OCR_WITH_REGION>` -> `text<loc_x1><loc_y1>..<loc_y4>`
+  per region (a quad, clockwise from the top-left), and the parsed text is the regions' texts
+  joined by spaces.
+
+A caption or question's `language` changes nothing: Florence-2 was pretrained in English only
+(the recipe check warns).
+
 Parsing detection accepts one label per box and one label followed by several boxes
 (`a<loc>x4<loc>x4`), as Florence emits both. It never raises; `Prediction.errors` counts one per
 piece that does not become an object: a box with an out-of-range token (`<loc_1000>`), a
@@ -30,9 +44,9 @@ import logging
 from collections.abc import Sequence
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, text_pair, writable_label
+from pipeline.formats import Prediction, check_phrase, text_pair, writable_label
 from pipeline.formats.loc import FLORENCE, sort_objects, strip_markers
-from pipeline.records import TASKS, Example, ImageSize, Object
+from pipeline.records import TASKS, Example, ImageSize, Object, Region
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +57,12 @@ CAPTION_PROMPT = "<CAPTION>"
 DETECTION_PROMPT = "<OD>"
 VQA_PROMPT = "Answer the question: {question}"
 CLASSIFICATION_PROMPT = "What category does the image belong to?"
+GROUNDING_PROMPT = "<CAPTION_TO_PHRASE_GROUNDING>"  # + the phrase
+SEGMENTATION_PROMPT = "<REFERRING_EXPRESSION_SEGMENTATION>"  # + the phrase
+OCR_PROMPT = "<OCR>"
+OCR_REGION_PROMPT = "<OCR_WITH_REGION>"
+# the task tokens the tiny tokenizer carries as special tokens (the processor expands every task
+# token into its sentence before tokenizing, so the others need none)
 TASK_TOKENS = (CAPTION_PROMPT, DETECTION_PROMPT)
 
 
@@ -64,25 +84,98 @@ def _check_category(ex: Example, category: str) -> None:
 def render(example: Example) -> tuple[str, str]:
     """The (prompt, target) pair Florence-2 is trained on for one Example."""
     ex = example
-    if ex.task != "detection":
+    if ex.task in ("caption", "vqa", "classification"):
         return text_pair(ex, caption=CAPTION_PROMPT, vqa=VQA_PROMPT, classification=CLASSIFICATION_PROMPT)
+    if ex.task == "detection":
+        parts = []
+        for obj in sort_objects(ex.objects, ex.image_size, FLORENCE.bins):
+            _check_category(ex, obj.category)
+            parts.append(obj.category + FLORENCE.encode(obj.bbox, ex.image_size))
+        return DETECTION_PROMPT, "".join(parts)
+    if ex.task == "grounding":
+        phrase = check_phrase(ex, "<")
+        boxes = sort_objects(ex.objects, ex.image_size, FLORENCE.bins)
+        return GROUNDING_PROMPT + phrase, phrase + "".join(
+            FLORENCE.encode(o.bbox, ex.image_size) for o in boxes
+        )
+    if ex.task == "segmentation":
+        phrase = check_phrase(ex, "<")
+        try:
+            target = polygons_text(ex.polygons, ex.image_size)
+        except ValueError as err:
+            raise DataError(str(err), record=ex.id, field="polygons") from None
+        return SEGMENTATION_PROMPT + phrase, target
+    assert ex.task == "ocr" and ex.text is not None
+    if not ex.regions:
+        return OCR_PROMPT, ex.text
     parts = []
-    for obj in sort_objects(ex.objects, ex.image_size, FLORENCE.bins):
-        _check_category(ex, obj.category)
-        parts.append(obj.category + FLORENCE.encode(obj.bbox, ex.image_size))
-    return DETECTION_PROMPT, "".join(parts)
+    for i, region in enumerate(ex.regions):
+        if not writable_label(region.text, "<"):
+            raise DataError(
+                f"region text {region.text!r} cannot be written in a Florence-2 target "
+                "(it must be non-empty, without surrounding spaces, without '<')",
+                record=ex.id,
+                field=f"regions[{i}].text",
+            )
+        parts.append(region.text + FLORENCE.encode_points(region.quad, ex.image_size))
+    return OCR_REGION_PROMPT, "".join(parts)
 
 
 def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
     """Read a Florence-2 generation (special markers may remain) back into a Prediction."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    if task != "detection":
-        return Prediction(task=task, text=strip_markers(text))
-    objects, errors = _parse_detection(strip_markers(text), image_size)
-    if errors:
-        logger.debug("florence2 detection: %d unparsable pieces in %r", errors, text)
-    return Prediction(task=task, text=text, objects=objects, errors=errors)
+    if task in ("detection", "grounding"):
+        objects, errors = _parse_detection(strip_markers(text), image_size)
+        if errors:
+            logger.debug("florence2 %s: %d unparsable pieces in %r", task, errors, text)
+        return Prediction(task=task, text=text, objects=objects, errors=errors)
+    if task == "segmentation":
+        polygons, errors = parse_polygons(text, image_size)
+        return Prediction(task=task, text=text, polygons=polygons, errors=errors)
+    if task == "ocr" and FLORENCE.pattern.search(text):
+        regions, errors = parse_regions(text, image_size)
+        return Prediction(task=task, text=" ".join(r.text for r in regions), regions=regions, errors=errors)
+    return Prediction(task=task, text=strip_markers(text))
+
+
+def parse_regions(text: str, size: ImageSize) -> tuple[list[Region], int]:
+    """(regions, errors) of an `<OCR_WITH_REGION>` generation: `text<loc_x1><loc_y1>..<loc_y4>` per
+    region, as Florence2PostProcessor reads it. A text without its 8 location tokens, a run of
+    another length, an invalid token and location tokens before any text count one error each
+    (the region then dropped)."""
+    regions: list[Region] = []
+    errors = 0
+    label: str | None = None  # the text read whose quad has not come yet
+    run: list[int | None] = []
+
+    def close() -> None:
+        nonlocal errors, label
+        points, bad = FLORENCE.points(run, size)
+        if label is None or len(run) != 8 or bad:
+            errors += 1
+        else:
+            regions.append(Region(label, tuple(points)))
+        run.clear()
+        label = None
+
+    for piece in FLORENCE.split(strip_markers(text)):
+        if not isinstance(piece, str):
+            run.append(piece)
+            continue
+        chunk = piece.strip()
+        if not chunk:
+            continue
+        if run:
+            close()
+        elif label is not None:
+            errors += 1  # the previous text never got its quad
+        label = chunk
+    if run:
+        close()
+    elif label is not None:
+        errors += 1  # a trailing text: the generation stopped before its quad
+    return regions, errors
 
 
 # ---------------------------------------------------------------------------- polygons
@@ -90,7 +183,7 @@ def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
 # A mask as Florence-2 writes it for <REFERRING_EXPRESSION_SEGMENTATION> (and
 # <REGION_TO_SEGMENTATION>): each polygon a run of <loc_x><loc_y> pairs, polygons separated by
 # <sep>, optionally wrapped in <poly>...</poly>, as transformers' Florence2PostProcessor reads them
-# (parse_description_with_polygons_from_text_and_spans). Not yet a task of the record contract.
+# (parse_description_with_polygons_from_text_and_spans).
 
 POLYGON_SEPARATOR = "<sep>"
 POLYGON_MARKERS = ("<poly>", "</poly>")

@@ -2,13 +2,20 @@
 
 Prompts follow PaliGemma's pretraining prefixes (big_vision):
 
-- caption: `CAPTION_PROMPT` = "caption en"
-- vqa: `VQA_PROMPT` = "answer en {question}"
+- caption: `CAPTION_PROMPT` = "caption {lang}", the example's language ("en" when it has none)
+- vqa: `VQA_PROMPT` = "answer {lang} {question}"
 - classification: `CLASSIFICATION_PROMPT` = "answer en what category does this image belong to?"
   (PaliGemma has no classification prefix; a VQA question reuses the "answer en" skill)
 - detection: "detect " + " ; ".join(categories), the source's whole vocabulary in its own order
   so training and evaluation prompts match; without a vocabulary, the sorted unique categories
   of the objects (and just "detect" when there are none).
+
+- grounding: "detect {phrase}", target `<locY1><locX1><locY2><locX2> {phrase}` per box, joined
+  by " ; " (PaliGemma's referring-expression format), parsed as detection is
+- ocr: "ocr", target the text (PaliGemma's OCR writes no regions: an example's regions are not
+  rendered)
+- segmentation: refused (`SEGMENTATION_UNSUPPORTED`): PaliGemma writes masks as `<segNNN>` codes of
+  a VQ-VAE that is not part of the Hugging Face checkpoints
 
 Targets. Caption, vqa and classification targets are `caption`, `answer` and `label`. A
 detection target is PaliGemma's detection output: `<locY1><locX1><locY2><locX2> category` per
@@ -36,7 +43,7 @@ import logging
 import re
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, text_pair, writable_label
+from pipeline.formats import Prediction, check_phrase, text_pair, writable_label
 from pipeline.formats.loc import PALI, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object
 
@@ -45,10 +52,11 @@ logger = logging.getLogger(__name__)
 FAMILY = "paligemma"
 LOCATIONS = PALI  # <loc0000>..<loc1023>, y1 x1 y2 x2
 DETECTION_LISTS_CATEGORIES = True  # `detect a ; b`: the prompt names what to look for
-CAPTION_PROMPT = "caption en"
-VQA_PROMPT = "answer en {question}"
+CAPTION_PROMPT = "caption {lang}"  # {lang}: the example's language, default "en"
+VQA_PROMPT = "answer {lang} {question}"
 CLASSIFICATION_PROMPT = "answer en what category does this image belong to?"
 DETECTION_PREFIX = "detect"
+OCR_PROMPT = "ocr"
 SEPARATOR = " ; "
 SEG_TOKENS = 128
 
@@ -90,24 +98,42 @@ def _prompt(categories: tuple[str, ...]) -> str | None:
 def render(example: Example) -> tuple[str, str]:
     """The (prompt, target) pair PaliGemma is trained on for one Example."""
     ex = example
-    if ex.task != "detection":
+    if ex.task in ("caption", "vqa", "classification"):
         return text_pair(ex, caption=CAPTION_PROMPT, vqa=VQA_PROMPT, classification=CLASSIFICATION_PROMPT)
-    parts = []
-    for obj in sort_objects(ex.objects, ex.image_size, PALI.bins):
-        _check_category(ex, obj.category, "objects")
-        parts.append(f"{PALI.encode(obj.bbox, ex.image_size)} {obj.category}")
-    return detection_prompt(ex), SEPARATOR.join(parts)
+    if ex.task == "detection":
+        parts = []
+        for obj in sort_objects(ex.objects, ex.image_size, PALI.bins):
+            _check_category(ex, obj.category, "objects")
+            parts.append(f"{PALI.encode(obj.bbox, ex.image_size)} {obj.category}")
+        return detection_prompt(ex), SEPARATOR.join(parts)
+    if ex.task == "grounding":
+        phrase = check_phrase(ex, "<;")
+        boxes = sort_objects(ex.objects, ex.image_size, PALI.bins)
+        return f"{DETECTION_PREFIX} {phrase}", SEPARATOR.join(
+            f"{PALI.encode(o.bbox, ex.image_size)} {phrase}" for o in boxes
+        )
+    if ex.task == "segmentation":
+        raise DataError(SEGMENTATION_UNSUPPORTED, record=ex.id, field="task")
+    assert ex.task == "ocr" and ex.text is not None
+    return OCR_PROMPT, ex.text  # PaliGemma's `ocr` writes the text only: regions are not rendered
+
+
+SEGMENTATION_UNSUPPORTED = (
+    "segmentation is not supported for PaliGemma: its masks are 16 <segNNN> tokens of a VQ-VAE whose "
+    "encoder and decoder ship with big_vision (vae-oid.npz), not with the Hugging Face checkpoints, "
+    "and uvft does not carry them; train segmentation with model.family: florence2 (polygons)"
+)
 
 
 def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
     """Read a PaliGemma generation (special markers may remain) back into a Prediction."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    if task != "detection":
+    if task not in ("detection", "grounding"):
         return Prediction(task=task, text=strip_markers(text))
     objects, errors = _parse_detection(_SEG_RE.sub("", strip_markers(text)), image_size)
     if errors:
-        logger.debug("paligemma detection: %d unparsable pieces in %r", errors, text)
+        logger.debug("paligemma %s: %d unparsable pieces in %r", task, errors, text)
     return Prediction(task=task, text=text, objects=objects, errors=errors)
 
 

@@ -111,7 +111,7 @@ def test_parse_text(task):
 
 def test_parse_unknown_task_raises():
     with pytest.raises(ValueError, match="unknown task"):
-        florence2.parse("x", "segmentation", SIZE)
+        florence2.parse("x", "keypoints", SIZE)
 
 
 def test_parse_detection():

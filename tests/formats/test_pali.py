@@ -120,7 +120,7 @@ def test_parse_text(task):
 
 def test_parse_unknown_task_raises():
     with pytest.raises(ValueError, match="unknown task"):
-        pali.parse("x", "segmentation", SIZE)
+        pali.parse("x", "keypoints", SIZE)
 
 
 def test_parse_detection():
