@@ -28,7 +28,7 @@ import yaml
 from pipeline.errors import DataError
 from pipeline.records import TASKS
 
-FORMATS = ("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset")
+FORMATS = ("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco")
 _REQUIRED = ("name", "tasks", "format", "license", "homepage", "citation", "splits", "obtain")
 _OPTIONAL = ("label_map",)
 

@@ -22,7 +22,7 @@ Reader = Callable[..., Iterator[Example]]
 SOURCES: Registry[Reader] = Registry("source")
 register = SOURCES.register
 
-_MODULES = ("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset")
+_MODULES = ("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco")
 
 
 @dataclass

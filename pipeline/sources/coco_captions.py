@@ -4,6 +4,8 @@ One Example per image (id = str(image id), in the order of the JSON's `images` l
 `captions` = every reference caption in annotation-id order and `caption` = the first of them.
 The builder expands an Example into one training record per caption; evaluation scores against
 all of them. Captions are stripped of surrounding whitespace (COCO's carry stray newlines).
+`language` (optional, e.g. "ja" for STAIR Captions in COCO's format) is set on every Example;
+None: English. It must be a code (see vqav2.language_code), else a DataError.
 
 Skipped and counted: "image without captions", and unusable image files (images.check_image).
 Repaired and counted: "empty caption dropped" (a caption that is blank after stripping).
@@ -31,12 +33,16 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.sources.vqav2 import language_code
 
 
 @register("coco_captions")
-def read_coco_captions(ctx: SourceContext, *, annotations: Path, images: Path) -> Iterator[Example]:
+def read_coco_captions(
+    ctx: SourceContext, *, annotations: Path, images: Path, language: str | None = None
+) -> Iterator[Example]:
     """Yield one caption Example per image, with every reference caption kept for scoring."""
     file = Path(annotations)
+    language = language_code(language, file=file)
     data = read_json(file)
     image_infos = coco_images(data, file)
 
@@ -81,4 +87,12 @@ def read_coco_captions(ctx: SourceContext, *, annotations: Path, images: Path) -
         if size is None:
             continue
         captions = [c for _, c in sorted(refs, key=lambda r: id_sort_key(r[0]))]
-        yield ctx.example(str(image_id), path, size, task="caption", caption=captions[0], captions=captions)
+        yield ctx.example(
+            str(image_id),
+            path,
+            size,
+            task="caption",
+            caption=captions[0],
+            captions=captions,
+            language=language,
+        )

@@ -19,10 +19,28 @@ defaults (a default column that the dataset lacks is simply not used, except whe
     objects      "objects"      detection, required: a list of {bbox, category} or, as
     bbox         "bbox"           `Sequence({...})` stores it, {bbox: [...], category: [...]};
     category     "category"       category is a ClassLabel int or a str
+    phrase       "phrase"       grounding/segmentation, required: the referring expression
+    bboxes       "bboxes"       grounding/segmentation: a list of boxes per row, used when the
+    bbox         "bbox"           column exists, else a column of one box per row; required
+                                  for grounding, optional for segmentation (an explicit mapping
+                                  of either wins; mapping both is an error)
+    category     "category"     grounding/segmentation, optional: the boxes' category (a
+                                  ClassLabel int or a str); None or blank: the phrase
+    polygons     "polygons"     segmentation, required: a list of flat [x1, y1, x2, y2, ...]
+                                  polygons in pixels
+    text         "text"         ocr, required: all the text of the image
+    regions      "regions"      ocr, optional: a list of {text, quad} (8 numbers, clockwise from
+                                  top-left) or {text, bbox} (in `bbox_format`), or the struct of
+                                  lists a Sequence({...}) stores
+    language     "language"     caption/vqa, optional: a language code per row ("de", "zh-Hant");
+                                  None: English. Mapping it for another task is an error.
 
-Boxes are read in `bbox_format` ("xyxy" or "xywh", absolute pixels), then clipped to the real
-image like every other source. categories: the ClassLabel names of the label (classification)
-or object category (detection) feature, else the sorted distinct values in the split.
+So `bbox` and `category` name sub-fields of `objects` for detection and columns of their own
+for grounding and segmentation. Boxes are read in `bbox_format` ("xyxy" or "xywh", absolute
+pixels), then clipped to the real image like every other source; region quads and polygons are
+kept as given. Texts (phrase, text, region texts) are stripped. categories: the ClassLabel names
+of the label (classification) or object category (detection) feature, else the sorted distinct
+values in the split (grounding, segmentation and ocr Examples carry none).
 
 Images: the image column is read undecoded ({"bytes", "path"}). A `path` that is an existing
 absolute file (e.g. `load_dataset("imagefolder", ...)`) is referenced as is; otherwise the bytes
@@ -30,8 +48,14 @@ are written once to `image_cache`, named by their SHA-256 and stored format (Exa
 be a file). A relative path without bytes is looked up under `images`.
 
 Skipped and counted: "missing label" (None, or ClassLabel's -1), "image without captions",
-"question without answers", "missing image" (no bytes and no file), unusable image files.
-Repaired: "empty caption dropped", "box clipped", "zero-area box dropped".
+"question without answers", "missing box" (grounding: no box in the row), "no usable box"
+(grounding: no box has area inside the image), "missing polygons" (segmentation: none, or only
+degenerate ones), "image without text" (ocr: None or blank), "missing image" (no bytes and no
+file), unusable image files.
+Repaired: "empty caption dropped", "box clipped", "zero-area box dropped", "degenerate polygon
+dropped" (fewer than three points), "empty region dropped" (a region with blank text).
+Errors (DataError naming the dataset and split, the row and the field): a blank or non-string
+question or phrase, malformed boxes, polygons or regions, a language that is not a code.
 """
 
 from __future__ import annotations
@@ -44,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import TASKS, Example, Object
+from pipeline.records import LANGUAGE_TASKS, TASKS, Box, Example, Object, Tally
 from pipeline.sources import SourceContext, register
 from pipeline.sources.images import (
     ImageCheck,
@@ -55,7 +79,9 @@ from pipeline.sources.images import (
     image_format_suffix,
     parse_box,
 )
-from pipeline.sources.vqav2 import most_frequent_answer
+from pipeline.sources.jsonl import parse_regions
+from pipeline.sources.refcoco import parse_polygons
+from pipeline.sources.vqav2 import language_code, most_frequent_answer
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +97,12 @@ DEFAULT_COLUMNS: dict[str, str] = {
     "objects": "objects",
     "bbox": "bbox",
     "category": "category",
+    "bboxes": "bboxes",
+    "phrase": "phrase",
+    "polygons": "polygons",
+    "text": "text",
+    "regions": "regions",
+    "language": "language",
 }
 _MAPPABLE = {*DEFAULT_COLUMNS, "id"}
 
@@ -200,6 +232,24 @@ def read_hf_dataset(
                 field="answers",
             )
         needed += [c for c in (question_col, answers_col, answer_col, type_col) if c]
+    elif task in ("grounding", "segmentation"):
+        phrase_col = column("phrase", required=True)
+        box_field, box_col = _box_column(column, columns or {}, where)
+        if box_col is None and task == "grounding":
+            raise DataError(
+                f"dataset has no box column ({cols['bboxes']!r} or {cols['bbox']!r}); "
+                f"columns: {sorted(features)}",
+                file=where,
+                field="bbox",
+            )
+        ref_category_col = column("category", required=False)
+        ref_category_names = _class_names(features[ref_category_col]) if ref_category_col else None
+        polygons_col = column("polygons", required=True) if task == "segmentation" else None
+        needed += [c for c in (phrase_col, box_col, ref_category_col, polygons_col) if c]
+    elif task == "ocr":
+        text_col = column("text", required=True)
+        regions_col = column("regions", required=False)
+        needed += [c for c in (text_col, regions_col) if c]
     else:
         objects_col = column("objects", required=True)
         struct = _inner(features[objects_col])
@@ -211,6 +261,15 @@ def read_hf_dataset(
                 )
         category_names = _class_names(struct[category_key])
         needed.append(objects_col)
+    if task in LANGUAGE_TASKS:
+        language_col = column("language", required=False)
+        needed += [language_col] if language_col else []
+    elif columns and "language" in columns:
+        raise DataError(
+            f"a language is only for {' and '.join(LANGUAGE_TASKS)} examples, not {task}",
+            file=where,
+            field="language",
+        )
 
     ds = ds.select_columns(list(dict.fromkeys(needed)))
     if isinstance(features[image_col], Image):
@@ -346,9 +405,41 @@ def read_hf_dataset(
                 answer=answer if answer else most_frequent_answer(answers),
                 answer_type=row[type_col] if type_col else None,
             )
+        elif task in ("grounding", "segmentation"):
+            phrase = _phrase(row[phrase_col], where, record)
+            boxes = _boxes(row[box_col], box_field, bbox_format, where, record) if box_col else []
+            if task == "grounding" and not boxes:
+                ctx.tally.skip("missing box", record)
+                continue
+            value = row[ref_category_col] if ref_category_col else None
+            if isinstance(value, str):
+                value = value.strip() or None  # a blank category: the phrase names the box
+            names = ref_category_names
+            category = phrase if value is None else category_name(value, names, record, "category")
+            fields.update(phrase=phrase, objects=[Object(box, category) for box in boxes])
+            if task == "segmentation":
+                polygons = _polygons(row[polygons_col], ctx.tally, where, record)
+                if not polygons:
+                    ctx.tally.skip("missing polygons", record)
+                    continue
+                fields["polygons"] = polygons
+        elif task == "ocr":
+            text = row[text_col]
+            if text is not None and not isinstance(text, str):
+                raise DataError(f"expected a string, got {text!r}", file=where, record=record, field="text")
+            if not text or not text.strip():
+                ctx.tally.skip("image without text", record)
+                continue
+            regions = _struct_rows(row[regions_col]) if regions_col else None
+            fields.update(
+                text=text.strip(),
+                regions=parse_regions(regions, ctx.tally, file=where, record=record, bbox_format=bbox_format),
+            )
         else:
             fields["objects"] = row_objects(row[objects_col], record)
             fields["categories"] = categories
+        if task in LANGUAGE_TASKS and language_col:
+            fields["language"] = language_code(row[language_col], file=where, record=record)
 
         path_ = image_path(row[image_col], record)
         if path_ is None:
@@ -356,9 +447,66 @@ def read_hf_dataset(
         size = check_image(path_, ctx, record=record, cache=checks)
         if size is None:
             continue
-        if task == "detection":
+        if fields.get("objects"):
             fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
+            if task == "grounding" and not fields["objects"]:
+                ctx.tally.skip("no usable box", f"{record}: no box has area inside the image")
+                continue
         yield ctx.example(example_id, path_, size, **fields)
+
+
+def _box_column(column: Any, explicit: dict[str, str], where: str) -> tuple[str, str | None]:
+    """(field, column) of a grounding/segmentation source's boxes: `bboxes` (a list of boxes per
+    row) or `bbox` (one box); an explicit mapping of either wins over the defaults."""
+    if "bbox" in explicit and "bboxes" in explicit:
+        raise DataError(
+            "map 'bbox' (one box) or 'bboxes' (a list of boxes), not both", file=where, field="columns"
+        )
+    order = ("bbox", "bboxes") if "bbox" in explicit else ("bboxes", "bbox")
+    for field in order:
+        col = column(field, required=False)
+        if col is not None:
+            return field, col
+    return order[0], None
+
+
+def _phrase(value: Any, where: str, record: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(
+            f"expected a non-empty phrase, got {value!r}", file=where, record=record, field="phrase"
+        )
+    return value.strip()
+
+
+def _boxes(value: Any, field: str, fmt: str, where: str, record: str) -> list[Box]:
+    """The boxes of one row: `bbox` holds one box (or None), `bboxes` a list of them (or None)."""
+    if value is None:
+        return []
+    if field == "bbox":
+        return [parse_box(value, fmt=fmt, file=where, record=record, field=field)]
+    if not isinstance(value, list):
+        raise DataError(f"expected a list of boxes, got {value!r}", file=where, record=record, field=field)
+    return [parse_box(box, fmt=fmt, file=where, record=record, field=field) for box in value]
+
+
+def _polygons(value: Any, tally: Tally, where: str, record: str) -> list[list[float]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(
+            f"expected a list of flat [x1, y1, x2, y2, ...] polygons, got {value!r}",
+            file=where,
+            record=record,
+            field="polygons",
+        )
+    return parse_polygons(value, tally, file=where, record=record, field="polygons")
+
+
+def _struct_rows(value: Any) -> Any:
+    """A Sequence({...}) value (a struct of lists) as a list of dicts; anything else as it is."""
+    if isinstance(value, dict):
+        return [dict(zip(value, items, strict=True)) for items in zip(*value.values(), strict=True)]
+    return value
 
 
 def _answers(value: Any, where: str, record: str) -> list[str]:

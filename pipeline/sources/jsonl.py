@@ -3,7 +3,8 @@
 Schema of one line (a JSON object; blank lines are skipped):
 
     id           str or int, optional: default the 1-based line number. Must be unique in the file.
-    task         "classification" | "caption" | "vqa" | "detection", required
+    task         "classification" | "caption" | "vqa" | "detection" | "grounding" | "segmentation"
+                 | "ocr", required
     image        path relative to `images` (default: the JSONL file's folder), required
     label        classification: str, required
     caption      caption: str; and/or
@@ -18,31 +19,53 @@ Schema of one line (a JSON object; blank lines are skipped):
                  of the EXIF-oriented image, optional (absent or [] = a negative image)
     categories   classification/detection: list of str, optional (the label vocabulary; when
                  given, every object's category must be in it). Default: [].
+    phrase       grounding/segmentation: str, required (the referring expression)
+    bbox         grounding/segmentation: the referred object's box [x1, y1, x2, y2]; or
+    bboxes       grounding/segmentation: a non-empty list of such boxes (a phrase that refers to
+                 several objects). One of the two is required for grounding, optional for
+                 segmentation; giving both is an error.
+    category     grounding/segmentation: str, optional: the boxes' category (default: the phrase);
+                 must be in `categories` when both are given
+    polygons     segmentation: list of COCO polygons, each a flat [x1, y1, x2, y2, ...] list of
+                 finite numbers (even length) in pixels, required
+    text         ocr: str, required: all the text of the image in reading order
+    regions      ocr: optional list of {"text": str, "quad": [x1, y1, ..., x4, y4]} (8 numbers,
+                 clockwise from the top-left corner) or {"text": str, "bbox": [x1, y1, x2, y2]}
+    language     caption/vqa: optional language code of the texts, e.g. "de", "ko", "zh-Hant"
+                 (a non-empty string without spaces); absent or null: English
 
-Texts the model reads or writes (label, caption(s), question, answer(s)) are stripped. A blank
-label or question is an error; a blank caption or answer counts as absent, and blank items of
-`captions` / `answers` are dropped and counted ("empty caption dropped", "empty answer dropped"),
-so an example left with no caption or answer is an error, as an absent one is.
+Texts the model reads or writes (label, caption(s), question, answer(s), phrase, category, text,
+region texts) are stripped. A blank label, question, phrase or text is an error; a blank caption
+or answer counts as absent, and blank items of `captions` / `answers` are dropped and counted
+("empty caption dropped", "empty answer dropped"), so an example left with no caption or answer
+is an error, as an absent one is. Regions with blank text are dropped ("empty region dropped").
+Polygons of fewer than three points are dropped ("degenerate polygon dropped"); a segmentation
+line left without a polygon is an error.
 
-Other keys are ignored. Boxes are clipped to the real image ("box clipped") and boxes with no
-area left dropped ("zero-area box dropped"); unusable image files are skipped and counted.
+Other keys are ignored. Boxes (of objects, bbox, bboxes) are clipped to the real image ("box
+clipped") and boxes with no area left dropped ("zero-area box dropped"); a grounding line left
+without a box is skipped ("no usable box"). Region quads and polygons are kept as given. Unusable
+image files are skipped and counted.
 Errors (DataError naming the file, the record as "line N" and the field): a line that is not
 JSON or not an object, a missing or mistyped required field, an unknown task, x2 < x1 or
-y2 < y1, a category outside `categories`, a duplicate id, an image path outside `images`.
+y2 < y1, a category outside `categories`, a duplicate id, an image path outside `images`, a
+malformed polygon or region, a `language` on a task other than caption and vqa.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import TASKS, Example, Object, Tally
+from pipeline.records import LANGUAGE_TASKS, TASKS, Example, Object, Region, Tally
 from pipeline.sources import SourceContext, register
 from pipeline.sources.images import ImageCheck, check_image, clip_objects, confine, parse_box, parse_json
-from pipeline.sources.vqav2 import most_frequent_answer
+from pipeline.sources.refcoco import parse_polygons
+from pipeline.sources.vqav2 import language_code, most_frequent_answer
 
 logger = logging.getLogger(__name__)
 
@@ -99,46 +122,164 @@ def _parse_line(line: _Line, images_root: Path, tally: Tally) -> tuple[str, Path
     categories = line.texts("categories")
     if categories is not None:
         fields["categories"] = categories
-
-    if task == "classification":
-        fields["label"] = line.text("label", required=True, content=True)
-    elif task == "caption":
-        caption = line.text("caption", required=False, content=True)
-        captions = line.texts("captions", tally, "empty caption dropped")
-        if caption is None and not captions:
-            raise line.error("a caption example needs 'caption' or a non-empty 'captions'", "caption")
-        fields["caption"] = caption if caption is not None else captions[0]
-        fields["captions"] = captions if captions else [caption]
-    elif task == "vqa":
-        fields["question"] = line.text("question", required=True, content=True)
-        answer = line.text("answer", required=False, content=True)
-        answers = line.texts("answers", tally, "empty answer dropped")
-        if answer is None and not answers:
-            raise line.error("a vqa example needs 'answer' or a non-empty 'answers'", "answers")
-        fields["answer"] = answer if answer is not None else most_frequent_answer(answers)
-        fields["answers"] = answers if answers else [answer]
-        fields["answer_type"] = line.text("answer_type", required=False)
-    else:  # detection
-        raw = line.data.get("objects") or []
-        if not isinstance(raw, list):
-            raise line.error(f"must be a list of objects, got {raw!r}", "objects")
-        objects = []
-        for i, obj in enumerate(raw):
-            if not isinstance(obj, dict):
-                raise line.error(f"object {i} must be a JSON object, got {obj!r}", "objects")
-            if "bbox" not in obj:
-                raise line.error(f"object {i} has no bbox", "bbox")
-            category = obj.get("category")
-            if not isinstance(category, str) or not category:
-                raise line.error(
-                    f"object {i}: category must be a non-empty string, got {category!r}", "category"
-                )
-            if categories is not None and category not in categories:
-                raise line.error(f"object {i}: category {category!r} is not in 'categories'", "category")
-            box = parse_box(obj["bbox"], fmt="xyxy", file=line.file, record=line.record, field="bbox")
-            objects.append(Object(box, category))
-        fields["objects"] = objects
+    fields.update(_TASK_FIELDS[task](line, tally, categories))
+    if line.data.get("language") is not None:
+        if task not in LANGUAGE_TASKS:
+            raise line.error(f"a language is only for {' and '.join(LANGUAGE_TASKS)} examples", "language")
+        fields["language"] = language_code(line.data["language"], file=line.file, record=line.record)
     return task, path, fields
+
+
+def _classification(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
+    return {"label": line.text("label", required=True, content=True)}
+
+
+def _caption(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
+    caption = line.text("caption", required=False, content=True)
+    captions = line.texts("captions", tally, "empty caption dropped")
+    if caption is None and not captions:
+        raise line.error("a caption example needs 'caption' or a non-empty 'captions'", "caption")
+    return {
+        "caption": caption if caption is not None else captions[0],
+        "captions": captions if captions else [caption],
+    }
+
+
+def _vqa(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
+    question = line.text("question", required=True, content=True)
+    answer = line.text("answer", required=False, content=True)
+    answers = line.texts("answers", tally, "empty answer dropped")
+    if answer is None and not answers:
+        raise line.error("a vqa example needs 'answer' or a non-empty 'answers'", "answers")
+    return {
+        "question": question,
+        "answer": answer if answer is not None else most_frequent_answer(answers),
+        "answers": answers if answers else [answer],
+        "answer_type": line.text("answer_type", required=False),
+    }
+
+
+def _detection(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
+    raw = line.data.get("objects") or []
+    if not isinstance(raw, list):
+        raise line.error(f"must be a list of objects, got {raw!r}", "objects")
+    objects = []
+    for i, obj in enumerate(raw):
+        if not isinstance(obj, dict):
+            raise line.error(f"object {i} must be a JSON object, got {obj!r}", "objects")
+        if "bbox" not in obj:
+            raise line.error(f"object {i} has no bbox", "bbox")
+        category = obj.get("category")
+        if not isinstance(category, str) or not category:
+            raise line.error(f"object {i}: category must be a non-empty string, got {category!r}", "category")
+        if categories is not None and category not in categories:
+            raise line.error(f"object {i}: category {category!r} is not in 'categories'", "category")
+        box = parse_box(obj["bbox"], fmt="xyxy", file=line.file, record=line.record, field="bbox")
+        objects.append(Object(box, category))
+    return {"objects": objects}
+
+
+def _grounding(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
+    phrase = line.text("phrase", required=True, content=True)
+    return {"phrase": phrase, "objects": _referred(line, phrase, categories, required=True)}
+
+
+def _segmentation(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
+    phrase = line.text("phrase", required=True, content=True)
+    raw = line.data.get("polygons")
+    if raw is None:
+        raise line.error("required field is missing", "polygons")
+    if not isinstance(raw, list):
+        raise line.error(f"must be a list of flat [x1, y1, x2, y2, ...] polygons, got {raw!r}", "polygons")
+    polygons = parse_polygons(raw, tally, file=line.file, record=line.record, field="polygons")
+    if not polygons:
+        raise line.error("a segmentation example needs a polygon of three or more points", "polygons")
+    objects = _referred(line, phrase, categories, required=False)
+    return {"phrase": phrase, "polygons": polygons, "objects": objects}
+
+
+def _referred(line: _Line, phrase: str, categories: list[str] | None, *, required: bool) -> list[Object]:
+    """The referred object's box(es) from `bbox` or `bboxes`, named by `category` (default: the phrase)."""
+    one, many = line.data.get("bbox"), line.data.get("bboxes")
+    if one is not None and many is not None:
+        raise line.error("give 'bbox' (one box) or 'bboxes' (a list of boxes), not both", "bboxes")
+    if many is not None and (not isinstance(many, list) or not many):
+        raise line.error(f"must be a non-empty list of boxes, got {many!r}", "bboxes")
+    if one is None and many is None:
+        if required:
+            raise line.error(f"a {line.data['task']} example needs 'bbox' or 'bboxes'", "bbox")
+        return []
+    where = "bbox" if one is not None else "bboxes"
+    boxes = [parse_box(b, fmt="xyxy", file=line.file, record=line.record, field=where) for b in many or [one]]
+    category = line.text("category", required=False, content=True)
+    if category is not None and categories is not None and category not in categories:
+        raise line.error(f"category {category!r} is not in 'categories'", "category")
+    return [Object(box, category if category is not None else phrase) for box in boxes]
+
+
+def _ocr(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
+    text = line.text("text", required=True, content=True)
+    regions = parse_regions(line.data.get("regions"), tally, file=line.file, record=line.record)
+    return {"text": text, "regions": regions}
+
+
+_TASK_FIELDS = {
+    "classification": _classification,
+    "caption": _caption,
+    "vqa": _vqa,
+    "detection": _detection,
+    "grounding": _grounding,
+    "segmentation": _segmentation,
+    "ocr": _ocr,
+}
+
+
+def parse_regions(
+    value: Any, tally: Tally, *, file: str | Path, record: str, bbox_format: str = "xyxy"
+) -> list[Region]:
+    """OCR regions: None, or a list of {"text": str, "quad": 8 numbers} or {"text": str, "bbox": 4
+    numbers in `bbox_format`} (an axis-aligned quad). Texts are stripped; a region whose text is
+    blank is dropped and counted ("empty region dropped"). Anything else is a DataError naming
+    the field "regions". Shared with the `datasets` source."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(
+            f"must be a list of regions, got {value!r}", file=file, record=record, field="regions"
+        )
+    regions = []
+    for i, item in enumerate(value):
+        region = _region(item, i, file=file, record=record, bbox_format=bbox_format)
+        if region is None:
+            tally.repair("empty region dropped", f"{record}: region {i}")
+        else:
+            regions.append(region)
+    return regions
+
+
+def _region(item: Any, i: int, *, file: str | Path, record: str, bbox_format: str) -> Region | None:
+    def error(message: str) -> DataError:
+        return DataError(f"region {i}: {message}", file=file, record=record, field="regions")
+
+    if not isinstance(item, dict):
+        raise error(f"must be an object with 'text' and 'quad' or 'bbox', got {item!r}")
+    text, quad, box = item.get("text"), item.get("quad"), item.get("bbox")
+    if not isinstance(text, str):
+        raise error(f"text must be a string, got {text!r}")
+    if (quad is None) == (box is None):
+        raise error("needs a 'quad' (8 numbers) or a 'bbox' (4 numbers), one of the two")
+    if quad is not None and (
+        type(quad) not in (list, tuple)
+        or len(quad) != 8
+        or any(type(v) not in (int, float) or not math.isfinite(v) for v in quad)
+    ):
+        raise error(f"a quad must be 8 finite numbers (x1, y1, ... x4, y4), got {quad!r}")
+    if not text.strip():
+        return None
+    if quad is not None:
+        return Region(text.strip(), tuple(float(v) for v in quad))
+    xyxy = parse_box(box, fmt=bbox_format, file=file, record=record, field="regions")
+    return Region.from_box(text.strip(), xyxy)
 
 
 @register("jsonl")
@@ -177,6 +318,9 @@ def read_jsonl(ctx: SourceContext, *, path: Path, images: Path | None = None) ->
             size = check_image(image_path, ctx, record=f"{file.name} {record}", cache=checks)
             if size is None:
                 continue
-            if task == "detection":
+            if fields.get("objects"):
                 fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
+                if task == "grounding" and not fields["objects"]:
+                    ctx.tally.skip("no usable box", f"{file.name} {record}: no box has area inside the image")
+                    continue
             yield ctx.example(example_id, image_path, size, **fields)

@@ -1,4 +1,5 @@
-"""RefCOCO, RefCOCO+ and RefCOCOg as distributed (lichengunc/refer) -> `Ref`s for grounding.
+"""RefCOCO, RefCOCO+ and RefCOCOg as distributed (lichengunc/refer) -> grounding or
+segmentation Examples (the registered source "refcoco"), by way of `Ref`s.
 
 The layout: one folder per dataset, e.g.
 
@@ -42,6 +43,19 @@ an `image_id` that differs from the annotation's or is missing from the images, 
 `category_id` that differs from the annotation's, a box with negative extent, malformed
 segmentations or image sizes, and a `file_name` outside `images` (absolute, `..`, or a symlink
 out).
+
+The source ("refcoco", `read_refcoco_source`) yields one Example per phrase, as RefCOCO's
+evaluation counts samples: id "<ref_id>/<i>" (i: the phrase's place among the ref's kept
+phrases), `split` the recipe's split; `ref_splits` (default: the recipe's split name) picks the
+refs. Task "grounding": `phrase` and `objects` = [the object's box, named by its category].
+Task "segmentation": `phrase`, `polygons` and the box in `objects`. Each image is checked once
+(images.check_image, the verdict counted per Example); the box is clipped to the real image.
+Counted per Example not yielded (so skips compare with Examples), besides what `read_refcoco`
+counts: unusable image files (images.check_image), "no usable box" (the box has no area left
+inside the image; "zero-area box dropped" is counted with it), and for segmentation "RLE mask
+(segmentation needs polygons)" and "ref without polygons" (every polygon degenerate).
+Repaired: "box clipped", "image size differs from annotation" (the real image wins, as in
+coco_detection; boxes are clipped, polygons are kept as annotated).
 """
 
 from __future__ import annotations
@@ -50,20 +64,24 @@ import io
 import logging
 import math
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import Box, Tally
+from pipeline.records import Box, Example, Object, Tally
+from pipeline.sources import SourceContext, register
 from pipeline.sources.images import (
     Paths,
+    check_image,
+    clip_objects,
     coco_categories,
     coco_images,
     id_sort_key,
     parse_box,
     parse_json,
+    prefetch_checks,
     read_json,
     require,
     require_id,
@@ -360,8 +378,18 @@ def _segmentation(
             record=record,
             field="segmentation",
         )
+    return parse_polygons(seg, tally, file=file, record=record, field="segmentation"), None
+
+
+def parse_polygons(
+    value: list[Any], tally: Tally, *, file: str | Path, record: str, field: str
+) -> list[list[float]]:
+    """COCO polygons (each a flat [x1, y1, x2, y2, ...] list of finite numbers, of even length)
+    as floats; polygons of fewer than three points are dropped and counted ("degenerate polygon
+    dropped"). Anything else is a DataError naming file, record and `field`. Shared by the
+    sources that read polygons (RefCOCO's instances, JSONL, `datasets` columns)."""
     polygons = []
-    for i, poly in enumerate(seg):
+    for i, poly in enumerate(value):
         if (
             type(poly) is not list
             or len(poly) % 2
@@ -371,13 +399,13 @@ def _segmentation(
                 f"polygon {i} must be an even-length list of finite numbers, got {str(poly)[:80]}",
                 file=file,
                 record=record,
-                field="segmentation",
+                field=field,
             )
         if len(poly) < 6:  # two points or fewer enclose nothing; a mask built from it would be empty
-            tally.repair("degenerate polygon dropped", f"{record}: polygon {i} {poly}")
+            tally.repair("degenerate polygon dropped", f"{record}: polygon {i} {list(poly)}")
             continue
         polygons.append([float(v) for v in poly])
-    return polygons, None
+    return polygons
 
 
 def _image(
@@ -394,3 +422,80 @@ def _image(
         size.append(value)
     path = paths.confine(images, info["file_name"], file=file, record=record, field="file_name")
     return path, size[0], size[1]
+
+
+# ---------------------------------------------------------------------------- the registered source
+
+REFCOCO_TASKS = ("grounding", "segmentation")
+
+
+@register("refcoco")
+def read_refcoco_source(
+    ctx: SourceContext,
+    *,
+    refs: Path,
+    instances: Path,
+    images: Path,
+    task: str = "grounding",
+    ref_splits: str | list[str] | None = None,
+) -> Iterator[Example]:
+    """Yield one grounding or segmentation Example per phrase of each ref in `ref_splits`."""
+    if task not in REFCOCO_TASKS:
+        raise DataError(
+            f"unknown task {task!r}; refcoco reads: {', '.join(REFCOCO_TASKS)}", file=refs, field="task"
+        )
+    splits = _ref_splits(ref_splits, ctx.split, file=refs)
+    items = read_refcoco(refs, instances, images, splits=splits, paths=ctx.paths, tally=ctx.tally)
+    if task == "segmentation":
+        items = [ref for ref in items if _has_polygons(ref, ctx.tally)]
+    prefetch_checks([ref.image_path for ref in items], ctx)
+    for ref in items:
+        for i, phrase in enumerate(ref.phrases):
+            example = _example(ctx, ref, i, phrase, task)
+            if example is not None:
+                yield example
+
+
+def _ref_splits(value: Any, default: str, *, file: Path) -> list[str]:
+    """`ref_splits` as a list: None means the recipe's split name; a string is one split."""
+    if value is None:
+        return [default]
+    splits = [value] if isinstance(value, str) else value
+    if not isinstance(splits, list) or not splits or not all(isinstance(s, str) and s for s in splits):
+        raise DataError(
+            f"ref_splits must be a split name or a non-empty list of them, got {value!r}",
+            file=file,
+            field="ref_splits",
+        )
+    return splits
+
+
+def _has_polygons(ref: Ref, tally: Tally) -> bool:
+    """Whether a ref can be a segmentation target; if not, one skip per phrase it would have given."""
+    if ref.polygons:
+        return True
+    reason = "RLE mask (segmentation needs polygons)" if ref.rle is not None else "ref without polygons"
+    for i in range(len(ref.phrases)):
+        tally.skip(reason, f"ref {ref.ref_id} phrase {i}")
+    return False
+
+
+def _example(ctx: SourceContext, ref: Ref, i: int, phrase: str, task: str) -> Example | None:
+    """The Example of one phrase, or None after counting why not (see the module docstring)."""
+    record = f"ref {ref.ref_id} phrase {i}"
+    size = check_image(ref.image_path, ctx, record=record)
+    if size is None:
+        return None
+    if size != (ref.width, ref.height):
+        ctx.tally.repair(
+            "image size differs from annotation",
+            f"{record}: instances say {(ref.width, ref.height)}, image is {size}",
+        )
+    objects = clip_objects([Object(ref.bbox, ref.category)], size, ctx.tally, record=record)
+    if not objects:
+        ctx.tally.skip("no usable box", f"{record}: {list(ref.bbox)} in {size[0]}x{size[1]}")
+        return None
+    fields: dict[str, Any] = {"phrase": phrase, "objects": objects}
+    if task == "segmentation":
+        fields["polygons"] = ref.polygons  # shared by the ref's Examples, as a vocabulary is: not mutated
+    return ctx.example(f"{ref.ref_id}/{i}", ref.image_path, size, task=task, **fields)

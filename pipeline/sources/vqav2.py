@@ -4,6 +4,7 @@ Two files: questions (`{"questions": [{"image_id", "question", "question_id"}], 
 "train2014", ...}`) and annotations (`{"annotations": [{"question_id", "image_id", "answers":
 [{"answer", "answer_confidence", "answer_id"}], "multiple_choice_answer", "answer_type",
 "question_type"}]}`). One Example per question, id = str(question_id), in question-file order.
+`language` (optional, e.g. "de" for a translated VQAv2) is set on every Example; None: English.
 
 `answers` keeps all ten human answers (answer_id order), untouched, because the VQA accuracy
 metric scores a prediction against each of them. The text trained on is the most frequent
@@ -14,7 +15,7 @@ Skipped and counted: "question without answers" (no annotation for the question,
 answer list: e.g. the test split, which ships without annotations) and unusable image files.
 Errors (DataError naming file, record and field): JSON that does not parse, missing required
 keys, duplicate question ids, an annotation whose question_id is not among the questions or
-whose image_id disagrees with its question's.
+whose image_id disagrees with its question's, a `language` that is not a code (see language_code).
 """
 
 from __future__ import annotations
@@ -59,6 +60,22 @@ def most_frequent_answer(answers: list[str]) -> str:
     # dicts keep insertion order and max() returns the first maximum: first occurrence wins ties
     best = max(counts, key=counts.__getitem__)
     return first[best]
+
+
+def language_code(value: Any, *, file: str | Path, record: str | None = None) -> str | None:
+    """`value` as a language code (Example.language), or None (English): a non-empty string
+    without whitespace, such as "de", "ko" or "zh-Hant". Anything else is a DataError naming
+    the field "language". Shared by the sources whose examples may carry a language."""
+    if value is None or (isinstance(value, str) and value and not any(c.isspace() for c in value)):
+        return value
+    hint = " (YAML reads no, yes, on and off as booleans: quote the code)" if isinstance(value, bool) else ""
+    raise DataError(
+        f"language must be a code such as 'de' or 'zh-Hant' (a non-empty string without spaces), "
+        f"got {value!r}{hint}",
+        file=file,
+        record=record,
+        field="language",
+    )
 
 
 def _answers(ann: dict[str, Any], *, file: Path, record: str) -> list[str]:
@@ -144,9 +161,11 @@ def read_vqav2(
     images: Path,
     annotations: Path | None = None,
     image_pattern: str = DEFAULT_IMAGE_PATTERN,
+    language: str | None = None,
 ) -> Iterator[Example]:
     """Yield one VQA Example per question, with all ten human answers kept for scoring."""
     qfile = Path(questions)
+    language = language_code(language, file=qfile)
     qdata = read_json(qfile)
     subtype = qdata.get("data_subtype") if isinstance(qdata, dict) else None
     by_qid: dict[Any, dict[str, Any]] = {}
@@ -218,4 +237,5 @@ def read_vqav2(
             answer=most_frequent_answer(answers),
             answers=answers,
             answer_type=answer_type,
+            language=language,
         )

@@ -108,3 +108,29 @@ def test_json_that_does_not_parse(ctx, tmp_path: Path) -> None:
     anns.write_text('{"images": [{"id": 1 "file_name": "x.jpg"}]}')
     with pytest.raises(DataError, match=r"captions\.json.*line 1 column 22"):
         list(read_coco_captions(ctx, annotations=anns, images=tmp_path))
+
+
+def test_language_is_set_on_every_example(ctx: SourceContext, tmp_path: Path, make_image, write_json) -> None:
+    images = tmp_path / "val2017"
+    for name in ("one.jpg", "two.jpg"):
+        make_image(name, root=images)
+    anns = write_json("captions_ja.json", CAPTIONS)
+    examples = list(read_coco_captions(ctx, annotations=anns, images=images, language="ja"))
+    assert [(e.id, e.language) for e in examples] == [("1", "ja"), ("2", "ja")]
+    assert [e.language for e in read_coco_captions(ctx, annotations=anns, images=images)] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("language", "match"),
+    [
+        ("", r"got ''$"),
+        ("pt BR", r"\(a non-empty string without spaces\), got 'pt BR'$"),
+        (False, r"got False \(YAML reads no, yes, on and off as booleans: quote the code\)$"),
+        (["de"], r"got \['de'\]$"),
+    ],
+)
+def test_a_language_that_is_not_a_code_is_an_error(ctx, tmp_path: Path, write_json, language, match) -> None:
+    anns = write_json("captions.json", CAPTIONS)
+    with pytest.raises(DataError, match=match) as err:
+        list(read_coco_captions(ctx, annotations=anns, images=tmp_path, language=language))
+    assert str(err.value).startswith(f"file {anns}, field 'language': language must be a code such as 'de'")

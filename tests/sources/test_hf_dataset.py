@@ -16,7 +16,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from pipeline.errors import DataError
-from pipeline.records import Example, Object
+from pipeline.records import Example, Object, Region
 from pipeline.sources import SourceContext, get
 from pipeline.sources.hf_dataset import read_hf_dataset
 
@@ -247,7 +247,7 @@ def test_configuration_errors_name_the_field(ctx: SourceContext, tmp_path: Path)
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["cat"])})
     path = _save(tmp_path, {"image": [{"bytes": _png((4, 4)), "path": None}], "label": [0]}, features)
     cases = [
-        ({"task": "segmentation"}, "task"),
+        ({"task": "keypoints"}, "task"),
         ({"task": "vqa"}, "question"),
         ({"task": "classification", "columns": {"label": "nope"}}, "label"),
         ({"task": "classification", "columns": {"lable": "label"}}, "columns"),
@@ -292,3 +292,297 @@ def test_relative_folder_resolves_against_the_data_root(tmp_path: Path):
         read_hf_dataset(ctx, path=path.name, from_disk=True, task="classification", image_cache=tmp_path)
     )
     assert [(e.label, e.image_size) for e in examples] == [("dog", (4, 3))]
+
+
+# ---------------------------------------------------------------------------- grounding, segmentation, ocr
+
+
+def _read(ctx: SourceContext, tmp_path: Path, data: dict, features: Features, **params) -> list[Example]:
+    """Save `data` with `features` under tmp_path and read it back with the reader's `params`."""
+    path = _save(tmp_path, data, features)
+    return list(read_hf_dataset(ctx, path=path, from_disk=True, image_cache=tmp_path / "cache", **params))
+
+
+def test_grounding_one_box_per_row_xywh_with_classlabel_category(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features(
+        {
+            "image": ImageFeature(),
+            "phrase": Value("string"),
+            "bbox": List(Value("float32"), length=4),
+            "category": ClassLabel(names=["person", "car"]),
+        }
+    )
+    image = {"bytes": _png((32, 24)), "path": None}
+    examples = _read(
+        ctx,
+        tmp_path,
+        {
+            "image": [image] * 4,
+            "phrase": [" the red car ", "man on the left", "nobody", "far away"],
+            "bbox": [[1, 2, 10, 5], [20, 10, 20, 20.5], None, [40, 0, 5, 5]],
+            "category": [1, 0, 0, 1],
+        },
+        features,
+        task="grounding",
+        bbox_format="xywh",
+    )
+    image_file = examples[0].image
+    common = {
+        "task": "grounding",
+        "image": image_file,
+        "image_size": (32, 24),
+        "source": "src",
+        "split": "train",
+    }
+    assert examples == [
+        Example(id="0", phrase="the red car", objects=[Object((1.0, 2.0, 11.0, 7.0), "car")], **common),
+        Example(
+            id="1", phrase="man on the left", objects=[Object((20.0, 10.0, 32.0, 24.0), "person")], **common
+        ),
+    ]
+    assert ctx.tally.skipped == {"missing box": 1, "no usable box": 1}
+    assert ctx.tally.repaired == {"box clipped": 1, "zero-area box dropped": 1}
+
+
+def test_grounding_box_lists_from_mapped_columns(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features(
+        {
+            "image": ImageFeature(),
+            "expr": Value("string"),
+            "boxes": List(List(Value("float32"), length=4)),
+            "cls": Value("string"),
+            "bbox": List(Value("float32"), length=4),  # a default column: the explicit mapping wins
+        }
+    )
+    image = {"bytes": _png((32, 24)), "path": None}
+    examples = _read(
+        ctx,
+        tmp_path,
+        {
+            "image": [image, image],
+            "expr": ["two dogs", "cat"],
+            "boxes": [[[1, 2, 3, 4], [5, 6, 7.5, 8]], [[0, 0, 4, 4]]],
+            "cls": ["dog", " "],  # blank: the phrase names the box
+            "bbox": [[0, 0, 1, 1], [0, 0, 1, 1]],
+        },
+        features,
+        task="grounding",
+        columns={"phrase": "expr", "bboxes": "boxes", "category": "cls"},
+    )
+    assert [(e.phrase, e.objects) for e in examples] == [
+        ("two dogs", [Object((1.0, 2.0, 3.0, 4.0), "dog"), Object((5.0, 6.0, 7.5, 8.0), "dog")]),
+        ("cat", [Object((0.0, 0.0, 4.0, 4.0), "cat")]),
+    ]
+    assert not ctx.tally.skipped and not ctx.tally.repaired
+
+
+def test_segmentation_polygons_with_and_without_a_box(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features(
+        {
+            "image": ImageFeature(),
+            "phrase": Value("string"),
+            "polygons": List(List(Value("float32"))),
+            "bbox": List(Value("float32"), length=4),
+        }
+    )
+    image = {"bytes": _png((32, 24)), "path": None}
+    examples = _read(
+        ctx,
+        tmp_path,
+        {
+            "image": [image] * 4,
+            "phrase": ["left cat", "sky", "nothing", "dots"],
+            "polygons": [
+                [[1, 2, 10, 2, 10, 12.5], [1, 2, 3, 4]],  # the second is degenerate: dropped
+                [[0, 0, 32, 0, 32, 5]],
+                [],
+                [[1, 1, 2, 2]],  # only a degenerate one: nothing left
+            ],
+            "bbox": [[1, 2, 10, 12.5], None, None, None],
+        },
+        features,
+        task="segmentation",
+    )
+    image_file = examples[0].image
+    common = {
+        "task": "segmentation",
+        "image": image_file,
+        "image_size": (32, 24),
+        "source": "src",
+        "split": "train",
+    }
+    assert examples == [
+        Example(
+            id="0",
+            phrase="left cat",
+            polygons=[[1.0, 2.0, 10.0, 2.0, 10.0, 12.5]],
+            objects=[Object((1.0, 2.0, 10.0, 12.5), "left cat")],
+            **common,
+        ),
+        Example(id="1", phrase="sky", polygons=[[0.0, 0.0, 32.0, 0.0, 32.0, 5.0]], **common),
+    ]
+    assert ctx.tally.skipped == {"missing polygons": 2}
+    assert ctx.tally.repaired == {"degenerate polygon dropped": 2}
+
+
+@pytest.mark.parametrize("nesting", ["list_of_dicts", "sequence"])
+def test_ocr_text_and_regions(ctx: SourceContext, tmp_path: Path, nesting: str) -> None:
+    region = {"text": Value("string"), "quad": List(Value("float32")), "bbox": List(Value("float32"))}
+    rows = [
+        [
+            {"text": "STOP", "quad": [1, 2, 10, 2, 10, 8, 1, 8.5], "bbox": None},
+            {"text": " AHEAD ", "quad": None, "bbox": [2, 10, 18, 6]},  # xywh
+            {"text": "", "quad": None, "bbox": [0, 0, 1, 1]},  # blank: dropped
+        ],
+        [],
+        [],
+    ]
+    if nesting == "list_of_dicts":
+        regions_feature, regions = List(region), rows
+    else:  # Sequence({...}) stores a struct of lists
+        regions_feature = Sequence(region)
+        regions = [{k: [r[k] for r in row] for k in ("text", "quad", "bbox")} for row in rows]
+    features = Features({"image": ImageFeature(), "text": Value("string"), "regions": regions_feature})
+    image = {"bytes": _png((32, 24)), "path": None}
+    examples = _read(
+        ctx,
+        tmp_path,
+        {"image": [image] * 3, "text": [" STOP\nAHEAD ", "exit", "  "], "regions": regions},
+        features,
+        task="ocr",
+        bbox_format="xywh",
+    )
+    assert [(e.id, e.task, e.text, e.regions) for e in examples] == [
+        (
+            "0",
+            "ocr",
+            "STOP\nAHEAD",
+            [
+                Region("STOP", (1.0, 2.0, 10.0, 2.0, 10.0, 8.0, 1.0, 8.5)),
+                Region("AHEAD", (2.0, 10.0, 20.0, 10.0, 20.0, 16.0, 2.0, 16.0)),
+            ],
+        ),
+        ("1", "ocr", "exit", []),
+    ]
+    assert ctx.tally.skipped == {"image without text": 1}
+    assert ctx.tally.repaired == {"empty region dropped": 1}
+
+
+def test_language_column_for_captions_and_vqa(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features(
+        {
+            "image": ImageFeature(),
+            "caption": Value("string"),
+            "lang": Value("string"),
+            "language": Value("string"),
+        }
+    )
+    image = {"bytes": _png((8, 6)), "path": None}
+    columns = {"image": [image] * 2, "caption": ["Eine Katze.", "A cat."], "lang": ["de", None]}
+    examples = _read(
+        ctx,
+        tmp_path,
+        {**columns, "language": ["xx", "xx"]},
+        features,
+        task="caption",
+        columns={"language": "lang"},
+    )
+    assert [(e.caption, e.language) for e in examples] == [("Eine Katze.", "de"), ("A cat.", None)]
+
+    vqa_features = Features(
+        {
+            "image": ImageFeature(),
+            "question": Value("string"),
+            "answer": Value("string"),
+            "language": Value("string"),
+        }
+    )
+    vqa = {"image": [image], "question": ["Farbe?"], "answer": ["rot"], "language": ["de"]}
+    (ex,) = _read(ctx, tmp_path / "vqa", vqa, vqa_features, task="vqa")
+    assert (ex.question, ex.answer, ex.language) == ("Farbe?", "rot", "de")
+
+    with pytest.raises(DataError, match="a non-empty string without spaces") as err:
+        _read(ctx, tmp_path / "bad", {**vqa, "language": ["en US"]}, vqa_features, task="vqa")
+    assert (err.value.record, err.value.field) == ("row 0", "language")
+
+
+def test_a_language_column_is_only_read_for_captions_and_vqa(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features({"image": ImageFeature(), "text": Value("string"), "language": Value("string")})
+    rows = {"image": [{"bytes": _png((8, 6)), "path": None}], "text": ["Ausfahrt"], "language": ["de"]}
+    (ex,) = _read(ctx, tmp_path, rows, features, task="ocr")  # a default column: not used
+    assert (ex.text, ex.language) == ("Ausfahrt", None)
+    with pytest.raises(DataError, match="a language is only for caption and vqa examples, not ocr") as err:
+        _read(ctx, tmp_path / "x", rows, features, task="ocr", columns={"language": "language"})
+    assert err.value.field == "language"
+
+
+def test_new_task_configuration_errors_name_the_field(ctx: SourceContext, tmp_path: Path) -> None:
+    features = Features({"image": ImageFeature(), "phrase": Value("string"), "bbox": List(Value("float32"))})
+    path = _save(
+        tmp_path,
+        {"image": [{"bytes": _png((4, 4)), "path": None}], "phrase": ["x"], "bbox": [None]},
+        features,
+    )
+    cases = [
+        ({"task": "ocr"}, "text"),
+        ({"task": "segmentation"}, "polygons"),
+        ({"task": "grounding", "columns": {"phrase": "expr"}}, "phrase"),
+        ({"task": "grounding", "columns": {"bboxes": "boxes"}}, "bboxes"),
+        ({"task": "grounding", "columns": {"bbox": "bbox", "bboxes": "bbox"}}, "columns"),
+        ({"task": "grounding", "columns": {"bbox": "phrase"}}, "bbox"),  # a phrase is no box
+    ]
+    for params, field in cases:
+        call = read_hf_dataset(ctx, path=path, from_disk=True, image_cache=tmp_path / "c", **params)
+        with pytest.raises(DataError) as err:
+            list(call)
+        assert err.value.field == field, params
+    no_box = _save(
+        tmp_path / "nobox",
+        {"image": [{"bytes": _png((4, 4)), "path": None}], "phrase": ["x"]},
+        Features({"image": ImageFeature(), "phrase": Value("string")}),
+    )
+    with pytest.raises(DataError, match="dataset has no box column \\('bboxes' or 'bbox'\\)") as err:
+        list(read_hf_dataset(ctx, path=no_box, from_disk=True, task="grounding"))
+    assert err.value.field == "bbox"
+
+
+@pytest.mark.parametrize(
+    ("task", "column", "feature", "value", "field", "match"),
+    [
+        ("grounding", "phrase", Value("string"), " ", "phrase", "expected a non-empty phrase"),
+        ("grounding", "bbox", List(Value("float32")), [3, 0, 1, 1], "bbox", "x2 < x1"),
+        ("grounding", "bboxes", List(List(Value("float32"))), [[0, 0, 1]], "bboxes", "four numbers"),
+        (
+            "segmentation",
+            "polygons",
+            List(List(Value("float32"))),
+            [[0, 0, 1, 0, 1]],
+            "polygons",
+            "even-length",
+        ),
+        (
+            "ocr",
+            "regions",
+            List({"text": Value("string"), "quad": List(Value("float32"))}),
+            [{"text": "a", "quad": [0, 0, 1, 1]}],
+            "regions",
+            "8 finite numbers",
+        ),
+    ],
+)
+def test_bad_new_task_rows_name_row_and_field(
+    ctx, tmp_path: Path, task, column, feature, value, field, match
+) -> None:
+    base = {
+        "grounding": {"phrase": (Value("string"), "a cat"), "bbox": (List(Value("float32")), [0, 0, 1, 1])},
+        "segmentation": {"phrase": (Value("string"), "a cat")},
+        "ocr": {"text": (Value("string"), "hi")},
+    }[task]
+    spec = {**base, column: (feature, value)}
+    if column == "bboxes":
+        del spec["bbox"]
+    features = Features({"image": ImageFeature(), **{k: f for k, (f, _) in spec.items()}})
+    rows = {"image": [{"bytes": _png((4, 4)), "path": None}], **{k: [v] for k, (_, v) in spec.items()}}
+    with pytest.raises(DataError, match=match) as err:
+        _read(ctx, tmp_path, rows, features, task=task)
+    assert (err.value.record, err.value.field) == ("row 0", field)

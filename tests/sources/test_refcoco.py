@@ -1,4 +1,5 @@
-"""refcoco: exact Refs from a tiny distributed-layout folder, the safe pickle reader, and errors."""
+"""refcoco: exact Refs from a tiny distributed-layout folder, the safe pickle reader, errors, and the
+registered source's exact grounding and segmentation Examples."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.records import Tally
+from pipeline.recipe import reader_params
+from pipeline.records import Example, Object, Tally
+from pipeline.sources import SourceContext, get
 from pipeline.sources.images import Paths
-from pipeline.sources.refcoco import Ref, load_refs, read_refcoco
+from pipeline.sources.refcoco import Ref, load_refs, read_refcoco, read_refcoco_source
 
 INSTANCES: dict[str, Any] = {
     "images": [
@@ -484,3 +487,209 @@ def test_a_symlink_out_of_the_images_folder_is_refused(layout) -> None:
     with pytest.raises(DataError, match="escapes the dataset root") as err:
         read_refcoco(refs_file, inst_file, layout.images)
     assert (err.value.record, err.value.field) == ("image 202", "file_name")
+
+
+# ---------------------------------------------------------------------------- the registered source
+
+
+@pytest.fixture
+def source(layout, make_image):
+    """The refer layout with real images at their declared sizes; source(ctx, **params) reads it
+    through the registered reader. source.image(name, size) rewrites one image."""
+
+    def image(name: str, size: tuple[int, int]) -> str:
+        return str(make_image(name, size=size, root=layout.images))
+
+    image("COCO_train2014_000000000101.jpg", (640, 480))
+    image("COCO_train2014_000000000202.jpg", (500, 375))
+
+    def read(ctx, *, refs: Any = REFS, instances: dict[str, Any] | None = None, **params) -> list:
+        refs_file, inst_file = layout(refs, instances=instances)
+        return list(
+            read_refcoco_source(ctx, refs=refs_file, instances=inst_file, images=layout.images, **params)
+        )
+
+    read.image = image
+    read.layout = layout
+    return read
+
+
+IMAGE_A = "COCO_train2014_000000000101.jpg"
+IMAGE_B = "COCO_train2014_000000000202.jpg"
+
+
+def test_source_yields_one_grounding_example_per_phrase(source) -> None:
+    ctx = SourceContext(name="refcoco", split="train")
+    examples = source(ctx, ref_splits=["train", "testA"])
+    a = str(source.layout.images / IMAGE_A)
+    common = {
+        "task": "grounding",
+        "image": a,
+        "image_size": (640, 480),
+        "source": "refcoco",
+        "split": "train",
+    }
+    person = [Object((10.0, 20.0, 110.0, 220.0), "person")]
+    dog = [Object((300.5, 40.0, 350.75, 100.0), "dog")]
+    assert examples == [
+        Example(id="3/0", phrase="man left", objects=person, **common),
+        Example(id="3/1", phrase="Woman?", objects=person, **common),
+        Example(id="7/0", phrase="dog on right", objects=dog, **common),
+        Example(id="7/1", phrase="brown dog", objects=dog, **common),
+    ]
+    assert ctx.tally.examples == 4
+    assert ctx.tally.repaired == {"empty phrase dropped": 1}
+    assert ctx.tally.skipped == {}
+    assert get("refcoco") is read_refcoco_source
+
+
+def test_source_ref_splits_default_to_the_recipe_split(source) -> None:
+    ctx = SourceContext(name="refcoco", split="val")
+    assert source(ctx) == [
+        Example(
+            id="12/0",
+            task="grounding",
+            image=str(source.layout.images / IMAGE_B),
+            image_size=(500, 375),
+            source="refcoco",
+            split="val",
+            phrase="everyone",
+            objects=[Object((0.0, 0.0, 500.0, 375.0), "person")],
+        )
+    ]
+    # a string is one split; the Examples keep the recipe's split name
+    ctx = SourceContext(name="refcoco", split="test")
+    assert [(e.id, e.split) for e in source(ctx, ref_splits="testA")] == [("7/0", "test"), ("7/1", "test")]
+
+
+def test_source_segmentation_skips_rle_masks(source) -> None:
+    ctx = SourceContext(name="refcoco", split="train")
+    examples = source(ctx, task="segmentation", ref_splits=["train", "testA", "val"])
+    assert [(e.id, e.task, e.phrase, e.polygons, e.objects) for e in examples] == [
+        (
+            "3/0",
+            "segmentation",
+            "man left",
+            [[10.0, 20.0, 110.0, 20.0, 110.0, 220.0, 10.0, 220.0], [0.0, 0.0, 5.0, 0.0, 5.0, 5.0]],
+            [Object((10.0, 20.0, 110.0, 220.0), "person")],
+        ),
+        (
+            "3/1",
+            "segmentation",
+            "Woman?",
+            [[10.0, 20.0, 110.0, 20.0, 110.0, 220.0, 10.0, 220.0], [0.0, 0.0, 5.0, 0.0, 5.0, 5.0]],
+            [Object((10.0, 20.0, 110.0, 220.0), "person")],
+        ),
+        (
+            "7/0",
+            "segmentation",
+            "dog on right",
+            [[300.5, 40.0, 350.75, 40.0, 350.75, 100.0]],
+            [Object((300.5, 40.0, 350.75, 100.0), "dog")],
+        ),
+        (
+            "7/1",
+            "segmentation",
+            "brown dog",
+            [[300.5, 40.0, 350.75, 40.0, 350.75, 100.0]],
+            [Object((300.5, 40.0, 350.75, 100.0), "dog")],
+        ),
+    ]
+    assert ctx.tally.skipped == {"RLE mask (segmentation needs polygons)": 1}  # ref 12's one phrase
+    assert ctx.tally.examples == 4
+
+
+def test_source_segmentation_skips_refs_left_without_polygons(source) -> None:
+    instances = _inst_edit(("annotations", 0, "segmentation"), [[1, 2, 3, 4]])  # ref 3: only a degenerate one
+    ctx = SourceContext(name="refcoco", split="train")
+    assert source(ctx, task="segmentation", instances=instances) == []
+    assert ctx.tally.skipped == {"ref without polygons": 2}  # one per phrase
+    assert ctx.tally.repaired == {"degenerate polygon dropped": 1, "empty phrase dropped": 1}
+    # grounding does not need the polygons
+    ctx = SourceContext(name="refcoco", split="train")
+    assert [e.id for e in source(ctx, instances=instances)] == ["3/0", "3/1"]
+
+
+def test_source_clips_boxes_to_the_real_image(source) -> None:
+    source.image(IMAGE_A, (320, 240))  # the instances say 640x480
+    ctx = SourceContext(name="refcoco", split="train")
+    examples = source(ctx, ref_splits=["train", "testA"])
+    assert [(e.id, e.image_size, e.objects) for e in examples] == [
+        ("3/0", (320, 240), [Object((10.0, 20.0, 110.0, 220.0), "person")]),
+        ("3/1", (320, 240), [Object((10.0, 20.0, 110.0, 220.0), "person")]),
+        ("7/0", (320, 240), [Object((300.5, 40.0, 320.0, 100.0), "dog")]),
+        ("7/1", (320, 240), [Object((300.5, 40.0, 320.0, 100.0), "dog")]),
+    ]
+    assert ctx.tally.repaired == {
+        "empty phrase dropped": 1,
+        "image size differs from annotation": 4,
+        "box clipped": 2,
+    }
+
+    source.image(IMAGE_A, (200, 100))  # ref 7's box now lies wholly outside
+    ctx = SourceContext(name="refcoco", split="train")
+    examples = source(ctx, ref_splits=["train", "testA"])
+    assert [(e.id, e.objects) for e in examples] == [
+        ("3/0", [Object((10.0, 20.0, 110.0, 100.0), "person")]),
+        ("3/1", [Object((10.0, 20.0, 110.0, 100.0), "person")]),
+    ]
+    assert ctx.tally.skipped == {"no usable box": 2}
+    assert ctx.tally.repaired == {
+        "empty phrase dropped": 1,
+        "image size differs from annotation": 4,
+        "box clipped": 2,
+        "zero-area box dropped": 2,
+    }
+
+
+def test_source_checks_each_image_once_and_skips_unusable_ones(source, monkeypatch) -> None:
+    from pipeline.sources import images as images_module
+
+    opened: list[str] = []
+    real = images_module.inspect_image
+
+    def counting(path, **kw):
+        opened.append(Path(path).name)
+        return real(path, **kw)
+
+    monkeypatch.setattr(images_module, "inspect_image", counting)
+    (source.layout.images / IMAGE_B).unlink()
+    ctx = SourceContext(name="refcoco", split="train")
+    examples = source(ctx, ref_splits=["train", "testA", "val"])
+    assert [e.id for e in examples] == ["3/0", "3/1", "7/0", "7/1"]
+    assert opened == [IMAGE_A, IMAGE_B]  # four Examples on image 101, opened once
+    assert ctx.tally.skipped == {"missing image": 1}
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "match"),
+    [
+        ({"task": "detection"}, "task", "unknown task 'detection'; refcoco reads: grounding, segmentation"),
+        ({"ref_splits": []}, "ref_splits", "a non-empty list"),
+        ({"ref_splits": ["train", ""]}, "ref_splits", "a split name or a non-empty list"),
+        ({"ref_splits": 3}, "ref_splits", "got 3"),
+        ({"ref_splits": ["testC"]}, "split", "no ref has split testC"),
+    ],
+)
+def test_source_parameter_errors_name_the_file_and_field(source, params, field: str, match: str) -> None:
+    with pytest.raises(DataError, match=match) as err:
+        source(SourceContext(name="refcoco", split="train"), **params)
+    assert err.value.file == str(source.layout.tmp / "refcoco" / "refs(unc).p")
+    assert err.value.field == field
+
+
+def test_recipe_paths_resolve_against_the_data_root(tmp_path: Path) -> None:
+    params = {
+        "refs": "refcoco/refs(unc).p",
+        "instances": "refcoco/instances.json",
+        "images": "coco/train2014",
+        "task": "segmentation",
+        "ref_splits": ["testA", "testB"],
+    }
+    assert reader_params(get("refcoco"), params, tmp_path) == {
+        "refs": tmp_path / "refcoco" / "refs(unc).p",
+        "instances": tmp_path / "refcoco" / "instances.json",
+        "images": tmp_path / "coco" / "train2014",
+        "task": "segmentation",
+        "ref_splits": ["testA", "testB"],
+    }

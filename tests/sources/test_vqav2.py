@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,18 @@ def test_annotations_that_cannot_stream_give_the_whole_file_error(ctx, vqa, tmp_
     a.write_text(text)
     with pytest.raises(DataError, match=match):
         list(read_vqav2(ctx, questions=q, images=vqa.images, annotations=a))
+
+
+def test_language_is_set_on_every_example(ctx: SourceContext, vqa) -> None:
+    assert [(e.id, e.language) for e in vqa(ctx, language="de")] == [("42000", "de"), ("42001", "de")]
+    assert [e.language for e in vqa(ctx)] == [None, None]
+
+
+@pytest.mark.parametrize("language", ["", "zh Hant", "de\n", True, 3])
+def test_a_language_that_is_not_a_code_is_an_error(ctx: SourceContext, vqa, language) -> None:
+    with pytest.raises(
+        DataError, match=f"language must be a code .*, got {re.escape(repr(language))}"
+    ) as err:
+        vqa(ctx, language=language)
+    assert err.value.file == str(vqa.images.parent / "v2_OpenEnded_mscoco_val2014_questions.json")
+    assert (err.value.record, err.value.field) == (None, "language")
