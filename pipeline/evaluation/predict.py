@@ -33,6 +33,8 @@ from pipeline.sources.images import load_image
 
 logger = logging.getLogger(__name__)
 
+LOCATION_TASKS = ("detection", "grounding", "segmentation")  # answered in location tokens, not words
+
 
 def _batches(records: Sequence[dict[str, Any]], batch_size: int) -> list[list[dict[str, Any]]]:
     """Records grouped by task, then by prompt length: similar lengths pad little."""
@@ -112,19 +114,30 @@ def generate(
             )
             results[r["id"] + "\0" + r["source"]] = {
                 "generated_text": text,
-                "parsed": {
-                    "text": pred.text if r["task"] != "detection" else "",
-                    "objects": [
-                        {"bbox": list(o.bbox), "category": o.category, "score": s}
-                        for o, s in zip(pred.objects, confidences, strict=True)
-                    ],
-                    "errors": pred.errors,
-                },
+                "parsed": _parsed(pred, confidences),
                 "mean_logprob": sum(lp for _, lp in keep) / max(len(keep), 1),
             }
         bar.update(len(batch))
     bar.close()
     return [results[r["id"] + "\0" + r["source"]] for r in records]
+
+
+def _parsed(pred: Any, confidences: Sequence[float]) -> dict[str, Any]:
+    """The `parsed` entry of a generations row: text (not for the tasks that answer in location
+    tokens), boxes with their scores, and the polygons or regions of the tasks that have them."""
+    out: dict[str, Any] = {
+        "text": "" if pred.task in LOCATION_TASKS else pred.text,
+        "objects": [
+            {"bbox": list(o.bbox), "category": o.category, "score": s}
+            for o, s in zip(pred.objects, confidences, strict=True)
+        ],
+        "errors": pred.errors,
+    }
+    if pred.task == "segmentation":
+        out["polygons"] = [list(p) for p in pred.polygons]
+    if pred.task == "ocr":
+        out["regions"] = [{"text": g.text, "quad": list(g.quad)} for g in pred.regions]
+    return out
 
 
 @torch.no_grad()
@@ -273,8 +286,19 @@ def _references(r: dict[str, Any]) -> dict[str, Any]:
     task = r["task"]
     if task == "classification":
         return {"label": r["label"], "categories": r["categories"]}
-    if task == "caption":
-        return {"captions": r["captions"]}
-    if task == "vqa":
-        return {"answers": r["answers"], "answer_type": r["answer_type"], "question": r["question"]}
+    if task in ("caption", "vqa"):
+        out = (
+            {"captions": r["captions"]}
+            if task == "caption"
+            else {"answers": r["answers"], "answer_type": r["answer_type"], "question": r["question"]}
+        )
+        if r.get("language"):
+            out["language"] = r["language"]
+        return out
+    if task == "grounding":
+        return {"phrase": r["phrase"], "objects": r["objects"]}
+    if task == "segmentation":
+        return {"phrase": r["phrase"], "polygons": r["polygons"], "objects": r["objects"]}
+    if task == "ocr":
+        return {"text": r["text"], "regions": r.get("regions") or []}
     return {"objects": r["objects"], "crowd": r.get("crowd") or []}

@@ -21,7 +21,7 @@ from pipeline.sources.images import load_image
 
 log = logging.getLogger(__name__)
 
-TASK_ORDER = ("classification", "caption", "vqa", "detection")
+TASK_ORDER = ("classification", "caption", "vqa", "detection", "grounding", "segmentation", "ocr")
 # Keys of the metrics dict that are not tasks.
 NON_TASK_KEYS = ("base", "counts")
 
@@ -30,6 +30,7 @@ REF_COLOR = (60, 180, 75)  # green: the reference
 MIN_SIDE = 256  # small images are upscaled (nearest) so boxes and labels stay readable
 MAX_SIDE = 512  # large ones are downscaled to keep the HTML small
 LINE_WIDTH = 2
+MASK_ALPHA = 90  # ~0.35: the image stays visible under both masks, and their overlap shows both tints
 
 Generation = Mapping[str, Any]
 
@@ -287,7 +288,9 @@ def _display_scale(w: int, h: int) -> float:
 
 
 def render_example_image(gen: Generation) -> Image.Image:
-    """The example's image, resized for display, with reference then predicted boxes drawn and labelled."""
+    """The example's image, resized for display, with reference then predicted annotations drawn:
+    boxes (labelled; a grounding reference with its phrase), segmentation masks as translucent fills
+    with outlines, and OCR text regions as quads."""
     image = _load_image(gen)
     ref_w, ref_h = gen.get("image_size") or image.size
     scale = _display_scale(*image.size)
@@ -297,19 +300,59 @@ def render_example_image(gen: Generation) -> Image.Image:
         image = image.resize(new_size, resample)
     # boxes are in the coordinates of image_size (the size the records were built with)
     sx, sy = image.width / ref_w, image.height / ref_h
+    refs = gen.get("references") or {}
+    parsed = gen.get("parsed") or {}
+    ref_masks = [_points(p, sx, sy) for p in refs.get("polygons") or []]
+    pred_masks = [_points(p, sx, sy) for p in parsed.get("polygons") or []]
+    if ref_masks or pred_masks:
+        image = _draw_masks(image, ((ref_masks, REF_COLOR), (pred_masks, PRED_COLOR)))
     draw = ImageDraw.Draw(image)
-    refs = (gen.get("references") or {}).get("objects") or []
-    preds = (gen.get("parsed") or {}).get("objects") or []
-    for objects, color, is_pred in ((refs, REF_COLOR, False), (preds, PRED_COLOR, True)):
+    # a segmentation reference also lists the object's box; its mask already shows where it is
+    ref_objects = [] if ref_masks or pred_masks else refs.get("objects") or []
+    pred_objects = parsed.get("objects") or []
+    # a grounding reference is named by the phrase the model was given, not the source's category
+    ref_label = refs.get("phrase")
+    for objects, color, is_pred in ((ref_objects, REF_COLOR, False), (pred_objects, PRED_COLOR, True)):
         for obj in objects:
             x1, y1, x2, y2 = obj["bbox"]
             box = [x1 * sx, y1 * sy, max(x1 * sx, x2 * sx), max(y1 * sy, y2 * sy)]
             draw.rectangle(box, outline=color, width=LINE_WIDTH)
-            label = str(obj.get("category", ""))
+            label = str(ref_label if ref_label is not None and not is_pred else obj.get("category", ""))
             if is_pred and _is_number(obj.get("score")):
                 label += f" {obj['score']:.2f}"
             if label:
                 _draw_label(draw, label, box, color, above=is_pred, image_size=image.size)
+    for regions, color in ((refs.get("regions"), REF_COLOR), (parsed.get("regions"), PRED_COLOR)):
+        for region in regions or []:
+            quad = _points(region.get("quad") or [], sx, sy)
+            if len(quad) >= 3:
+                draw.polygon(quad, outline=color, width=LINE_WIDTH)
+    return image
+
+
+def _points(flat: Sequence[float], sx: float, sy: float) -> list[tuple[float, float]]:
+    """[x1, y1, x2, y2, ...] in image_size coordinates -> [(x, y), ...] in display coordinates."""
+    return [(x * sx, y * sy) for x, y in zip(flat[0::2], flat[1::2], strict=False)]
+
+
+def _draw_masks(image: Image.Image, layers: Sequence[tuple[list, tuple[int, int, int]]]) -> Image.Image:
+    # one translucent layer per colour, composited in turn, so where the masks overlap both tints show
+    image = image.convert("RGBA")
+    for polygons, color in layers:
+        polygons = [p for p in polygons if len(p) >= 3]  # fewer points enclose no area
+        if not polygons:
+            continue
+        layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+        layer_draw = ImageDraw.Draw(layer)
+        for points in polygons:
+            layer_draw.polygon(points, fill=(*color, MASK_ALPHA))
+        image = Image.alpha_composite(image, layer)
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for polygons, color in layers:
+        for points in polygons:
+            if len(points) >= 3:
+                draw.polygon(points, outline=color, width=LINE_WIDTH)
     return image
 
 
@@ -343,6 +386,12 @@ def _references_text(refs: Mapping[str, Any]) -> list[tuple[str, str]]:
         out.append(("answers", answers))
     if refs.get("objects"):
         out.append(("objects", ", ".join(str(o.get("category", "")) for o in refs["objects"])))
+    if refs.get("phrase") is not None:
+        out.append(("phrase", str(refs["phrase"])))
+    if refs.get("text") is not None:
+        out.append(("text", str(refs["text"])))
+    if refs.get("language") is not None:  # absent means English
+        out.append(("language", str(refs["language"])))
     return out
 
 
@@ -357,10 +406,14 @@ def _card(gen: Generation) -> str:
         ("prompt", str(gen.get("prompt", ""))),
         ("generated", str(gen.get("generated_text", ""))),
     ]
-    if parsed.get("text"):
+    if gen.get("task") == "ocr":  # shown even when empty: nothing recognised is the answer to judge
+        rows.append(("recognised", str(parsed.get("text") or "")))
+    elif parsed.get("text"):
         rows.append(("parsed", str(parsed["text"])))
     if parsed.get("objects"):
         rows.append(("predicted", ", ".join(str(o.get("category", "")) for o in parsed["objects"])))
+    if parsed.get("polygons"):
+        rows.append(("predicted", f"{len(parsed['polygons'])} polygon(s)"))
     if parsed.get("errors"):
         rows.append(("parse errors", str(parsed["errors"])))
     rows += [(f"ref {k}", v) for k, v in _references_text(gen.get("references") or {})]
@@ -420,7 +473,7 @@ def _html(
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>",
         f"<style>{CSS}</style></head><body><h1>Evaluation report</h1>",
-        '<p class="legend">Boxes: '
+        '<p class="legend">Boxes, masks and text regions: '
         f'<span style="background: rgb{PRED_COLOR}">prediction</span> '
         f'<span style="background: rgb{REF_COLOR}">reference</span></p>',
         "<h2>Metrics</h2>",

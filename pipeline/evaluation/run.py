@@ -14,7 +14,7 @@ from pipeline import models
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.predict import eval_generation_config, predict
-from pipeline.evaluation.score import HEADLINE, first_per_task, score_tasks, trivial_baselines
+from pipeline.evaluation.score import BASELINES, HEADLINE, first_per_task, score_tasks, trivial_baselines
 from pipeline.models.spec import weights_folder
 from pipeline.recipe import Recipe
 
@@ -123,9 +123,9 @@ def print_metrics(metrics: dict[str, Any], base_metrics: dict[str, Any] | None =
             rows.append((task, name, (task, key), str(metrics["counts"].get(task, ""))))
             if task == "classification" and "closed_set" in metrics[task]:
                 rows.append((task, "top-1 accuracy (closed-set)", (task, "closed_set", "accuracy"), ""))
-            if "majority_baseline" in metrics[task]:
-                what = "answer" if task == "vqa" else "class"
-                rows.append((task, f"majority-{what} baseline", (task, "majority_baseline", "accuracy"), ""))
+            baseline, baseline_name = BASELINES.get(task, ("", ""))
+            if baseline in metrics[task]:
+                rows.append((task, baseline_name, (task, baseline, key), ""))
             if task == "detection":
                 rows.append((task, "mAP@[.5:.95]", (task, "map"), ""))
 

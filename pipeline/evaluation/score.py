@@ -12,7 +12,11 @@ from pipeline.errors import UvftError
 from pipeline.evaluation.metrics.caption import caption_metrics
 from pipeline.evaluation.metrics.classification import classification_metrics, normalize_label
 from pipeline.evaluation.metrics.detection import detection_f1, detection_metrics, format_validity
+from pipeline.evaluation.metrics.grounding import grounding_metrics, whole_image_box
+from pipeline.evaluation.metrics.ocr import ocr_metrics
+from pipeline.evaluation.metrics.segmentation import segmentation_metrics
 from pipeline.evaluation.metrics.vqa import vqa_accuracy
+from pipeline.formats import DEFAULT_LANGUAGE
 
 # the headline number of each task, for the summary table
 HEADLINE = {
@@ -20,6 +24,18 @@ HEADLINE = {
     "classification": ("accuracy", "top-1 accuracy"),
     "caption": ("cider", "CIDEr-D"),
     "detection": ("map_50", "mAP@0.5"),
+    "grounding": ("accuracy", "accuracy@IoU0.5"),
+    "segmentation": ("mean_iou", "mask mIoU"),
+    "ocr": ("cer", "CER (lower is better)"),
+}
+LOWER_IS_BETTER = {"ocr"}  # the headline mean counts these as max(0, 1 - value)
+# the trivial baseline of each task that has one: (key in the task's metrics, its name)
+BASELINES = {
+    "vqa": ("majority_baseline", "majority-answer baseline"),
+    "classification": ("majority_baseline", "majority-class baseline"),
+    "grounding": ("whole_image_baseline", "whole-image box baseline"),
+    "segmentation": ("whole_image_baseline", "whole-image mask baseline"),
+    "ocr": ("majority_baseline", "majority-text baseline"),
 }
 
 
@@ -38,11 +54,7 @@ def score_tasks(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) 
         for r, acc in zip(rows_, metrics["vqa"].pop("per_question"), strict=True):
             r["score"] = acc
     if rows_ := by_task.get("caption"):
-        metrics["caption"] = caption_metrics(
-            [r["parsed"]["text"] for r in rows_], [r["references"]["captions"] for r in rows_]
-        )
-        for r, cider in zip(rows_, metrics["caption"].pop("per_image")["cider"], strict=True):
-            r["score"] = min(float(cider), 1.0)
+        metrics["caption"] = _caption_by_language(rows_)
     if rows_ := by_task.get("classification"):
         labels = sorted({c for r in rows_ for c in r["references"]["categories"]})
         metrics["classification"] = classification_metrics(
@@ -77,37 +89,119 @@ def score_tasks(rows: list[dict[str, Any]], records: dict[str, dict[str, Any]]) 
         metrics["detection"]["format_validity"] = format_validity([r["parsed"] for r in rows_], vocab)
         for r in rows_:
             r["score"] = detection_f1(r["parsed"]["objects"], r["references"]["objects"])
+    if rows_ := by_task.get("grounding"):
+        metrics["grounding"] = grounding_metrics(
+            [[o["bbox"] for o in r["parsed"]["objects"]] for r in rows_],
+            [[o["bbox"] for o in r["references"]["objects"]] for r in rows_],
+            splits=[r["source"] for r in rows_],
+        )
+        metrics["grounding"]["per_source"] = metrics["grounding"].pop("per_split")
+        for r, iou in zip(rows_, metrics["grounding"].pop("per_example_iou"), strict=True):
+            r["score"] = 0.0 if iou is None else iou
+    if rows_ := by_task.get("segmentation"):
+        metrics["segmentation"] = segmentation_metrics(
+            [r["parsed"]["polygons"] for r in rows_],
+            [r["references"]["polygons"] for r in rows_],
+            [r["image_size"] for r in rows_],
+        )
+        for r, iou in zip(rows_, metrics["segmentation"].pop("per_example_iou"), strict=True):
+            r["score"] = iou
+    if rows_ := by_task.get("ocr"):
+        metrics["ocr"] = ocr_metrics(
+            [r["parsed"]["text"] for r in rows_], [r["references"]["text"] for r in rows_]
+        )
+        per_anls = metrics["ocr"].pop("per_example_anls")
+        for r, cer, anls in zip(rows_, metrics["ocr"].pop("per_example_cer"), per_anls, strict=True):
+            r["score"] = anls if cer is None else max(0.0, 1.0 - cer)
     return metrics
 
 
+def _caption_by_language(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Caption metrics, each language scored apart (its own tokenizer and CIDEr document
+    frequencies); with several languages the top-level numbers are their means weighted by caption
+    count, and `by_language` holds each. Sets each row's score (its CIDEr-D, at most 1)."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[r["references"].get("language") or DEFAULT_LANGUAGE].append(r)
+    by_language: dict[str, Any] = {}
+    for lang, group in sorted(groups.items()):
+        m = caption_metrics(
+            [r["parsed"]["text"] for r in group], [r["references"]["captions"] for r in group], language=lang
+        )
+        for r, cider in zip(group, m.pop("per_image")["cider"], strict=True):
+            r["score"] = min(float(cider), 1.0)
+        by_language[lang] = m
+    if len(by_language) == 1:
+        return next(iter(by_language.values()))
+    total = sum(m["count"] for m in by_language.values())
+    keys = [k for k, v in next(iter(by_language.values())).items() if k != "count" and isinstance(v, float)]
+    out: dict[str, Any] = {k: sum(m[k] * m["count"] for m in by_language.values()) / total for k in keys}
+    out.update(count=total, tokenizer="per language", by_language=by_language)
+    return out
+
+
 def trivial_baselines(metrics: dict[str, Any], train: Any, rows: list[dict[str, Any]]) -> None:
-    """Add the trivial baselines a model must beat: for VQA the most frequent training answer given
-    to every question (VQAv2 accuracy), for classification the most frequent training class
-    (top-1 accuracy); ties go to the first seen."""
+    """Add the trivial baselines a model must beat (`BASELINES`): for VQA the most frequent training
+    answer given to every question (VQAv2 accuracy), for classification the most frequent training
+    class (top-1 accuracy), for OCR the most frequent training text (CER, ANLS), ties to the first
+    seen; for grounding the whole image as the box and for segmentation as the mask."""
     tasks, targets = train["task"], train["target"]
-    for task, name in (("vqa", "answer"), ("classification", "label")):
-        counts = Counter(t for k, t in zip(tasks, targets, strict=True) if k == task)
-        scored = [r for r in rows if r["task"] == task]
-        if not counts or not scored or task not in metrics:
+    has_text = "text" in getattr(train, "column_names", train)  # a Dataset, or a dict of its columns
+    texts = train["text"] if has_text else [None] * len(tasks)
+    scored: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["task"] in metrics:
+            scored[r["task"]].append(r)
+    for task, name in (("vqa", "answer"), ("classification", "label"), ("ocr", "text")):
+        column = texts if task == "ocr" else targets
+        counts = Counter(t for k, t in zip(tasks, column, strict=True) if k == task and t is not None)
+        if not counts or not scored[task]:
             continue
         majority = counts.most_common(1)[0][0]
+        refs = [r["references"] for r in scored[task]]
         if task == "vqa":
-            refs = [r["references"]["answers"] for r in scored]
-            acc = vqa_accuracy([majority] * len(scored), refs)["accuracy"]
+            result = {
+                "accuracy": vqa_accuracy([majority] * len(refs), [x["answers"] for x in refs])["accuracy"]
+            }
+        elif task == "classification":
+            hits = sum(normalize_label(x["label"]) == normalize_label(majority) for x in refs)
+            result = {"accuracy": hits / len(refs)}
         else:
-            acc = sum(normalize_label(r["references"]["label"]) == normalize_label(majority) for r in scored)
-            acc /= len(scored)
-        metrics[task]["majority_baseline"] = {name: majority, "accuracy": acc}
+            m = ocr_metrics([majority] * len(refs), [x["text"] for x in refs])
+            result = {k: m[k] for k in ("cer", "wer", "anls", "exact_match")}
+        metrics[task]["majority_baseline"] = {name: majority, **result}
+    if rows_ := scored["grounding"]:
+        m = grounding_metrics(
+            [whole_image_box(*r["image_size"]) for r in rows_],
+            [[o["bbox"] for o in r["references"]["objects"]] for r in rows_],
+        )
+        metrics["grounding"]["whole_image_baseline"] = {"accuracy": m["accuracy"], "mean_iou": m["mean_iou"]}
+    if rows_ := scored["segmentation"]:
+        whole = [[[0.0, 0.0, w, 0.0, w, h, 0.0, h]] for w, h in (r["image_size"] for r in rows_)]
+        m = segmentation_metrics(
+            whole, [r["references"]["polygons"] for r in rows_], [r["image_size"] for r in rows_]
+        )
+        metrics["segmentation"]["whole_image_baseline"] = {
+            k: m[k] for k in ("mean_iou", "overall_iou", "precision@0.5")
+        }
+
+
+def baseline_value(metrics: dict[str, Any], task: str) -> float | None:
+    """The task's trivial baseline in its headline metric (None when it has none)."""
+    key, _ = BASELINES.get(task, (None, None))
+    value = metrics.get(task, {}).get(key, {}).get(HEADLINE[task][0]) if key else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def headline(metrics: dict[str, Any], key: str) -> float:
     """The number the best checkpoint is chosen by (eval.metric): "mean" of the tasks' headline
-    scores, each in [0, 1] (CIDEr-D / 10), or a dotted key of the metrics."""
+    scores, each in [0, 1] (CIDEr-D / 10, OCR's max(0, 1 - CER)), or a dotted key of the metrics."""
     if key == "mean":
         values = []
         for task, (name, _) in HEADLINE.items():
             if task in metrics and metrics[task].get(name) is not None:
-                values.append(metrics[task][name] / (10.0 if task == "caption" else 1.0))
+                value = metrics[task][name] / (10.0 if task == "caption" else 1.0)
+                values.append(max(0.0, 1.0 - value) if task in LOWER_IS_BETTER else value)
         if not values:
             raise UvftError("eval.metric 'mean': no task was scored")
         return sum(values) / len(values)

@@ -8,9 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from pipeline.evaluation.report import (
+    LINE_WIDTH,
+    MASK_ALPHA,
     PRED_COLOR,
     REF_COLOR,
     format_table,
@@ -218,3 +220,202 @@ def test_validation_curves_share_one_zero_to_one_axis():
     assert rows[0] == {"step": 250, "caption/cider / 10": 0.45, "vqa/accuracy": 0.25, "mean": 0.4}
     assert rows[1]["caption/cider / 10"] is None  # a missing score stays missing
     assert evals[0]["caption/cider"] == 4.5  # the summary is not changed
+
+
+# ---------------------------------------------------------------------------------------------
+# grounding, segmentation, OCR
+
+PHRASE = "the <red> circle & co"
+NEW_METRICS = {  # inserted out of order: the report orders them
+    "ocr": {
+        "cer": 0.125,
+        "wer": 0.25,
+        "anls": 0.875,
+        "exact_match": 0.5,
+        "per_example_cer": [0.0, 0.25],
+        "by_language": {"de": {"cer": 0.3}},
+    },
+    "segmentation": {
+        "mean_iou": 0.6,
+        "overall_iou": 0.65,
+        "precision@0.5": 0.7,
+        "per_example_iou": [0.5, 0.7],
+    },
+    "detection": {"map": 0.3},
+    "grounding": {"accuracy": 0.5, "mean_iou": 0.55, "per_split": {"val": 0.5}, "per_example_iou": [0.4]},
+    "counts": {"grounding": 1, "segmentation": 1, "ocr": 2, "detection": 1},
+}
+
+
+def blend(background, color, alpha=MASK_ALPHA):
+    """A pixel of `background` under a mask of `color`, as alpha compositing yields it."""
+    return tuple(round((c * alpha + b * (255 - alpha)) / 255) for c, b in zip(color, background, strict=True))
+
+
+def card_row(page: str, name: str) -> str:
+    (value,) = re.findall(rf"<tr><th>{re.escape(name)}</th><td>(.*?)</td></tr>", page)
+    return value
+
+
+def test_new_tasks_follow_detection_in_order():
+    from pipeline.evaluation.report import TASK_ORDER
+
+    assert TASK_ORDER[TASK_ORDER.index("detection") :] == ("detection", "grounding", "segmentation", "ocr")
+
+
+def test_new_task_metrics_markdown_order_and_flattening(tmp_path):
+    md = write_report(tmp_path, [], NEW_METRICS)["markdown"].read_text()
+    headings = re.findall(r"^## (.+)$", md, flags=re.M)
+    assert headings == ["detection (n = 1)", "grounding (n = 1)", "segmentation (n = 1)", "ocr (n = 2)"]
+    # per-example lists are evidence, not metrics: never a row; nested dicts get dotted names
+    assert "per_example" not in md
+    assert re.search(r"\| by_language\.de\.cer\s+\|\s+0\.3000 \|", md)
+    assert re.search(r"\| per_split\.val\s+\|\s+0\.5000 \|", md)
+    assert re.search(r"\| precision@0\.5\s+\|\s+0\.7000 \|", md)
+    assert re.search(r"\| anls\s+\|\s+0\.8750 \|", md)
+    table = format_table(NEW_METRICS)
+    tasks = [line.split()[0] for line in table.splitlines()[2:]]
+    assert list(dict.fromkeys(tasks)) == ["detection", "grounding", "segmentation", "ocr"]
+    assert tasks.count("ocr") == 5  # cer, wer, anls, exact_match, by_language.de.cer
+
+
+@pytest.fixture
+def grounding(tmp_path):
+    refs = {"phrase": PHRASE, "objects": [{"bbox": REF_BOX, "category": "circle", "area": 1200.0}]}
+    parsed = {"text": "", "objects": [{"bbox": PRED_BOX, "category": PHRASE, "score": 0.8}], "errors": 0}
+    return gen(
+        tmp_path, "gnd-0", "grounding", 0.0, prompt="<CAPTION_TO_PHRASE_GROUNDING>", refs=refs, parsed=parsed
+    )
+
+
+def test_grounding_boxes_labelled_with_the_phrase(tmp_path, grounding):
+    image = render_example_image(grounding)
+    scale = 4
+    x1, y1, _, y2 = (v * scale for v in PRED_BOX)
+    assert image.getpixel((x1, (y1 + y2) // 2)) == PRED_COLOR
+    x1, y1, _, y2 = (v * scale for v in REF_BOX)
+    assert image.getpixel((x1, (y1 + y2) // 2)) == REF_COLOR
+    assert image.getpixel((2, 250)) == (0, 0, 0)
+    # the reference label (inside the box, at its top left) is as wide as the phrase, not "circle"
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left, top, right, bottom = draw.textbbox((0, 0), PHRASE)
+    phrase_w, label_h = right - left + 4, bottom - top + 4
+    left, _, right, _ = draw.textbbox((0, 0), "circle")
+    assert right - left + 4 < phrase_w - 4
+    label_y = y1 + LINE_WIDTH + label_h  # the label's bottom edge: fill, no text
+    assert image.getpixel((x1 + phrase_w - 1, label_y)) == REF_COLOR
+    assert image.getpixel((x1 + phrase_w + 2, label_y)) == (0, 0, 0)
+
+    page = write_report(tmp_path / "out", [grounding], NEW_METRICS)["html"].read_text()
+    assert card_row(page, "ref phrase") == "the &lt;red&gt; circle &amp; co"
+    assert card_row(page, "predicted") == "the &lt;red&gt; circle &amp; co"
+    assert PHRASE not in page
+    (decoded,) = decode_images(page)
+    assert decoded.getpixel((x1, (y1 + y2) // 2)) == REF_COLOR
+
+
+REF_POLYGON = [4, 4, 28, 4, 28, 28, 4, 28]
+PRED_POLYGON = [20, 20, 44, 20, 44, 44, 20, 44]
+GREY = (100, 100, 100)
+
+
+@pytest.fixture
+def segmentation(tmp_path):
+    Image.new("RGB", (64, 64), GREY).save(tmp_path / "seg-0.png")
+    refs = {
+        "phrase": PHRASE,
+        "polygons": [REF_POLYGON],
+        "objects": [{"bbox": [4, 4, 28, 28], "category": "circle", "area": 576.0}],
+    }
+    parsed = {"text": "", "objects": [], "polygons": [PRED_POLYGON], "errors": 0}
+    return gen(
+        tmp_path,
+        "seg-0",
+        "segmentation",
+        0.2,
+        prompt="<REFERRING_EXPRESSION_SEGMENTATION>",
+        refs=refs,
+        parsed=parsed,
+    )
+
+
+def test_segmentation_masks_are_translucent_overlays(tmp_path, segmentation):
+    image = render_example_image(segmentation)
+    assert image.mode == "RGB" and image.size == (256, 256)
+    assert image.getpixel((10 * 4, 10 * 4)) == blend(GREY, REF_COLOR) == (86, 128, 91)  # reference only
+    assert image.getpixel((38 * 4, 38 * 4)) == blend(GREY, PRED_COLOR) == (146, 74, 91)  # prediction only
+    assert image.getpixel((24 * 4, 24 * 4)) == blend(blend(GREY, REF_COLOR), PRED_COLOR)  # both, tinted twice
+    assert image.getpixel((56 * 4, 56 * 4)) == GREY  # outside both: untouched
+    # outlines in full colour, scaled like the boxes
+    assert image.getpixel((4 * 4, 10 * 4)) == REF_COLOR
+    assert image.getpixel((44 * 4 - 1, 38 * 4)) == PRED_COLOR
+    assert image.getpixel((4 * 4 - 2, 10 * 4)) == GREY
+
+    page = write_report(tmp_path / "out", [segmentation], NEW_METRICS)["html"].read_text()
+    assert card_row(page, "ref phrase") == "the &lt;red&gt; circle &amp; co"
+    assert card_row(page, "predicted") == "1 polygon(s)"
+    (decoded,) = decode_images(page)
+    assert decoded.getpixel((40, 40)) == (86, 128, 91)
+    assert decoded.getpixel((152, 152)) == (146, 74, 91)
+
+
+def test_segmentation_without_prediction_draws_only_the_reference(segmentation):
+    image = render_example_image(
+        dict(segmentation, parsed={"text": "", "objects": [], "polygons": [], "errors": 1})
+    )
+    assert image.getpixel((40, 40)) == (86, 128, 91)
+    assert image.getpixel((152, 152)) == GREY
+
+
+REF_QUAD = [4, 4, 60, 4, 60, 20, 4, 20]
+PRED_QUAD = [4, 30, 50, 30, 50, 50, 4, 50]
+
+
+def ocr_gen(tmp_path, id_, *, recognised, ref_text, ref_regions, pred_regions):
+    refs = {"text": ref_text, "regions": ref_regions}
+    parsed = {"text": recognised, "objects": [], "regions": pred_regions, "errors": 0}
+    return gen(
+        tmp_path, id_, "ocr", 0.5, prompt="<OCR_WITH_REGION>", text=recognised, refs=refs, parsed=parsed
+    )
+
+
+def test_ocr_quads_and_texts(tmp_path):
+    ocr = ocr_gen(
+        tmp_path,
+        "ocr-0",
+        recognised="Straße <b>",
+        ref_text="Strasse & co",
+        ref_regions=[{"text": "Strasse & co", "quad": REF_QUAD}],
+        pred_regions=[{"text": "Straße <b>", "quad": PRED_QUAD}],
+    )
+    image = render_example_image(ocr)
+    assert image.getpixel((4 * 4, 12 * 4)) == REF_COLOR  # left edge of the reference quad
+    assert image.getpixel((4 * 4, 40 * 4)) == PRED_COLOR  # left edge of the predicted quad
+    assert image.getpixel((30 * 4, 12 * 4)) == (0, 0, 0)  # quads are outlines, not fills
+    assert image.getpixel((2, 250)) == (0, 0, 0)
+
+    no_regions = ocr_gen(tmp_path, "ocr-1", recognised="", ref_text="Exit", ref_regions=[], pred_regions=[])
+    assert render_example_image(no_regions).getcolors() == [(256 * 256, (0, 0, 0))]
+
+    page = write_report(tmp_path / "out", [ocr, no_regions], NEW_METRICS)["html"].read_text()
+    assert re.findall(r"<tr><th>recognised</th><td>(.*?)</td></tr>", page) == ["Straße &lt;b&gt;", ""]
+    assert re.findall(r"<tr><th>ref text</th><td>(.*?)</td></tr>", page) == ["Strasse &amp; co", "Exit"]
+    assert "<tr><th>parsed</th>" not in page  # OCR text is shown once, as "recognised"
+
+
+def test_language_shown_for_caption_and_vqa(tmp_path):
+    gens = [
+        gen(tmp_path, "cap-de", "caption", 0.5, refs={"captions": ["ein Kreis"], "language": "de"}),
+        gen(tmp_path, "vqa-en", "vqa", 1.0, refs={"answers": ["yes"], "language": None}),
+    ]
+    page = write_report(tmp_path, gens, {"caption": {"cider": 1.0}})["html"].read_text()
+    assert card_row(page, "ref language") == "de"  # exactly one: None means English, not shown
+
+
+def test_html_gallery_orders_new_tasks(tmp_path, generations, grounding, segmentation):
+    ocr = ocr_gen(tmp_path, "ocr-0", recognised="a", ref_text="a", ref_regions=[], pred_regions=[])
+    page = write_report(tmp_path / "out", [ocr, segmentation, grounding, *generations], NEW_METRICS)[
+        "html"
+    ].read_text()
+    sections = re.findall(r"<h2>(\w+) examples", page)
+    assert sections == ["classification", "caption", "vqa", "detection", "grounding", "segmentation", "ocr"]

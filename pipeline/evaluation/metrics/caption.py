@@ -145,6 +145,7 @@ def caption_metrics(
     for i, refs in enumerate(references):
         if len(refs) == 0:
             raise ValueError(f"caption {i} has no reference captions")
+    language = language.split("-")[0].lower()  # a BCP 47 tag's primary language: zh-Hant -> zh
     if language != "en":
         use_ptb = False
     elif use_ptb is None:
