@@ -113,12 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--images",
         type=Path,
         metavar="DIR|LIST.txt|FILE.jsonl",
-        help="many images: a folder, a text file of paths, or JSON lines {image, task?, question?}",
+        help="many images: a folder, a text file of paths, or JSON lines "
+        "{image, task?, question?, classes?, phrase?, language?}",
     )
-    p.add_argument("--task", help="caption, vqa, detection, classification (default: the model's first)")
+    p.add_argument(
+        "--task",
+        help="caption, vqa, detection, classification, grounding, segmentation, ocr "
+        "(default: the model's first)",
+    )
     p.add_argument("--question", help="the question, for --task vqa")
+    p.add_argument("--phrase", help="the expression to locate, for --task grounding or segmentation")
+    p.add_argument("--language", help="caption / vqa: the language to answer in (PaliGemma; default en)")
     p.add_argument("--classes", help="comma-separated: detection categories or closed-set classes")
-    p.add_argument("--out", type=Path, metavar="PNG", help="--image with detection: draw the boxes here")
+    p.add_argument(
+        "--out", type=Path, metavar="PNG", help="--image: draw the prediction here (boxes, masks, text)"
+    )
     p.add_argument("--output", type=Path, metavar="JSONL", help="--images: write here (default: stdout)")
     p.add_argument("--json", action="store_true", help="--image: print JSON instead of text")
     p.add_argument("--batch-size", type=int, default=16)
@@ -145,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a shape's side as fractions of the image side",
     )
     d.add_argument("--seed", type=int)
+    d.add_argument(
+        "--extra-tasks",
+        nargs="+",
+        choices=("refer", "ocr", "captions_de"),
+        help="also write the referring-expression (grounding, segmentation), OCR and German-caption sets",
+    )
     d.add_argument("--force", action="store_true", help="replace the folder if it exists")
     d.set_defaults(func=cmd_data_demo)
 
@@ -269,7 +284,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.out is not None and args.image is None:
         raise UvftError("--out draws one image: use it with --image")
-    items = read_items(args.image or args.images, args.task, question=args.question, classes=args.classes)
+    items = read_items(
+        args.image or args.images,
+        args.task,
+        question=args.question,
+        classes=args.classes,
+        phrase=args.phrase,
+        language=args.language,
+    )
     model = load_model(args.model, revision=args.revision, device=args.device)
     for item in items:
         item["task"] = item["task"] or model.tasks[0]
@@ -302,7 +324,7 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
             print(f"{args.out} exists; pass --force to regenerate it")
             return 0
         shutil.rmtree(args.out)
-    names = ("n_train", "n_val", "image_size", "max_shapes", "shape_size", "seed")
+    names = ("n_train", "n_val", "image_size", "max_shapes", "shape_size", "seed", "extra_tasks")
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     summary = shapes.generate(args.out, **given)
     print(f"wrote the shapes demo set to {args.out}: {summary}")

@@ -63,6 +63,9 @@ HUB_TASKS = {
     "detection": ("object-detection", "Object Detection"),
     "caption": ("image-to-text", "Image Captioning"),
     "classification": ("image-classification", "Image Classification"),
+    "grounding": ("zero-shot-object-detection", "Phrase Grounding"),
+    "segmentation": ("image-segmentation", "Referring Expression Segmentation"),
+    "ocr": ("image-to-text", "Optical Character Recognition"),  # a task type shared with captioning
 }
 CARD_METRICS: dict[str, list[tuple[str, str, str]]] = {
     "vqa": [("accuracy", "accuracy", "VQAv2 accuracy")],
@@ -72,6 +75,9 @@ CARD_METRICS: dict[str, list[tuple[str, str, str]]] = {
         ("accuracy", "accuracy", "top-1 accuracy (generated label)"),
         ("closed_set.accuracy", "accuracy", "top-1 accuracy (closed-set)"),
     ],
+    "grounding": [("accuracy", "accuracy", "accuracy@IoU0.5 (top box)"), ("mean_iou", "iou", "mean IoU")],
+    "segmentation": [("mean_iou", "iou", "mask mIoU"), ("overall_iou", "iou", "mask oIoU")],
+    "ocr": [("cer", "cer", "character error rate"), ("wer", "wer", "word error rate")],
 }
 
 
@@ -622,7 +628,8 @@ def validate_card(card: Any, metrics: dict[str, Any] | None, split: str) -> None
         return
     _, results = model_index_to_eval_results(meta["model-index"])
     for r in results:
-        task = next(t for t, (task_type, _) in HUB_TASKS.items() if task_type == r.task_type)
+        # caption and ocr share a task type: the name tells them apart
+        task = next(t for t, hub in HUB_TASKS.items() if hub == (r.task_type, r.task_name))
         key = next(k for k, _, n in CARD_METRICS[task] if n == r.metric_name)
         if r.metric_value != metric_value(metrics, task, key) or r.dataset_split != split:
             raise UvftError(

@@ -66,21 +66,33 @@ class Model:
         *,
         question: str | None = None,
         classes: Sequence[str] | None = None,
+        phrase: str | None = None,
+        language: str | None = None,
     ) -> dict[str, Any]:
-        """One image, one task: see `predict_many` for the result's fields."""
-        item = {"image": image, "task": task, "question": question, "classes": classes}
+        """One image, one task: see `predict_many` for the result's fields. `phrase`: what grounding
+        and segmentation locate; `language`: of a caption or answer (PaliGemma; default en)."""
+        item = {
+            "image": image,
+            "task": task,
+            "question": question,
+            "classes": classes,
+            "phrase": phrase,
+            "language": language,
+        }
         return self.predict_many([item], progress=False)[0]
 
     def predict_many(
         self, items: Iterable[dict[str, Any]], *, batch_size: int = 16, progress: bool = True
     ) -> list[dict[str, Any]]:
-        """Predict for items `{"image", "task", "question"?, "classes"?}`, batched by task.
+        """Predict for items `{"image", "task", "question"?, "classes"?, "phrase"?, "language"?}`,
+        batched by task.
 
         Each result has `task`, `prompt`, `generated_text`, `image_size` ([width, height] after
         EXIF orientation), `parse_errors`, and per task: `caption`; `answer`; `objects`
-        (`[{"bbox": [x1, y1, x2, y2] in image pixels, "label", "score"}]`); `label` (closed-set
-        over `classes`, else the training class list, else the generated text), `generated_label`
-        and `scores` (log-likelihood of each class).
+        (detection, grounding: `[{"bbox": [x1, y1, x2, y2] in image pixels, "label", "score"}]`);
+        `label` (closed-set over `classes`, else the training class list, else the generated
+        text), `generated_label` and `scores` (log-likelihood of each class); `polygons`
+        (segmentation: flat `[x1, y1, x2, y2, ...]` lists in pixels); `text` and `regions` (ocr).
         """
         from tqdm.auto import tqdm
 
@@ -117,7 +129,13 @@ class Model:
                     "id": str(i),
                     "source": "predict",
                     "task": task,
-                    "prompt": self.spec.prompt(task, question=item.get("question"), classes=classes or None),
+                    "prompt": self.spec.prompt(
+                        task,
+                        question=item.get("question"),
+                        classes=classes or None,
+                        phrase=item.get("phrase"),
+                        language=item.get("language"),
+                    ),
                     "image": image,
                     "image_size": list(image.size),
                     "categories": labels,
@@ -159,11 +177,15 @@ class Model:
                 res["caption"] = text
             elif r["task"] == "vqa":
                 res["answer"] = text
-            elif r["task"] == "detection":
+            elif r["task"] in ("detection", "grounding"):
                 res["objects"] = [
                     {"bbox": ob["bbox"], "label": ob["category"], "score": ob["score"]}
                     for ob in o["parsed"]["objects"]
                 ]
+            elif r["task"] == "segmentation":
+                res["polygons"] = o["parsed"]["polygons"]
+            elif r["task"] == "ocr":
+                res["text"], res["regions"] = text, o["parsed"]["regions"]
             elif r["task"] == "classification":
                 res["generated_label"] = text
                 res["label"], res["scores"] = closed.get(j, (text, {}))
@@ -320,12 +342,19 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 
 def read_items(
-    path: Path, task: str | None, *, question: str | None = None, classes: str | None = None
+    path: Path,
+    task: str | None,
+    *,
+    question: str | None = None,
+    classes: str | None = None,
+    phrase: str | None = None,
+    language: str | None = None,
 ) -> list[dict[str, Any]]:
     """What to predict on: one image, a folder of images (sorted, not recursive), a text file of
     image paths (one a line; relative to the file's folder; `#` comments), or JSON lines
-    `{"image", "task"?, "question"?, "classes"?}` (paths relative to the file's folder). The
-    command line's task / question / classes fill what a line does not say."""
+    `{"image", "task"?, "question"?, "classes"?, "phrase"?, "language"?}` (paths relative to the
+    file's folder). The command line's task / question / classes / phrase / language fill what a
+    line does not say."""
     from pipeline.sources.images import parse_json
 
     path = Path(path)
@@ -339,6 +368,8 @@ def read_items(
             "task": given.get("task") or task,
             "question": given.get("question") or question,
             "classes": given.get("classes") or class_list,
+            "phrase": given.get("phrase") or phrase,
+            "language": given.get("language") or language,
         }
 
     if path.is_dir():
@@ -365,7 +396,7 @@ def read_items(
                 raise UvftError(f"{path}: line {n}: field 'image' (a path) is missing")
             if row.get("classes") is not None and not isinstance(row["classes"], list):
                 raise UvftError(f"{path}: line {n}: field 'classes' must be a list of names")
-            given = {k: row.get(k) for k in ("task", "question", "classes")}
+            given = {k: row.get(k) for k in ("task", "question", "classes", "phrase", "language")}
             items.append(item(path.parent / row["image"], f"{path}: line {n}", **given))
         if not items:
             raise UvftError(f"{path}: no lines")
@@ -376,7 +407,7 @@ def read_items(
 def format_prediction(result: dict[str, Any]) -> str:
     """A prediction as a person reads it."""
     task = result["task"]
-    if task == "detection":
+    if task in ("detection", "grounding"):
         objects = result["objects"]
         lines = [f"{len(objects)} object{'s' if len(objects) != 1 else ''}:"]
         for o in objects:
@@ -394,6 +425,10 @@ def format_prediction(result: dict[str, Any]) -> str:
         text = f"caption: {result['caption'] or '(empty)'}"
     elif task == "vqa":
         text = f"answer: {result['answer'] or '(empty)'}"
+    elif task == "segmentation":
+        polygons = result["polygons"]
+        text = f"{len(polygons)} polygon{'s' if len(polygons) != 1 else ''} (x, y pairs in pixels)"
+        text += "".join("\n  [" + ", ".join(f"{v:.1f}" for v in p) + "]" for p in polygons)
     else:
         text = f"{task}: {result.get('text', result['generated_text']) or '(empty)'}"
     if result.get("parse_errors"):
@@ -417,10 +452,14 @@ def draw_prediction(image: str | Path, result: dict[str, Any]) -> Any:
             "image": str(image),
             "image_size": result["image_size"],
             "references": {},
-            "parsed": {"objects": objects},
+            "parsed": {
+                "objects": objects,
+                "polygons": result.get("polygons", []),
+                "regions": result.get("regions", []),
+            },
         }
     )
-    if result["task"] != "detection":
+    if result["task"] not in ("detection", "grounding"):
         text = format_prediction(result).splitlines()[0]
         draw = ImageDraw.Draw(drawn)
         left, top, right, bottom = draw.textbbox((0, 0), text)

@@ -260,3 +260,46 @@ def test_push_errors_are_one_line(trained_run: TrainedRun, fake_hub, monkeypatch
     assert "no write access to someone-else/x (403" in fails("someone-else/x")
     with fake_hub.down():
         assert "cannot reach the hub at http://127.0.0.1" in fails("me/demo")
+
+
+def test_card_metrics_of_the_unified_tasks_and_ocr_told_from_captions():
+    """Caption and OCR share the hub's task type (image-to-text): the card's model-index keeps them
+    apart by task name, and every value read back equals metrics.json."""
+    from huggingface_hub import ModelCardData
+
+    from pipeline.hub import _Sources, eval_results, validate_card
+    from pipeline.models.spec import ModelSpec, TaskSpec
+
+    tasks = {
+        t: TaskSpec(prompt="p", example_target="t", sources=[t]) for t in ("caption", "ocr", "grounding")
+    }
+    tasks["segmentation"] = TaskSpec(prompt="p", example_target="t", sources=["segmentation"])
+    spec = ModelSpec(family="florence2", base_model="b", method="lora", tasks=tasks, location_tokens={})
+    metrics = {
+        "caption": {"cider": 1.25},
+        "ocr": {"cer": 0.125, "wer": 0.25},
+        "grounding": {"accuracy": 0.75, "mean_iou": 0.625},
+        "segmentation": {"mean_iou": 0.5, "overall_iou": 0.55},
+    }
+    results = eval_results(spec, metrics, "val", _Sources({}, {}, {}))
+    got = {(r.task_type, r.task_name, r.metric_name): r.metric_value for r in results}
+    assert got == {
+        ("image-to-text", "Image Captioning", "CIDEr-D"): 1.25,
+        ("image-to-text", "Optical Character Recognition", "character error rate"): 0.125,
+        ("image-to-text", "Optical Character Recognition", "word error rate"): 0.25,
+        ("zero-shot-object-detection", "Phrase Grounding", "accuracy@IoU0.5 (top box)"): 0.75,
+        ("zero-shot-object-detection", "Phrase Grounding", "mean IoU"): 0.625,
+        ("image-segmentation", "Referring Expression Segmentation", "mask mIoU"): 0.5,
+        ("image-segmentation", "Referring Expression Segmentation", "mask oIoU"): 0.55,
+    }
+    data = ModelCardData(
+        library_name="peft",
+        pipeline_tag="image-text-to-text",
+        tags=["uvft"],
+        model_name="m",
+        eval_results=results,
+    )
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\nbody\n")
+    validate_card(card, metrics, "val")  # reads each result back to its task and key
+    with pytest.raises(UvftError, match="ocr character error rate"):
+        validate_card(card, {**metrics, "ocr": {"cer": 0.5, "wer": 0.25}}, "val")

@@ -124,15 +124,21 @@ def test_read_items_from_a_folder_a_list_and_json_lines(tmp_path: Path):
     (tmp_path / "many.jsonl").write_text(
         '{"image": "a.jpg", "task": "vqa", "question": "what color?"}\n'
         '{"image": "b.png", "classes": ["x", "y"]}\n'
+        '{"image": "b.png", "task": "grounding", "phrase": "the red circle"}\n'
+        '{"image": "b.png", "task": "caption", "language": "de"}\n'
     )
-    items = read_items(tmp_path / "many.jsonl", "detection", classes="circle,square")
+    items = read_items(tmp_path / "many.jsonl", "detection", classes="circle,square", phrase="a star")
     assert items[0] == {
         "image": str(tmp_path / "a.jpg"),
         "task": "vqa",
         "question": "what color?",
         "classes": ["circle", "square"],
+        "phrase": "a star",
+        "language": None,
     }
     assert items[1]["task"] == "detection" and items[1]["classes"] == ["x", "y"]
+    assert (items[2]["task"], items[2]["phrase"]) == ("grounding", "the red circle")
+    assert (items[3]["task"], items[3]["language"]) == ("caption", "de")
     (tmp_path / "bad.jsonl").write_text('{"image": "a.jpg"}\n{"task": "vqa"}\n')
     with pytest.raises(UvftError, match=r"bad.jsonl: line 2: field 'image'"):
         read_items(tmp_path / "bad.jsonl", "caption")
@@ -186,3 +192,29 @@ def test_uvft_predict_cli(trained_run: TrainedRun, tmp_path: Path, capsys: pytes
     assert [x["generated_text"] for x in lines] == [r["generated_text"] for r in rows]
     assert cli.main(["predict", "--model", str(tmp_path / "nope"), "--image", rows[0]["image"]]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["florence2", "paligemma"])
+def test_spec_prompts_of_the_unified_tasks(family):
+    from pipeline.models.spec import ModelSpec, TaskSpec
+
+    ocr = "<OCR_WITH_REGION>" if family == "florence2" else "ocr"
+    tasks = {
+        t: TaskSpec(prompt="", example_target="") for t in ("caption", "vqa", "grounding", "segmentation")
+    }
+    tasks["ocr"] = TaskSpec(prompt=ocr, example_target="")
+    spec = ModelSpec(family=family, base_model="b", method="lora", tasks=tasks, location_tokens={})
+    if family == "florence2":
+        assert spec.prompt("grounding", phrase=" the dog ") == "<CAPTION_TO_PHRASE_GROUNDING>the dog"
+        assert spec.prompt("segmentation", phrase="the dog") == "<REFERRING_EXPRESSION_SEGMENTATION>the dog"
+        assert spec.prompt("caption", language="de") == "<CAPTION>"
+    else:
+        assert spec.prompt("grounding", phrase="the dog") == "detect the dog"
+        assert spec.prompt("caption", language="de") == "caption de"
+        assert spec.prompt("vqa", question="wie viele?", language="de") == "answer de wie viele?"
+        assert spec.prompt("caption") == "caption en"
+    assert spec.prompt("ocr") == ocr  # the prompt it was trained with
+    with pytest.raises(UvftError, match="needs a phrase"):
+        spec.prompt("grounding")
+    with pytest.raises(UvftError, match="only for caption and vqa"):
+        spec.prompt("grounding", phrase="x", language="de")

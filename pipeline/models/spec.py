@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline import formats
 from pipeline.errors import UvftError
-from pipeline.records import TASKS, Example
+from pipeline.records import LANGUAGE_TASKS, TASKS, Example, Object
 
 SPEC_FILE = "uvft.json"
 
@@ -59,16 +59,33 @@ class ModelSpec:
             )
         return self.tasks[task]
 
-    def prompt(self, task: str, *, question: str | None = None, classes: Sequence[str] | None = None) -> str:
+    def prompt(
+        self,
+        task: str,
+        *,
+        question: str | None = None,
+        classes: Sequence[str] | None = None,
+        phrase: str | None = None,
+        language: str | None = None,
+    ) -> str:
         """The exact prompt training wrote for `task`, rendered by the family's format module.
 
         PaliGemma's detection prompt lists categories: `classes` (open vocabulary) or the
-        training vocabulary. A VQA prompt needs `question`.
+        training vocabulary. A VQA prompt needs `question`; grounding and segmentation need
+        `phrase`; caption and VQA take a `language` (PaliGemma's prompts name it; default "en").
+        OCR uses the prompt it was trained with (Florence-2: `<OCR>` or `<OCR_WITH_REGION>`).
         """
         spec = self.task(task)
         if task == "vqa" and not (question and question.strip()):
             raise UvftError("task vqa needs a question (--question)")
+        if task in ("grounding", "segmentation") and not (phrase and phrase.strip()):
+            raise UvftError(f"task {task} needs a phrase (--phrase), the expression to locate")
+        if task == "ocr":
+            return spec.prompt
+        if language is not None and task not in LANGUAGE_TASKS:
+            raise UvftError(f"a language is only for {' and '.join(LANGUAGE_TASKS)} (task {task})")
         vocab = list(classes) if classes else list(spec.classes)
+        phrase = phrase.strip() if phrase else None
         example = Example(
             id="predict",
             task=task,
@@ -79,6 +96,10 @@ class ModelSpec:
             question=question.strip() if task == "vqa" and question else None,
             answer="" if task == "vqa" else None,
             categories=vocab if task == "detection" else [],
+            phrase=phrase,
+            objects=[Object((0.0, 0.0, 1.0, 1.0), phrase)] if task == "grounding" and phrase else [],
+            polygons=[[0.0, 0.0, 1.0, 0.0, 1.0, 1.0]] if task == "segmentation" else [],
+            language=language,
         )
         return formats.get(self.family).render(example)[0]
 
@@ -125,7 +146,13 @@ def spec_from_records(
         prompt = row["prompt"]
         if task == "vqa":  # the template: the format module renders a question placeholder
             example = Example(
-                id="t", task="vqa", image="", image_size=(1, 1), question="{question}", answer=""
+                id="t",
+                task="vqa",
+                image="",
+                image_size=(1, 1),
+                question="{question}",
+                answer="",
+                language=row.get("language"),
             )
             prompt = formats.get(family).render(example)[0]
         specs[task] = TaskSpec(

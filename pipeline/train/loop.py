@@ -307,8 +307,11 @@ class TaskLossMeter:
 
     def load(self, saved: list[list[float]] | None, *, main: bool) -> None:
         if saved is not None and main:  # the main process holds the window's saved sums
-            self.sums += torch.tensor(saved[0], dtype=torch.float64, device=self.sums.device)
-            self.counts += torch.tensor(saved[1], dtype=torch.float64, device=self.sums.device)
+            # positions follow TASKS, which only ever grows at its end: a checkpoint written when
+            # it had fewer tasks fills the first positions
+            n = len(saved[0])
+            self.sums[:n] += torch.tensor(saved[0], dtype=torch.float64, device=self.sums.device)
+            self.counts[:n] += torch.tensor(saved[1], dtype=torch.float64, device=self.sums.device)
 
 
 def due(step: int, every: int | None, total: int) -> bool:
@@ -488,7 +491,9 @@ def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
         worker_init_fn=ignore_stop_signals if cfg.num_workers > 0 else None,
     )
     # the held-out subset follows the global batch: N processes of batch b score what one of N*b does
-    per_task = max(1, cfg.val_batches * cfg.batch_size * accelerator.num_processes // len(TASKS))
+    # (shared among the tasks the held-out split has)
+    n_tasks = max(1, len(set(val_ds["task"])))
+    per_task = max(1, cfg.val_batches * cfg.batch_size * accelerator.num_processes // n_tasks)
     subset = first_per_task(val_ds["task"], per_task)[accelerator.process_index :: accelerator.num_processes]
     val_kwargs = {**loader_kwargs, "persistent_workers": False}
     val_loader = StopSafeLoader(

@@ -195,9 +195,14 @@ def test_due_and_the_task_loss_meter():
 
     meter = loop.TaskLossMeter(torch.device("cpu"))
     meter.add(["vqa", "caption", "vqa"], torch.tensor([2.0, 9.0, 4.0]), torch.tensor([1, 3, 2]))
-    assert meter.state(One()) == [[0.0, 9.0, 6.0, 0.0], [0.0, 3.0, 3.0, 0.0]]
-    assert meter.means(One()) == {"caption": 3.0, "vqa": 2.0, "all": 2.5}
+    meter.add(["ocr"], torch.tensor([1.0]), torch.tensor([4]))
+    # positions follow records.TASKS: classification caption vqa detection grounding segmentation ocr
+    assert meter.state(One()) == [[0.0, 9.0, 6.0, 0.0, 0.0, 0.0, 1.0], [0.0, 3.0, 3.0, 0.0, 0.0, 0.0, 4.0]]
+    assert meter.means(One()) == {"caption": 3.0, "vqa": 2.0, "ocr": 0.25, "all": 16 / 10}
     assert meter.means(One()) == {}  # read, it starts again
+    # a window saved when uvft had four tasks fills their positions (new tasks were appended)
+    meter.load([[0.0, 9.0, 6.0, 0.0], [0.0, 3.0, 3.0, 0.0]], main=True)
+    assert meter.means(One()) == {"caption": 3.0, "vqa": 2.0, "all": 2.5}
 
 
 def test_train_state_round_trips_through_a_checkpoint_dict():
