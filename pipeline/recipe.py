@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -178,6 +179,17 @@ class DemoSection(_Strict):
     max_shapes: Int = Field(1, ge=1)
     shape_size: tuple[Float, Float] = (0.3, 0.6)  # a shape's side, as fractions of the image side
     seed: Int = 0
+    # the opt-in sets of the grounding / segmentation, OCR and German-caption tasks (data/shapes.py)
+    extra_tasks: list[Literal["refer", "ocr", "captions_de"]] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_extras(self, handler: Any) -> dict[str, Any]:
+        # no extras: the dump a recipe had before they existed, so cached base stages and written
+        # shapes sets (shapes.json) keyed on it stay valid
+        data = handler(self)
+        if not data.get("extra_tasks"):
+            data.pop("extra_tasks", None)
+        return data
 
 
 class SourceSection(_Strict):

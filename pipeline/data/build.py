@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from pipeline import __version__, formats, sources
 from pipeline.errors import DataError
+from pipeline.formats import DEFAULT_LANGUAGE
 from pipeline.recipe import Recipe, expand_path, reader_params
 from pipeline.records import Example, RecordColumns, Tally, record_features
 
@@ -215,8 +216,11 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                 params = reader_params(reader, src.params(split), root)
                 row = SourceSplitStats(source=src.name, format=src.format, split=split)
                 bar = tqdm(desc=f"{src.name}/{split}", unit=" ex", disable=not progress, leave=False)
+                languages: set[str] = set()
                 for ex in reader(ctx, **params):
                     bar.update()
+                    if ex.language is not None:
+                        languages.add(ex.language)
                     for item in _expand(ex, recipe, split):
                         rid = (src.name, split, item.id)
                         if rid in seen_ids:
@@ -236,6 +240,9 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                 row.repaired = dict(tally.repaired)
                 stats.rows.append(row)
                 _check_skips(src.name, split, tally, recipe.data.max_skip_fraction)
+                if warning := _language_warning(family, src.name, split, languages):
+                    logger.warning(warning)
+                    stats.warnings.append(warning)
                 if card is not None:
                     warning = _check_card(card, src.format, split, tally.examples)
                     if warning:
@@ -293,6 +300,18 @@ def _with_caption(ex: Example, id: str, caption: str) -> Example:
     return item
 
 
+def _language_warning(family: str, source: str, split: str, languages: set[str]) -> str | None:
+    """A warning when a family whose prompts carry no language is given text in other languages."""
+    other = sorted(languages - {DEFAULT_LANGUAGE})
+    if family != "florence2" or not other:
+        return None
+    return (
+        f"{source}/{split}: text in {', '.join(other)}, but Florence-2 was pretrained in English only and "
+        "its prompts name no language: captions in several languages share one prompt "
+        "(PaliGemma's `caption {lang}` tells them apart)"
+    )
+
+
 def _check_skips(source: str, split: str, tally: Tally, limit: float) -> None:
     if tally.skip_fraction > limit:
         skipped = sum(tally.skipped.values())
@@ -328,7 +347,7 @@ def ensure_demo_data(recipe: Recipe, *, progress: bool = True) -> None:
         return
     from pipeline.data import shapes
 
-    wanted = demo.model_dump(mode="json")  # as shapes.json holds them (shape_size a list)
+    wanted = shapes.canonical_params(demo.model_dump(mode="json"))  # as shapes.json holds them
     if root.exists():
         written = shapes.written_params(root)
         if written == wanted or (written is None and not (root / "README.md").is_file()):

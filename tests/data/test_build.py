@@ -298,6 +298,7 @@ data:
     img = {i: str(root / "images" / f"{i}.jpg") for i in (1, 2)}
     base = {"family": "paligemma", "split": "train", "label": None, "captions": [], "question": None}
     base |= {"answers": [], "answer_type": None, "objects": [], "categories": [], "crowd": []}
+    base |= {"phrase": None, "polygons": [], "text": None, "regions": [], "language": None}
     det = "detect dog ; cat"  # the vocabulary in category id order
     want = [
         {**base, "id": "1", "source": "det", "task": "detection", "image": img[1], "image_size": [40, 30],
@@ -322,3 +323,62 @@ data:
     order = [f.name for f in dataclasses.fields(Record)]  # the schema's field order
     assert [list(r) for r in rows] == [order] * len(want)
     assert rows == want
+
+
+def test_unified_task_records_field_by_field(tmp_path):
+    """Grounding, segmentation, OCR with regions and a German caption, read from JSONL and built
+    for Florence-2: every new field of the records pinned, as written to and read from Arrow."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    root.mkdir()
+    Image.new("RGB", (100, 50), (200, 200, 200)).save(root / "a.png")
+    lines = [
+        {"id": "g", "task": "grounding", "image": "a.png", "phrase": "the square", "bbox": [0, 0, 50, 50]},
+        {"id": "s", "task": "segmentation", "image": "a.png", "phrase": "the square",
+         "polygons": [[0, 0, 50, 0, 50, 50, 0, 50]]},
+        {"id": "o", "task": "ocr", "image": "a.png", "text": "red star",
+         "regions": [{"text": "red", "bbox": [0, 0, 20, 10]},
+                     {"text": "star", "quad": [30, 0, 60, 0, 60, 10, 30, 10]}]},
+        {"id": "c", "task": "caption", "image": "a.png", "caption": "ein Quadrat", "language": "de"},
+    ]  # fmt: skip
+    (root / "all.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"""name: t
+model: {{family: florence2, id: null}}
+data:
+  root: {root}
+  cache_dir: {tmp_path / "cache"}
+  sources:
+    - {{name: all, format: jsonl, splits: {{train: {{path: all.jsonl}}}}}}
+"""
+    )
+    built = build(load_recipe(recipe), progress=False)
+    # Florence-2's prompts name no language: German captions are kept, with a warning
+    assert built.stats.warnings == [
+        "all/train: text in de, but Florence-2 was pretrained in English only and its prompts name no "
+        "language: captions in several languages share one prompt (PaliGemma's `caption {lang}` tells "
+        "them apart)"
+    ]
+    rows = {r["id"]: r for r in built.load()["train"].to_list()}
+    g, s, o, c = rows["g"], rows["s"], rows["o"], rows["c"]
+    assert (g["prompt"], g["target"]) == (
+        "<CAPTION_TO_PHRASE_GROUNDING>the square",
+        "the square<loc_0><loc_0><loc_500><loc_999>",
+    )
+    assert g["phrase"] == "the square" and g["objects"] == [
+        {"bbox": [0.0, 0.0, 50.0, 50.0], "category": "the square", "area": None}
+    ]
+    assert s["prompt"] == "<REFERRING_EXPRESSION_SEGMENTATION>the square"
+    assert s["polygons"] == [[0.0, 0.0, 50.0, 0.0, 50.0, 50.0, 0.0, 50.0]]
+    assert s["target"] == "<loc_0><loc_0><loc_500><loc_0><loc_500><loc_999><loc_0><loc_999>"
+    assert (o["prompt"], o["text"]) == ("<OCR_WITH_REGION>", "red star")
+    assert o["regions"] == [
+        {"text": "red", "quad": [0.0, 0.0, 20.0, 0.0, 20.0, 10.0, 0.0, 10.0]},
+        {"text": "star", "quad": [30.0, 0.0, 60.0, 0.0, 60.0, 10.0, 30.0, 10.0]},
+    ]
+    assert o["target"].startswith("red<loc_0><loc_0><loc_200><loc_0>")
+    assert (c["prompt"], c["target"], c["language"]) == ("<CAPTION>", "ein Quadrat", "de")
+    assert all(r["language"] is None for k, r in rows.items() if k != "c")
+    assert g["polygons"] == [] and g["regions"] == [] and g["text"] is None

@@ -1,0 +1,115 @@
+"""The unified tasks end to end on the tiny models: the all-tasks recipes (Florence-2: grounding,
+segmentation, OCR with regions; PaliGemma: German and English captions, grounding, OCR) build,
+train, evaluate in training and after, score every task with its baseline, report it, and predict
+through the published-model path (`load_model`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import load_model
+from pipeline.data import shapes
+from pipeline.evaluation.run import evaluate_run
+from pipeline.recipe import load_recipe
+from pipeline.train import loop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("unified") / "shapes"
+    shapes.generate(root, n_train=16, n_val=6, seed=5, progress=False, extra_tasks=shapes.EXTRA_TASKS)
+    return root
+
+
+def _run(recipe_file: str, data: Path, tmp_path: Path):
+    recipe = load_recipe(
+        ROOT / "recipes" / recipe_file,
+        [
+            f"data.root={data}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.demo=null",
+            f"output_dir={tmp_path / 'run'}",
+            "model.tiny.base_steps=0",
+            "train.steps=2",
+            "train.batch_size=4",
+            "train.num_workers=0",
+            "train.trackers=[]",
+            "train.val_batches=1",
+            "eval.every=2",
+            "eval.per_task=2",
+        ],
+    )
+    summary = loop.train(recipe, progress=False)
+    return recipe, summary
+
+
+def test_florence2_grounding_segmentation_ocr_end_to_end(data, tmp_path):
+    recipe, summary = _run("demo_all_tasks.yaml", data, tmp_path)
+    # the held-out loss and the in-training evaluation cover every task
+    assert {"grounding", "segmentation", "ocr", "caption", "detection"} <= set(summary.val[-1])
+    assert {"grounding/accuracy", "segmentation/mean_iou", "ocr/cer", "mean"} <= set(summary.evals[-1])
+    out, metrics = evaluate_run(recipe, adapter=recipe.run_dir, limit=3, batch_size=4, progress=False)
+    assert metrics["counts"] == {"caption": 3, "detection": 3, "grounding": 3, "ocr": 3, "segmentation": 3}
+    g, s, o = metrics["grounding"], metrics["segmentation"], metrics["ocr"]
+    assert g["num_examples"] == 3 and set(g["per_source"]) == {"shapes_grounding"}
+    assert set(g["whole_image_baseline"]) == {"accuracy", "mean_iou"}
+    assert s["num_examples"] == 3 and "mean_iou" in s["whole_image_baseline"]
+    assert o["num_examples"] == 3 and o["majority_baseline"]["text"]
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    by_task = {r["task"]: r for r in rows}
+    assert by_task["grounding"]["prompt"].startswith("<CAPTION_TO_PHRASE_GROUNDING>")
+    assert by_task["grounding"]["references"]["phrase"]
+    assert (
+        "polygons" in by_task["segmentation"]["parsed"] and by_task["segmentation"]["references"]["polygons"]
+    )
+    assert by_task["ocr"]["prompt"] == "<OCR_WITH_REGION>" and "regions" in by_task["ocr"]["parsed"]
+    assert all(isinstance(r["score"], float) for r in rows)
+    html = (out / "report.html").read_text()
+    for task in ("grounding", "segmentation", "ocr"):
+        assert f"<h2>{task} examples" in html
+
+    model = load_model(recipe.run_dir)
+    assert {"grounding", "segmentation", "ocr"} <= set(model.tasks)
+    image = data / "images" / "refer_val" / "000016.png"
+    items = [
+        {"image": str(image), "task": "grounding", "phrase": "the red circle"},
+        {"image": str(image), "task": "segmentation", "phrase": "the red circle"},
+        {"image": str(data / "images" / "ocr_val" / "000016.png"), "task": "ocr"},
+    ]
+    got = model.predict_many(items, progress=False)
+    assert got[0]["prompt"] == "<CAPTION_TO_PHRASE_GROUNDING>the red circle" and "objects" in got[0]
+    assert got[1]["prompt"] == "<REFERRING_EXPRESSION_SEGMENTATION>the red circle" and "polygons" in got[1]
+    assert got[2]["prompt"] == "<OCR_WITH_REGION>" and "regions" in got[2]
+
+
+def test_paligemma_captions_in_two_languages_grounding_ocr(data, tmp_path):
+    recipe, _ = _run("demo_multilingual.yaml", data, tmp_path)
+    out, metrics = evaluate_run(
+        recipe, adapter=recipe.run_dir, batch_size=8, progress=False
+    )  # all: --limit would keep English only
+    assert metrics["counts"]["caption"] == 12 and metrics["counts"]["ocr"] == 6  # six images in each language
+    caption = metrics["caption"]
+    assert set(caption["by_language"]) == {"de", "en"} and caption["count"] == 12
+    assert caption["by_language"]["de"]["tokenizer"] == "fallback"
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    prompts = {r["prompt"] for r in rows if r["task"] == "caption"}
+    assert prompts == {"caption en", "caption de"}
+    assert {r["prompt"] for r in rows if r["task"] == "ocr"} == {"ocr"}
+    assert all(r["prompt"].startswith("detect ") for r in rows if r["task"] == "grounding")
+
+    model = load_model(recipe.run_dir)
+    image = str(data / "images" / "val" / "000016.png")
+    got = model.predict_many(
+        [
+            {"image": image, "task": "caption", "language": "de"},
+            {"image": image, "task": "grounding", "phrase": "the circle"},
+        ],
+        progress=False,
+    )
+    assert got[0]["prompt"] == "caption de" and "caption" in got[0]
+    assert got[1]["prompt"] == "detect the circle" and "objects" in got[1]
