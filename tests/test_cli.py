@@ -112,3 +112,24 @@ def test_remote_code_checkpoint_is_one_error_line(demo_dir: Path, tmp_path: Path
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"error: {folder}: its config.json maps to remote code")
+
+
+def test_data_demo_extra_tasks(tmp_path: Path):
+    out = tmp_path / "shapes"
+    args = [
+        "data",
+        "demo",
+        "--out",
+        str(out),
+        "--n-train",
+        "3",
+        "--n-val",
+        "2",
+        "--extra-tasks",
+        "ocr",
+        "refer",
+    ]
+    assert main(args) == 0
+    assert json.loads((out / "shapes.json").read_text())["extra_tasks"] == ["refer", "ocr"]  # canonical order
+    assert len((out / "ocr/ocr_val.jsonl").read_text().splitlines()) == 2
+    assert (out / "refer/refs(unc).p").is_file() and not (out / "annotations/captions_train_de.json").exists()

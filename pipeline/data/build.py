@@ -240,7 +240,7 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                 row.repaired = dict(tally.repaired)
                 stats.rows.append(row)
                 _check_skips(src.name, split, tally, recipe.data.max_skip_fraction)
-                if warning := _language_warning(family, src.name, split, languages):
+                if warning := _language_warning(fmt, src.name, split, languages):
                     logger.warning(warning)
                     stats.warnings.append(warning)
                 if card is not None:
@@ -300,15 +300,14 @@ def _with_caption(ex: Example, id: str, caption: str) -> Example:
     return item
 
 
-def _language_warning(family: str, source: str, split: str, languages: set[str]) -> str | None:
-    """A warning when a family whose prompts carry no language is given text in other languages."""
+def _language_warning(fmt: Any, source: str, split: str, languages: set[str]) -> str | None:
+    """A warning when a format whose prompts name no language is given text in other languages."""
     other = sorted(languages - {DEFAULT_LANGUAGE})
-    if family != "florence2" or not other:
+    if fmt.PROMPTS_NAME_LANGUAGE or not other:
         return None
     return (
-        f"{source}/{split}: text in {', '.join(other)}, but Florence-2 was pretrained in English only and "
-        "its prompts name no language: captions in several languages share one prompt "
-        "(PaliGemma's `caption {lang}` tells them apart)"
+        f"{source}/{split}: text in {', '.join(other)}, but {fmt.FAMILY}'s prompts name no language "
+        "(it was pretrained in English only): captions in several languages share one prompt"
     )
 
 

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 FAMILY = "florence2"
 LOCATIONS = FLORENCE  # <loc_0>..<loc_999>, x1 y1 x2 y2
 DETECTION_LISTS_CATEGORIES = False  # `<OD>`: every category it knows
+PROMPTS_NAME_LANGUAGE = False  # pretrained in English only: a caption's language is not in its prompt
 CAPTION_PROMPT = "<CAPTION>"
 DETECTION_PROMPT = "<OD>"
 VQA_PROMPT = "Answer the question: {question}"

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 FAMILY = "paligemma"
 LOCATIONS = PALI  # <loc0000>..<loc1023>, y1 x1 y2 x2
 DETECTION_LISTS_CATEGORIES = True  # `detect a ; b`: the prompt names what to look for
+PROMPTS_NAME_LANGUAGE = True  # `caption de`, `answer de ...`
 CAPTION_PROMPT = "caption {lang}"  # {lang}: the example's language, default "en"
 VQA_PROMPT = "answer {lang} {question}"
 CLASSIFICATION_PROMPT = "answer en what category does this image belong to?"

@@ -357,9 +357,8 @@ data:
     built = build(load_recipe(recipe), progress=False)
     # Florence-2's prompts name no language: German captions are kept, with a warning
     assert built.stats.warnings == [
-        "all/train: text in de, but Florence-2 was pretrained in English only and its prompts name no "
-        "language: captions in several languages share one prompt (PaliGemma's `caption {lang}` tells "
-        "them apart)"
+        "all/train: text in de, but florence2's prompts name no language (it was pretrained in English "
+        "only): captions in several languages share one prompt"
     ]
     rows = {r["id"]: r for r in built.load()["train"].to_list()}
     g, s, o, c = rows["g"], rows["s"], rows["o"], rows["c"]

@@ -494,7 +494,7 @@ def test_ocr_boxes_hold_the_text(extended: tuple[Path, dict]) -> None:
         for x in lines:
             assert list(x) == ["id", "task", "image", "text", "regions"] and x["task"] == "ocr"
             assert x["image"] == f"ocr_{split}/{x['id']:06d}.png"
-            img = np.asarray(Image.open(path.parent / x["image"]).convert("RGB"))
+            img = np.asarray(Image.open(out / "images" / x["image"]).convert("RGB"))
             dark = np.all(img <= 60, axis=-1)  # the text: no shape colour or background is that dark
             regions = x["regions"]
             assert 1 <= len(regions) <= shapes.OCR_MAX_WORDS
