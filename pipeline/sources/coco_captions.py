@@ -27,13 +27,13 @@ from pipeline.sources.images import (
     check_image,
     coco_images,
     id_sort_key,
+    language_code,
     prefetch_checks,
     read_json,
     require,
     require_id,
     require_list,
 )
-from pipeline.sources.vqav2 import language_code
 
 
 @register("coco_captions")

@@ -77,11 +77,12 @@ from pipeline.sources.images import (
     confine,
     id_sort_key,
     image_format_suffix,
+    language_code,
     parse_box,
+    parse_polygons,
+    parse_regions,
 )
-from pipeline.sources.jsonl import parse_regions
-from pipeline.sources.refcoco import parse_polygons
-from pipeline.sources.vqav2 import language_code, most_frequent_answer
+from pipeline.sources.vqav2 import most_frequent_answer
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import DataError
-from pipeline.records import Box, ImageSize, Object, Tally
+from pipeline.records import Box, ImageSize, Object, Region, Tally
 from pipeline.sources import SourceContext
 
 try:  # orjson parses the 450 MB COCO train JSON several times faster; json is the fallback
@@ -518,3 +518,96 @@ def coco_images(data: Any, file: Path) -> dict[Any, dict[str, Any]]:
             raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")
         infos[image_id] = info
     return infos
+
+
+# ---------------------------------------------------------------------------- fields of the unified tasks
+
+
+def parse_polygons(
+    value: list[Any], tally: Tally, *, file: str | Path, record: str, field: str
+) -> list[list[float]]:
+    """COCO polygons (each a flat [x1, y1, x2, y2, ...] list of finite numbers, of even length)
+    as floats; polygons of fewer than three points are dropped and counted ("degenerate polygon
+    dropped"). Anything else is a DataError naming file, record and `field`."""
+    polygons = []
+    for i, poly in enumerate(value):
+        if (
+            type(poly) is not list
+            or len(poly) % 2
+            or any(type(v) not in (int, float) or not math.isfinite(v) for v in poly)
+        ):
+            raise DataError(
+                f"polygon {i} must be an even-length list of finite numbers, got {str(poly)[:80]}",
+                file=file,
+                record=record,
+                field=field,
+            )
+        if len(poly) < 6:  # two points or fewer enclose nothing; a mask built from it would be empty
+            tally.repair("degenerate polygon dropped", f"{record}: polygon {i} {list(poly)}")
+            continue
+        polygons.append([float(v) for v in poly])
+    return polygons
+
+
+def parse_regions(
+    value: Any, tally: Tally, *, file: str | Path, record: str, bbox_format: str = "xyxy"
+) -> list[Region]:
+    """OCR regions: None, or a list of {"text": str, "quad": 8 numbers} or {"text": str, "bbox": 4
+    numbers in `bbox_format`} (an axis-aligned quad). Texts are stripped; a region whose text is
+    blank is dropped and counted ("empty region dropped"). Anything else is a DataError naming
+    the field "regions"."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(
+            f"must be a list of regions, got {value!r}", file=file, record=record, field="regions"
+        )
+    regions = []
+    for i, item in enumerate(value):
+        region = _region(item, i, file=file, record=record, bbox_format=bbox_format)
+        if region is None:
+            tally.repair("empty region dropped", f"{record}: region {i}")
+        else:
+            regions.append(region)
+    return regions
+
+
+def _region(item: Any, i: int, *, file: str | Path, record: str, bbox_format: str) -> Region | None:
+    def error(message: str) -> DataError:
+        return DataError(f"region {i}: {message}", file=file, record=record, field="regions")
+
+    if not isinstance(item, dict):
+        raise error(f"must be an object with 'text' and 'quad' or 'bbox', got {item!r}")
+    text, quad, box = item.get("text"), item.get("quad"), item.get("bbox")
+    if not isinstance(text, str):
+        raise error(f"text must be a string, got {text!r}")
+    if (quad is None) == (box is None):
+        raise error("needs a 'quad' (8 numbers) or a 'bbox' (4 numbers), one of the two")
+    if quad is not None and (
+        type(quad) not in (list, tuple)
+        or len(quad) != 8
+        or any(type(v) not in (int, float) or not math.isfinite(v) for v in quad)
+    ):
+        raise error(f"a quad must be 8 finite numbers (x1, y1, ... x4, y4), got {quad!r}")
+    if not text.strip():
+        return None
+    if quad is not None:
+        return Region(text.strip(), tuple(float(v) for v in quad))
+    xyxy = parse_box(box, fmt=bbox_format, file=file, record=record, field="regions")
+    return Region.from_box(text.strip(), xyxy)
+
+
+def language_code(value: Any, *, file: str | Path, record: str | None = None) -> str | None:
+    """`value` as a language code (Example.language), or None (English): a non-empty string
+    without whitespace, such as "de", "ko" or "zh-Hant". Anything else is a DataError naming
+    the field "language"."""
+    if value is None or (isinstance(value, str) and value and not any(c.isspace() for c in value)):
+        return value
+    hint = " (YAML reads no, yes, on and off as booleans: quote the code)" if isinstance(value, bool) else ""
+    raise DataError(
+        f"language must be a code such as 'de' or 'zh-Hant' (a non-empty string without spaces), "
+        f"got {value!r}{hint}",
+        file=file,
+        record=record,
+        field="language",
+    )

@@ -55,17 +55,25 @@ malformed polygon or region, a `language` on a task other than caption and vqa.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import LANGUAGE_TASKS, TASKS, Example, Object, Region, Tally
+from pipeline.records import LANGUAGE_TASKS, TASKS, Example, Object, Tally
 from pipeline.sources import SourceContext, register
-from pipeline.sources.images import ImageCheck, check_image, clip_objects, confine, parse_box, parse_json
-from pipeline.sources.refcoco import parse_polygons
-from pipeline.sources.vqav2 import language_code, most_frequent_answer
+from pipeline.sources.images import (
+    ImageCheck,
+    check_image,
+    clip_objects,
+    confine,
+    language_code,
+    parse_box,
+    parse_json,
+    parse_polygons,
+    parse_regions,
+)
+from pipeline.sources.vqav2 import most_frequent_answer
 
 logger = logging.getLogger(__name__)
 
@@ -232,54 +240,6 @@ _TASK_FIELDS = {
     "segmentation": _segmentation,
     "ocr": _ocr,
 }
-
-
-def parse_regions(
-    value: Any, tally: Tally, *, file: str | Path, record: str, bbox_format: str = "xyxy"
-) -> list[Region]:
-    """OCR regions: None, or a list of {"text": str, "quad": 8 numbers} or {"text": str, "bbox": 4
-    numbers in `bbox_format`} (an axis-aligned quad). Texts are stripped; a region whose text is
-    blank is dropped and counted ("empty region dropped"). Anything else is a DataError naming
-    the field "regions". Shared with the `datasets` source."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise DataError(
-            f"must be a list of regions, got {value!r}", file=file, record=record, field="regions"
-        )
-    regions = []
-    for i, item in enumerate(value):
-        region = _region(item, i, file=file, record=record, bbox_format=bbox_format)
-        if region is None:
-            tally.repair("empty region dropped", f"{record}: region {i}")
-        else:
-            regions.append(region)
-    return regions
-
-
-def _region(item: Any, i: int, *, file: str | Path, record: str, bbox_format: str) -> Region | None:
-    def error(message: str) -> DataError:
-        return DataError(f"region {i}: {message}", file=file, record=record, field="regions")
-
-    if not isinstance(item, dict):
-        raise error(f"must be an object with 'text' and 'quad' or 'bbox', got {item!r}")
-    text, quad, box = item.get("text"), item.get("quad"), item.get("bbox")
-    if not isinstance(text, str):
-        raise error(f"text must be a string, got {text!r}")
-    if (quad is None) == (box is None):
-        raise error("needs a 'quad' (8 numbers) or a 'bbox' (4 numbers), one of the two")
-    if quad is not None and (
-        type(quad) not in (list, tuple)
-        or len(quad) != 8
-        or any(type(v) not in (int, float) or not math.isfinite(v) for v in quad)
-    ):
-        raise error(f"a quad must be 8 finite numbers (x1, y1, ... x4, y4), got {quad!r}")
-    if not text.strip():
-        return None
-    if quad is not None:
-        return Region(text.strip(), tuple(float(v) for v in quad))
-    xyxy = parse_box(box, fmt=bbox_format, file=file, record=record, field="regions")
-    return Region.from_box(text.strip(), xyxy)
 
 
 @register("jsonl")

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -81,6 +80,7 @@ from pipeline.sources.images import (
     id_sort_key,
     parse_box,
     parse_json,
+    parse_polygons,
     prefetch_checks,
     read_json,
     require,
@@ -379,33 +379,6 @@ def _segmentation(
             field="segmentation",
         )
     return parse_polygons(seg, tally, file=file, record=record, field="segmentation"), None
-
-
-def parse_polygons(
-    value: list[Any], tally: Tally, *, file: str | Path, record: str, field: str
-) -> list[list[float]]:
-    """COCO polygons (each a flat [x1, y1, x2, y2, ...] list of finite numbers, of even length)
-    as floats; polygons of fewer than three points are dropped and counted ("degenerate polygon
-    dropped"). Anything else is a DataError naming file, record and `field`. Shared by the
-    sources that read polygons (RefCOCO's instances, JSONL, `datasets` columns)."""
-    polygons = []
-    for i, poly in enumerate(value):
-        if (
-            type(poly) is not list
-            or len(poly) % 2
-            or any(type(v) not in (int, float) or not math.isfinite(v) for v in poly)
-        ):
-            raise DataError(
-                f"polygon {i} must be an even-length list of finite numbers, got {str(poly)[:80]}",
-                file=file,
-                record=record,
-                field=field,
-            )
-        if len(poly) < 6:  # two points or fewer enclose nothing; a mask built from it would be empty
-            tally.repair("degenerate polygon dropped", f"{record}: polygon {i} {list(poly)}")
-            continue
-        polygons.append([float(v) for v in poly])
-    return polygons
 
 
 def _image(

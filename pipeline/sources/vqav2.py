@@ -32,6 +32,7 @@ from pipeline.sources.images import (
     check_image,
     id_sort_key,
     json_list_items,
+    language_code,
     prefetch_checks,
     read_json,
     require,
@@ -60,22 +61,6 @@ def most_frequent_answer(answers: list[str]) -> str:
     # dicts keep insertion order and max() returns the first maximum: first occurrence wins ties
     best = max(counts, key=counts.__getitem__)
     return first[best]
-
-
-def language_code(value: Any, *, file: str | Path, record: str | None = None) -> str | None:
-    """`value` as a language code (Example.language), or None (English): a non-empty string
-    without whitespace, such as "de", "ko" or "zh-Hant". Anything else is a DataError naming
-    the field "language". Shared by the sources whose examples may carry a language."""
-    if value is None or (isinstance(value, str) and value and not any(c.isspace() for c in value)):
-        return value
-    hint = " (YAML reads no, yes, on and off as booleans: quote the code)" if isinstance(value, bool) else ""
-    raise DataError(
-        f"language must be a code such as 'de' or 'zh-Hant' (a non-empty string without spaces), "
-        f"got {value!r}{hint}",
-        file=file,
-        record=record,
-        field="language",
-    )
 
 
 def _answers(ann: dict[str, Any], *, file: Path, record: str) -> list[str]:
