@@ -227,14 +227,21 @@ def write_plots(out_dir: Path, summary: Mapping[str, Any] | None) -> dict[str, P
 
 
 SCALED = {"caption/cider": 10.0}  # CIDEr-D runs 0-10; drawn / 10 beside the 0-1 scores, as the mean counts it
+INVERTED = ("ocr/cer",)  # lower is better: drawn as max(0, 1 - value), as the mean counts it
 
 
 def _scaled_key(key: str) -> str:
+    if key in INVERTED:
+        return f"1 - {key}"
     return f"{key} / {SCALED[key]:g}" if key in SCALED else key
 
 
 def _scaled(key: str, value: Any) -> Any:
-    return value / SCALED[key] if key in SCALED and _is_number(value) else value
+    if not _is_number(value):
+        return value
+    if key in INVERTED:
+        return max(0.0, 1.0 - value)
+    return value / SCALED[key] if key in SCALED else value
 
 
 def eval_curves(evals: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:

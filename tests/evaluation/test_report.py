@@ -220,6 +220,9 @@ def test_validation_curves_share_one_zero_to_one_axis():
     assert rows[0] == {"step": 250, "caption/cider / 10": 0.45, "vqa/accuracy": 0.25, "mean": 0.4}
     assert rows[1]["caption/cider / 10"] is None  # a missing score stays missing
     assert evals[0]["caption/cider"] == 4.5  # the summary is not changed
+    # a CER (lower is better, may pass 1) is drawn as the mean counts it: max(0, 1 - CER)
+    rows, keys = eval_curves([{"step": 1, "ocr/cer": 0.25}, {"step": 2, "ocr/cer": 1.5}])
+    assert keys == ["1 - ocr/cer"] and [r["1 - ocr/cer"] for r in rows] == [0.75, 0.0]
 
 
 # ---------------------------------------------------------------------------------------------
