@@ -734,17 +734,7 @@ def _write_all(root: Path, params: dict[str, Any], progress: bool) -> dict[str, 
 
             images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
             for s in shapes:
-                x1, y1, x2, y2 = s.box
-                instances.append(
-                    {
-                        "id": ann_id,
-                        "image_id": image_id,
-                        "category_id": cat_id[s.kind],
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "area": s.area,
-                        "iscrowd": 0,
-                    }
-                )
+                instances.append(_coco_annotation(ann_id, image_id, cat_id[s.kind], s.box, s.area))
                 ann_id += 1
             plan = caption_plan(rng, shapes)
             for text in render_captions(shapes, plan):
@@ -857,17 +847,10 @@ def _write_refer(
             (root / "images" / file_name).write_bytes(_png_bytes(pixels))
             images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
             for target in scene:
-                x1, y1, x2, y2 = target.box
                 annotations.append(
-                    {
-                        "id": ann_id,
-                        "image_id": image_id,
-                        "category_id": cat_id[target.kind],
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "segmentation": [list(target.polygon)],
-                        "area": target.area,
-                        "iscrowd": 0,
-                    }
+                    _coco_annotation(
+                        ann_id, image_id, cat_id[target.kind], target.box, target.area, [list(target.polygon)]
+                    )
                 )
                 # two or three of its phrases (fewer where fewer exist), as people give 2-3 per object
                 phrases = referring_phrases(target, scene)
@@ -943,6 +926,25 @@ def _write_ocr(
         stats["images"][split] = len(ranges[split])
         stats["words"][split] = n_words
     return stats
+
+
+def _coco_annotation(
+    ann_id: int,
+    image_id: int,
+    category_id: int,
+    box: tuple[int, int, int, int],
+    area: int,
+    segmentation: list[list[float]] | None = None,
+) -> dict[str, Any]:
+    """A COCO instances annotation (xywh bbox) in the key order the set's JSON has always had; the
+    referring scenes add their polygon `segmentation` before `area`."""
+    x1, y1, x2, y2 = box
+    ann: dict[str, Any] = {"id": ann_id, "image_id": image_id, "category_id": category_id}
+    ann["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+    if segmentation is not None:
+        ann["segmentation"] = segmentation
+    ann.update(area=area, iscrowd=0)
+    return ann
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:

@@ -145,17 +145,24 @@ def trivial_baselines(metrics: dict[str, Any], train: Any, rows: list[dict[str, 
     answer given to every question (VQAv2 accuracy), for classification the most frequent training
     class (top-1 accuracy), for OCR the most frequent training text (CER, ANLS), ties to the first
     seen; for grounding the whole image as the box and for segmentation as the mask."""
-    tasks, targets = train["task"], train["target"]
-    has_text = "text" in getattr(train, "column_names", train)  # a Dataset, or a dict of its columns
-    texts = train["text"] if has_text else [None] * len(tasks)
     scored: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r["task"] in metrics:
             scored[r["task"]].append(r)
-    for task, name in (("vqa", "answer"), ("classification", "label"), ("ocr", "text")):
-        column = texts if task == "ocr" else targets
-        counts = Counter(t for k, t in zip(tasks, column, strict=True) if k == task and t is not None)
-        if not counts or not scored[task]:
+    tasks = train["task"]
+    read: dict[str, Any] = {}  # columns read so far (a Dataset column is a read of the whole column)
+    for task, name, column in (
+        ("vqa", "answer", "target"),
+        ("classification", "label", "target"),
+        ("ocr", "text", "text"),
+    ):
+        if not scored[task]:
+            continue  # the column is read only for a task that was scored
+        if column not in read:
+            read[column] = train[column]
+        values = read[column]
+        counts = Counter(t for k, t in zip(tasks, values, strict=True) if k == task and t is not None)
+        if not counts:
             continue
         majority = counts.most_common(1)[0][0]
         refs = [r["references"] for r in scored[task]]

@@ -22,6 +22,20 @@ def example(task: str, **fields) -> Example:
     return Example(id="ex1", task=task, image="/img.png", image_size=SIZE, **fields)
 
 
+@pytest.fixture(scope="module")
+def post_processed():
+    """(reference, ours): transformers' Florence2Processor.post_process_generation of a rendered
+    target under a task token, and our parse of the same target (one processor for the module)."""
+    processor = florence2_model.build_processor(["a"], image_size=64)
+
+    def run(ex: Example, task_token: str):
+        _, target = florence2.render(ex)
+        reference = processor.post_process_generation(text=target, task=task_token, image_size=SIZE)
+        return reference[task_token], florence2.parse(target, ex.task, SIZE)
+
+    return run
+
+
 def within_half_bin(got, want, bins: int) -> bool:
     sides = [SIZE[0], SIZE[1]] * (len(want) // 2)
     return all(abs(g - w) <= side / bins / 2 + 1e-9 for g, w, side in zip(got, want, sides, strict=True))
@@ -59,12 +73,9 @@ def test_unwritable_phrase_is_refused_naming_the_record(fmt, phrase):
         fmt.render(example("grounding", phrase=phrase, objects=[CIRCLE]))
 
 
-def test_grounding_reads_as_the_florence2_post_processor():
-    processor = florence2_model.build_processor(["a"], image_size=64)
-    task = "<CAPTION_TO_PHRASE_GROUNDING>"
-    _, target = florence2.render(example("grounding", phrase="the red circle", objects=[CIRCLE, SQUARE]))
-    reference = processor.post_process_generation(text=target, task=task, image_size=SIZE)[task]
-    ours = florence2.parse(target, "grounding", SIZE)
+def test_grounding_reads_as_the_florence2_post_processor(post_processed):
+    ex = example("grounding", phrase="the red circle", objects=[CIRCLE, SQUARE])
+    reference, ours = post_processed(ex, "<CAPTION_TO_PHRASE_GROUNDING>")
     assert reference["labels"] == ["the red circle"] * 2  # one label per box
     # it truncates the bin centres to integers
     assert [[int(v) for v in o.bbox] for o in ours.objects] == [list(b) for b in reference["bboxes"]]
@@ -85,12 +96,9 @@ def test_segmentation_florence2_exact_and_round_trip():
     assert within_half_bin(pred.polygons[0], POLYGON, 1000)
 
 
-def test_segmentation_reads_as_the_florence2_post_processor():
-    processor = florence2_model.build_processor(["a"], image_size=64)
-    task = "<REFERRING_EXPRESSION_SEGMENTATION>"
-    _, target = florence2.render(example("segmentation", phrase="x", polygons=[POLYGON, POLYGON[:6]]))
-    reference = processor.post_process_generation(text=target, task=task, image_size=SIZE)[task]
-    ours = florence2.parse(target, "segmentation", SIZE)
+def test_segmentation_reads_as_the_florence2_post_processor(post_processed):
+    ex = example("segmentation", phrase="x", polygons=[POLYGON, POLYGON[:6]])
+    reference, ours = post_processed(ex, "<REFERRING_EXPRESSION_SEGMENTATION>")
     assert reference["polygons"] == [[[int(v) for v in poly] for poly in ours.polygons]]
 
 
@@ -133,12 +141,10 @@ def test_ocr_with_regions_florence2_exact_and_round_trip():
     assert pali.render(ex) == ("ocr", "HELLO world")
 
 
-def test_ocr_regions_read_as_the_florence2_post_processor():
-    processor = florence2_model.build_processor(["a"], image_size=64)
-    task = "<OCR_WITH_REGION>"
-    _, target = florence2.render(example("ocr", text="HELLO world", regions=[HELLO, WORLD]))
-    reference = processor.post_process_generation(text=target, task=task, image_size=SIZE)[task]
-    ours = florence2.parse(target, "ocr", SIZE)
+def test_ocr_regions_read_as_the_florence2_post_processor(post_processed):
+    reference, ours = post_processed(
+        example("ocr", text="HELLO world", regions=[HELLO, WORLD]), "<OCR_WITH_REGION>"
+    )
     assert reference["labels"] == ["HELLO", "world"]
     assert [[int(v) for v in r.quad] for r in ours.regions] == [list(q) for q in reference["quad_boxes"]]
 
