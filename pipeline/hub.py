@@ -32,8 +32,9 @@ from typing import Any
 
 import yaml
 
-from pipeline import formats, models
+from pipeline import formats, models, tasks
 from pipeline.errors import UvftError
+from pipeline.evaluation.score import metric_at
 from pipeline.inference import HUB_ID, adapter_base, resolve_base, spec_for
 from pipeline.models.spec import ModelSpec, weights_folder
 
@@ -56,29 +57,6 @@ PROCESSOR_FILES = (
 )
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 REPORT_FILES = ("report.md", "loss.png", "val_loss.png", "val_metrics.png")
-
-# model-index: per task, the hub's task type and name, and the metrics shown (metrics.json key, type, name)
-HUB_TASKS = {
-    "vqa": ("visual-question-answering", "Visual Question Answering"),
-    "detection": ("object-detection", "Object Detection"),
-    "caption": ("image-to-text", "Image Captioning"),
-    "classification": ("image-classification", "Image Classification"),
-    "grounding": ("zero-shot-object-detection", "Phrase Grounding"),
-    "segmentation": ("image-segmentation", "Referring Expression Segmentation"),
-    "ocr": ("image-to-text", "Optical Character Recognition"),  # a task type shared with captioning
-}
-CARD_METRICS: dict[str, list[tuple[str, str, str]]] = {
-    "vqa": [("accuracy", "accuracy", "VQAv2 accuracy")],
-    "detection": [("map", "mAP", "COCO mAP@[.5:.95]"), ("map_50", "AP50", "COCO mAP@0.5")],
-    "caption": [("cider", "cider", "CIDEr-D")],
-    "classification": [
-        ("accuracy", "accuracy", "top-1 accuracy (generated label)"),
-        ("closed_set.accuracy", "accuracy", "top-1 accuracy (closed-set)"),
-    ],
-    "grounding": [("accuracy", "accuracy", "accuracy@IoU0.5 (top box)"), ("mean_iou", "iou", "mean IoU")],
-    "segmentation": [("mean_iou", "iou", "mask mIoU"), ("overall_iou", "iou", "mask oIoU")],
-    "ocr": [("cer", "cer", "character error rate"), ("wer", "wer", "word error rate")],
-}
 
 
 @dataclass
@@ -141,12 +119,7 @@ def run_evidence(source: Path, split: str = "val") -> RunEvidence:
 
 
 def metric_value(metrics: dict[str, Any], task: str, key: str) -> float | None:
-    node: Any = metrics.get(task)
-    for part in key.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+    return metric_at(metrics.get(task), key)
 
 
 # ---------------------------------------------------------------------------- the model card
@@ -187,13 +160,13 @@ def eval_results(spec: ModelSpec, metrics: dict[str, Any], split: str, sources: 
     from huggingface_hub import EvalResult
 
     results = []
-    for task, keys in CARD_METRICS.items():
-        task_type, task_name = HUB_TASKS[task]
+    for t in tasks.all_tasks():
+        task, (task_type, task_name) = t.NAME, t.HUB_TASK
         if task not in metrics or task not in spec.tasks:
             continue
         srcs = spec.tasks[task].sources
         dataset = " + ".join(dict.fromkeys(sources.names.get(s, s) for s in srcs)) or task
-        for key, metric_type, metric_name in keys:
+        for key, metric_type, metric_name in t.CARD_METRICS:
             value = metric_value(metrics, task, key)
             if value is None:
                 continue
@@ -238,6 +211,11 @@ def build_card(
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
+def _first_task(spec: ModelSpec) -> str:
+    """The task the card's examples run: detection when the model has it, else its first."""
+    return tasks.DETECTION if tasks.DETECTION in spec.tasks else next(iter(spec.tasks))
+
+
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     def cell(v: str) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
@@ -278,24 +256,21 @@ def _card_body(
         what = f"{base_link} with a LoRA adapter merged in"
     else:
         what = f"A {family} model (a LoRA adapter merged into a base model that is not on the hub)"
-    tasks = ", ".join(spec.tasks)
-    first_task = "detection" if "detection" in spec.tasks else next(iter(spec.tasks))
+    first_task = _first_task(spec)
     parts = [
         f"# {name}",
-        f"{what}, fine-tuned with uvft on "
-        f"{len(spec.tasks)} vision tasks at once ({tasks}). One model answers every task; the prompt "
-        "picks the task. Outputs are text in the family's format: boxes are location tokens.",
+        f"{what}, fine-tuned with uvft on {len(spec.tasks)} vision tasks at once "
+        f"({', '.join(spec.tasks)}). One model answers every task; the prompt picks the task. "
+        "Outputs are text in the family's format: boxes are location tokens.",
         "## Tasks and prompts",
         "Write the prompt exactly as below (PaliGemma: after the `<image>` token; the processor adds "
         "`<bos>` and the newline). The example targets are training targets.",
     ]
     rows = []
     for task, t in spec.tasks.items():
-        note = ""
-        if task == "detection" and t.classes:
-            note = f"categories: {', '.join(t.classes[:12])}{' …' if len(t.classes) > 12 else ''}"
-        if task == "classification" and t.classes:
-            note = f"classes: {', '.join(t.classes[:12])}{' …' if len(t.classes) > 12 else ''}"
+        note, vocabulary = "", tasks.get(task).VOCABULARY
+        if vocabulary and t.classes:
+            note = f"{vocabulary}: {', '.join(t.classes[:12])}{' …' if len(t.classes) > 12 else ''}"
         rows.append([task, _code(t.prompt), _code(t.example_target), note])
     parts.append(_md_table(["task", "prompt", "example target", "vocabulary"], rows))
     parts.append(
@@ -345,8 +320,9 @@ def _metrics_section(metrics, base_metrics, split: str) -> str:
     if not metrics:
         return "Not evaluated: run `uvft eval` (and `uvft eval --base`) before pushing."
     rows = []
-    for task, keys in CARD_METRICS.items():
-        for key, _, metric_name in keys:
+    for t in tasks.all_tasks():
+        task = t.NAME
+        for key, _, metric_name in t.CARD_METRICS:
             value = metric_value(metrics, task, key)
             if value is None:
                 continue
@@ -412,7 +388,7 @@ def _limitations(spec: ModelSpec, base_model: str | None, sources: _Sources) -> 
         "fine-tuned on.",
         "Boxes are quantised to the location-token grid (half a bin of error at best).",
     ]
-    if "detection" in spec.tasks and formats.get(spec.family).DETECTION_LISTS_CATEGORIES:
+    if tasks.DETECTION in spec.tasks and formats.get(spec.family).DETECTION_LISTS_CATEGORIES:
         family = models.get(spec.family).DISPLAY_NAME
         items.append(
             f"{family}'s detection prompt lists the categories to look for (`detect a ; b`); the "
@@ -435,8 +411,8 @@ def card_snippet(spec: ModelSpec, *, repo_id: str, base_model: str | None, adapt
     """Python that loads the published model with transformers (+ peft) and runs one task."""
     family = models.get(spec.family)
     cls = family.MODEL_CLASS
-    task = "detection" if "detection" in spec.tasks else next(iter(spec.tasks))
-    prompt = spec.prompt(task, question="what is in the image?" if task == "vqa" else None)
+    task = _first_task(spec)
+    prompt = spec.prompt(task, **tasks.get(task).EXAMPLE_INPUTS)
     decoder_only = family.DECODER_ONLY  # the prompt names the image, and generate returns it too
     new = "new = out[0]"
     if decoder_only:
@@ -629,8 +605,8 @@ def validate_card(card: Any, metrics: dict[str, Any] | None, split: str) -> None
     _, results = model_index_to_eval_results(meta["model-index"])
     for r in results:
         # caption and ocr share a task type: the name tells them apart
-        task = next(t for t, hub in HUB_TASKS.items() if hub == (r.task_type, r.task_name))
-        key = next(k for k, _, n in CARD_METRICS[task] if n == r.metric_name)
+        t = next(t for t in tasks.all_tasks() if (r.task_type, r.task_name) == t.HUB_TASK)
+        task, key = t.NAME, next(m.key for m in t.CARD_METRICS if m.name == r.metric_name)
         if r.metric_value != metric_value(metrics, task, key) or r.dataset_split != split:
             raise UvftError(
                 f"model card: {task} {r.metric_name} = {r.metric_value} differs from metrics.json"

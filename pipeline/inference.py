@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import models
+from pipeline import models, tasks
 from pipeline.errors import UvftError
 from pipeline.families import FAMILIES
 from pipeline.models.spec import ModelSpec, load_spec, spec_from_records, weights_folder
@@ -123,19 +123,21 @@ class Model:
                 image = load_image(item["image"])
             except (OSError, ValueError) as e:
                 raise UvftError(f"cannot read image {where}: {e}") from None
-            labels = classes or (self.spec.task(task).classes if task == "classification" else [])
+            prompt = self.spec.prompt(  # a task the model was not trained on is refused here
+                task,
+                question=item.get("question"),
+                classes=classes or None,
+                phrase=item.get("phrase"),
+                language=item.get("language"),
+            )
+            # a closed-set task's candidates: the given classes, else the training classes
+            labels = classes or (self.spec.task(task).classes if tasks.get(task).CLOSED_SET else [])
             rows.append(
                 {
                     "id": str(i),
                     "source": "predict",
                     "task": task,
-                    "prompt": self.spec.prompt(
-                        task,
-                        question=item.get("question"),
-                        classes=classes or None,
-                        phrase=item.get("phrase"),
-                        language=item.get("language"),
-                    ),
+                    "prompt": prompt,
                     "image": image,
                     "image_size": list(image.size),
                     "categories": labels,
@@ -152,7 +154,7 @@ class Model:
             progress=False,
         )
         # closed-set classification over the given or the training classes, as uvft eval scores it
-        scored = [j for j, r in enumerate(rows) if r["task"] == "classification" and r["categories"]]
+        scored = [j for j, r in enumerate(rows) if tasks.get(r["task"]).CLOSED_SET and r["categories"]]
         chosen = closed_set(
             self.model,
             self.processor,
@@ -161,7 +163,7 @@ class Model:
             batch_size=batch_size,
             progress=False,
         )
-        closed = {scored[k]: (c["label"], c["scores"]) for k, c in chosen.items()}
+        closed = {scored[k]: c for k, c in chosen.items()}
         results = []
         for j, (r, o) in enumerate(zip(rows, outs, strict=True)):
             res: dict[str, Any] = {
@@ -172,25 +174,7 @@ class Model:
                 "image_size": r["image_size"],
                 "parse_errors": o["parsed"]["errors"],
             }
-            text = o["parsed"]["text"]
-            if r["task"] == "caption":
-                res["caption"] = text
-            elif r["task"] == "vqa":
-                res["answer"] = text
-            elif r["task"] in ("detection", "grounding"):
-                res["objects"] = [
-                    {"bbox": ob["bbox"], "label": ob["category"], "score": ob["score"]}
-                    for ob in o["parsed"]["objects"]
-                ]
-            elif r["task"] == "segmentation":
-                res["polygons"] = o["parsed"]["polygons"]
-            elif r["task"] == "ocr":
-                res["text"], res["regions"] = text, o["parsed"]["regions"]
-            elif r["task"] == "classification":
-                res["generated_label"] = text
-                res["label"], res["scores"] = closed.get(j, (text, {}))
-            else:  # a task this uvft parses generically
-                res["text"] = text
+            res.update(tasks.get(r["task"]).result(o["parsed"], closed.get(j)))
             results.append(res)
         return results
 
@@ -406,31 +390,7 @@ def read_items(
 
 def format_prediction(result: dict[str, Any]) -> str:
     """A prediction as a person reads it."""
-    task = result["task"]
-    if task in ("detection", "grounding"):
-        objects = result["objects"]
-        lines = [f"{len(objects)} object{'s' if len(objects) != 1 else ''}:"]
-        for o in objects:
-            box = ", ".join(f"{v:.1f}" for v in o["bbox"])
-            lines.append(f"  {o['label']:<20} score {o['score']:.2f}  box [{box}] (x1, y1, x2, y2 in pixels)")
-        text = "\n".join(lines)
-    elif task == "classification":
-        scores = result.get("scores") or {}
-        text = f"label: {result['label']}"
-        if scores:
-            top = sorted(scores.items(), key=lambda kv: -kv[1])[:5]
-            text += f" (closed-set over {len(scores)} classes; generated: {result['generated_label']!r})\n"
-            text += "\n".join(f"  {name:<20} log-likelihood {score:.3f}" for name, score in top)
-    elif task == "caption":
-        text = f"caption: {result['caption'] or '(empty)'}"
-    elif task == "vqa":
-        text = f"answer: {result['answer'] or '(empty)'}"
-    elif task == "segmentation":
-        polygons = result["polygons"]
-        text = f"{len(polygons)} polygon{'s' if len(polygons) != 1 else ''} (x, y pairs in pixels)"
-        text += "".join("\n  [" + ", ".join(f"{v:.1f}" for v in p) + "]" for p in polygons)
-    else:
-        text = f"{task}: {result.get('text', result['generated_text']) or '(empty)'}"
+    text = tasks.get(result["task"]).describe(result)
     if result.get("parse_errors"):
         n, raw = result["parse_errors"], result["generated_text"]
         text += f"\n({n} piece(s) of the output could not be parsed: {raw!r})"
@@ -459,7 +419,7 @@ def draw_prediction(image: str | Path, result: dict[str, Any]) -> Any:
             },
         }
     )
-    if result["task"] not in ("detection", "grounding"):
+    if not tasks.get(result["task"]).LABELS_DRAWN:
         text = format_prediction(result).splitlines()[0]
         draw = ImageDraw.Draw(drawn)
         left, top, right, bottom = draw.textbbox((0, 0), text)

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 TASKS = ("classification", "caption", "vqa", "detection", "grounding", "segmentation", "ocr")
 # the tasks whose prompts may carry a language (PaliGemma's `caption {lang}`, `answer {lang} ...`)
 LANGUAGE_TASKS = ("caption", "vqa")
+DEFAULT_LANGUAGE = "en"  # a text without a language is English
 
 Box = tuple[float, float, float, float]
 ImageSize = tuple[int, int]  # (width, height)

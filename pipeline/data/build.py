@@ -25,9 +25,8 @@ from tqdm.auto import tqdm
 
 from pipeline import __version__, formats, sources
 from pipeline.errors import DataError
-from pipeline.formats import DEFAULT_LANGUAGE
 from pipeline.recipe import Recipe, expand_path, reader_params
-from pipeline.records import Example, RecordColumns, Tally, record_features
+from pipeline.records import DEFAULT_LANGUAGE, Example, RecordColumns, Tally, record_features
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline import tasks
 from pipeline.evaluation.predict import eval_generation_config, predict
-from pipeline.evaluation.score import HEADLINE, first_per_task, headline, score_tasks
+from pipeline.evaluation.score import first_per_task, headline, metric_at, score_tasks
 from pipeline.failpoints import failpoint
 from pipeline.recipe import Recipe
 
@@ -39,14 +40,16 @@ class GenerationEvaluator:
 
 
 def headline_entry(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numbers tracked over training: each task's headline metric, closed-set accuracy, and
-    their mean."""
-    entry = {
-        f"{task}/{key}": metrics[task][key]
-        for task, (key, _) in HEADLINE.items()
-        if task in metrics and metrics[task].get(key) is not None
-    }
-    if "closed_set" in metrics.get("classification", {}):
-        entry["classification/closed_set_accuracy"] = metrics["classification"]["closed_set"]["accuracy"]
+    """The numbers tracked over training: each task's headline metric and the extras it tracks
+    (closed-set accuracy), and their mean."""
+    entry: dict[str, float] = {}
+    for t in tasks.all_tasks():
+        if t.NAME in metrics and metrics[t.NAME].get(t.HEADLINE.key) is not None:
+            entry[f"{t.NAME}/{t.HEADLINE.key}"] = metrics[t.NAME][t.HEADLINE.key]
+    for t in tasks.all_tasks():
+        for extra in t.EXTRAS:
+            value = metric_at(metrics.get(t.NAME), extra.key) if extra.tracked else None
+            if value is not None:
+                entry[f"{t.NAME}/{extra.tracked}"] = value
     entry["mean"] = headline(metrics, "mean")
     return entry

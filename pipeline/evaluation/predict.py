@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import formats, models
+from pipeline import formats, models, tasks
 from pipeline.errors import UvftError
 from pipeline.formats.loc import LocScheme
 from pipeline.models import pixels
@@ -32,8 +32,6 @@ from pipeline.recipe import EvalSection, Recipe
 from pipeline.sources.images import load_image
 
 logger = logging.getLogger(__name__)
-
-LOCATION_TASKS = ("detection", "grounding", "segmentation")  # answered in location tokens, not words
 
 
 def _batches(records: Sequence[dict[str, Any]], batch_size: int) -> list[list[dict[str, Any]]]:
@@ -114,30 +112,12 @@ def generate(
             )
             results[r["id"] + "\0" + r["source"]] = {
                 "generated_text": text,
-                "parsed": _parsed(pred, confidences),
+                "parsed": tasks.get(r["task"]).parsed(pred, confidences),
                 "mean_logprob": sum(lp for _, lp in keep) / max(len(keep), 1),
             }
         bar.update(len(batch))
     bar.close()
     return [results[r["id"] + "\0" + r["source"]] for r in records]
-
-
-def _parsed(pred: Any, confidences: Sequence[float]) -> dict[str, Any]:
-    """The `parsed` entry of a generations row: text (not for the tasks that answer in location
-    tokens), boxes with their scores, and the polygons or regions of the tasks that have them."""
-    out: dict[str, Any] = {
-        "text": "" if pred.task in LOCATION_TASKS else pred.text,
-        "objects": [
-            {"bbox": list(o.bbox), "category": o.category, "score": s}
-            for o, s in zip(pred.objects, confidences, strict=True)
-        ],
-        "errors": pred.errors,
-    }
-    if pred.task == "segmentation":
-        out["polygons"] = [list(p) for p in pred.polygons]
-    if pred.task == "ocr":
-        out["regions"] = [{"text": g.text, "quad": list(g.quad)} for g in pred.regions]
-    return out
 
 
 @torch.no_grad()
@@ -207,7 +187,7 @@ def predict(
             "prompt": r["prompt"],
             "generated_text": o["generated_text"],
             "parsed": o["parsed"],
-            "references": _references(r),
+            "references": tasks.get(r["task"]).references(r),
             "image": r["image"],
             "image_size": r["image_size"],
         }
@@ -219,7 +199,7 @@ def predict(
 
 
 def _closed_set(model, processor, family, rows_in, rows, cfg: EvalSection, *, progress: bool) -> None:
-    """Add parsed["closed_set"] = {"label", "scores"} to the classification rows."""
+    """Add parsed["closed_set"] = {"label", "scores"} to the rows of closed-set tasks."""
     chosen = closed_set(
         model, processor, family, rows_in, labels=cfg.labels, batch_size=cfg.batch_size, progress=progress
     )
@@ -237,12 +217,12 @@ def closed_set(
     batch_size: int = 32,
     progress: bool = True,
 ) -> dict[int, dict[str, Any]]:
-    """Closed-set classification of the classification records: index -> {"label", "scores"}, the
+    """Closed-set classification of the records whose task has one: index -> {"label", "scores"}, the
     label of highest likelihood (the first of equal scores) among `labels`, else the record's own
     class list (`categories`). Records are scored in groups of the same candidate list."""
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for i, r in enumerate(records):
-        if r["task"] == "classification":
+        if tasks.get(r["task"]).CLOSED_SET:
             candidates = tuple(labels) if labels else tuple(r["categories"] or [])
             if not candidates:
                 raise UvftError(
@@ -280,25 +260,3 @@ def eval_generation_config(model: Any, recipe: Recipe, folder: Path | None = Non
         gen = generation_config(model, max_new_tokens=max_new)
     gen.update(num_beams=cfg.num_beams, max_new_tokens=max_new)
     return gen
-
-
-def _references(r: dict[str, Any]) -> dict[str, Any]:
-    task = r["task"]
-    if task == "classification":
-        return {"label": r["label"], "categories": r["categories"]}
-    if task in ("caption", "vqa"):
-        out = (
-            {"captions": r["captions"]}
-            if task == "caption"
-            else {"answers": r["answers"], "answer_type": r["answer_type"], "question": r["question"]}
-        )
-        if r.get("language"):
-            out["language"] = r["language"]
-        return out
-    if task == "grounding":
-        return {"phrase": r["phrase"], "objects": r["objects"]}
-    if task == "segmentation":
-        return {"phrase": r["phrase"], "polygons": r["polygons"], "objects": r["objects"]}
-    if task == "ocr":
-        return {"text": r["text"], "regions": r.get("regions") or []}
-    return {"objects": r["objects"], "crowd": r.get("crowd") or []}

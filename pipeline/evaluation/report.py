@@ -17,11 +17,12 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from pipeline import tasks
 from pipeline.sources.images import load_image
+from pipeline.tasks.task import text_rows
 
 log = logging.getLogger(__name__)
 
-TASK_ORDER = ("classification", "caption", "vqa", "detection", "grounding", "segmentation", "ocr")
 # Keys of the metrics dict that are not tasks.
 NON_TASK_KEYS = ("base", "counts")
 
@@ -56,9 +57,7 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
 
 
 def _tasks(metrics: Mapping[str, Any]) -> list[str]:
-    names = [k for k, v in metrics.items() if k not in NON_TASK_KEYS and isinstance(v, Mapping)]
-    known = [t for t in TASK_ORDER if t in names]
-    return known + sorted(t for t in names if t not in TASK_ORDER)
+    return tasks.ordered(k for k, v in metrics.items() if k not in NON_TASK_KEYS and isinstance(v, Mapping))
 
 
 def format_value(value: float | None) -> str:
@@ -226,22 +225,22 @@ def write_plots(out_dir: Path, summary: Mapping[str, Any] | None) -> dict[str, P
     return plots
 
 
-SCALED = {"caption/cider": 10.0}  # CIDEr-D runs 0-10; drawn / 10 beside the 0-1 scores, as the mean counts it
-INVERTED = ("ocr/cer",)  # lower is better: drawn as max(0, 1 - value), as the mean counts it
+def _unit_task(key: str) -> tasks.Task | None:
+    """The task whose headline `key` ("caption/cider") is drawn on the 0-1 scale, else None."""
+    name, _, metric = key.partition("/")
+    task = tasks.TABLE.get(name)
+    return task if task is not None and metric == task.HEADLINE.key else None
 
 
 def _scaled_key(key: str) -> str:
-    if key in INVERTED:
-        return f"1 - {key}"
-    return f"{key} / {SCALED[key]:g}" if key in SCALED else key
+    task = _unit_task(key)
+    return task.UNIT_LABEL.format(key) if task else key
 
 
 def _scaled(key: str, value: Any) -> Any:
-    if not _is_number(value):
-        return value
-    if key in INVERTED:
-        return max(0.0, 1.0 - value)
-    return value / SCALED[key] if key in SCALED else value
+    # drawn as the headline mean counts it: CIDEr-D / 10, max(0, 1 - CER)
+    task = _unit_task(key)
+    return task.unit_score(value) if task and _is_number(value) else value
 
 
 def eval_curves(evals: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -413,14 +412,8 @@ def _card(gen: Generation) -> str:
         ("prompt", str(gen.get("prompt", ""))),
         ("generated", str(gen.get("generated_text", ""))),
     ]
-    if gen.get("task") == "ocr":  # shown even when empty: nothing recognised is the answer to judge
-        rows.append(("recognised", str(parsed.get("text") or "")))
-    elif parsed.get("text"):
-        rows.append(("parsed", str(parsed["text"])))
-    if parsed.get("objects"):
-        rows.append(("predicted", ", ".join(str(o.get("category", "")) for o in parsed["objects"])))
-    if parsed.get("polygons"):
-        rows.append(("predicted", f"{len(parsed['polygons'])} polygon(s)"))
+    task = tasks.TABLE.get(str(gen.get("task")))
+    rows += task.card_rows(parsed) if task else text_rows(parsed)
     if parsed.get("errors"):
         rows.append(("parse errors", str(parsed["errors"])))
     rows += [(f"ref {k}", v) for k, v in _references_text(gen.get("references") or {})]
@@ -497,8 +490,7 @@ def _html(
     by_task: dict[str, list[Generation]] = {}
     for gen in generations:
         by_task.setdefault(str(gen.get("task", "unknown")), []).append(gen)
-    tasks = [t for t in TASK_ORDER if t in by_task] + sorted(t for t in by_task if t not in TASK_ORDER)
-    for task in tasks:
+    for task in tasks.ordered(by_task):
         best, worst = select_examples(by_task[task], examples_per_task)
         parts.append(f"<h2>{e(task)} examples ({len(by_task[task])} in all)</h2>")
         for title, chosen in (("Best", best), ("Worst", worst)):

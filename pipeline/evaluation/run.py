@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import models
+from pipeline import models, tasks
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.predict import eval_generation_config, predict
-from pipeline.evaluation.score import BASELINES, HEADLINE, first_per_task, score_tasks, trivial_baselines
+from pipeline.evaluation.score import first_per_task, score_tasks, trivial_baselines
 from pipeline.models.spec import weights_folder
 from pipeline.recipe import Recipe
 
@@ -117,24 +117,23 @@ def print_metrics(metrics: dict[str, Any], base_metrics: dict[str, Any] | None =
     from rich.console import Console
     from rich.table import Table
 
-    rows: list[tuple[str, str, Any, str]] = []
-    for task, (key, name) in HEADLINE.items():
-        if task in metrics:
-            rows.append((task, name, (task, key), str(metrics["counts"].get(task, ""))))
-            if task == "classification" and "closed_set" in metrics[task]:
-                rows.append((task, "top-1 accuracy (closed-set)", (task, "closed_set", "accuracy"), ""))
-            baseline, baseline_name = BASELINES.get(task, ("", ""))
-            if baseline in metrics[task]:
-                rows.append((task, baseline_name, (task, baseline, key), ""))
-            if task == "detection":
-                rows.append((task, "mAP@[.5:.95]", (task, "map"), ""))
-
     def get(m: dict[str, Any] | None, path: tuple[str, ...]) -> str:
         for part in path:
             if not isinstance(m, dict) or part not in m:
                 return ""
             m = m[part]
         return "n/a" if m is None else f"{m:.3f}"
+
+    rows: list[tuple[str, str, tuple[str, ...], str]] = []
+    for t in tasks.all_tasks():
+        if t.NAME not in metrics:
+            continue
+        key = t.HEADLINE.key
+        rows.append((t.NAME, t.HEADLINE.name, (t.NAME, key), str(metrics["counts"].get(t.NAME, ""))))
+        extras = [(t.NAME, e.name, (t.NAME, *e.key.split(".")), "") for e in t.EXTRAS]
+        rows += [row for row in extras if get(metrics, row[2])]  # closed-set only where it was scored
+        if t.BASELINE is not None and t.BASELINE.key in metrics[t.NAME]:
+            rows.append((t.NAME, t.BASELINE.name, (t.NAME, t.BASELINE.key, key), ""))
 
     table = Table(title="evaluation")
     columns = ["task", "metric", *(["base"] if base_metrics else []), "value", "records"]

@@ -11,9 +11,7 @@ from types import ModuleType
 
 from pipeline.errors import DataError
 from pipeline.families import FAMILY_MODULES
-from pipeline.records import Example, Object, Region
-
-DEFAULT_LANGUAGE = "en"
+from pipeline.records import DEFAULT_LANGUAGE, Example, Object, Region
 
 
 @dataclass

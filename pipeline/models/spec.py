@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import formats
+from pipeline import formats, tasks
 from pipeline.errors import UvftError
-from pipeline.records import LANGUAGE_TASKS, TASKS, Example, Object
+from pipeline.records import TASKS
 
 SPEC_FILE = "uvft.json"
 
@@ -76,31 +76,14 @@ class ModelSpec:
         OCR uses the prompt it was trained with (Florence-2: `<OCR>` or `<OCR_WITH_REGION>`).
         """
         spec = self.task(task)
-        if task == "vqa" and not (question and question.strip()):
-            raise UvftError("task vqa needs a question (--question)")
-        if task in ("grounding", "segmentation") and not (phrase and phrase.strip()):
-            raise UvftError(f"task {task} needs a phrase (--phrase), the expression to locate")
-        if task == "ocr":
-            return spec.prompt
-        if language is not None and task not in LANGUAGE_TASKS:
-            raise UvftError(f"a language is only for {' and '.join(LANGUAGE_TASKS)} (task {task})")
-        vocab = list(classes) if classes else list(spec.classes)
-        phrase = phrase.strip() if phrase else None
-        example = Example(
-            id="predict",
-            task=task,
-            image="",
-            image_size=(1, 1),
-            label="" if task == "classification" else None,
-            caption="" if task == "caption" else None,
-            question=question.strip() if task == "vqa" and question else None,
-            answer="" if task == "vqa" else None,
-            categories=vocab if task == "detection" else [],
+        example = tasks.get(task).prompt_example(
+            question=question,
+            classes=list(classes) if classes else list(spec.classes),
             phrase=phrase,
-            objects=[Object((0.0, 0.0, 1.0, 1.0), phrase)] if task == "grounding" and phrase else [],
-            polygons=[[0.0, 0.0, 1.0, 0.0, 1.0, 1.0]] if task == "segmentation" else [],
             language=language,
         )
+        if example is None:  # the task predicts with the prompt it was trained with
+            return spec.prompt
         return formats.get(self.family).render(example)[0]
 
 
@@ -143,23 +126,12 @@ def spec_from_records(
     specs: dict[str, TaskSpec] = {}
     for task in (t for t in TASKS if t in first):
         row = train[first[task]]
-        prompt = row["prompt"]
-        if task == "vqa":  # the template: the format module renders a question placeholder
-            example = Example(
-                id="t",
-                task="vqa",
-                image="",
-                image_size=(1, 1),
-                question="{question}",
-                answer="",
-                language=row.get("language"),
-            )
-            prompt = formats.get(family).render(example)[0]
+        template = tasks.get(task).template_example(row.get("language"))
         specs[task] = TaskSpec(
-            prompt=prompt,
+            prompt=formats.get(family).render(template)[0] if template is not None else row["prompt"],
             example_target=row["target"],
             sources=sources[task],
-            classes=list(row["categories"] or []) if task in ("classification", "detection") else [],
+            classes=list(row["categories"] or []) if tasks.get(task).VOCABULARY else [],
         )
     return ModelSpec(
         family=family,

@@ -14,8 +14,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pipeline import tasks
 from pipeline.evaluation.metrics.detection import BACKENDS, STAT_KEYS, detection_metrics
-from pipeline.evaluation.predict import _references
 from pipeline.records import Record
 from pipeline.sources import SourceContext
 from pipeline.sources.coco_detection import read_coco_detection
@@ -111,7 +111,7 @@ def test_read_records_scored_by_uvft_equal_cocoeval_on_the_original_file(coco_fi
     # the references the evaluation writes for each record (predictions.jsonl), and its ground truth
     gts = []
     for r in records:
-        refs = _references(r)
+        refs = tasks.get(r["task"]).references(r)
         gts.append({"image_id": r["id"], "width": r["image_size"][0], "height": r["image_size"][1]} | refs)
     names = {c["id"]: c["name"] for c in CATEGORIES}
     preds = {r["id"]: [] for r in records}

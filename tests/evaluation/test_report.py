@@ -261,9 +261,10 @@ def card_row(page: str, name: str) -> str:
 
 
 def test_new_tasks_follow_detection_in_order():
-    from pipeline.evaluation.report import TASK_ORDER
+    from pipeline import tasks
 
-    assert TASK_ORDER[TASK_ORDER.index("detection") :] == ("detection", "grounding", "segmentation", "ocr")
+    order = tasks.names()
+    assert order[order.index("detection") :] == ("detection", "grounding", "segmentation", "ocr")
 
 
 def test_new_task_metrics_markdown_order_and_flattening(tmp_path):

@@ -1,0 +1,73 @@
+"""The tasks uvft knows, in one ordered table: each a module satisfying the `Task` protocol
+(pipeline/tasks/task.py) with what uvft knows of it besides its text, which the format modules
+write and read. Evaluation, the model card, the report, `uvft predict`, the readers' column tables
+and the CLI ask this table; nothing else names a task.
+
+The order is records.TASKS: checkpoints keep per-task loss sums by position, so a new task goes
+at the end of both. Adding a task: a module here, a line in `_MODULES`, its name at the end of
+records.TASKS (and its target field in Example's check), its render and parse in each format
+module, its columns in the readers that take it (jsonl, hf_dataset).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from pipeline.records import LANGUAGE_TASKS, TASKS
+from pipeline.tasks import caption, classification, detection, grounding, ocr, segmentation, vqa
+from pipeline.tasks.task import Task, TrainColumns
+
+_MODULES = (classification, caption, vqa, detection, grounding, segmentation, ocr)
+TABLE: dict[str, Task] = {m.NAME: cast(Task, m) for m in _MODULES}  # in records.TASKS order (a test)
+
+# the names as symbols, for code that must name one task (a reader of one task's format)
+CLASSIFICATION = classification.NAME
+CAPTION = caption.NAME
+VQA = vqa.NAME
+DETECTION = detection.NAME
+GROUNDING = grounding.NAME
+SEGMENTATION = segmentation.NAME
+OCR = ocr.NAME
+
+__all__ = [
+    "CAPTION",
+    "CLASSIFICATION",
+    "DETECTION",
+    "GROUNDING",
+    "LANGUAGE_TASKS",
+    "OCR",
+    "SEGMENTATION",
+    "TABLE",
+    "TASKS",
+    "VQA",
+    "Task",
+    "TrainColumns",
+    "all_tasks",
+    "get",
+    "names",
+    "ordered",
+]
+
+
+def get(name: str) -> Task:
+    """The task module of `name`; an unknown name raises KeyError listing the known ones."""
+    try:
+        return TABLE[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+
+
+def names() -> tuple[str, ...]:
+    return TASKS
+
+
+def all_tasks() -> tuple[Task, ...]:
+    """Every task module, in the table's order."""
+    return tuple(TABLE.values())
+
+
+def ordered(present: object) -> list[str]:
+    """The known task names among `present` (any container of names) in the table's order, then
+    any unknown ones sorted."""
+    names_ = list(present)  # type: ignore[call-overload]
+    return [t for t in TASKS if t in names_] + sorted(t for t in names_ if t not in TABLE)
