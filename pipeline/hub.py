@@ -20,22 +20,19 @@ to huggingface_hub: it is never printed, logged or written, and errors are scrub
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline import formats, models, tasks
+from pipeline import formats, loader, models, tasks
 from pipeline.errors import UvftError
 from pipeline.evaluation.score import metric_at
-from pipeline.inference import HUB_ID, adapter_base, resolve_base, spec_for
 from pipeline.models.spec import ModelSpec, weights_folder
 
 logger = logging.getLogger(__name__)
@@ -472,12 +469,12 @@ def stage(
             raise UvftError("--base-repo-id points an adapter at its base; a --merged push has no adapter")
     run = run_dir_of(source)
     weights = weights_folder(source)
-    spec = spec_for(weights)
+    spec = loader.spec_for(weights)
     is_adapter = (weights / "adapter_config.json").is_file()
     if not is_adapter and not (weights / "config.json").is_file():
         raise UvftError(f"{source} holds no adapter (adapter_config.json) and no model (config.json)")
-    base_name = adapter_base(weights, spec) if is_adapter else spec.base_model
-    base_is_hub = bool(HUB_ID.match(base_name or "")) and not Path(base_name).expanduser().is_dir()
+    base_name = loader.adapter_base(weights, spec) if is_adapter else spec.base_model
+    base_is_hub = bool(loader.HUB_ID.match(base_name or "")) and not Path(base_name).expanduser().is_dir()
     if is_adapter and not merged and not base_is_hub and base_repo_id is None:
         raise UvftError(
             f"the adapter's base model is a local folder ({base_name}), which nobody else can load: "
@@ -494,7 +491,7 @@ def stage(
 
     base_staged = None
     if base_repo_id is not None and not merged:
-        base_staged = _stage_base(resolve_base(base_name, weights), base_repo_id, repo_id, folder)
+        base_staged = _stage_base(loader.resolve_base(base_name, weights), base_repo_id, repo_id, folder)
         published_base: str | None = base_repo_id
     else:
         published_base = base_name if base_is_hub else None
@@ -577,7 +574,7 @@ def _refuse_pickles(folder: Path) -> None:
 
 
 def _check_repo_id(repo_id: str, option: str) -> None:
-    if not HUB_ID.match(repo_id):
+    if not loader.HUB_ID.match(repo_id):
         raise UvftError(f"{option} {repo_id!r}: a hub repo id is namespace/name (e.g. me/demo)")
 
 
@@ -620,7 +617,6 @@ def export_merged(source: Path, out: Path, *, card: bool = True, repo_id: str | 
     """Merge the adapter into its base (`merge_and_unload`) and save a full model folder that
     `from_pretrained` loads without peft: safetensors, processor, pinned generation config,
     uvft.json, and a model card. A full fine-tune's model is copied as it is."""
-    from pipeline.inference import load_model
     from pipeline.models.common import save_base
 
     out = Path(out)
@@ -628,7 +624,7 @@ def export_merged(source: Path, out: Path, *, card: bool = True, repo_id: str | 
         raise UvftError(f"export folder {out} is the source folder; choose another")
     tmp = out.with_name(out.name + ".tmp-export")  # written whole, then swapped in
     shutil.rmtree(tmp, ignore_errors=True)
-    m = load_model(source, device="cpu")
+    m = loader.load(source, device="cpu")
     model = m.model.merge_and_unload() if m.is_adapter else m.model
     save_base(model, m.processor, tmp)
     m.generation_config.save_pretrained(tmp)
@@ -636,7 +632,7 @@ def export_merged(source: Path, out: Path, *, card: bool = True, repo_id: str | 
     spec.save(tmp)
     if card:
         evidence = run_evidence(Path(source))
-        base = spec.base_model if HUB_ID.match(spec.base_model or "") else None
+        base = spec.base_model if loader.HUB_ID.match(spec.base_model or "") else None
         model_card = build_card(
             spec, evidence, repo_id=repo_id or f"local/{out.name}", base_model=base, merged=True
         )
@@ -649,60 +645,6 @@ def export_merged(source: Path, out: Path, *, card: bool = True, repo_id: str | 
 
 
 # ---------------------------------------------------------------------------- upload
-
-
-@contextlib.contextmanager
-def hub_errors(repo_id: str, *, token: str | None = None) -> Iterator[None]:
-    """Turn what huggingface_hub raises into one UvftError line a user can act on, token scrubbed."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        LocalTokenNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    def scrub(text: str) -> str:
-        return text.replace(token, "***") if token else text
-
-    def first_line(e: BaseException) -> str:
-        return scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-
-    try:
-        yield
-    except LocalTokenNotFoundError:
-        raise UvftError("no Hugging Face token: set HF_TOKEN or run `hf auth login`") from None
-    except RepositoryNotFoundError as e:
-        raise UvftError(
-            f"{repo_id}: repository not found, or your token cannot see it ({first_line(e)})"
-        ) from None
-    except RevisionNotFoundError as e:
-        raise UvftError(f"{repo_id}: revision not found ({first_line(e)})") from None
-    except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        server = (
-            scrub((e.server_message or "").strip().splitlines()[0]) if e.server_message else first_line(e)
-        )
-        if status == 401:
-            raise UvftError(f"the hub refused the token (401 Unauthorized): {server}") from None
-        if status == 403:
-            raise UvftError(f"no write access to {repo_id} (403 Forbidden): {server}") from None
-        raise UvftError(f"the hub answered {status} for {repo_id}: {server}") from None
-    except LocalEntryNotFoundError as e:  # offline, nothing cached
-        raise UvftError(
-            f"cannot reach the hub at {constants.ENDPOINT} for {repo_id}: {first_line(e)}"
-        ) from None
-    except (OSError, *_transport_errors()) as e:
-        raise UvftError(f"cannot reach the hub at {constants.ENDPOINT}: {first_line(e)}") from None
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    for name in ("httpx2", "httpx"):
-        with contextlib.suppress(ImportError):
-            module = __import__(name)
-            return (module.TransportError,)
-    return ()
 
 
 @dataclass
@@ -743,7 +685,7 @@ def push(
     result = PushResult(staged)
     message = commit_message or f"uvft: upload {'merged model' if merged else 'adapter'} from {source}"
     if staged.base is not None:
-        with hub_errors(staged.base.repo_id, token=token):
+        with loader.hub_errors(staged.base.repo_id, token=token):
             api.create_repo(staged.base.repo_id, private=not public, exist_ok=True)
             info = api.upload_folder(
                 repo_id=staged.base.repo_id,
@@ -751,7 +693,7 @@ def push(
                 commit_message=f"uvft: base model of {repo_id}",
             )
             result.base_commit_url = info.commit_url
-    with hub_errors(repo_id, token=token):
+    with loader.hub_errors(repo_id, token=token):
         api.create_repo(repo_id, private=not public, exist_ok=True)
         if revision and not create_pr:
             api.create_branch(repo_id, branch=revision, exist_ok=True)

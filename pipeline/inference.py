@@ -1,42 +1,27 @@
 """Use a trained model: `load_model(run folder | merged export | hub id)` and `Model.predict`.
 
 Shared by `uvft predict` and the Python API (`from pipeline import load_model`). Everything that
-decides an output is what `uvft eval` uses: the family's format module renders the prompt (from
-the model's `uvft.json`, see pipeline.models.spec) and parses the generation, the generation config
-is the one pinned in the folder (greedy, `no_repeat_ngram_size=0`), images go through the same
-`load_image` (EXIF orientation, grayscale / RGBA / 16-bit to RGB), and records are generated in
-the same batches (pipeline.evaluation.predict). So `predict` reproduces `uvft eval`'s generations.
-
-What `load_model` accepts:
-
-- a run folder of a LoRA run (`adapter_config.json`; the base named in it or in `uvft.json`), or
-  of a full fine-tune (`adapter.method: full` keeps the model in `<run>/model`), or `<run>/best`;
-- a merged export (`uvft export RUN --merged OUT`: `config.json` + safetensors, no peft);
-- a hub id (`me/demo`, with `revision`): downloaded with `snapshot_download`, then as above.
-
-Weights are read from safetensors only (a folder holding only `adapter_model.bin` is refused) and
-remote code never runs.
+decides an output is what `uvft eval` uses: the model is loaded by the same loader
+(pipeline.loader: what it accepts is listed there), the family's format module renders the prompt
+(from the model's `uvft.json`, see pipeline.models.spec) and parses the generation, the generation
+config is the one pinned in the folder (greedy, `no_repeat_ngram_size=0`), images go through the
+same `load_image` (EXIF orientation, grayscale / RGBA / 16-bit to RGB), and records are generated
+in the same batches (pipeline.evaluation.predict). So `predict` reproduces `uvft eval`'s
+generations.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import models, tasks
+from pipeline import loader, tasks
 from pipeline.errors import UvftError
-from pipeline.families import FAMILIES
-from pipeline.models.spec import ModelSpec, load_spec, spec_from_records, weights_folder
-
-logger = logging.getLogger(__name__)
+from pipeline.models.spec import ModelSpec
 
 ImageLike = Any  # a path (str / Path) or a PIL.Image.Image
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CHUNK = 256  # images held in memory at once by predict_many
 
 
@@ -49,7 +34,11 @@ class Model:
     spec: ModelSpec
     generation_config: Any
     folder: Path  # where the weights were read from
-    is_adapter: bool
+    kind: str  # "adapter", "full" or "merged" (pipeline.loader.Loaded)
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.kind == "adapter"
 
     @property
     def family(self) -> str:
@@ -189,135 +178,19 @@ def load_model(
     token: str | None = None,
     device: str | None = None,
 ) -> Model:
-    """Load a run folder, a merged export or a hub id (see the module doc) for prediction.
+    """Load a run folder, a merged export or a hub id (pipeline.loader) for prediction.
 
     device: "cpu", "cuda", ... (None: CUDA when available, else the CPU).
     """
-    import torch
-
-    folder = resolve_source(source, revision=revision, token=token)
-    weights = weights_folder(folder)
-    spec = spec_for(weights)
-    family = models.get(spec.family)
-    is_adapter = (weights / "adapter_config.json").is_file()
-    if is_adapter:
-        if not (weights / "adapter_model.safetensors").is_file():
-            raise UvftError(f"{weights} has no adapter_model.safetensors (uvft loads safetensors only)")
-        base = resolve_base(adapter_base(weights, spec), weights)
-        model, processor = family.load(base)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(weights))
-        processor = _processor(weights, family) or processor
-    else:
-        model, processor = family.load(weights)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
+    m = loader.load(source, revision=revision, token=token, device=device)
     return Model(
-        model=model,
-        processor=processor,
-        spec=spec,
-        generation_config=pinned_generation_config(weights, model),
-        folder=weights,
-        is_adapter=is_adapter,
+        model=m.model,
+        processor=m.processor,
+        spec=m.spec,
+        generation_config=m.generation_config,
+        folder=m.folder,
+        kind=m.kind,
     )
-
-
-def resolve_source(source: str | Path, *, revision: str | None = None, token: str | None = None) -> Path:
-    """A local folder as it is, or a hub id downloaded with snapshot_download."""
-    path = Path(source).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise UvftError(f"{path} is a file; give a run folder, an export folder or a hub id")
-        return path
-    if not HUB_ID.match(str(source)):
-        raise UvftError(f"{source}: no such folder (and not a hub id of the form namespace/name)")
-    from huggingface_hub import snapshot_download
-
-    from pipeline.hub import hub_errors
-
-    with hub_errors(str(source), token=token):
-        return Path(snapshot_download(repo_id=str(source), revision=revision, token=token))
-
-
-def adapter_base(folder: Path, spec: ModelSpec | None = None) -> str:
-    """The base model an adapter folder names: uvft.json's, else adapter_config.json's."""
-    if spec is not None and spec.base_model:
-        return spec.base_model
-    config = json.loads((folder / "adapter_config.json").read_text())
-    return str(config.get("base_model_name_or_path") or "")
-
-
-def resolve_base(name: str, folder: Path) -> str:
-    """A base model name as from_pretrained takes it: an existing folder, or a hub id."""
-    if name and Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    if HUB_ID.match(name):
-        return name
-    raise UvftError(
-        f"the base model of {folder}, {name!r}, is a folder that is not on this machine "
-        "(a local path of the machine that trained it); publish it with `uvft push --base-repo-id` "
-        "or `--merged`, or run where it exists"
-    )
-
-
-def _processor(folder: Path, family: Any) -> Any | None:
-    """The processor saved next to the weights (it carries the run's tokenizer), if there is one."""
-    if not (folder / "tokenizer_config.json").is_file():
-        return None
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(str(folder))
-
-
-def pinned_generation_config(folder: Path, model: Any) -> Any:
-    """The folder's generation_config.json (pinned at training), else the pinned default."""
-    from transformers import GenerationConfig
-
-    if (folder / "generation_config.json").is_file():
-        return GenerationConfig.from_pretrained(str(folder))
-    from pipeline.models.generation import generation_config
-
-    return generation_config(model, max_new_tokens=256)
-
-
-def spec_for(folder: Path) -> ModelSpec:
-    """The folder's uvft.json; for a run trained before uvft wrote one (or `<run>/best`), the
-    parent run's, else one rebuilt from the run's recipe.yaml and its (cached) records."""
-    for where in (folder, folder.parent):
-        spec = load_spec(where)
-        if spec is not None:
-            return spec
-    for where in (folder, folder.parent):
-        if (where / "recipe.yaml").is_file():
-            return _spec_from_run(where)
-    family = _family_from_config(folder)
-    raise UvftError(
-        f"{folder} has no uvft.json (nor a recipe.yaml to rebuild it from): uvft cannot tell which "
-        f"prompts this {family or 'model'} was trained on; export or push it with uvft"
-    )
-
-
-def _spec_from_run(run_dir: Path) -> ModelSpec:
-    from pipeline.data.build import build
-    from pipeline.recipe import load_recipe
-
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    logger.info("%s has no uvft.json: rebuilding it from its recipe and records", run_dir)
-    records = build(recipe, progress=False).load()
-    summary = run_dir / "summary.json"
-    base = recipe.model.id or (json.loads(summary.read_text())["base_model"] if summary.is_file() else "")
-    return spec_from_records(
-        recipe.model.family, base, recipe.adapter.method, records[recipe.data.train_split]
-    )
-
-
-def _family_from_config(folder: Path) -> str | None:
-    config = folder / "config.json"
-    if not config.is_file():
-        return None
-    model_type = json.loads(config.read_text()).get("model_type", "")
-    return model_type if model_type in FAMILIES else None  # the families' model_type is their name
 
 
 # ---------------------------------------------------------------------------- `uvft predict` I/O

@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import models, tasks
+from pipeline import loader, tasks
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.predict import eval_generation_config, predict
 from pipeline.evaluation.score import first_per_task, score_tasks, trivial_baselines
-from pipeline.models.spec import weights_folder
 from pipeline.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -38,9 +37,8 @@ def evaluate_run(
     batch_size: int | None = None,
     progress: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """Evaluate the base model (adapter=None) or base + adapter on a split; return (out dir, metrics)."""
-    from peft import PeftModel
-
+    """Evaluate the base model (adapter=None) or a trained model (base + adapter, or a full
+    fine-tune's folder) on a split; return (out dir, metrics)."""
     records = build(recipe, progress=progress).load()
     if split not in records:
         raise UvftError(f"split {split!r} is not in the records: {sorted(records)}")
@@ -66,17 +64,13 @@ def evaluate_run(
         raise UvftError(
             f"{run_dir} has no summary.json: run `uvft finetune` first (the tiny base comes from it)"
         )
-    family = models.get(recipe.model.family)
-    weights = weights_folder(adapter) if adapter is not None else None  # a full fine-tune: <run>/model
-    if weights is not None and not (weights / "adapter_config.json").is_file():
-        if not (weights / "config.json").is_file():
-            raise UvftError(f"{adapter} holds no adapter (adapter_config.json) and no model (model/)")
-        model, processor = family.load(weights)
+    family = recipe.model.family
+    if adapter is None:
+        m = loader.load_base(base_model, family, revision=recipe.model.revision)
     else:
-        model, processor = family.load(base_model, revision=recipe.model.revision)
-        if adapter is not None:
-            model = PeftModel.from_pretrained(model, adapter)
-    gen = eval_generation_config(model, recipe, weights if weights is not None else run_dir)
+        m = loader.load(adapter, family=family, base=base_model, base_revision=recipe.model.revision)
+    model, processor = m.model, m.processor
+    gen = eval_generation_config(model, recipe, m.folder if adapter is not None else run_dir)
     if batch_size is not None:
         recipe = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"batch_size": batch_size})})
     started = time.perf_counter()

@@ -1,0 +1,302 @@
+"""The one way a trained model is loaded: `load(source)` -> `Loaded` (model, processor, spec, kind),
+for `uvft eval`, `uvft predict` / `load_model`, `uvft export` and `uvft push`.
+
+What `load` accepts:
+
+- a run folder of a LoRA run (`adapter_config.json`; the base named in `uvft.json`, else in
+  `adapter_config.json`, unless the caller names it), or `<run>/best`;
+- a run folder of a full fine-tune (`adapter.method: full` keeps the model in `<run>/model`);
+- a merged export (`uvft export RUN --merged OUT`: `config.json` + safetensors, no peft), or any
+  model folder;
+- a hub id (`me/demo`, with `revision`): downloaded with `snapshot_download`, then as above.
+
+`load_base` loads a base model (a hub id or a folder, as `from_pretrained` takes it): what the
+fine-tune started from, for `uvft eval --base`.
+
+Weights are read from safetensors only (an adapter folder holding only `adapter_model.bin` is
+refused), remote code never runs, and the hub's errors become one line a user can act on, with the
+token never shown (`hub_errors`, which `uvft push` uses too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import models
+from pipeline.errors import UvftError
+from pipeline.families import FAMILIES
+from pipeline.models.spec import ModelSpec, load_spec, spec_from_records, weights_folder
+
+logger = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+KINDS = ("adapter", "full", "merged", "base")
+
+
+@dataclass
+class Loaded:
+    """A loaded model with what reproducing its outputs needs.
+
+    kind: "adapter" (base + LoRA adapter), "full" (a full fine-tune's `<run>/model`), "merged" (a
+    merged export or any other model folder), "base" (`load_base`). `spec` (uvft.json: the family,
+    the prompts it was trained on) is read when first asked for.
+    """
+
+    model: Any
+    processor: Any
+    kind: str
+    family: str
+    generation_config: Any
+    folder: Path | None  # where the weights were read from (None: a base given by hub id)
+    _spec: ModelSpec | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def spec(self) -> ModelSpec:
+        if self._spec is not None:
+            return self._spec
+        if self.folder is None:
+            raise UvftError("a base model has no uvft.json: it was not trained by uvft")
+        return spec_for(self.folder)
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.kind == "adapter"
+
+
+def load(
+    source: str | Path,
+    *,
+    family: str | None = None,
+    base: str | None = None,
+    base_revision: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    device: str | None = None,
+) -> Loaded:
+    """Load a trained model (see the module doc) on `device` ("cpu", "cuda", ...; None: CUDA when
+    available, else the CPU), in eval mode.
+
+    family / base: what the caller already knows (the recipe's family, the base the run trained
+    from, with `base_revision`); unset, they come from the folder's uvft.json (or adapter_config.json).
+    """
+    folder = resolve_source(source, revision=revision, token=token)
+    weights = weights_folder(folder)
+    spec = None
+    if family is None or (base is None and (weights / "adapter_config.json").is_file()):
+        spec = spec_for(weights)
+    family_ = models.get(family or spec.family)  # type: ignore[union-attr]
+    if (weights / "adapter_config.json").is_file():
+        if not (weights / "adapter_model.safetensors").is_file():
+            raise UvftError(f"{weights} has no adapter_model.safetensors (uvft loads safetensors only)")
+        base_name = base if base is not None else resolve_base(adapter_base(weights, spec), weights)
+        model, processor = family_.load(base_name, revision=base_revision)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(weights))
+        processor = _processor(weights) or processor
+        kind = "adapter"
+    elif (weights / "config.json").is_file():
+        model, processor = family_.load(weights)
+        kind = "full" if weights != folder or _trained_method(weights) == "full" else "merged"
+    else:
+        raise UvftError(
+            f"{source} holds no adapter (adapter_config.json) and no model (config.json or model/)"
+        )
+    return Loaded(
+        model=_to_device(model, device),
+        processor=processor,
+        kind=kind,
+        family=family_.FAMILY,
+        generation_config=pinned_generation_config(weights, model),
+        folder=weights,
+        _spec=spec,
+    )
+
+
+def load_base(name: str, family: str, *, revision: str | None = None, device: str | None = None) -> Loaded:
+    """A base model (hub id or folder) with its processor and the pinned default generation config."""
+    model, processor = models.get(family).load(name, revision=revision)
+    folder = Path(name).expanduser() if Path(name).expanduser().is_dir() else None
+    return Loaded(
+        model=_to_device(model, device),
+        processor=processor,
+        kind="base",
+        family=family,
+        generation_config=pinned_generation_config(folder, model),
+        folder=folder,
+    )
+
+
+def _trained_method(folder: Path) -> str | None:
+    """The adapter method uvft.json records for a model folder (or its run: `<run>/best`)."""
+    for where in (folder, folder.parent):
+        spec = load_spec(where)
+        if spec is not None:
+            return spec.method
+    return None
+
+
+def _to_device(model: Any, device: str | None) -> Any:
+    import torch
+
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+
+
+def resolve_source(source: str | Path, *, revision: str | None = None, token: str | None = None) -> Path:
+    """A local folder as it is, or a hub id downloaded with snapshot_download."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UvftError(f"{path} is a file; give a run folder, an export folder or a hub id")
+        return path
+    if not HUB_ID.match(str(source)):
+        raise UvftError(f"{source}: no such folder (and not a hub id of the form namespace/name)")
+    from huggingface_hub import snapshot_download
+
+    with hub_errors(str(source), token=token):
+        return Path(snapshot_download(repo_id=str(source), revision=revision, token=token))
+
+
+def adapter_base(folder: Path, spec: ModelSpec | None = None) -> str:
+    """The base model an adapter folder names: uvft.json's, else adapter_config.json's."""
+    if spec is not None and spec.base_model:
+        return spec.base_model
+    config = json.loads((folder / "adapter_config.json").read_text())
+    return str(config.get("base_model_name_or_path") or "")
+
+
+def resolve_base(name: str, folder: Path) -> str:
+    """A base model name as from_pretrained takes it: an existing folder, or a hub id."""
+    if name and Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if HUB_ID.match(name):
+        return name
+    raise UvftError(
+        f"the base model of {folder}, {name!r}, is a folder that is not on this machine "
+        "(a local path of the machine that trained it); publish it with `uvft push --base-repo-id` "
+        "or `--merged`, or run where it exists"
+    )
+
+
+def _processor(folder: Path) -> Any | None:
+    """The processor saved next to the weights (it carries the run's tokenizer), if there is one."""
+    if not (folder / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(folder))
+
+
+def pinned_generation_config(folder: Path | None, model: Any) -> Any:
+    """The folder's generation_config.json (pinned at training), else the pinned default."""
+    from transformers import GenerationConfig
+
+    if folder is not None and (folder / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(str(folder))
+    from pipeline.models.generation import generation_config
+
+    return generation_config(model, max_new_tokens=256)
+
+
+def spec_for(folder: Path) -> ModelSpec:
+    """The folder's uvft.json; for a run trained before uvft wrote one (or `<run>/best`), the
+    parent run's, else one rebuilt from the run's recipe.yaml and its (cached) records."""
+    for where in (folder, folder.parent):
+        spec = load_spec(where)
+        if spec is not None:
+            return spec
+    for where in (folder, folder.parent):
+        if (where / "recipe.yaml").is_file():
+            return _spec_from_run(where)
+    family = _family_from_config(folder)
+    raise UvftError(
+        f"{folder} has no uvft.json (nor a recipe.yaml to rebuild it from): uvft cannot tell which "
+        f"prompts this {family or 'model'} was trained on; export or push it with uvft"
+    )
+
+
+def _spec_from_run(run_dir: Path) -> ModelSpec:
+    from pipeline.data.build import build
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    logger.info("%s has no uvft.json: rebuilding it from its recipe and records", run_dir)
+    records = build(recipe, progress=False).load()
+    summary = run_dir / "summary.json"
+    base = recipe.model.id or (json.loads(summary.read_text())["base_model"] if summary.is_file() else "")
+    return spec_from_records(
+        recipe.model.family, base, recipe.adapter.method, records[recipe.data.train_split]
+    )
+
+
+def _family_from_config(folder: Path) -> str | None:
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    model_type = json.loads(config.read_text()).get("model_type", "")
+    return model_type if model_type in FAMILIES else None  # the families' model_type is their name
+
+
+# ---------------------------------------------------------------------------- the hub's errors
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, *, token: str | None = None) -> Iterator[None]:
+    """Turn what huggingface_hub raises into one UvftError line a user can act on, token scrubbed."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        LocalTokenNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    def scrub(text: str) -> str:
+        return text.replace(token, "***") if token else text
+
+    def first_line(e: BaseException) -> str:
+        return scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+    try:
+        yield
+    except LocalTokenNotFoundError:
+        raise UvftError("no Hugging Face token: set HF_TOKEN or run `hf auth login`") from None
+    except RepositoryNotFoundError as e:
+        raise UvftError(
+            f"{repo_id}: repository not found, or your token cannot see it ({first_line(e)})"
+        ) from None
+    except RevisionNotFoundError as e:
+        raise UvftError(f"{repo_id}: revision not found ({first_line(e)})") from None
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        server = (
+            scrub((e.server_message or "").strip().splitlines()[0]) if e.server_message else first_line(e)
+        )
+        if status == 401:
+            raise UvftError(f"the hub refused the token (401 Unauthorized): {server}") from None
+        if status == 403:
+            raise UvftError(f"no write access to {repo_id} (403 Forbidden): {server}") from None
+        raise UvftError(f"the hub answered {status} for {repo_id}: {server}") from None
+    except LocalEntryNotFoundError as e:  # offline, nothing cached
+        raise UvftError(
+            f"cannot reach the hub at {constants.ENDPOINT} for {repo_id}: {first_line(e)}"
+        ) from None
+    except (OSError, *_transport_errors()) as e:
+        raise UvftError(f"cannot reach the hub at {constants.ENDPOINT}: {first_line(e)}") from None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            module = __import__(name)
+            return (module.TransportError,)
+    return ()
