@@ -27,6 +27,7 @@ from pipeline import __version__, formats, sources
 from pipeline.errors import DataError
 from pipeline.recipe import Recipe, expand_path, reader_params
 from pipeline.records import DEFAULT_LANGUAGE, Example, RecordColumns, Tally, record_features
+from pipeline.tasks import CAPTION
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ def _quiet_datasets():
 
 def _expand(ex: Example, recipe: Recipe, split: str) -> list[Example]:
     """Captions in the training split: one Example per reference, or one sampled reference."""
-    if ex.task != "caption" or split != recipe.data.train_split or len(ex.captions) <= 1:
+    if ex.task != CAPTION or split != recipe.data.train_split or len(ex.captions) <= 1:
         return [ex]
     if recipe.data.caption_targets == "per_caption":
         return [_with_caption(ex, f"{ex.id}#{i}", c) for i, c in enumerate(ex.captions)]

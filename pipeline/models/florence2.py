@@ -71,7 +71,7 @@ EMBEDDING_MODULES = ["language_model.shared", "decoder.embed_tokens", "lm_head"]
 # The processor's parsing rules (as in the converted checkpoints); post_process_generation refuses
 # a task whose kind is missing here.
 POST_PROCESSOR_CONFIG = {
-    "ocr": {
+    "ocr": {  # transformers' name of a parsing rule, not uvft's task
         "pattern": r"(.+?)" + r"<loc_(\d+)>" * 8,
         "area_threshold": 0.0,
     },
