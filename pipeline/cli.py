@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import __version__
+from pipeline import __version__, tasks
 from pipeline.errors import UvftError
 from pipeline.train.signals import TrainingStopped
 
@@ -118,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--task",
-        help="caption, vqa, detection, classification, grounding, segmentation, ocr "
-        "(default: the model's first)",
+        choices=tasks.names(),
+        metavar="TASK",
+        help=f"{', '.join(tasks.names())} (default: the model's first)",
     )
     p.add_argument("--question", help="the question, for --task vqa")
     p.add_argument("--phrase", help="the expression to locate, for --task grounding or segmentation")

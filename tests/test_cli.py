@@ -133,3 +133,14 @@ def test_data_demo_extra_tasks(tmp_path: Path):
     assert json.loads((out / "shapes.json").read_text())["extra_tasks"] == ["refer", "ocr"]  # canonical order
     assert len((out / "ocr/ocr_val.jsonl").read_text().splitlines()) == 2
     assert (out / "refer/refs(unc).p").is_file() and not (out / "annotations/captions_train_de.json").exists()
+
+
+def test_predict_task_choices_come_from_the_task_table(capsys: pytest.CaptureFixture[str]):
+    from pipeline import tasks
+
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--model", "runs/x", "--image", "x.png", "--task", "detetcion"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'detetcion'" in err
+    assert ", ".join(repr(t) for t in tasks.names()) in err
