@@ -20,6 +20,7 @@ from typing import Any
 from pipeline import formats, tasks
 from pipeline.errors import UvftError
 from pipeline.records import TASKS
+from pipeline.tasks.task import PromptInputs
 
 SPEC_FILE = "uvft.json"
 
@@ -76,12 +77,8 @@ class ModelSpec:
         OCR uses the prompt it was trained with (Florence-2: `<OCR>` or `<OCR_WITH_REGION>`).
         """
         spec = self.task(task)
-        example = tasks.get(task).prompt_example(
-            question=question,
-            classes=list(classes) if classes else list(spec.classes),
-            phrase=phrase,
-            language=language,
-        )
+        given = PromptInputs(question, list(classes) if classes else list(spec.classes), phrase, language)
+        example = tasks.get(task).prompt_example(given)
         if example is None:  # the task predicts with the prompt it was trained with
             return spec.prompt
         return formats.get(self.family).render(example)[0]

@@ -1,33 +1,32 @@
-"""The tasks uvft knows, in one ordered table: each a module satisfying the `Task` protocol
-(pipeline/tasks/task.py) with what uvft knows of it besides its text, which the format modules
-write and read. Evaluation, the model card, the report, `uvft predict`, the readers' column tables
+"""The tasks uvft knows, in one ordered table: one module per task, each holding its `Task`
+(pipeline/tasks/task.py): what uvft knows of it besides its text, which the format modules write
+and read. Evaluation, the model card, the report, `uvft predict`, the readers' column tables
 and the CLI ask this table; nothing else names a task.
 
 The order is records.TASKS: checkpoints keep per-task loss sums by position, so a new task goes
-at the end of both. Adding a task: a module here, a line in `_MODULES`, its name at the end of
-records.TASKS (and its target field in Example's check), its render and parse in each format
-module, its columns in the readers that take it (jsonl, hf_dataset).
+at the end of both. Adding a task: a module here with its `Task` subclass and `TASK` instance, a
+line in `_MODULES`, its name at the end of records.TASKS (and its target field in Example's
+check), its render and parse in each format module, its row parsing in the readers that take it
+(jsonl, hf_dataset).
 """
 
 from __future__ import annotations
-
-from typing import cast
 
 from pipeline.records import LANGUAGE_TASKS, TASKS
 from pipeline.tasks import caption, classification, detection, grounding, ocr, segmentation, vqa
 from pipeline.tasks.task import Task, TrainColumns
 
 _MODULES = (classification, caption, vqa, detection, grounding, segmentation, ocr)
-TABLE: dict[str, Task] = {m.NAME: cast(Task, m) for m in _MODULES}  # in records.TASKS order (a test)
+TABLE: dict[str, Task] = {m.TASK.NAME: m.TASK for m in _MODULES}  # in records.TASKS order (a test)
 
 # the names as symbols, for code that must name one task (a reader of one task's format)
-CLASSIFICATION = classification.NAME
-CAPTION = caption.NAME
-VQA = vqa.NAME
-DETECTION = detection.NAME
-GROUNDING = grounding.NAME
-SEGMENTATION = segmentation.NAME
-OCR = ocr.NAME
+CLASSIFICATION = classification.TASK.NAME
+CAPTION = caption.TASK.NAME
+VQA = vqa.TASK.NAME
+DETECTION = detection.TASK.NAME
+GROUNDING = grounding.TASK.NAME
+SEGMENTATION = segmentation.TASK.NAME
+OCR = ocr.TASK.NAME
 
 __all__ = [
     "CAPTION",
@@ -50,7 +49,7 @@ __all__ = [
 
 
 def get(name: str) -> Task:
-    """The task module of `name`; an unknown name raises KeyError listing the known ones."""
+    """The task called `name`; an unknown name raises KeyError listing the known ones."""
     try:
         return TABLE[name]
     except KeyError:
@@ -62,7 +61,7 @@ def names() -> tuple[str, ...]:
 
 
 def all_tasks() -> tuple[Task, ...]:
-    """Every task module, in the table's order."""
+    """Every task, in the table's order."""
     return tuple(TABLE.values())
 
 

@@ -3,8 +3,8 @@ the generated label and of the closed-set choice (every class scored by likeliho
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from pipeline.records import Example
 from pipeline.tasks.task import (
@@ -12,100 +12,77 @@ from pipeline.tasks.task import (
     CardMetric,
     Extra,
     Headline,
+    PromptInputs,
     Row,
+    StrMap,
+    Task,
     TrainColumns,
-    blank_example,
-    identity,
     majority,
-    no_language,
-    parsed_fields,
-    text_rows,
 )
 
-NAME = "classification"
-FIELDS = ("label", "categories")
-COLUMNS = {"label": "label"}
-HEADLINE = Headline("accuracy", "top-1 accuracy")
-LOWER_IS_BETTER = False
-UNIT_LABEL = "{}"
-BASELINE = Baseline("majority_baseline", "majority-class baseline")
-EXTRAS = (Extra("closed_set.accuracy", "top-1 accuracy (closed-set)", tracked="closed_set_accuracy"),)
-HUB_TASK = ("image-classification", "Image Classification")
-CARD_METRICS = (
-    CardMetric("accuracy", "accuracy", "top-1 accuracy (generated label)"),
-    CardMetric("closed_set.accuracy", "accuracy", "top-1 accuracy (closed-set)"),
-)
-VOCABULARY = "classes"
-CLOSED_SET = True
-ANSWER_IN_TEXT = True
-LABELS_DRAWN = False
-EXAMPLE_INPUTS: Mapping[str, str] = {}
 
-unit_score = identity
+class Classification(Task):
+    NAME = "classification"
+    FIELDS = ("label", "categories")
+    COLUMNS: ClassVar[StrMap] = {"label": "label"}
+    HEADLINE = Headline("accuracy", "top-1 accuracy")
+    BASELINE = Baseline("majority_baseline", "majority-class baseline")
+    EXTRAS = (Extra("closed_set.accuracy", "top-1 accuracy (closed-set)", tracked="closed_set_accuracy"),)
+    HUB_TASK = ("image-classification", "Image Classification")
+    CARD_METRICS = (
+        CardMetric("accuracy", "accuracy", "top-1 accuracy (generated label)"),
+        CardMetric("closed_set.accuracy", "accuracy", "top-1 accuracy (closed-set)"),
+    )
+    VOCABULARY = "classes"
+    CLOSED_SET = True
 
+    def references(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {"label": record["label"], "categories": record["categories"]}
 
-def references(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {"label": record["label"], "categories": record["categories"]}
+    def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        from pipeline.evaluation.metrics.classification import classification_metrics, normalize_label
 
+        labels = sorted({c for r in rows for c in r["references"]["categories"]}) or None
+        truth = [r["references"]["label"] for r in rows]
+        metrics = classification_metrics([r["parsed"]["text"] for r in rows], truth, labels=labels)
+        closed = [r["parsed"].get("closed_set") for r in rows]
+        if all(c is not None for c in closed):
+            metrics["closed_set"] = classification_metrics([c["label"] for c in closed], truth, labels=labels)
+        for r in rows:
+            r["score"] = float(
+                normalize_label(r["parsed"]["text"]) == normalize_label(r["references"]["label"])
+            )
+        return metrics
 
-def score(rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    from pipeline.evaluation.metrics.classification import classification_metrics, normalize_label
+    def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:
+        """The most frequent training class given to every image (top-1 accuracy)."""
+        from pipeline.evaluation.metrics.classification import normalize_label
 
-    labels = sorted({c for r in rows for c in r["references"]["categories"]})
-    truth = [r["references"]["label"] for r in rows]
-    metrics = classification_metrics([r["parsed"]["text"] for r in rows], truth, labels=labels or None)
-    closed = [r["parsed"].get("closed_set") for r in rows]
-    if all(c is not None for c in closed):
-        metrics["closed_set"] = classification_metrics(
-            [c["label"] for c in closed], truth, labels=labels or None
-        )
-    for r in rows:
-        r["score"] = float(normalize_label(r["parsed"]["text"]) == normalize_label(r["references"]["label"]))
-    return metrics
+        label = majority(train.values(self.NAME, "target"))
+        if label is None:
+            return None
+        hits = sum(normalize_label(r["references"]["label"]) == normalize_label(label) for r in rows)
+        return {"label": label, "accuracy": hits / len(rows)}
 
+    def prompt_example(self, given: PromptInputs) -> Example:
+        given.no_language(self.NAME)
+        return self.example(label="")
 
-def baseline(rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:
-    """The most frequent training class given to every image (top-1 accuracy)."""
-    from pipeline.evaluation.metrics.classification import normalize_label
+    def result(self, parsed: Mapping[str, Any], closed: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The closed-set label (over the given or the training classes) when there was one, else
+        the generated text; with each class's log-likelihood."""
+        text = parsed["text"]
+        label, scores = (closed["label"], closed["scores"]) if closed else (text, {})
+        return {"generated_label": text, "label": label, "scores": scores}
 
-    label = majority(train.values(NAME, "target"))
-    if label is None:
-        return None
-    hits = sum(normalize_label(r["references"]["label"]) == normalize_label(label) for r in rows)
-    return {"label": label, "accuracy": hits / len(rows)}
-
-
-def prompt_example(
-    *, question: str | None, classes: Sequence[str], phrase: str | None, language: str | None
-) -> Example:
-    no_language(NAME, language)
-    return blank_example(NAME, label="")
-
-
-def template_example(language: str | None) -> None:
-    return None
-
-
-def parsed(pred: Any, scores: Sequence[float]) -> dict[str, Any]:
-    return parsed_fields(pred, scores, text=True)
+    def describe(self, result: Mapping[str, Any]) -> str:
+        scores = result.get("scores") or {}
+        text = f"label: {result['label']}"
+        if scores:
+            top = sorted(scores.items(), key=lambda kv: -kv[1])[:5]
+            text += f" (closed-set over {len(scores)} classes; generated: {result['generated_label']!r})\n"
+            text += "\n".join(f"  {name:<20} log-likelihood {score:.3f}" for name, score in top)
+        return text
 
 
-def result(parsed: Mapping[str, Any], closed: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The closed-set label (over the given or the training classes) when there was one, else the
-    generated text; with each class's log-likelihood."""
-    text = parsed["text"]
-    label, scores = (closed["label"], closed["scores"]) if closed else (text, {})
-    return {"generated_label": text, "label": label, "scores": scores}
-
-
-def describe(result: Mapping[str, Any]) -> str:
-    scores = result.get("scores") or {}
-    text = f"label: {result['label']}"
-    if scores:
-        top = sorted(scores.items(), key=lambda kv: -kv[1])[:5]
-        text += f" (closed-set over {len(scores)} classes; generated: {result['generated_label']!r})\n"
-        text += "\n".join(f"  {name:<20} log-likelihood {score:.3f}" for name, score in top)
-    return text
-
-
-card_rows = text_rows
+TASK = Classification()

@@ -1,11 +1,13 @@
-"""The `Task` protocol: what uvft knows of one task, in one module per task (pipeline/tasks/<name>.py).
+"""The `Task` protocol: what uvft knows of one task, one module per task (pipeline/tasks/<name>.py),
+each holding one `Task` subclass and its instance `TASK`.
 
-A task module says which record fields the task uses and under which reader columns they come,
-how its generations are scored (`score`, the headline metric, its trivial baseline), how it is
-published (the hub's task type and the card's metrics), what a prompt needs at prediction time,
-and the shape of a prediction (`parsed` in generations.jsonl, `result` of `uvft predict`, how it
-reads as text and as rows of the report). The text itself (prompt and target) is the format
-modules' (pipeline/formats/): a task module never writes a family's text.
+A task says which record fields it uses and under which reader columns they come, how its
+generations are scored (`score`, the headline metric, its trivial baseline), how it is published
+(the hub's task type and the card's metrics), what a prompt needs at prediction time, and the shape
+of a prediction (`parsed` in generations.jsonl, `result` of `uvft predict`, how it reads as text
+and as rows of the report). The text itself (prompt and target) is the format modules'
+(pipeline/formats/): a task never writes a family's text. What most tasks share is the default
+here; a task module states what is its own.
 
 Metric functions are imported inside `score` and `baseline`: `evaluate` is heavy, and readers and
 the build ask the table for columns without scoring anything.
@@ -13,12 +15,15 @@ the build ask the table for columns without scoring anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 from pipeline.errors import UvftError
 from pipeline.records import LANGUAGE_TASKS, Example
 
+StrMap = Mapping[str, str]  # field -> column, option -> text
 Row = dict[str, Any]  # one generations.jsonl row: id, source, task, parsed, references, image_size...
 
 
@@ -53,76 +58,123 @@ class CardMetric(NamedTuple):
     name: str
 
 
-@runtime_checkable
-class Task(Protocol):
-    """What a task module provides; `tasks.get(name)` returns the module typed as this."""
+@dataclass(frozen=True)
+class PromptInputs:
+    """What `uvft predict` / `Model.predict` was given to write a prompt with."""
 
-    NAME: str
+    question: str | None = None
+    classes: Sequence[str] = ()  # the given classes, else the training vocabulary
+    phrase: str | None = None
+    language: str | None = None
+
+    def phrase_for(self, task: str) -> str:
+        if not (self.phrase and self.phrase.strip()):
+            raise UvftError(f"task {task} needs a phrase (--phrase), the expression to locate")
+        return self.phrase.strip()
+
+    def no_language(self, task: str) -> None:
+        """Refuse a language for a task whose prompts carry none."""
+        if self.language is not None:
+            raise UvftError(f"a language is only for {' and '.join(LANGUAGE_TASKS)} (task {task})")
+
+
+class Task(ABC):
+    """What uvft knows of a task besides its text; `tasks.get(name)` returns the task's instance."""
+
+    NAME: ClassVar[str]
     # the Example / Record fields the task fills (besides id, source, image, prompt and target)
-    FIELDS: tuple[str, ...]
+    FIELDS: ClassVar[tuple[str, ...]]
     # reader columns: Example field -> the default column (hf_dataset) or key (JSONL) holding it
-    COLUMNS: Mapping[str, str]
-    HEADLINE: Headline
-    LOWER_IS_BETTER: bool  # the headline: lower is better (the mean counts it as 1 - value)
-    UNIT_LABEL: str  # how the headline is written on the 0-1 scale: "{}", "{} / 10", "1 - {}"
-    BASELINE: Baseline | None
-    EXTRAS: tuple[Extra, ...]
-    HUB_TASK: tuple[str, str]  # the hub's task type and task name
-    CARD_METRICS: tuple[CardMetric, ...]
-    VOCABULARY: str | None  # what the task's class list is called on the card ("classes"), if any
-    CLOSED_SET: bool  # scored by likelihood over a class list as well as generated
-    ANSWER_IN_TEXT: bool  # the answer is words (not location tokens): parsed["text"] holds it
-    LABELS_DRAWN: bool  # a drawing of a prediction shows its whole answer (boxes and labels)
-    EXAMPLE_INPUTS: Mapping[str, str]  # what the card's snippet passes to `prompt` (a question...)
+    COLUMNS: ClassVar[Mapping[str, str]]
+    HEADLINE: ClassVar[Headline]
+    LOWER_IS_BETTER: ClassVar[bool] = False  # the headline mean counts such a headline as 1 - value
+    UNIT_LABEL: ClassVar[str] = "{}"  # the headline on the 0-1 scale, written: "{} / 10", "1 - {}"
+    BASELINE: ClassVar[Baseline | None] = None
+    EXTRAS: ClassVar[tuple[Extra, ...]] = ()
+    HUB_TASK: ClassVar[tuple[str, str]]  # the hub's task type and task name
+    CARD_METRICS: ClassVar[tuple[CardMetric, ...]]
+    VOCABULARY: ClassVar[str | None] = None  # what the task's class list is called ("classes"), if any
+    CLOSED_SET: ClassVar[bool] = False  # also scored by likelihood over a class list
+    ANSWER_IN_TEXT: ClassVar[bool] = True  # the answer is words, not location tokens
+    LABELS_DRAWN: ClassVar[bool] = False  # a drawing of a prediction shows its whole answer
+    EXAMPLE_INPUTS: ClassVar[StrMap] = {}  # what the card's snippet gives `prompt`
 
     def unit_score(self, value: float) -> float:
         """The headline on the 0-1, higher-is-better scale the mean averages."""
-        ...
+        return value
 
+    @abstractmethod
     def references(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """What scoring needs of a record (generations.jsonl's `references`)."""
-        ...
 
+    @abstractmethod
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """The task's metrics from its generations; sets each row's per-example `score`."""
-        ...
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:
-        """The trivial baseline's metrics on `rows` (None when the training split gives none)."""
-        ...
+        """The trivial baseline's metrics on `rows` (None: the task has none, or the training
+        split gives none)."""
+        return None
 
-    def prompt_example(
-        self,
-        *,
-        question: str | None,
-        classes: Sequence[str],
-        phrase: str | None,
-        language: str | None,
-    ) -> Example | None:
+    @abstractmethod
+    def prompt_example(self, given: PromptInputs) -> Example | None:
         """An Example whose rendered prompt is the one to predict with (None: the trained prompt
         as it is); a missing input is a UvftError naming the option."""
-        ...
 
     def template_example(self, language: str | None) -> Example | None:
         """An Example that renders the task's prompt template for uvft.json (VQA's `{question}`);
         None: the first training record's prompt is the template."""
-        ...
+        return None
 
     def parsed(self, pred: Any, scores: Sequence[float]) -> dict[str, Any]:
-        """generations.jsonl's `parsed` from a format's Prediction and one score per box."""
-        ...
+        """generations.jsonl's `parsed` from a format's Prediction and one score per box: the text
+        (empty for answers in location tokens), the boxes with their scores, the parse errors."""
+        return {
+            "text": pred.text if self.ANSWER_IN_TEXT else "",
+            "objects": [
+                {"bbox": list(o.bbox), "category": o.category, "score": s}
+                for o, s in zip(pred.objects, scores, strict=True)
+            ],
+            "errors": pred.errors,
+        }
 
+    @abstractmethod
     def result(self, parsed: Mapping[str, Any], closed: Mapping[str, Any] | None) -> dict[str, Any]:
         """The task's fields of a `uvft predict` result (closed: the closed-set choice, if any)."""
-        ...
 
+    @abstractmethod
     def describe(self, result: Mapping[str, Any]) -> str:
         """A prediction as a person reads it (its first line is drawn on images)."""
-        ...
 
     def card_rows(self, parsed: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """The rows of the prediction in a report card, after the generated text."""
-        ...
+        """The rows of a prediction in a report card, after the generated text."""
+        return text_rows(parsed)
+
+    def example(self, **fields: Any) -> Example:
+        """An Example of this task with no image, for rendering a prompt."""
+        return Example(id="predict", task=self.NAME, image="", image_size=(1, 1), **fields)
+
+
+class BoxTask(Task):
+    """A task answered with labelled boxes in location tokens (detection, grounding)."""
+
+    ANSWER_IN_TEXT = False
+    LABELS_DRAWN = True
+
+    def result(self, parsed: Mapping[str, Any], closed: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {
+            "objects": [
+                {"bbox": o["bbox"], "label": o["category"], "score": o["score"]} for o in parsed["objects"]
+            ]
+        }
+
+    def describe(self, result: Mapping[str, Any]) -> str:
+        objects = result["objects"]
+        lines = [f"{len(objects)} object{'s' if len(objects) != 1 else ''}:"]
+        for o in objects:
+            box = ", ".join(f"{v:.1f}" for v in o["bbox"])
+            lines.append(f"  {o['label']:<20} score {o['score']:.2f}  box [{box}] (x1, y1, x2, y2 in pixels)")
+        return "\n".join(lines)
 
 
 class TrainColumns:
@@ -149,30 +201,11 @@ def majority(values: Sequence[Any]) -> Any | None:
     return Counter(values).most_common(1)[0][0] if values else None
 
 
-def identity(value: float) -> float:
-    return value
-
-
-def parsed_fields(pred: Any, scores: Sequence[float], *, text: bool) -> dict[str, Any]:
-    """The `parsed` entry every task has: text (empty for answers in location tokens), boxes with
-    their scores, and the count of what could not be parsed."""
-    return {
-        "text": pred.text if text else "",
-        "objects": [
-            {"bbox": list(o.bbox), "category": o.category, "score": s}
-            for o, s in zip(pred.objects, scores, strict=True)
-        ],
-        "errors": pred.errors,
-    }
-
-
 def text_rows(parsed: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """A report card's rows of a prediction: its parsed text, objects and polygons when present."""
-    rows = []
-    if parsed.get("text"):
-        rows.append(("parsed", str(parsed["text"])))
-    rows += object_rows(parsed)
-    return rows
+    """A report card's rows of a prediction: its parsed text when there is one, its objects and
+    polygons."""
+    rows = [("parsed", str(parsed["text"]))] if parsed.get("text") else []
+    return rows + object_rows(parsed)
 
 
 def object_rows(parsed: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -184,45 +217,8 @@ def object_rows(parsed: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def predicted_objects(parsed: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """`uvft predict`'s objects: [{"bbox", "label", "score"}]."""
-    return [{"bbox": o["bbox"], "label": o["category"], "score": o["score"]} for o in parsed["objects"]]
-
-
-def describe_objects(result: Mapping[str, Any]) -> str:
-    objects = result["objects"]
-    lines = [f"{len(objects)} object{'s' if len(objects) != 1 else ''}:"]
-    for o in objects:
-        box = ", ".join(f"{v:.1f}" for v in o["bbox"])
-        lines.append(f"  {o['label']:<20} score {o['score']:.2f}  box [{box}] (x1, y1, x2, y2 in pixels)")
-    return "\n".join(lines)
-
-
 def with_language(refs: dict[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
     """A caption's or question's references, with its language when it names one."""
     if record.get("language"):
         refs["language"] = record["language"]
     return refs
-
-
-def no_language(task: str, language: str | None) -> None:
-    """Refuse a language for a task whose prompts carry none."""
-    if language is not None:
-        raise UvftError(f"a language is only for {' and '.join(LANGUAGE_TASKS)} (task {task})")
-
-
-def need_phrase(task: str, phrase: str | None) -> str:
-    if not (phrase and phrase.strip()):
-        raise UvftError(f"task {task} needs a phrase (--phrase), the expression to locate")
-    return phrase.strip()
-
-
-def blank_example(task: str, **fields: Any) -> Example:
-    """An Example with no image, for rendering a prompt."""
-    return Example(id="predict", task=task, image="", image_size=(1, 1), **fields)
-
-
-def per_example(rows: list[Row], values: Sequence[Any], convert: Callable[[Any], float]) -> None:
-    """Set each row's per-example `score` (the report ranks examples by it)."""
-    for r, v in zip(rows, values, strict=True):
-        r["score"] = convert(v)
