@@ -34,9 +34,8 @@ from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
 from pipeline.evaluation.score import first_per_task, headline
 from pipeline.failpoints import failpoint
 from pipeline.models import pixels
-from pipeline.models.generation import generation_config
 from pipeline.models.loss import target_tokens, token_losses
-from pipeline.models.spec import ModelSpec, spec_from_records
+from pipeline.models.spec import spec_from_records
 from pipeline.recipe import Recipe, changes, dump
 from pipeline.records import TASKS
 from pipeline.runtime import make_accelerator, model_dtype
@@ -159,34 +158,6 @@ def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
     config = models.lora_config(family.LORA_TARGETS, a.preset, **settings)
     # get_peft_model wraps in place: from here on, only the adapter is ever saved
     return get_peft_model(model, config)
-
-
-def _save_best(
-    model, processor, gen, recipe: Recipe, step: int, value: float, metrics: dict[str, Any]
-) -> Path:
-    """<run>/best: adapter (or full model), processor, generation config and best.json, written
-    next to it and swapped in whole, so a crash never leaves a half-written best."""
-    final, tmp = recipe.run_dir / "best", recipe.run_dir / ".tmp-best"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save_model(model, processor, gen, tmp)
-    info = {"step": step, "metric": recipe.eval.metric, "value": value, "metrics": metrics}
-    (tmp / "best.json").write_text(json.dumps(info, indent=2))
-    ckpt.swap_in(tmp, final)
-    return final
-
-
-def _save_model(model, processor, gen, out: Path) -> None:
-    """What generation needs from a run: weights (safetensors), processor, pinned generation config."""
-    try:
-        model.save_pretrained(out, safe_serialization=True)
-        processor.save_pretrained(out)
-        gen.save_pretrained(out)
-    except (OSError, RuntimeError) as e:
-        raise UvftError(f"cannot save the model in {out}: {ckpt.write_failure(e, out)}") from None
-    # peft writes its empty card template ("[More Information Needed]"); the card is uvft push's job
-    card = out / "README.md"
-    if card.is_file() and "More Information Needed" in card.read_text(encoding="utf-8"):
-        card.unlink()
 
 
 # --- loss ----------------------------------------------------------------------------------------
@@ -598,7 +569,7 @@ def _finetune(
     )
     if run.main:
         spec = spec_from_records(recipe.model.family, base_model, recipe.adapter.method, train_ds)
-        _save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary, spec)
+        ckpt.save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary.__dict__, spec)
     accelerator.wait_for_everyone()
     if cfg.trackers:
         accelerator.end_training()
@@ -758,7 +729,9 @@ def _evaluate(run: Run, step: int) -> None:
         )
         if improved:
             unwrapped = run.accelerator.unwrap_model(run.model)
-            path = _save_best(unwrapped, run.processor, run.evaluator.gen, run.recipe, step, value, metrics)
+            path = ckpt.save_best(
+                unwrapped, run.processor, run.evaluator.gen, run.recipe, step, value, metrics
+            )
             run.state.best = {"step": step, "metric": cfg.metric, "value": value, "path": str(path)}
     run.accelerator.wait_for_everyone()
 
@@ -792,21 +765,6 @@ def _stop(run: Run) -> None:
         "Continue with --resume auto.",
         signum=signum,
     )
-
-
-def _save_final(
-    model, processor, recipe: Recipe, run_dir: Path, summary: RunSummary, spec: ModelSpec
-) -> None:
-    """Adapter (or full model) + processor + pinned generation config + uvft.json (what inference
-    needs: pipeline.models.spec) + resolved recipe + summary."""
-    out = run_dir / "model" if recipe.adapter.method == "full" else run_dir
-    _save_model(
-        model, processor, generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256), out
-    )
-    spec.save(out)
-    (run_dir / "recipe.yaml").write_text(dump(recipe))
-    (run_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2))
-    logger.info("saved %s to %s", "model" if recipe.adapter.method == "full" else "adapter", out)
 
 
 def _log(accelerator: Any, values: dict[str, float], step: int) -> None:
