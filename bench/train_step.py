@@ -187,11 +187,10 @@ def measure(
 def _base(recipe) -> Path:
     from pipeline.data.build import build
     from pipeline.runtime import make_accelerator
-    from pipeline.train.base_model import base_model_path
 
     records = build(recipe, progress=False).load()
     acc = make_accelerator(recipe, log=False)
-    return Path(base_model_path(recipe, records, progress=False, accelerator=acc, trainer=loop.train))
+    return Path(loop.base_model_path(recipe, records, progress=False, accelerator=acc))
 
 
 def main() -> None:

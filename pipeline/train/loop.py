@@ -39,8 +39,8 @@ from pipeline.models.spec import spec_from_records
 from pipeline.recipe import Recipe, changes, dump
 from pipeline.records import TASKS
 from pipeline.runtime import make_accelerator, model_dtype
+from pipeline.train import base_model
 from pipeline.train import checkpoint as ckpt
-from pipeline.train.base_model import base_model_path
 from pipeline.train.optim import make_optimizer, make_scheduler
 from pipeline.train.signals import StopRequest, TrainingStopped, ignore_stop_signals, stop_signals_blocked
 
@@ -500,8 +500,8 @@ def _finetune(
         records = build(recipe, progress=progress and accelerator.is_main_process).load()
     if cfg.val_split not in records:
         raise UvftError(f"train.val_split {cfg.val_split!r} is not a split of the records: {sorted(records)}")
-    base_model = base_model_path(recipe, records, progress=progress, accelerator=accelerator, trainer=train)
-    model, processor, trainable, total = build_model(recipe, base_model, accelerator)
+    base = base_model_path(recipe, records, progress=progress, accelerator=accelerator)
+    model, processor, trainable, total = build_model(recipe, base, accelerator)
     train_ds, dropped, sampler, loader, val_loader = build_data(recipe, records, processor, accelerator)
     evaluator = (
         GenerationEvaluator(recipe, records[cfg.val_split], processor, accelerator)
@@ -562,18 +562,33 @@ def _finetune(
         nonfinite_skipped=s.nonfinite_total,
         losses=s.losses,
         val=s.val,
-        base_model=base_model,
+        base_model=base,
         evals=s.evals,
         best=s.best,
         mixture={"planned": sampler.planned_shares(), "draws": sampler.consumed_counts()},
     )
     if run.main:
-        spec = spec_from_records(recipe.model.family, base_model, recipe.adapter.method, train_ds)
+        spec = spec_from_records(recipe.model.family, base, recipe.adapter.method, train_ds)
         ckpt.save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary.__dict__, spec)
     accelerator.wait_for_everyone()
     if cfg.trackers:
         accelerator.end_training()
     return summary
+
+
+def base_model_path(recipe: Recipe, records: Any, *, progress: bool, accelerator: Any) -> str:
+    """The model a run starts from (pipeline.train.base_model decides it). The tiny model's base
+    stage, when it is not cached yet, is trained here first."""
+    base = base_model.plan(recipe, records, accelerator)
+    if base.stage is not None and not base.trained:
+        logger.info(
+            "base stage: full training of the tiny model for %d steps (cached in %s)",
+            base.stage.train.steps,
+            base.stage.output_dir,
+        )
+        # resume="auto": an interrupted base stage continues where it stopped
+        train(base.stage, resume="auto", progress=progress, accelerator=accelerator)
+    return base.path
 
 
 def _resume(run: Run, path: Path | None) -> None:
