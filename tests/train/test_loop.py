@@ -17,6 +17,7 @@ from pipeline.models.loss import token_losses
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import loop
 from pipeline.train.signals import TrainingStopped
+from pipeline.train.state import Run, TaskLossMeter, TrainState
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,7 @@ def test_due_and_the_task_loss_meter():
         def reduce(self, t, op):
             return t
 
-    meter = loop.TaskLossMeter(torch.device("cpu"))
+    meter = TaskLossMeter(torch.device("cpu"))
     meter.add(["vqa", "caption", "vqa"], torch.tensor([2.0, 9.0, 4.0]), torch.tensor([1, 3, 2]))
     meter.add(["ocr"], torch.tensor([1.0]), torch.tensor([4]))
     # positions follow records.TASKS: classification caption vqa detection grounding segmentation ocr
@@ -211,8 +212,13 @@ def test_due_and_the_task_loss_meter():
 
 
 def test_train_state_round_trips_through_a_checkpoint_dict():
-    state = loop.TrainState(step=7, samples=28, nonfinite_total=1, losses=[{"step": 5, "loss": 1.5}])
+    state = TrainState(step=7, samples=28, nonfinite_total=1, losses=[{"step": 5, "loss": 1.5}])
     saved = json.loads(json.dumps({**state.state_dict(), "sampler": {}, "window": None}))
-    again = loop.TrainState()
+    again = TrainState()
     again.load_state_dict(saved)
     assert again == state
+
+
+def test_the_run_is_built_with_keywords_only():
+    with pytest.raises(TypeError, match="positional"):
+        Run(None, None)  # twenty fields, several of one type: an order is too easy to get wrong
