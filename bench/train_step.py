@@ -28,7 +28,7 @@ from PIL import Image
 from pipeline import models
 from pipeline.data import shapes
 from pipeline.models.common import IMAGE_TOKEN
-from pipeline.train import loop
+from pipeline.train import loop, setup
 from pipeline.train.optim import make_optimizer, make_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def run_naive(recipe, base_model: str, rows: list[dict[str, Any]]) -> tuple[list
     family = recipe.model.family
     set_seed(recipe.train.seed)
     model, processor = models.get(family).load(base_model)
-    model = loop.apply_adapter(model, recipe)  # the same LoRA, initialised from the same seed
+    model = setup.apply_adapter(model, recipe)  # the same LoRA, initialised from the same seed
     opt = make_optimizer(model, recipe.train, cuda=False)
     sched = make_scheduler(opt, recipe.train)
     loader = torch.utils.data.DataLoader(
@@ -187,11 +187,10 @@ def measure(
 def _base(recipe) -> Path:
     from pipeline.data.build import build
     from pipeline.runtime import make_accelerator
-    from pipeline.train.base_model import base_model_path
 
     records = build(recipe, progress=False).load()
     acc = make_accelerator(recipe, log=False)
-    return Path(base_model_path(recipe, records, progress=False, accelerator=acc, trainer=loop.train))
+    return Path(loop.base_model_path(recipe, records, progress=False, accelerator=acc))
 
 
 def main() -> None:

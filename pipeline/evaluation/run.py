@@ -53,13 +53,10 @@ def evaluate_run(
     elif adapter is None:
         # the tiny model (and its base stage) without a run: built, or read from the cache
         from pipeline.runtime import make_accelerator
-        from pipeline.train.base_model import base_model_path
-        from pipeline.train.loop import train
+        from pipeline.train.loop import base_model_path
 
         accelerator = make_accelerator(recipe, log=False)
-        base_model = base_model_path(
-            recipe, records, progress=progress, accelerator=accelerator, trainer=train
-        )
+        base_model = base_model_path(recipe, records, progress=progress, accelerator=accelerator)
     else:
         raise UvftError(
             f"{run_dir} has no summary.json: run `uvft finetune` first (the tiny base comes from it)"

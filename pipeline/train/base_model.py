@@ -1,30 +1,51 @@
-"""The model a run starts from: the recipe's hub id or folder, or uvft's tiny model, built from
-the records' text and, with model.tiny.base_steps, given a cached base stage (full training that
-stands in for a pretrained foundation model). The trainer is passed in: the loop uses this module."""
+"""What model a run starts from: the recipe's hub id or folder, or uvft's tiny model, built on the
+spot from the records' text and, with model.tiny.base_steps, given a base stage (full training
+that stands in for a pretrained foundation model) cached under a key of everything that decides
+it. This module decides what the base model is and where it lives; it does not train: the loop
+runs a base stage that is not cached yet (loop.base_model_path)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import models
 from pipeline.recipe import AdapterSection, Recipe, dump, expand_path
 
-logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class BaseModel:
+    """The model a run starts from (`path`: a hub id or a folder) and, when that is the tiny
+    model's base stage, the recipe of the training that writes it (`stage`, whose output_dir
+    holds `path`)."""
+
+    path: str
+    stage: Recipe | None = None
+
+    @property
+    def trained(self) -> bool:
+        """False for a base stage not cached yet: `stage` must run before `path` can be loaded."""
+        return self.stage is None or (Path(self.path) / "config.json").is_file()
 
 
-def base_model_path(
-    recipe: Recipe, records: Any, *, progress: bool, accelerator: Any, trainer: Callable[..., Any]
-) -> str:
-    """The model the run starts from: the recipe's hub id or folder, or uvft's tiny model (built on
-    the spot from the records' text and, with model.tiny.base_steps, given a cached base stage
-    that `trainer`, the training loop's `train`, runs)."""
+def plan(recipe: Recipe, records: Any, accelerator: Any) -> BaseModel:
+    """The recipe's model id; else the tiny model's folder (built here when it is not cached) or,
+    with model.tiny.base_steps, its base stage."""
     if recipe.model.id is not None:
-        return recipe.model.id
+        return BaseModel(recipe.model.id)
+    folder = _tiny_model(recipe, records, accelerator)
+    if recipe.model.tiny.base_steps == 0:
+        return BaseModel(str(folder))
+    stage = _base_stage(recipe, folder)
+    return BaseModel(str(Path(stage.output_dir) / "model"), stage)
+
+
+def _tiny_model(recipe: Recipe, records: Any, accelerator: Any) -> Path:
+    """uvft's tiny model of the recipe's family, built once from the records' text and cached under
+    a key of everything that decides it."""
     tiny = recipe.model.tiny
     family = models.get(recipe.model.family)
     texts = sorted({t for ds in records.values() for t in (*ds["prompt"], *ds["target"])})
@@ -40,16 +61,12 @@ def base_model_path(
             tmp = cache / f".tmp-{folder.name}"
             family.build_tiny(tmp, texts, seed=tiny.seed, **tiny.size)
             tmp.rename(folder)
-    if tiny.base_steps == 0:
-        return str(folder)
-    return _base_stage(recipe, folder, progress=progress, accelerator=accelerator, trainer=trainer)
+    return folder
 
 
-def _base_stage(
-    recipe: Recipe, tiny_folder: Path, *, progress: bool, accelerator: Any, trainer: Callable[..., Any]
-) -> str:
-    """Full training of the tiny model (a stand-in for a pretrained foundation model), run once
-    and cached under a key of everything that decides it."""
+def _base_stage(recipe: Recipe, tiny_folder: Path) -> Recipe:
+    """The recipe of the base stage: full training of the tiny model (a stand-in for a pretrained
+    foundation model), its output_dir a cache folder named by a key of everything that decides it."""
     tiny = recipe.model.tiny
     stage = recipe.model_copy(deep=True)
     stage.name, stage.output_dir = "base", None  # the fine-tune's name and folder don't decide the base
@@ -66,18 +83,5 @@ def _base_stage(
         if stage.mixture.weights:
             stage.mixture.weights = {k: v for k, v in stage.mixture.weights.items() if k in tiny.base_sources}
     key = hashlib.sha256((dump(stage) + str(tiny_folder)).encode()).hexdigest()[:16]
-    out = expand_path(recipe.data.cache_dir) / "base" / f"{recipe.model.family}-{key}"
-    stage.output_dir = str(out)
-    if not (out / "model" / "config.json").is_file():
-        logger.info(
-            "base stage: full training of the tiny model for %d steps (cached in %s)", tiny.base_steps, out
-        )
-        _base_stage_train(stage, trainer, progress=progress, accelerator=accelerator)
-    return str(out / "model")
-
-
-def _base_stage_train(
-    stage: Recipe, trainer: Callable[..., Any], *, progress: bool, accelerator: Any
-) -> None:
-    # resume="auto": an interrupted base stage continues where it stopped
-    trainer(stage, resume="auto", progress=progress, accelerator=accelerator)
+    stage.output_dir = str(expand_path(recipe.data.cache_dir) / "base" / f"{recipe.model.family}-{key}")
+    return stage

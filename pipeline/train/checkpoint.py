@@ -5,6 +5,9 @@ adapter, or the full model, as safetensors), `optimizer.pt`, `scheduler.pt`, one
 per process, and `state.json` (step, sampler position, counters). It is written under a hidden
 temporary name and renamed when complete, so a kill during a save never leaves a folder that
 resume would pick. Tensors are loaded back with `torch.load(weights_only=True)`.
+
+The models a run leaves for generation (`<run>/best`, and the final adapter or `<run>/model`) are
+saved here too (`save_best`, `save_final`): weights, processor and pinned generation config.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import torch
 
 from pipeline.errors import UvftError
 from pipeline.failpoints import failpoint
+from pipeline.models.generation import generation_config
+from pipeline.models.spec import ModelSpec
+from pipeline.recipe import Recipe, dump
 
 logger = logging.getLogger(__name__)
 
@@ -329,3 +335,46 @@ def _tied_keys(model: torch.nn.Module) -> set[str]:
     if isinstance(tied, dict):
         tied = list(tied)
     return set(tied)
+
+
+def save_best(
+    model, processor, gen, recipe: Recipe, step: int, value: float, metrics: dict[str, Any]
+) -> Path:
+    """<run>/best: adapter (or full model), processor, generation config and best.json, written
+    next to it and swapped in whole, so a crash never leaves a half-written best."""
+    final, tmp = recipe.run_dir / "best", recipe.run_dir / ".tmp-best"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, processor, gen, tmp)
+    info = {"step": step, "metric": recipe.eval.metric, "value": value, "metrics": metrics}
+    (tmp / "best.json").write_text(json.dumps(info, indent=2))
+    swap_in(tmp, final)
+    return final
+
+
+def save_final(
+    model, processor, recipe: Recipe, run_dir: Path, summary: dict[str, Any], spec: ModelSpec
+) -> None:
+    """Adapter (or full model) + processor + pinned generation config + uvft.json (what inference
+    needs: pipeline.models.spec) + resolved recipe + summary (summary.json's fields)."""
+    out = run_dir / "model" if recipe.adapter.method == "full" else run_dir
+    save_model(
+        model, processor, generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256), out
+    )
+    spec.save(out)
+    (run_dir / "recipe.yaml").write_text(dump(recipe))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    logger.info("saved %s to %s", "model" if recipe.adapter.method == "full" else "adapter", out)
+
+
+def save_model(model, processor, gen, out: Path) -> None:
+    """What generation needs from a run: weights (safetensors), processor, pinned generation config."""
+    try:
+        model.save_pretrained(out, safe_serialization=True)
+        processor.save_pretrained(out)
+        gen.save_pretrained(out)
+    except (OSError, RuntimeError) as e:
+        raise UvftError(f"cannot save the model in {out}: {write_failure(e, out)}") from None
+    # peft writes its empty card template ("[More Information Needed]"); the card is uvft push's job
+    card = out / "README.md"
+    if card.is_file() and "More Information Needed" in card.read_text(encoding="utf-8"):
+        card.unlink()

@@ -9,7 +9,7 @@ DataLoader workers ignore both signals (`ignore_stop_signals` is their `worker_i
 terminal's Ctrl-C and a container's SIGTERM reach the whole process group, and a worker that died
 of it would fail the main process's next batch before it could save. A worker runs for a moment
 before its `worker_init_fn`, under torch's own SIGTERM handler (which dies of it), so the loop's
-loaders (`loop.StopSafeLoader`) fork their workers with both signals blocked, and
+loaders (`setup.StopSafeLoader`) fork their workers with both signals blocked, and
 `ignore_stop_signals` unblocks them once they are ignored: one that came in between is dropped.
 
 Because workers ignore SIGTERM, multiprocessing's exit-time `terminate()` cannot end them: the

@@ -24,7 +24,7 @@ from fault_runs import ROOT, logged
 from pipeline.errors import UvftError
 from pipeline.failpoints import ENV
 from pipeline.recipe import load_recipe
-from pipeline.train import loop
+from pipeline.train import loop, setup
 
 
 def _common(shapes_root: Path, cache: Path) -> list[str]:
@@ -114,6 +114,6 @@ def test_resume_under_sharding_is_refused(kind, tmp_path):
     from accelerate.utils import DistributedType
 
     acc = SimpleNamespace(distributed_type=DistributedType[kind], is_main_process=True, num_processes=8)
-    loop.check_sharding(acc, None)  # a fresh sharded run goes ahead
+    setup.check_sharding(acc, None)  # a fresh sharded run goes ahead
     with pytest.raises(UvftError, match="resuming a sharded run is not supported yet"):
-        loop.check_sharding(acc, tmp_path / "checkpoints" / "step-000005")
+        setup.check_sharding(acc, tmp_path / "checkpoints" / "step-000005")

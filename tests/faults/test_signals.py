@@ -10,7 +10,7 @@ import pytest
 from loop_runs import interrupt_after_forward, losses, recipe_for
 
 from pipeline.train import checkpoint as ckpt
-from pipeline.train import loop
+from pipeline.train import loop, setup
 from pipeline.train.signals import TrainingStopped
 
 
@@ -139,7 +139,7 @@ def test_a_sigterm_before_a_worker_ignores_it_does_not_kill_the_worker(safe):
     dropped. A plain DataLoader's worker dies of it and fails the batch (CI met this race)."""
     from torch.utils.data import DataLoader
 
-    cls = loop.StopSafeLoader if safe else DataLoader
+    cls = setup.StopSafeLoader if safe else DataLoader
     loader = cls(list(range(16)), batch_size=4, num_workers=2, worker_init_fn=_sigterm_before_ignoring)
     if safe:
         assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]

@@ -14,9 +14,10 @@ from loop_runs import interrupt_after_forward, losses, recipe_for
 
 from pipeline.errors import UvftError
 from pipeline.models.loss import token_losses
-from pipeline.train import base_model, loop
 from pipeline.train import checkpoint as ckpt
+from pipeline.train import loop
 from pipeline.train.signals import TrainingStopped
+from pipeline.train.state import Run, TaskLossMeter, TrainState
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +133,15 @@ def test_base_stage_is_built_once_and_cached(shapes_root, cache, tmp_path, monke
     assert base_summary["steps"] == 2
     assert {k for e in base_summary["losses"] for k in e if k.startswith("loss/")} == {"loss/caption"}
 
-    calls = []
-    monkeypatch.setattr(base_model, "_base_stage_train", lambda *a, **k: calls.append(a))
+    calls, real_train = [], loop.train
+
+    def spy(recipe, **kwargs):  # the loop trains a base stage that is not cached through train()
+        calls.append(recipe.name)
+        return real_train(recipe, **kwargs)
+
+    monkeypatch.setattr(loop, "train", spy)
     # another run with another name, folder and adapter reuses the cached base
-    again = loop.train(
+    again = real_train(
         recipe_for(shapes_root, cache, tmp_path / "b", *base_overrides, "adapter.r=4"), progress=False
     )
     assert again.base_model == first.base_model and calls == []
@@ -193,7 +199,7 @@ def test_due_and_the_task_loss_meter():
         def reduce(self, t, op):
             return t
 
-    meter = loop.TaskLossMeter(torch.device("cpu"))
+    meter = TaskLossMeter(torch.device("cpu"))
     meter.add(["vqa", "caption", "vqa"], torch.tensor([2.0, 9.0, 4.0]), torch.tensor([1, 3, 2]))
     meter.add(["ocr"], torch.tensor([1.0]), torch.tensor([4]))
     # positions follow records.TASKS: classification caption vqa detection grounding segmentation ocr
@@ -206,8 +212,13 @@ def test_due_and_the_task_loss_meter():
 
 
 def test_train_state_round_trips_through_a_checkpoint_dict():
-    state = loop.TrainState(step=7, samples=28, nonfinite_total=1, losses=[{"step": 5, "loss": 1.5}])
+    state = TrainState(step=7, samples=28, nonfinite_total=1, losses=[{"step": 5, "loss": 1.5}])
     saved = json.loads(json.dumps({**state.state_dict(), "sampler": {}, "window": None}))
-    again = loop.TrainState()
+    again = TrainState()
     again.load_state_dict(saved)
     assert again == state
+
+
+def test_the_run_is_built_with_keywords_only():
+    with pytest.raises(TypeError, match="positional"):
+        Run(None, None)  # twenty fields, several of one type: an order is too easy to get wrong

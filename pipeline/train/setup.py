@@ -1,0 +1,230 @@
+"""A run's set-up: the checks on its folder and recipe before anything heavy starts (resume,
+overwrite, sharding), the model with its adapter, and the data (over-long targets dropped, the
+task-balanced sampler, the training and held-out loaders). loop._finetune calls them in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline import models
+from pipeline.data.collate import Collator, drop_long_targets, measure_targets
+from pipeline.data.mixture import MixtureSampler, bucket_keys, groups_from_sources
+from pipeline.errors import UvftError
+from pipeline.evaluation.score import first_per_task
+from pipeline.recipe import Recipe, changes
+from pipeline.runtime import model_dtype
+from pipeline.train import checkpoint as ckpt
+from pipeline.train.signals import ignore_stop_signals, stop_signals_blocked
+
+logger = logging.getLogger(__name__)
+
+
+def run_folder_policy(recipe: Recipe, resume: str | None, overwrite: bool) -> None:
+    """A folder with checkpoints is resumed (with an unchanged recipe) or explicitly overwritten."""
+    existing = ckpt.checkpoint_dirs(recipe.run_dir)
+    if existing and resume is not None:
+        check_resume_recipe(recipe, recipe.run_dir)
+    if existing and resume is None:
+        if not overwrite:
+            raise UvftError(
+                f"{recipe.run_dir} already has checkpoints (latest {existing[-1].name}): pass --resume auto "
+                "to continue that run, --overwrite to start over, or set output_dir"
+            )
+        shutil.rmtree(recipe.run_dir / "checkpoints", ignore_errors=True)  # never resume into stale ones
+
+
+# What may change when a run is resumed: how long it goes on (the LR schedule is then laid over
+# the new total), how it saves, logs and evaluates, and where the data and caches are. Anything
+# else (lr, batch size, data, model, adapter, mixture, seed...) decides the run already trained.
+RESUMABLE = (
+    "train.steps",
+    "train.save_every",
+    "train.keep_last",
+    "train.log_every",
+    "train.val_every",
+    "train.trackers",
+    "train.wandb_project",
+    "train.num_workers",
+    "train.pin_memory",
+    "train.persistent_workers",
+    "train.max_nonfinite",
+    "eval.",
+    "data.root",
+    "data.cache_dir",
+    "output_dir",
+    "model.attn_implementation",
+)
+
+
+def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
+    """Refuse to resume a run with a recipe that changes what decides it, listing the changes;
+    the run's recipe.yaml is then rewritten by the resumed run, so what it records stays true."""
+    import yaml
+
+    saved = run_dir / "recipe.yaml"
+    if not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text())
+    diffs = [d for d in changes(before, recipe) if not d[0].startswith(RESUMABLE)]
+    if diffs:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diffs[:8])
+        more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
+        raise UvftError(
+            f"cannot resume {run_dir} with a changed recipe: {listed}{more}. These decide the run "
+            "already trained; start over with --overwrite or another output_dir. What may change on "
+            "resume: train.steps (to extend a run), save/log/eval settings, data.root, data.cache_dir"
+        )
+
+
+def check_sharding(accelerator: Any, resume_from: Path | None) -> None:
+    """Say what a sharded launch config really gives, and refuse what is not supported: resuming
+    a sharded run (uvft's checkpoints are written by the main process, which under FSDP and
+    DeepSpeed holds only its shard of the optimizer state)."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    asked = [
+        n
+        for n, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+        if os.environ.get(env, "").lower() == "true"
+    ]
+    if asked and not sharded and accelerator.is_main_process:
+        logger.warning(
+            "the launch config asks for %s, but Accelerate shards only on accelerators: on %s this run "
+            "is plain data parallel over %d processes (each holds the whole model and optimizer)",
+            asked[0],
+            accelerator.device.type,
+            accelerator.num_processes,
+        )
+    if sharded and resume_from is not None:
+        raise UvftError(
+            f"cannot resume {resume_from} under {accelerator.distributed_type.value}: resuming a "
+            "sharded run is not supported yet (its checkpoints do not hold every process's optimizer "
+            "shard); start over with --overwrite, or train with the DDP config "
+            "(recipes/accelerate/ddp.yaml), whose runs resume exactly"
+        )
+
+
+def build_model(recipe: Recipe, base_model: str, accelerator: Any):
+    """The base model with the recipe's adapter: (model, processor, trainable, total parameters)."""
+    from accelerate.utils import set_seed
+
+    family = models.get(recipe.model.family)
+    set_seed(recipe.train.seed)  # the same initial adapter weights on every process
+    model, processor = family.load(
+        base_model,
+        dtype=model_dtype(recipe),
+        attn_implementation=recipe.model.attn_implementation,
+        revision=recipe.model.revision,
+    )
+    model = apply_adapter(model, recipe)
+    if recipe.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainable, total = models.count_parameters(model)
+    if accelerator.is_main_process:
+        logger.info(
+            "parameters: %s trainable / %s total (%.2f%%)",
+            f"{trainable:,}",
+            f"{total:,}",
+            100 * trainable / total,
+        )
+    return model, processor, trainable, total
+
+
+def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    family = models.get(recipe.model.family)
+    a = recipe.adapter
+    if a.freeze_vision:
+        models.freeze_vision(model)
+    if a.method == "full":
+        return model
+    from peft import get_peft_model
+
+    settings = a.model_dump(include={"r", "alpha", "dropout", "modules_to_save"})
+    config = models.lora_config(family.LORA_TARGETS, a.preset, **settings)
+    # get_peft_model wraps in place: from here on, only the adapter is ever saved
+    return get_peft_model(model, config)
+
+
+def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
+    """Over-long targets dropped (and counted), the task-balanced sampler, the training and the
+    held-out loaders: (train_ds, dropped, sampler, loader, val_loader)."""
+    cfg, family = recipe.train, recipe.model.family
+    train_ds = records[recipe.data.train_split]
+    lengths = measure_targets(train_ds, processor, family)  # tokenized once, for both uses
+    train_ds, dropped = drop_long_targets(train_ds, processor, family, cfg.max_target_tokens, lengths=lengths)
+    if dropped:
+        lengths = lengths[lengths <= cfg.max_target_tokens]
+    val_ds, _ = drop_long_targets(records[cfg.val_split], processor, family, cfg.max_target_tokens)
+    if dropped and accelerator.is_main_process:
+        logger.warning(
+            "dropped %d training records whose target exceeds train.max_target_tokens=%s",
+            dropped,
+            cfg.max_target_tokens,
+        )
+    sampler = MixtureSampler(
+        groups_from_sources(train_ds["source"]),
+        strategy=recipe.mixture.strategy,
+        temperature=recipe.mixture.temperature,
+        weights=recipe.mixture.weights,
+        batch_size=cfg.batch_size,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+        seed=cfg.seed,
+        lengths=bucket_keys(lengths, _prompt_chars(train_ds)) if recipe.mixture.bucket_batches else None,
+        bucket_batches=recipe.mixture.bucket_batches,
+    )
+    loader_kwargs = dict(
+        batch_size=cfg.batch_size,
+        collate_fn=Collator(processor, family, max_target_tokens=cfg.max_target_tokens, defer_pixels=True),
+        num_workers=cfg.num_workers,
+        pin_memory=accelerator.device.type == "cuda" if cfg.pin_memory is None else cfg.pin_memory,
+        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+        worker_init_fn=ignore_stop_signals if cfg.num_workers > 0 else None,
+    )
+    # the held-out subset follows the global batch: N processes of batch b score what one of N*b does
+    # (shared among the tasks the held-out split has)
+    n_tasks = max(1, len(set(val_ds["task"])))
+    per_task = max(1, cfg.val_batches * cfg.batch_size * accelerator.num_processes // n_tasks)
+    subset = first_per_task(val_ds["task"], per_task)[accelerator.process_index :: accelerator.num_processes]
+    val_kwargs = {**loader_kwargs, "persistent_workers": False}
+    val_loader = StopSafeLoader(
+        val_ds.select(subset), shuffle=False, generator=_generator(cfg.seed), **val_kwargs
+    )
+    loader = StopSafeLoader(
+        train_ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_kwargs
+    )
+    return train_ds, dropped, sampler, loader, val_loader
+
+
+class StopSafeLoader(DataLoader):
+    """A DataLoader whose workers are forked with SIGINT/SIGTERM blocked, so that one that comes
+    before their worker_init_fn ignores it cannot kill them (see signals.py). A signal to the main
+    process meanwhile waits until the workers are started, then reaches the StopRequest as usual."""
+
+    def _get_iterator(self) -> Any:
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        with stop_signals_blocked():
+            return super()._get_iterator()
+
+
+def _prompt_chars(ds: Any) -> Any:
+    """Each record's prompt length in characters, counted in Arrow (a Python list of a COCO-sized
+    prompt column costs seconds of start-up)."""
+    import pyarrow.compute as pc
+
+    return pc.utf8_length(ds.with_format("arrow")["prompt"]).to_numpy()
+
+
+def _generator(seed: int) -> torch.Generator:
+    # Loaders get their own generators: starting an iterator draws a seed, and drawing it from the
+    # global RNG would shift dropout after a resume.
+    return torch.Generator().manual_seed(seed)
