@@ -22,7 +22,8 @@ from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.records import Example
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
     check_image,
     coco_images,

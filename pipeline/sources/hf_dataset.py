@@ -69,12 +69,12 @@ from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.records import LANGUAGE_TASKS, TASKS, Box, Example, Object, Tally
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
     ImageCheck,
     check_image,
     clip_objects,
-    confine,
     id_sort_key,
     image_format_suffix,
     language_code,
@@ -82,6 +82,7 @@ from pipeline.sources.images import (
     parse_polygons,
     parse_regions,
 )
+from pipeline.sources.paths import confine
 from pipeline.sources.vqav2 import most_frequent_answer
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from pipeline.errors import DataError
 from pipeline.records import Example
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import check_image, prefetch_checks, read_json
 
 logger = logging.getLogger(__name__)

@@ -61,18 +61,19 @@ from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.records import LANGUAGE_TASKS, TASKS, Example, Object, Tally
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
     ImageCheck,
     check_image,
     clip_objects,
-    confine,
     language_code,
     parse_box,
     parse_json,
     parse_polygons,
     parse_regions,
 )
+from pipeline.sources.paths import confine
 from pipeline.sources.vqav2 import most_frequent_answer
 
 logger = logging.getLogger(__name__)

@@ -70,9 +70,9 @@ from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.records import Box, Example, Object, Tally
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
-    Paths,
     check_image,
     clip_objects,
     coco_categories,
@@ -87,6 +87,7 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.sources.paths import Paths
 
 logger = logging.getLogger(__name__)
 
