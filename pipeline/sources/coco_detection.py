@@ -56,6 +56,7 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.tasks import DETECTION
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def read_coco_detection(
             continue
 
         yield ctx.example(
-            str(image_id), path, size, task="detection", objects=objects, categories=vocabulary, crowd=crowd
+            str(image_id), path, size, task=DETECTION, objects=objects, categories=vocabulary, crowd=crowd
         )
 
 

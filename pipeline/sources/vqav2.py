@@ -40,6 +40,7 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.tasks import VQA
 
 DEFAULT_IMAGE_PATTERN = "COCO_{data_subtype}_{image_id:012d}.jpg"
 
@@ -218,7 +219,7 @@ def read_vqav2(
             str(qid),
             path,
             size,
-            task="vqa",
+            task=VQA,
             question=q["question"].strip(),
             answer=most_frequent_answer(answers),
             answers=answers,
