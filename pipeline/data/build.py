@@ -176,7 +176,7 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
     the splits' first chunks filled (the order of the DatasetDict)."""
     from datasets.arrow_writer import ArrowWriter
 
-    from pipeline.sources.images import Paths
+    from pipeline.sources.paths import Paths
 
     family = recipe.model.family
     fmt = formats.get(family)

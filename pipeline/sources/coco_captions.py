@@ -22,7 +22,8 @@ from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.records import Example
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
     check_image,
     coco_images,
@@ -34,6 +35,9 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.tasks import CAPTION
+
+_CAPTION_KEY = "caption"  # COCO's annotation field holding the text, not the task
 
 
 @register("coco_captions")
@@ -51,7 +55,7 @@ def read_coco_captions(
         ann_id = ann.get("id", index) if isinstance(ann, dict) else index
         record = f"annotation {ann_id}"
         image_id = require_id(ann, "image_id", file=file, record=record, what="an annotation")
-        caption = require(ann, "caption", file=file, record=record, what="an annotation")
+        caption = require(ann, _CAPTION_KEY, file=file, record=record, what="an annotation")
         if image_id not in image_infos:
             raise DataError(
                 f"image_id {image_id!r} is not in 'images'", file=file, record=record, field="image_id"
@@ -61,7 +65,7 @@ def read_coco_captions(
                 f"caption must be a string, got {type(caption).__name__}",
                 file=file,
                 record=record,
-                field="caption",
+                field=_CAPTION_KEY,
             )
         caption = caption.strip()
         if not caption:
@@ -91,7 +95,7 @@ def read_coco_captions(
             str(image_id),
             path,
             size,
-            task="caption",
+            task=CAPTION,
             caption=captions[0],
             captions=captions,
             language=language,

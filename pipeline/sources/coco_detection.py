@@ -42,7 +42,8 @@ from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.records import Example, Object
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
     check_image,
     clip_objects,
@@ -55,6 +56,7 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.tasks import DETECTION
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ def read_coco_detection(
             continue
 
         yield ctx.example(
-            str(image_id), path, size, task="detection", objects=objects, categories=vocabulary, crowd=crowd
+            str(image_id), path, size, task=DETECTION, objects=objects, categories=vocabulary, crowd=crowd
         )
 
 

@@ -60,21 +60,25 @@ question or phrase, malformed boxes, polygons or regions, a language that is not
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import tasks
 from pipeline.errors import DataError
-from pipeline.records import LANGUAGE_TASKS, TASKS, Box, Example, Object, Tally
-from pipeline.sources import SourceContext, register
+from pipeline.records import Box, Example, Object, Tally
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
+    CAPTION_FIELD,
     ImageCheck,
     check_image,
     clip_objects,
-    confine,
     id_sort_key,
     image_format_suffix,
     language_code,
@@ -82,28 +86,27 @@ from pipeline.sources.images import (
     parse_polygons,
     parse_regions,
 )
+from pipeline.sources.paths import confine
 from pipeline.sources.vqav2 import most_frequent_answer
+from pipeline.tasks import (
+    CAPTION,
+    CLASSIFICATION,
+    DETECTION,
+    GROUNDING,
+    LANGUAGE_TASKS,
+    OCR,
+    SEGMENTATION,
+    TASKS,
+    VQA,
+)
 
 logger = logging.getLogger(__name__)
 
+# the image column, then every task's columns (pipeline/tasks/<task>.py): tasks that read the same
+# field (bbox, category, language) give it the same default column (a test)
 DEFAULT_COLUMNS: dict[str, str] = {
     "image": "image",
-    "label": "label",
-    "captions": "captions",
-    "caption": "caption",
-    "question": "question",
-    "answers": "answers",
-    "answer": "answer",
-    "answer_type": "answer_type",
-    "objects": "objects",
-    "bbox": "bbox",
-    "category": "category",
-    "bboxes": "bboxes",
-    "phrase": "phrase",
-    "polygons": "polygons",
-    "text": "text",
-    "regions": "regions",
-    "language": "language",
+    **{field: column for task in tasks.all_tasks() for field, column in task.COLUMNS.items()},
 }
 _MAPPABLE = {*DEFAULT_COLUMNS, "id"}
 
@@ -181,146 +184,324 @@ def read_hf_dataset(
             file=path,
             field="columns",
         )
-    cols = {**DEFAULT_COLUMNS, **(columns or {})}
     # `path` is a hub id or a folder: a relative folder that exists under the data root wins.
     if ctx.root is not None and not Path(path).is_absolute() and (ctx.root / path).exists():
         path = str(ctx.root / path)
     ds = _load(path, name, hf_split, from_disk, data_files)
-    features = ds.features
-    where = f"{path} [{hf_split}]"
+    split = _Split(
+        where=f"{path} [{hf_split}]",
+        features=ds.features,
+        cols={**DEFAULT_COLUMNS, **(columns or {})},
+        explicit=columns or {},
+        bbox_format=bbox_format,
+        tally=ctx.tally,
+        image_cache=image_cache,
+        images=images,
+    )
+    image_col = split.column("image", required=True)
+    id_col = split.column("id", required=False)
+    rows = _ROWS[task](split, ds)
+    language_col = None
+    if task in LANGUAGE_TASKS:
+        language_col = split.column("language", required=False)
+    elif "language" in split.explicit:
+        raise DataError(
+            f"a language is only for {' and '.join(LANGUAGE_TASKS)} examples, not {task}",
+            file=split.where,
+            field="language",
+        )
+    needed = [image_col, id_col, *rows.columns, language_col]
+    ds = ds.select_columns(list(dict.fromkeys(c for c in needed if c)))
+    if isinstance(split.features[image_col], Image):
+        ds = ds.cast_column(image_col, Image(decode=False))  # {"bytes", "path"}: no decoding here
+    rows.read_ahead(ds)
+    yield from _examples(ctx, split, ds, rows, task, image_col, id_col, language_col)
 
-    def column(field: str, *, required: bool) -> str | None:
-        col = cols.get(field)
-        if col in features:
+
+def _examples(
+    ctx: SourceContext,
+    split: _Split,
+    ds: Any,
+    rows: _Rows,
+    task: str,
+    image_col: str,
+    id_col: str | None,
+    language_col: str | None,
+) -> Iterator[Example]:
+    """The Examples of the split's rows, in order: ids checked, each row's task fields, then its
+    language, its image (checked once per file) and its boxes clipped to the image."""
+    seen_ids: set[str] = set()
+    checks: dict[Path, ImageCheck] = {}
+    for index, row in enumerate(ds):
+        example_id = str(row[id_col]) if id_col else str(index)
+        record = f"row {index}" + (f" (id {example_id})" if id_col else "")
+        if id_col:
+            if example_id in seen_ids:
+                raise DataError(f"duplicate id {example_id!r}", file=split.where, record=record, field="id")
+            seen_ids.add(example_id)
+
+        fields = rows.fields(row, record)
+        if fields is None:
+            continue
+        if language_col:
+            fields["language"] = language_code(row[language_col], file=split.where, record=record)
+
+        path_ = split.image_path(row[image_col], record)
+        if path_ is None:
+            continue
+        size = check_image(path_, ctx, record=record, cache=checks)
+        if size is None:
+            continue
+        if fields.get("objects"):
+            fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
+            if rows.boxes_required and not fields["objects"]:
+                ctx.tally.skip("no usable box", f"{record}: no box has area inside the image")
+                continue
+        yield ctx.example(example_id, path_, size, task=task, **fields)
+
+
+@dataclass
+class _Split:
+    """The split being read: where it is (the `file` of every DataError), its features, the
+    columns the Example's fields come from, and what parsing a row needs besides the row."""
+
+    where: str  # "<path> [<hf_split>]"
+    features: Any  # the dataset's features, by column name
+    cols: dict[str, str]  # Example field -> column: DEFAULT_COLUMNS under the recipe's `columns`
+    explicit: dict[str, str]  # the recipe's `columns` as given: a column it names must exist
+    bbox_format: str
+    tally: Tally
+    image_cache: Path | None
+    images: Path | None
+
+    def column(self, field: str, *, required: bool) -> str | None:
+        """The column of `field` when the dataset has it; else a DataError when required or
+        mapped explicitly, None otherwise."""
+        col = self.cols.get(field)
+        if col in self.features:
             return col
-        if required or (columns and field in columns):  # an explicit mapping must exist
+        if required or field in self.explicit:  # an explicit mapping must exist
             raise DataError(
-                f"dataset has no column {col!r} for {field}; columns: {sorted(features)}",
-                file=where,
+                f"dataset has no column {col!r} for {field}; columns: {sorted(self.features)}",
+                file=self.where,
                 field=field,
             )
         return None
 
-    image_col = column("image", required=True)
-    id_col = column("id", required=False)
-    needed = [image_col, *([id_col] if id_col else [])]
-    categories: list[str] = []
-    if task == "classification":
-        label_col = column("label", required=True)
-        label_names = _class_names(features[label_col])
-        needed.append(label_col)
-        categories = label_names or sorted({str(v) for v in ds.unique(label_col) if v is not None})
-    elif task == "caption":
-        caption_col = column("captions", required=False) or column("caption", required=False)
-        if caption_col is None:
-            raise DataError(
-                f"dataset has no caption column ({cols['captions']!r} or {cols['caption']!r}); "
-                f"columns: {sorted(features)}",
-                file=where,
-                field="caption",
-            )
-        needed.append(caption_col)
-    elif task == "vqa":
-        question_col = column("question", required=True)
-        answers_col = column("answers", required=False)
-        answer_col = column("answer", required=False)
-        type_col = column("answer_type", required=False)
-        if answers_col is None and answer_col is None:
-            raise DataError(
-                f"dataset has no answer column ({cols['answers']!r} or {cols['answer']!r}); "
-                f"columns: {sorted(features)}",
-                file=where,
-                field="answers",
-            )
-        needed += [c for c in (question_col, answers_col, answer_col, type_col) if c]
-    elif task in ("grounding", "segmentation"):
-        phrase_col = column("phrase", required=True)
-        box_field, box_col = _box_column(column, columns or {}, where)
-        if box_col is None and task == "grounding":
-            raise DataError(
-                f"dataset has no box column ({cols['bboxes']!r} or {cols['bbox']!r}); "
-                f"columns: {sorted(features)}",
-                file=where,
-                field="bbox",
-            )
-        ref_category_col = column("category", required=False)
-        ref_category_names = _class_names(features[ref_category_col]) if ref_category_col else None
-        polygons_col = column("polygons", required=True) if task == "segmentation" else None
-        needed += [c for c in (phrase_col, box_col, ref_category_col, polygons_col) if c]
-    elif task == "ocr":
-        text_col = column("text", required=True)
-        regions_col = column("regions", required=False)
-        needed += [c for c in (text_col, regions_col) if c]
-    else:
-        objects_col = column("objects", required=True)
-        struct = _inner(features[objects_col])
-        bbox_key, category_key = cols["bbox"], cols["category"]
-        for field, key in (("bbox", bbox_key), ("category", category_key)):
-            if not isinstance(struct, dict) or key not in struct:
+    def category_name(self, value: Any, names: list[str] | None, record: str, field: str) -> str:
+        """A class name: a ClassLabel index through `names`, or a str (or int) as it is."""
+        if isinstance(value, int) and not isinstance(value, bool) and names is not None:
+            if not 0 <= value < len(names):
                 raise DataError(
-                    f"column {objects_col!r} has no sub-field {key!r} for {field}", file=where, field=field
+                    f"class index {value} outside 0..{len(names) - 1}",
+                    file=self.where,
+                    record=record,
+                    field=field,
                 )
-        category_names = _class_names(struct[category_key])
-        needed.append(objects_col)
-    if task in LANGUAGE_TASKS:
-        language_col = column("language", required=False)
-        needed += [language_col] if language_col else []
-    elif columns and "language" in columns:
+            return names[value]
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
         raise DataError(
-            f"a language is only for {' and '.join(LANGUAGE_TASKS)} examples, not {task}",
-            file=where,
-            field="language",
+            f"expected a class name or index, got {value!r}", file=self.where, record=record, field=field
         )
 
-    ds = ds.select_columns(list(dict.fromkeys(needed)))
-    if isinstance(features[image_col], Image):
-        ds = ds.cast_column(image_col, Image(decode=False))  # {"bytes", "path"}: no decoding here
-
-    def image_path(value: Any, record: str) -> Path | None:
+    def image_path(self, value: Any, record: str) -> Path | None:
+        """The image file of one row (see the module docstring), or None after counting a skip."""
         file_path, data = (
             (value.get("path"), value.get("bytes")) if isinstance(value, dict) else (value, None)
         )
         if file_path is not None and not isinstance(file_path, str):
             raise DataError(
                 f"image must be a path or {{bytes, path}}, got {value!r}",
-                file=where,
+                file=self.where,
                 record=record,
                 field="image",
             )
         if file_path and os.path.isabs(file_path) and os.path.isfile(file_path):
             return Path(file_path)
         if data:
-            if image_cache is None:
+            if self.image_cache is None:
                 raise DataError(
                     "images are embedded as bytes: set image_cache to a folder to write them to",
-                    file=where,
+                    file=self.where,
                     record=record,
                     field="image_cache",
                 )
-            return cache_image_bytes(data, image_cache)
-        if file_path and not os.path.isabs(file_path) and images is not None:
-            return confine(images, file_path, file=where, record=record, field="image")
-        ctx.tally.skip("missing image", f"{record}: no bytes and no file at {file_path!r}")
+            return cache_image_bytes(data, self.image_cache)
+        if file_path and not os.path.isabs(file_path) and self.images is not None:
+            return confine(self.images, file_path, file=self.where, record=record, field="image")
+        self.tally.skip("missing image", f"{record}: no bytes and no file at {file_path!r}")
         return None
 
-    def category_name(value: Any, names: list[str] | None, record: str, field: str) -> str:
-        if isinstance(value, int) and not isinstance(value, bool) and names is not None:
-            if not 0 <= value < len(names):
-                raise DataError(
-                    f"class index {value} outside 0..{len(names) - 1}", file=where, record=record, field=field
-                )
-            return names[value]
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            return str(value)
-        raise DataError(
-            f"expected a class name or index, got {value!r}", file=where, record=record, field=field
-        )
 
-    def row_objects(value: Any, record: str) -> list[Object]:
+# ---------------------------------------------------------------------------- one reader per task
+
+
+class _Rows:
+    """How one task reads the split: made by its entry in `_ROWS` from the split's features (which
+    resolves and checks the columns it needs), then one row at a time."""
+
+    columns: list[str]  # the dataset columns the task reads
+    boxes_required = False  # a row whose boxes all fall outside its image is skipped ("no usable box")
+
+    def read_ahead(self, ds: Any) -> None:
+        """Read what must be known before the first row (detection's category names); most tasks
+        need nothing."""
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        """The Example's task fields of one row, or None after counting why the row is skipped."""
+        raise NotImplementedError(f"{type(self).__name__} reads no rows")
+
+
+@dataclass
+class _Classification(_Rows):
+    split: _Split
+    columns: list[str]
+    label: str
+    names: list[str] | None  # the label's ClassLabel names
+    categories: list[str]
+
+    @classmethod
+    def resolve(cls, split: _Split, ds: Any) -> _Classification:
+        label = split.column("label", required=True)
+        names = _class_names(split.features[label])
+        categories = names or sorted({str(v) for v in ds.unique(label) if v is not None})
+        return cls(split, [label], label, names, categories)
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        value = row[self.label]
+        if value is None or (self.names is not None and value == -1):
+            self.split.tally.skip("missing label", record)
+            return None
+        label = self.split.category_name(value, self.names, record, "label")
+        return {"label": label, "categories": self.categories}
+
+
+@dataclass
+class _Caption(_Rows):
+    split: _Split
+    columns: list[str]
+
+    @classmethod
+    def resolve(cls, split: _Split, ds: Any) -> _Caption:
+        col = split.column("captions", required=False) or split.column(CAPTION_FIELD, required=False)
+        if col is None:
+            raise DataError(
+                f"dataset has no caption column ({split.cols['captions']!r} or "
+                f"{split.cols[CAPTION_FIELD]!r}); columns: {sorted(split.features)}",
+                file=split.where,
+                field=CAPTION_FIELD,
+            )
+        return cls(split, [col])
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        value = row[self.columns[0]]
+        raw = [value] if isinstance(value, str) else value or []
+        if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+            raise DataError(
+                f"expected str or list of str, got {value!r}",
+                file=self.split.where,
+                record=record,
+                field=CAPTION_FIELD,
+            )
+        captions = [c.strip() for c in raw if c.strip()]
+        if len(captions) < len(raw):
+            self.split.tally.repair("empty caption dropped", record, n=len(raw) - len(captions))
+        if not captions:
+            self.split.tally.skip("image without captions", record)
+            return None
+        return {CAPTION_FIELD: captions[0], "captions": captions}
+
+
+@dataclass
+class _Vqa(_Rows):
+    split: _Split
+    columns: list[str]
+    question: str
+    answers: str | None
+    answer: str | None
+    answer_type: str | None
+
+    @classmethod
+    def resolve(cls, split: _Split, ds: Any) -> _Vqa:
+        question = split.column("question", required=True)
+        answers = split.column("answers", required=False)
+        answer = split.column("answer", required=False)
+        answer_type = split.column("answer_type", required=False)
+        if answers is None and answer is None:
+            raise DataError(
+                f"dataset has no answer column ({split.cols['answers']!r} or {split.cols['answer']!r}); "
+                f"columns: {sorted(split.features)}",
+                file=split.where,
+                field="answers",
+            )
+        columns = [c for c in (question, answers, answer, answer_type) if c]
+        return cls(split, columns, question, answers, answer, answer_type)
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        where = self.split.where
+        question = row[self.question]
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(
+                f"expected a question, got {question!r}", file=where, record=record, field="question"
+            )
+        answers = _answers(row[self.answers], where, record) if self.answers else []
+        answer = row[self.answer] if self.answer else None
+        if answer is not None and not isinstance(answer, str):
+            raise DataError(f"expected a string, got {answer!r}", file=where, record=record, field="answer")
+        if not answers and not answer:
+            self.split.tally.skip("question without answers", record)
+            return None
+        return {
+            "question": question.strip(),
+            "answers": answers or [answer],
+            "answer": answer if answer else most_frequent_answer(answers),
+            "answer_type": row[self.answer_type] if self.answer_type else None,
+        }
+
+
+@dataclass
+class _Detection(_Rows):
+    split: _Split
+    columns: list[str]
+    objects: str
+    bbox_key: str  # the sub-fields of an object
+    category_key: str
+    names: list[str] | None  # the category's ClassLabel names
+    categories: list[str] | None = None  # read ahead: the names, else every category of the split
+
+    @classmethod
+    def resolve(cls, split: _Split, ds: Any) -> _Detection:
+        objects = split.column("objects", required=True)
+        struct = _inner(split.features[objects])
+        bbox_key, category_key = split.cols["bbox"], split.cols["category"]
+        for field, key in (("bbox", bbox_key), ("category", category_key)):
+            if not isinstance(struct, dict) or key not in struct:
+                raise DataError(
+                    f"column {objects!r} has no sub-field {key!r} for {field}", file=split.where, field=field
+                )
+        return cls(split, [objects], objects, bbox_key, category_key, _class_names(struct[category_key]))
+
+    def read_ahead(self, ds: Any) -> None:
+        if self.names is not None:
+            self.categories = list(self.names)
+            return
+        seen = {
+            o.category
+            for i, r in enumerate(ds.select_columns([self.objects]))
+            for o in self._objects(r[self.objects], f"row {i}")
+        }
+        self.categories = sorted(seen)
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        return {"objects": self._objects(row[self.objects], record), "categories": self.categories}
+
+    def _objects(self, value: Any, record: str) -> list[Object]:
+        where = self.split.where
         if value is None:
             return []
         if isinstance(value, dict):  # Sequence({...}) stores a struct of lists
-            boxes, cats = value.get(bbox_key) or [], value.get(category_key) or []
+            boxes, cats = value.get(self.bbox_key) or [], value.get(self.category_key) or []
             if len(boxes) != len(cats):
                 raise DataError(
                     f"{len(boxes)} boxes but {len(cats)} categories",
@@ -330,142 +511,132 @@ def read_hf_dataset(
                 )
             pairs = list(zip(boxes, cats, strict=True))
         elif isinstance(value, list) and all(isinstance(o, dict) for o in value):
-            pairs = [(o.get(bbox_key), o.get(category_key)) for o in value]
+            pairs = [(o.get(self.bbox_key), o.get(self.category_key)) for o in value]
         else:
             raise DataError(
                 f"expected a list of objects, got {value!r}", file=where, record=record, field="objects"
             )
         return [
             Object(
-                parse_box(box, fmt=bbox_format, file=where, record=record, field="bbox"),
-                category_name(cat, category_names, record, "category"),
+                parse_box(box, fmt=self.split.bbox_format, file=where, record=record, field="bbox"),
+                self.split.category_name(cat, self.names, record, "category"),
             )
             for box, cat in pairs
         ]
 
-    if task == "detection" and category_names is None:
-        seen_cats = {
-            o.category
-            for i, r in enumerate(ds.select_columns([objects_col]))
-            for o in row_objects(r[objects_col], f"row {i}")
+
+@dataclass
+class _Referring(_Rows):
+    """Grounding and segmentation: a phrase, the box(es) it refers to and their category;
+    segmentation adds the polygons, and its boxes are optional."""
+
+    split: _Split
+    columns: list[str]
+    phrase: str
+    box_field: str  # "bboxes" (a list of boxes per row) or "bbox" (one box)
+    boxes: str | None
+    category: str | None
+    names: list[str] | None  # the category's ClassLabel names
+    polygons: str | None
+    boxes_required: bool = False  # grounding: a row without a box is skipped ("missing box")
+
+    @classmethod
+    def resolve(cls, split: _Split, ds: Any, *, boxes_required: bool, polygons: bool) -> _Referring:
+        phrase = split.column("phrase", required=True)
+        box_field, boxes = _box_column(split)
+        if boxes is None and boxes_required:
+            raise DataError(
+                f"dataset has no box column ({split.cols['bboxes']!r} or {split.cols['bbox']!r}); "
+                f"columns: {sorted(split.features)}",
+                file=split.where,
+                field="bbox",
+            )
+        category = split.column("category", required=False)
+        names = _class_names(split.features[category]) if category else None
+        polygons_col = split.column("polygons", required=True) if polygons else None
+        columns = [c for c in (phrase, boxes, category, polygons_col) if c]
+        return cls(split, columns, phrase, box_field, boxes, category, names, polygons_col, boxes_required)
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        split = self.split
+        phrase = _phrase(row[self.phrase], split.where, record)
+        boxes = (
+            _boxes(row[self.boxes], self.box_field, split.bbox_format, split.where, record)
+            if self.boxes
+            else []
+        )
+        if self.boxes_required and not boxes:
+            split.tally.skip("missing box", record)
+            return None
+        value = row[self.category] if self.category else None
+        if isinstance(value, str):
+            value = value.strip() or None  # a blank category: the phrase names the box
+        category = phrase if value is None else split.category_name(value, self.names, record, "category")
+        fields: dict[str, Any] = {"phrase": phrase, "objects": [Object(box, category) for box in boxes]}
+        if self.polygons:
+            polygons = _polygons(row[self.polygons], split.tally, split.where, record)
+            if not polygons:
+                split.tally.skip("missing polygons", record)
+                return None
+            fields["polygons"] = polygons
+        return fields
+
+
+@dataclass
+class _Ocr(_Rows):
+    split: _Split
+    columns: list[str]
+    text: str
+    regions: str | None
+
+    @classmethod
+    def resolve(cls, split: _Split, ds: Any) -> _Ocr:
+        text = split.column("text", required=True)
+        regions = split.column("regions", required=False)
+        return cls(split, [c for c in (text, regions) if c], text, regions)
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        where = self.split.where
+        text = row[self.text]
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"expected a string, got {text!r}", file=where, record=record, field="text")
+        if not text or not text.strip():
+            self.split.tally.skip("image without text", record)
+            return None
+        regions = _struct_rows(row[self.regions]) if self.regions else None
+        tally, fmt = self.split.tally, self.split.bbox_format
+        return {
+            "text": text.strip(),
+            "regions": parse_regions(regions, tally, file=where, record=record, bbox_format=fmt),
         }
-        categories = sorted(seen_cats)
-    elif task == "detection":
-        categories = list(category_names)
-
-    seen_ids: set[str] = set()
-    checks: dict[Path, ImageCheck] = {}
-    for index, row in enumerate(ds):
-        example_id = str(row[id_col]) if id_col else str(index)
-        record = f"row {index}" + (f" (id {example_id})" if id_col else "")
-        if id_col:
-            if example_id in seen_ids:
-                raise DataError(f"duplicate id {example_id!r}", file=where, record=record, field="id")
-            seen_ids.add(example_id)
-
-        fields: dict[str, Any] = {"task": task}
-        if task == "classification":
-            value = row[label_col]
-            if value is None or (label_names is not None and value == -1):
-                ctx.tally.skip("missing label", record)
-                continue
-            fields["label"] = category_name(value, label_names, record, "label")
-            fields["categories"] = categories
-        elif task == "caption":
-            value = row[caption_col]
-            raw = [value] if isinstance(value, str) else value or []
-            if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
-                raise DataError(
-                    f"expected str or list of str, got {value!r}", file=where, record=record, field="caption"
-                )
-            captions = [c.strip() for c in raw if c.strip()]
-            if len(captions) < len(raw):
-                ctx.tally.repair("empty caption dropped", record, n=len(raw) - len(captions))
-            if not captions:
-                ctx.tally.skip("image without captions", record)
-                continue
-            fields.update(caption=captions[0], captions=captions)
-        elif task == "vqa":
-            question = row[question_col]
-            if not isinstance(question, str) or not question.strip():
-                raise DataError(
-                    f"expected a question, got {question!r}", file=where, record=record, field="question"
-                )
-            answers = _answers(row[answers_col], where, record) if answers_col else []
-            answer = row[answer_col] if answer_col else None
-            if answer is not None and not isinstance(answer, str):
-                raise DataError(
-                    f"expected a string, got {answer!r}", file=where, record=record, field="answer"
-                )
-            if not answers and not answer:
-                ctx.tally.skip("question without answers", record)
-                continue
-            fields.update(
-                question=question.strip(),
-                answers=answers or [answer],
-                answer=answer if answer else most_frequent_answer(answers),
-                answer_type=row[type_col] if type_col else None,
-            )
-        elif task in ("grounding", "segmentation"):
-            phrase = _phrase(row[phrase_col], where, record)
-            boxes = _boxes(row[box_col], box_field, bbox_format, where, record) if box_col else []
-            if task == "grounding" and not boxes:
-                ctx.tally.skip("missing box", record)
-                continue
-            value = row[ref_category_col] if ref_category_col else None
-            if isinstance(value, str):
-                value = value.strip() or None  # a blank category: the phrase names the box
-            names = ref_category_names
-            category = phrase if value is None else category_name(value, names, record, "category")
-            fields.update(phrase=phrase, objects=[Object(box, category) for box in boxes])
-            if task == "segmentation":
-                polygons = _polygons(row[polygons_col], ctx.tally, where, record)
-                if not polygons:
-                    ctx.tally.skip("missing polygons", record)
-                    continue
-                fields["polygons"] = polygons
-        elif task == "ocr":
-            text = row[text_col]
-            if text is not None and not isinstance(text, str):
-                raise DataError(f"expected a string, got {text!r}", file=where, record=record, field="text")
-            if not text or not text.strip():
-                ctx.tally.skip("image without text", record)
-                continue
-            regions = _struct_rows(row[regions_col]) if regions_col else None
-            fields.update(
-                text=text.strip(),
-                regions=parse_regions(regions, ctx.tally, file=where, record=record, bbox_format=bbox_format),
-            )
-        else:
-            fields["objects"] = row_objects(row[objects_col], record)
-            fields["categories"] = categories
-        if task in LANGUAGE_TASKS and language_col:
-            fields["language"] = language_code(row[language_col], file=where, record=record)
-
-        path_ = image_path(row[image_col], record)
-        if path_ is None:
-            continue
-        size = check_image(path_, ctx, record=record, cache=checks)
-        if size is None:
-            continue
-        if fields.get("objects"):
-            fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
-            if task == "grounding" and not fields["objects"]:
-                ctx.tally.skip("no usable box", f"{record}: no box has area inside the image")
-                continue
-        yield ctx.example(example_id, path_, size, **fields)
 
 
-def _box_column(column: Any, explicit: dict[str, str], where: str) -> tuple[str, str | None]:
+# task -> what resolves its columns from the split (checking them) and reads its rows
+_ROWS: dict[str, Callable[[_Split, Any], _Rows]] = {
+    CLASSIFICATION: _Classification.resolve,
+    CAPTION: _Caption.resolve,
+    VQA: _Vqa.resolve,
+    DETECTION: _Detection.resolve,
+    GROUNDING: functools.partial(_Referring.resolve, boxes_required=True, polygons=False),
+    SEGMENTATION: functools.partial(_Referring.resolve, boxes_required=False, polygons=True),
+    OCR: _Ocr.resolve,
+}
+
+
+# ---------------------------------------------------------------------------- field parsers
+
+
+def _box_column(split: _Split) -> tuple[str, str | None]:
     """(field, column) of a grounding/segmentation source's boxes: `bboxes` (a list of boxes per
     row) or `bbox` (one box); an explicit mapping of either wins over the defaults."""
+    explicit = split.explicit
     if "bbox" in explicit and "bboxes" in explicit:
         raise DataError(
-            "map 'bbox' (one box) or 'bboxes' (a list of boxes), not both", file=where, field="columns"
+            "map 'bbox' (one box) or 'bboxes' (a list of boxes), not both", file=split.where, field="columns"
         )
     order = ("bbox", "bboxes") if "bbox" in explicit else ("bboxes", "bbox")
     for field in order:
-        col = column(field, required=False)
+        col = split.column(field, required=False)
         if col is not None:
             return field, col
     return order[0], None

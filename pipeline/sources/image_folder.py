@@ -26,8 +26,10 @@ from pathlib import Path
 
 from pipeline.errors import DataError
 from pipeline.records import Example
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import check_image, prefetch_checks, read_json
+from pipeline.tasks import CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 
@@ -124,4 +126,4 @@ def read_image_folder(
         size = check_image(path, ctx, record=rel)
         if size is None:
             continue
-        yield ctx.example(rel, path, size, task="classification", label=labels[cls], categories=categories)
+        yield ctx.example(rel, path, size, task=CLASSIFICATION, label=labels[cls], categories=categories)

@@ -1,5 +1,6 @@
-"""Helpers every source reader shares: confining image paths, checking and loading images,
-clipping boxes, and reading JSON with errors that name the place.
+"""Helpers every source reader shares: checking and loading images, clipping boxes, parsing the
+fields several formats hold (boxes, polygons, regions, language codes), and reading JSON with
+errors that name the place. Confining image paths to a dataset is paths.py's.
 
 `check_image` is the one gate an image passes before it becomes an Example: it returns the size
 *after* EXIF orientation (the frame boxes live in), or None after counting why the image was
@@ -10,7 +11,6 @@ check counts the conversions that will happen there as repairs, so the build sta
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import json
 import logging
@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from pipeline import tasks
 from pipeline.errors import DataError
 from pipeline.records import Box, ImageSize, Object, Region, Tally
-from pipeline.sources import SourceContext
+from pipeline.sources.context import SourceContext
+from pipeline.tasks import CAPTION
 
 try:  # orjson parses the 450 MB COCO train JSON several times faster; json is the fallback
     import orjson as _orjson
@@ -40,93 +42,9 @@ logger = logging.getLogger(__name__)
 EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # 90/270 degree rotations: width and height trade places
 
-
-# ---------------------------------------------------------------------------- paths
-
-
-def confine(root: Path, relpath: str, *, file: str | Path, record: str | int, field: str) -> Path:
-    """Return `root / relpath` (absolute, normalised), refusing paths that leave `root`.
-
-    An annotation file decides which files we open, so it must not reach outside its dataset:
-    absolute paths, `..` that climbs out, and symlinks whose target lies outside `root` are all
-    refused with a DataError naming the annotation file, the record and the field.
-    """
-    return Path(_confine(root, relpath, os.path.realpath, file=file, record=record, field=field))
-
-
-class Paths:
-    """`confine` for one build: each directory is resolved and listed once, so a file name costs no
-    lstat. A name the listing shows as a symlink (or any name in a folder that cannot be listed)
-    is resolved in full, as `confine` does; `..` and absolute paths are refused before any of
-    this. Symlinks created after a folder was listed are not seen: keep one per build.
-    """
-
-    def __init__(self) -> None:
-        self._dirs: dict[str, tuple[str, frozenset[str] | None]] = {}  # dir -> (resolved, symlinks)
-
-    def confine(
-        self, root: Path | str, relpath: str, *, file: str | Path, record: str | int, field: str
-    ) -> str:
-        """`confine`, as a string (what an Example holds)."""
-        return _confine(root, relpath, self._realpath, file=file, record=record, field=field)
-
-    def _realpath(self, path: str) -> str:
-        folder, name = os.path.split(path)
-        known = self._dirs.get(folder)
-        if known is None:
-            try:
-                with os.scandir(folder) as entries:  # d_type: symlinks known without an lstat each
-                    links: frozenset[str] | None = frozenset(e.name for e in entries if e.is_symlink())
-            except OSError:  # missing or not a folder: resolve every name in it in full
-                links = None
-            known = self._dirs[folder] = (os.path.realpath(folder), links)
-        real_folder, links = known
-        if links is None or name in links or not name:
-            return os.path.realpath(path)
-        return os.path.join(real_folder, name)  # not a symlink: resolving it changes nothing
-
-
-def _confine(
-    root: Path | str, relpath: str, realpath, *, file: str | Path, record: str | int, field: str
-) -> str:
-    if not isinstance(relpath, str) or not relpath.strip():
-        raise DataError(
-            f"image path must be a non-empty string, got {relpath!r}", file=file, record=record, field=field
-        )
-    # "/x", "\\server\x", "C:\x", "C:x": absolute or drive-relative somewhere. String checks cost a
-    # tenth of PurePath parsing, which shows at 100k+ images.
-    if relpath.startswith(("/", "\\")) or (len(relpath) > 1 and relpath[1] == ":" and relpath[0].isalpha()):
-        raise DataError(
-            f"absolute image path {relpath!r} refused: paths must be relative to {root}",
-            file=file,
-            record=record,
-            field=field,
-        )
-    root_str = os.fspath(root)
-    root_str = _abs_root(root_str) if os.path.isabs(root_str) else os.path.abspath(root_str)
-    candidate = os.path.normpath(os.path.join(root_str, relpath))
-    # lexical check first (cheap, and catches `..` even when the target does not exist), then
-    # the resolved one, which catches symlinks pointing out of the root
-    if not _within(candidate, root_str) or not _within(realpath(candidate), _real_root(root_str)):
-        raise DataError(
-            f"image path {relpath!r} escapes the dataset root {root}", file=file, record=record, field=field
-        )
-    return candidate
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
-
-
-@functools.lru_cache(maxsize=64)
-def _abs_root(root: str) -> str:
-    return os.path.abspath(root)  # absolute roots only: a relative one depends on the cwd
-
-
-@functools.lru_cache(maxsize=64)
-def _real_root(root: str) -> str:
-    # one root serves ~100k images: resolve it once
-    return os.path.realpath(root)
+# The Example field of the caption trained on, which is also a JSONL key and a default hf_dataset
+# column: named as its task is, so asked of the task table (the task's first field), not written.
+CAPTION_FIELD = tasks.get(CAPTION).FIELDS[0]
 
 
 # ---------------------------------------------------------------------------- image checks

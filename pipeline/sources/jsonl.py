@@ -60,20 +60,33 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import LANGUAGE_TASKS, TASKS, Example, Object, Tally
-from pipeline.sources import SourceContext, register
+from pipeline.records import Example, Object, Tally
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
+    CAPTION_FIELD,
     ImageCheck,
     check_image,
     clip_objects,
-    confine,
     language_code,
     parse_box,
     parse_json,
     parse_polygons,
     parse_regions,
 )
+from pipeline.sources.paths import confine
 from pipeline.sources.vqav2 import most_frequent_answer
+from pipeline.tasks import (
+    CAPTION,
+    CLASSIFICATION,
+    DETECTION,
+    GROUNDING,
+    LANGUAGE_TASKS,
+    OCR,
+    SEGMENTATION,
+    TASKS,
+    VQA,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +156,12 @@ def _classification(line: _Line, tally: Tally, categories: list[str] | None) -> 
 
 
 def _caption(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
-    caption = line.text("caption", required=False, content=True)
+    caption = line.text(CAPTION_FIELD, required=False, content=True)
     captions = line.texts("captions", tally, "empty caption dropped")
     if caption is None and not captions:
-        raise line.error("a caption example needs 'caption' or a non-empty 'captions'", "caption")
+        raise line.error("a caption example needs 'caption' or a non-empty 'captions'", CAPTION_FIELD)
     return {
-        "caption": caption if caption is not None else captions[0],
+        CAPTION_FIELD: caption if caption is not None else captions[0],
         "captions": captions if captions else [caption],
     }
 
@@ -231,14 +244,15 @@ def _ocr(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, A
     return {"text": text, "regions": regions}
 
 
+# task -> the parser of its fields
 _TASK_FIELDS = {
-    "classification": _classification,
-    "caption": _caption,
-    "vqa": _vqa,
-    "detection": _detection,
-    "grounding": _grounding,
-    "segmentation": _segmentation,
-    "ocr": _ocr,
+    CLASSIFICATION: _classification,
+    CAPTION: _caption,
+    VQA: _vqa,
+    DETECTION: _detection,
+    GROUNDING: _grounding,
+    SEGMENTATION: _segmentation,
+    OCR: _ocr,
 }
 
 
@@ -280,7 +294,7 @@ def read_jsonl(ctx: SourceContext, *, path: Path, images: Path | None = None) ->
                 continue
             if fields.get("objects"):
                 fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
-                if task == "grounding" and not fields["objects"]:
+                if task == GROUNDING and not fields["objects"]:
                     ctx.tally.skip("no usable box", f"{file.name} {record}: no box has area inside the image")
                     continue
             yield ctx.example(example_id, image_path, size, **fields)

@@ -68,11 +68,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import tasks
 from pipeline.errors import DataError
 from pipeline.records import Box, Example, Object, Tally
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
-    Paths,
     check_image,
     clip_objects,
     coco_categories,
@@ -87,10 +88,13 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.sources.paths import Paths
+from pipeline.tasks import GROUNDING, SEGMENTATION
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
+_SEGMENTATION_KEY = "segmentation"  # COCO's annotation field (polygons or RLE), not the task
 
 
 @dataclass(frozen=True)
@@ -238,78 +242,36 @@ def read_refcoco(
     paths = paths if paths is not None else Paths()
     items = load_refs(refs_file)
     if splits is not None:
-        wanted = {splits} if isinstance(splits, str) else set(splits)
-        present = {ref["split"] for ref in items}
-        if missing := sorted(wanted - present):
-            raise DataError(
-                f"no ref has split {', '.join(missing)}; splits in the file: {', '.join(sorted(present))}",
-                file=refs_file,
-                field="split",
-            )
-        items = [ref for ref in items if ref["split"] in wanted]
+        items = _in_splits(items, splits, refs_file)
 
     data = read_json(inst_file)
-    categories = coco_categories(data, inst_file)
-    image_infos = coco_images(data, inst_file)
-    annotations = _annotations(data, inst_file)
+    inst = _Instances(
+        inst_file,
+        coco_categories(data, inst_file),
+        coco_images(data, inst_file),
+        _annotations(data, inst_file),
+    )
     del data
 
     images_seen: dict[Any, tuple[str, int, int]] = {}  # image_id -> (path, width, height)
     out: list[Ref] = []
     for ref in sorted(items, key=lambda r: id_sort_key(r["ref_id"])):
-        ref_id, ann_id, image_id = ref["ref_id"], ref["ann_id"], ref["image_id"]
+        ref_id, image_id = ref["ref_id"], ref["image_id"]
         record = f"ref {ref_id}"
         phrases = _phrases(ref["sentences"], tally, record=record)
         if not phrases:
             tally.skip("ref without phrases", record)
             continue
 
-        ann = annotations.get(ann_id)
-        if ann is None:
-            raise DataError(
-                f"ann_id {ann_id!r} is not in the annotations of {inst_file}",
-                file=refs_file,
-                record=record,
-                field="ann_id",
-            )
-        ann_record = f"annotation {ann_id}"
-        ann_image = require_id(ann, "image_id", file=inst_file, record=ann_record, what="an annotation")
-        if ann_image != image_id:
-            raise DataError(
-                f"image_id {image_id!r} differs from annotation {ann_id}'s image_id {ann_image!r}",
-                file=refs_file,
-                record=record,
-                field="image_id",
-            )
-        if image_id not in image_infos:
-            raise DataError(
-                f"image_id {image_id!r} is not in the images of {inst_file}",
-                file=refs_file,
-                record=record,
-                field="image_id",
-            )
-        category_id = require_id(ann, "category_id", file=inst_file, record=ann_record, what="an annotation")
-        if category_id not in categories:
-            raise DataError(
-                f"category_id {category_id!r} is not in 'categories'",
-                file=inst_file,
-                record=ann_record,
-                field="category_id",
-            )
-        if "category_id" in ref and ref["category_id"] != category_id:
-            raise DataError(
-                f"category_id {ref['category_id']!r} differs from annotation {ann_id}'s {category_id!r}",
-                file=refs_file,
-                record=record,
-                field="category_id",
-            )
+        ann, category_id = _ref_annotation(ref, record, inst, refs_file)
+        ann_record = f"annotation {ref['ann_id']}"
         raw_box = require(ann, "bbox", file=inst_file, record=ann_record, what="an annotation")
         bbox = parse_box(raw_box, fmt="xywh", file=inst_file, record=ann_record, field="bbox")
-        polygons, rle = _segmentation(ann.get("segmentation"), tally, file=inst_file, record=ann_record)
+        polygons, rle = _segmentation(ann.get(_SEGMENTATION_KEY), tally, file=inst_file, record=ann_record)
 
         image = images_seen.get(image_id)
         if image is None:
-            image = images_seen[image_id] = _image(image_infos[image_id], image_id, images, paths, inst_file)
+            image = images_seen[image_id] = _image(inst.images[image_id], image_id, images, paths, inst_file)
         path, width, height = image
         out.append(
             Ref(
@@ -322,12 +284,83 @@ def read_refcoco(
                 phrases=phrases,
                 bbox=bbox,
                 polygons=polygons,
-                category=categories[category_id],
+                category=inst.categories[category_id],
                 rle=rle,
             )
         )
     logger.info("%s: %d refs read (%d images)", refs_file, len(out), len(images_seen))
     return out
+
+
+@dataclass(frozen=True)
+class _Instances:
+    """What the refs are joined with, from `instances.json`."""
+
+    file: Path
+    categories: dict[Any, str]  # category id -> name
+    images: dict[Any, dict[str, Any]]  # image id -> its entry
+    annotations: dict[Any, dict[str, Any]]  # annotation id -> annotation
+
+
+def _in_splits(items: list[dict[str, Any]], splits: Iterable[str], file: Path) -> list[dict[str, Any]]:
+    """The refs of `splits` (one name, or several); a split no ref has is a DataError."""
+    wanted = {splits} if isinstance(splits, str) else set(splits)
+    present = {ref["split"] for ref in items}
+    if missing := sorted(wanted - present):
+        raise DataError(
+            f"no ref has split {', '.join(missing)}; splits in the file: {', '.join(sorted(present))}",
+            file=file,
+            field="split",
+        )
+    return [ref for ref in items if ref["split"] in wanted]
+
+
+def _ref_annotation(
+    ref: dict[str, Any], record: str, inst: _Instances, refs_file: Path
+) -> tuple[dict[str, Any], Any]:
+    """(annotation, category id) of a ref, after checking that the ref and its annotation agree on
+    the image and the category, and that both are in the instances."""
+    ann_id, image_id = ref["ann_id"], ref["image_id"]
+    ann = inst.annotations.get(ann_id)
+    if ann is None:
+        raise DataError(
+            f"ann_id {ann_id!r} is not in the annotations of {inst.file}",
+            file=refs_file,
+            record=record,
+            field="ann_id",
+        )
+    ann_record = f"annotation {ann_id}"
+    ann_image = require_id(ann, "image_id", file=inst.file, record=ann_record, what="an annotation")
+    if ann_image != image_id:
+        raise DataError(
+            f"image_id {image_id!r} differs from annotation {ann_id}'s image_id {ann_image!r}",
+            file=refs_file,
+            record=record,
+            field="image_id",
+        )
+    if image_id not in inst.images:
+        raise DataError(
+            f"image_id {image_id!r} is not in the images of {inst.file}",
+            file=refs_file,
+            record=record,
+            field="image_id",
+        )
+    category_id = require_id(ann, "category_id", file=inst.file, record=ann_record, what="an annotation")
+    if category_id not in inst.categories:
+        raise DataError(
+            f"category_id {category_id!r} is not in 'categories'",
+            file=inst.file,
+            record=ann_record,
+            field="category_id",
+        )
+    if "category_id" in ref and ref["category_id"] != category_id:
+        raise DataError(
+            f"category_id {ref['category_id']!r} differs from annotation {ann_id}'s {category_id!r}",
+            file=refs_file,
+            record=record,
+            field="category_id",
+        )
+    return ann, category_id
 
 
 def _annotations(data: Any, file: Path) -> dict[Any, dict[str, Any]]:
@@ -368,7 +401,7 @@ def _segmentation(
                 "an RLE segmentation needs 'size' [height, width] and 'counts' (a string or integers)",
                 file=file,
                 record=record,
-                field="segmentation",
+                field=_SEGMENTATION_KEY,
             )
         return [], seg
     if not isinstance(seg, list):
@@ -376,9 +409,9 @@ def _segmentation(
             f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}",
             file=file,
             record=record,
-            field="segmentation",
+            field=_SEGMENTATION_KEY,
         )
-    return parse_polygons(seg, tally, file=file, record=record, field="segmentation"), None
+    return parse_polygons(seg, tally, file=file, record=record, field=_SEGMENTATION_KEY), None
 
 
 def _image(
@@ -399,7 +432,7 @@ def _image(
 
 # ---------------------------------------------------------------------------- the registered source
 
-REFCOCO_TASKS = ("grounding", "segmentation")
+REFCOCO_TASKS = (GROUNDING, SEGMENTATION)
 
 
 @register("refcoco")
@@ -409,7 +442,7 @@ def read_refcoco_source(
     refs: Path,
     instances: Path,
     images: Path,
-    task: str = "grounding",
+    task: str = GROUNDING,
     ref_splits: str | list[str] | None = None,
 ) -> Iterator[Example]:
     """Yield one grounding or segmentation Example per phrase of each ref in `ref_splits`."""
@@ -417,14 +450,16 @@ def read_refcoco_source(
         raise DataError(
             f"unknown task {task!r}; refcoco reads: {', '.join(REFCOCO_TASKS)}", file=refs, field="task"
         )
+    # the task table says which task's Examples carry the ref's polygons (segmentation's target)
+    polygons = "polygons" in tasks.get(task).FIELDS
     splits = _ref_splits(ref_splits, ctx.split, file=refs)
     items = read_refcoco(refs, instances, images, splits=splits, paths=ctx.paths, tally=ctx.tally)
-    if task == "segmentation":
+    if polygons:
         items = [ref for ref in items if _has_polygons(ref, ctx.tally)]
     prefetch_checks([ref.image_path for ref in items], ctx)
     for ref in items:
         for i, phrase in enumerate(ref.phrases):
-            example = _example(ctx, ref, i, phrase, task)
+            example = _example(ctx, ref, i, phrase, task, polygons=polygons)
             if example is not None:
                 yield example
 
@@ -453,7 +488,9 @@ def _has_polygons(ref: Ref, tally: Tally) -> bool:
     return False
 
 
-def _example(ctx: SourceContext, ref: Ref, i: int, phrase: str, task: str) -> Example | None:
+def _example(
+    ctx: SourceContext, ref: Ref, i: int, phrase: str, task: str, *, polygons: bool
+) -> Example | None:
     """The Example of one phrase, or None after counting why not (see the module docstring)."""
     record = f"ref {ref.ref_id} phrase {i}"
     size = check_image(ref.image_path, ctx, record=record)
@@ -469,6 +506,6 @@ def _example(ctx: SourceContext, ref: Ref, i: int, phrase: str, task: str) -> Ex
         ctx.tally.skip("no usable box", f"{record}: {list(ref.bbox)} in {size[0]}x{size[1]}")
         return None
     fields: dict[str, Any] = {"phrase": phrase, "objects": objects}
-    if task == "segmentation":
+    if polygons:
         fields["polygons"] = ref.polygons  # shared by the ref's Examples, as a vocabulary is: not mutated
     return ctx.example(f"{ref.ref_id}/{i}", ref.image_path, size, task=task, **fields)

@@ -27,7 +27,8 @@ from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.records import Example
-from pipeline.sources import SourceContext, register
+from pipeline.sources import register
+from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
     check_image,
     id_sort_key,
@@ -39,6 +40,7 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.tasks import VQA
 
 DEFAULT_IMAGE_PATTERN = "COCO_{data_subtype}_{image_id:012d}.jpg"
 
@@ -217,7 +219,7 @@ def read_vqav2(
             str(qid),
             path,
             size,
-            task="vqa",
+            task=VQA,
             question=q["question"].strip(),
             answer=most_frequent_answer(answers),
             answers=answers,

@@ -15,10 +15,11 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Sequence,
 from datasets import Image as ImageFeature
 from PIL import Image
 
+from pipeline import tasks
 from pipeline.errors import DataError
 from pipeline.records import Example, Object, Region
-from pipeline.sources import SourceContext, get
-from pipeline.sources.hf_dataset import read_hf_dataset
+from pipeline.sources import SourceContext, get, hf_dataset
+from pipeline.sources.hf_dataset import DEFAULT_COLUMNS, read_hf_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -586,3 +587,36 @@ def test_bad_new_task_rows_name_row_and_field(
     with pytest.raises(DataError, match=match) as err:
         _read(ctx, tmp_path, rows, features, task=task)
     assert (err.value.record, err.value.field) == ("row 0", field)
+
+
+# ---------------------------------------------------------------------------- the tables
+
+
+def test_default_columns_are_the_image_and_every_tasks_columns() -> None:
+    """DEFAULT_COLUMNS is built from the task table: the same columns as when it was written out."""
+    assert DEFAULT_COLUMNS == {
+        "image": "image",
+        "label": "label",
+        "captions": "captions",
+        "caption": "caption",
+        "question": "question",
+        "answers": "answers",
+        "answer": "answer",
+        "answer_type": "answer_type",
+        "objects": "objects",
+        "bbox": "bbox",
+        "category": "category",
+        "bboxes": "bboxes",
+        "phrase": "phrase",
+        "polygons": "polygons",
+        "text": "text",
+        "regions": "regions",
+        "language": "language",
+    }
+    for task in tasks.all_tasks():  # tasks that read one field agree on its column
+        assert {f: DEFAULT_COLUMNS[f] for f in task.COLUMNS} == dict(task.COLUMNS), task.NAME
+
+
+def test_every_task_has_a_row_reader() -> None:
+    assert set(hf_dataset._ROWS) == set(tasks.names())
+    assert hf_dataset.CAPTION_FIELD == "caption"  # the caption task's field, asked of the table

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.records import Example, Object, Region
-from pipeline.sources import SourceContext, get
+from pipeline.records import TASKS, Example, Object, Region
+from pipeline.sources import SourceContext, get, jsonl
 from pipeline.sources.jsonl import read_jsonl
 
 LINES: list[dict[str, Any]] = [
@@ -494,3 +494,7 @@ def test_bad_new_task_lines_name_file_line_and_field(ctx, data: Path, line, fiel
     with pytest.raises(DataError, match=match) as err:
         list(read_jsonl(ctx, path=path))
     assert str(err.value).startswith(f"file {path}, record line 2, field {field!r}")
+
+
+def test_every_task_has_a_field_parser() -> None:
+    assert set(jsonl._TASK_FIELDS) == set(TASKS)

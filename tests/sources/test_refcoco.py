@@ -18,7 +18,7 @@ from pipeline.errors import DataError
 from pipeline.recipe import reader_params
 from pipeline.records import Example, Object, Tally
 from pipeline.sources import SourceContext, get
-from pipeline.sources.images import Paths
+from pipeline.sources.paths import Paths
 from pipeline.sources.refcoco import Ref, load_refs, read_refcoco, read_refcoco_source
 
 INSTANCES: dict[str, Any] = {

@@ -13,16 +13,15 @@ from pipeline.records import Object, Tally
 from pipeline.sources import SourceContext
 from pipeline.sources import images as source_images
 from pipeline.sources.images import (
-    Paths,
     check_image,
     clip_objects,
-    confine,
     inspect_image,
     load_image,
     parse_box,
     prefetch_checks,
     read_json,
 )
+from pipeline.sources.paths import Paths, confine
 
 # ---------------------------------------------------------------------------- confine
 
