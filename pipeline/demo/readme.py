@@ -42,7 +42,7 @@ The ImageFolder class of an image is its largest shape (most drawn pixels). See 
 
 Generated deterministically (same arguments, byte-identical files) by:
 
-    python -c "from pathlib import Path; from pipeline.data.shapes import generate; {command}"
+    python -c "from pathlib import Path; from pipeline.demo.shapes import generate; {command}"
 
 | split | images | objects | captions | questions |
 |-------|--------|---------|----------|-----------|

@@ -1,11 +1,14 @@
 """The demo package's surface: `pipeline.demo.shapes` offers every public name, the layout's
 constants load without numpy or Pillow (the CLI reads them on every start), and `uvft data demo`
-offers the extra sets the generator knows."""
+offers the extra sets the generator knows; the set's README names the module that wrote it."""
 
 from __future__ import annotations
 
+import importlib
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +43,11 @@ def test_the_command_offers_the_extra_sets(capsys: pytest.CaptureFixture[str]):
         parser.parse_args(["data", "demo", "--extra-tasks", "depth"])
     err = capsys.readouterr().err
     assert "invalid choice" in err and all(name in err.split("choose from")[1] for name in layout.EXTRA_TASKS)
+
+
+def test_the_readme_names_the_generator_it_came_from(tmp_path: Path):
+    shapes.generate(tmp_path / "s", n_train=1, n_val=1, progress=False)
+    readme = (tmp_path / "s" / layout.README).read_text()
+    (command,) = [line.strip() for line in readme.splitlines() if "import generate" in line]
+    module = re.search(r"from ([\w.]+) import generate;", command)
+    assert module and importlib.import_module(module[1]).generate is shapes.generate
