@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.data import shapes
 from pipeline.data.build import build
+from pipeline.demo import shapes
 from pipeline.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

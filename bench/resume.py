@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from common import demo_recipe, report
 
-from pipeline.data import shapes
 from pipeline.data.mixture import MixtureSampler
+from pipeline.demo import shapes
 from pipeline.train import loop
 
 ROOT = Path(__file__).resolve().parent.parent

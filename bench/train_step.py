@@ -26,7 +26,7 @@ from common import demo_recipe, report
 from PIL import Image
 
 from pipeline import models
-from pipeline.data import shapes
+from pipeline.demo import shapes
 from pipeline.models.common import IMAGE_TOKEN
 from pipeline.train import loop, setup
 from pipeline.train.optim import make_optimizer, make_scheduler

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pipeline import __version__, tasks
+from pipeline.demo.layout import EXTRA_TASKS
 from pipeline.errors import UvftError
 from pipeline.train.signals import TrainingStopped
 
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--out", type=Path, default=Path("data/shapes"), help="output folder (default: data/shapes)"
     )
-    # unset options take the generator's own defaults (pipeline/data/shapes.py: generate)
+    # unset options take the generator's own defaults (pipeline/demo/shapes.py: generate)
     d.add_argument("--n-train", type=int)
     d.add_argument("--n-val", type=int)
     d.add_argument("--image-size", type=int)
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--extra-tasks",
         nargs="+",
-        choices=("refer", "ocr", "captions_de"),
+        choices=EXTRA_TASKS,
         help="also write the referring-expression (grounding, segmentation), OCR and German-caption sets",
     )
     d.add_argument("--force", action="store_true", help="replace the folder if it exists")
@@ -318,7 +319,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_data_demo(args: argparse.Namespace) -> int:
     import shutil
 
-    from pipeline.data import shapes
+    from pipeline.demo import shapes
 
     if args.out.exists():
         if not args.force:

@@ -179,7 +179,7 @@ class DemoSection(_Strict):
     max_shapes: Int = Field(1, ge=1)
     shape_size: tuple[Float, Float] = (0.3, 0.6)  # a shape's side, as fractions of the image side
     seed: Int = 0
-    # the opt-in sets of the grounding / segmentation, OCR and German-caption tasks (data/shapes.py)
+    # the opt-in sets of the grounding / segmentation, OCR and German-caption tasks (demo/shapes.py)
     extra_tasks: list[Literal["refer", "ocr", "captions_de"]] = Field(default_factory=list)
 
     @model_serializer(mode="wrap")

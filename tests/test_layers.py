@@ -19,7 +19,8 @@ LAYERS = [
     ("pipeline.errors", "pipeline.records", "pipeline.registry", "pipeline.failpoints", "pipeline.families"),
     ("pipeline.evaluation.metrics",),  # the fields' reference metrics: pure functions of plain values
     ("pipeline.tasks",),  # the table of tasks: a task's `score` calls its metric
-    ("pipeline.sources", "pipeline.formats", "pipeline.recipe"),  # a recipe checks its sources' options
+    # a recipe checks its sources' options; the demo set makes files in the formats the sources read
+    ("pipeline.sources", "pipeline.formats", "pipeline.recipe", "pipeline.demo"),
     ("pipeline.models", "pipeline.runtime"),
     ("pipeline.data",),
     ("pipeline.evaluation.predict", "pipeline.evaluation.score", "pipeline.evaluation.evaluator",

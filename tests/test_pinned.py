@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import shapes
+from pipeline.demo import shapes
 from pipeline.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

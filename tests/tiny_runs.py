@@ -26,7 +26,7 @@ class TrainedRun:
 
 
 def train_tiny_run(folder: Path, family: str, *overrides: str) -> TrainedRun:
-    from pipeline.data import shapes
+    from pipeline.demo import shapes
     from pipeline.evaluation.run import evaluate_run
     from pipeline.recipe import load_recipe
     from pipeline.train import loop

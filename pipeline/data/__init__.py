@@ -1,1 +1,2 @@
-"""Data stages: building record datasets from sources, mixing, collating, and the demo shapes set."""
+"""Data stages: building record datasets from sources, mixing, collating, exporting (the demo set
+they read by default is made in pipeline/demo/)."""

@@ -344,7 +344,7 @@ def ensure_demo_data(recipe: Recipe, *, progress: bool = True) -> None:
     root = expand_path(recipe.data.root)
     if demo is None:
         return
-    from pipeline.data import shapes
+    from pipeline.demo import shapes
 
     wanted = shapes.canonical_params(demo.model_dump(mode="json"))  # as shapes.json holds them
     if root.exists():

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import formats
-from pipeline.data import shapes
 from pipeline.data.build import build, print_stats
+from pipeline.demo import shapes
 from pipeline.errors import DataError
 from pipeline.recipe import load_recipe
 from pipeline.records import Example, Object, Record

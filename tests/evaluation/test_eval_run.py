@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import shapes
+from pipeline.demo import shapes
 from pipeline.errors import UvftError
 from pipeline.evaluation.metrics.detection import detection_f1
 from pipeline.evaluation.predict import box_scores

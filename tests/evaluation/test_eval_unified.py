@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import load_model
-from pipeline.data import shapes
+from pipeline.demo import shapes
 from pipeline.evaluation.run import evaluate_run
 from pipeline.recipe import load_recipe
 from pipeline.train import loop

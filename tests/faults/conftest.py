@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fault_runs import outcome, run_args
 
-from pipeline.data import shapes
+from pipeline.demo import shapes
 
 
 @pytest.fixture(scope="session")

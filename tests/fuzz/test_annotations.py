@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.data import shapes
+from pipeline.demo import shapes
 from pipeline.errors import DataError
 from pipeline.sources import SourceContext, get
 

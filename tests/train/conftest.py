@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import shapes
+from pipeline.demo import shapes
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import shapes
+from pipeline.demo import shapes
 from pipeline.recipe import load_recipe
 from pipeline.train import loop
 

@@ -22,8 +22,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from pipeline import models
-from pipeline.data import shapes
 from pipeline.data.build import build
+from pipeline.demo import shapes
 from pipeline.models import florence2, paligemma
 from pipeline.models.common import VISION_TOWER
 from pipeline.recipe import Recipe, load_recipe

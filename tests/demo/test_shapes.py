@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data import shapes
 from pipeline.data.cards import load_card
+from pipeline.demo import shapes
 from pipeline.errors import DataError
 from pipeline.records import Tally
 from pipeline.sources.refcoco import load_refs, read_refcoco
@@ -255,7 +255,7 @@ def test_an_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
     def boom(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shapes, "_write_readme", boom)
+    monkeypatch.setattr(shapes, "write_readme", boom)
     with pytest.raises(KeyboardInterrupt):
         shapes.generate(tmp_path / "s", **SMALL)
     assert list(tmp_path.iterdir()) == []
