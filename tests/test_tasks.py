@@ -79,7 +79,6 @@ def _named(package: Path = PACKAGE) -> list[tuple[str, int, str]]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="the readers, the demo generator and the build still name tasks")
 def test_no_task_names_outside_the_table():
     """Evaluation, the card, the report, predict and the readers ask the task table; the few names
     left (a COCO field called "caption", a demo set called "ocr") say why on their line."""

@@ -25,10 +25,8 @@ from pipeline.demo.layout import (
     VQA_ANNOTATIONS,
     VQA_QUESTIONS,
 )
+from pipeline.sources.images import COCO_CAPTION, COCO_SEGMENTATION
 from pipeline.tasks import OCR
-
-_CAPTION_KEY = "caption"  # COCO captions' JSON key, the format's name for the text (not the task)
-_SEGMENTATION_KEY = "segmentation"  # COCO instances' JSON key for a polygon mask (not the task)
 
 _INFO = {"description": "uvft synthetic shapes", "version": "1.0", "contributor": "uvft"}
 _LICENSES = [{"id": 1, "name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"}]
@@ -71,13 +69,13 @@ def coco_annotation(
     ann: dict[str, Any] = {"id": ann_id, "image_id": image_id, "category_id": category_id}
     ann["bbox"] = [x1, y1, x2 - x1, y2 - y1]
     if segmentation is not None:
-        ann[_SEGMENTATION_KEY] = segmentation
+        ann[COCO_SEGMENTATION] = segmentation
     ann.update(area=area, iscrowd=0)
     return ann
 
 
 def coco_caption(caption_id: int, image_id: int, text: str) -> dict[str, Any]:
-    return {"id": caption_id, "image_id": image_id, _CAPTION_KEY: text}
+    return {"id": caption_id, "image_id": image_id, COCO_CAPTION: text}
 
 
 def write_coco_instances(

@@ -25,6 +25,7 @@ from pipeline.records import Example
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
+    COCO_CAPTION,
     check_image,
     coco_images,
     id_sort_key,
@@ -36,8 +37,6 @@ from pipeline.sources.images import (
     require_list,
 )
 from pipeline.tasks import CAPTION
-
-_CAPTION_KEY = "caption"  # COCO's annotation field holding the text, not the task
 
 
 @register("coco_captions")
@@ -55,7 +54,7 @@ def read_coco_captions(
         ann_id = ann.get("id", index) if isinstance(ann, dict) else index
         record = f"annotation {ann_id}"
         image_id = require_id(ann, "image_id", file=file, record=record, what="an annotation")
-        caption = require(ann, _CAPTION_KEY, file=file, record=record, what="an annotation")
+        caption = require(ann, COCO_CAPTION, file=file, record=record, what="an annotation")
         if image_id not in image_infos:
             raise DataError(
                 f"image_id {image_id!r} is not in 'images'", file=file, record=record, field="image_id"
@@ -65,7 +64,7 @@ def read_coco_captions(
                 f"caption must be a string, got {type(caption).__name__}",
                 file=file,
                 record=record,
-                field=_CAPTION_KEY,
+                field=COCO_CAPTION,
             )
         caption = caption.strip()
         if not caption:

@@ -402,6 +402,11 @@ def image_format_suffix(data: bytes) -> str:
     return {"jpeg": ".jpg", "tiff": ".tif", "": ".bin"}.get(fmt, f".{fmt}")
 
 
+# COCO's annotation fields that share a task's name: the text of a caption, an object's mask
+COCO_CAPTION = "caption"  # COCO captions' field, not the task (a name: the format spells it so)
+COCO_SEGMENTATION = "segmentation"  # COCO instances' polygons or RLE, not the task (likewise)
+
+
 def coco_categories(data: Any, file: Path) -> dict[Any, str]:
     """category id -> name, in id order; ids and names must be unique."""
     by_id: dict[Any, str] = {}

@@ -74,6 +74,7 @@ from pipeline.records import Box, Example, Object, Tally
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
+    COCO_SEGMENTATION,
     check_image,
     clip_objects,
     coco_categories,
@@ -94,7 +95,6 @@ from pipeline.tasks import GROUNDING, SEGMENTATION
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
-_SEGMENTATION_KEY = "segmentation"  # COCO's annotation field (polygons or RLE), not the task
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ def read_refcoco(
         ann_record = f"annotation {ref['ann_id']}"
         raw_box = require(ann, "bbox", file=inst_file, record=ann_record, what="an annotation")
         bbox = parse_box(raw_box, fmt="xywh", file=inst_file, record=ann_record, field="bbox")
-        polygons, rle = _segmentation(ann.get(_SEGMENTATION_KEY), tally, file=inst_file, record=ann_record)
+        polygons, rle = _segmentation(ann.get(COCO_SEGMENTATION), tally, file=inst_file, record=ann_record)
 
         image = images_seen.get(image_id)
         if image is None:
@@ -401,7 +401,7 @@ def _segmentation(
                 "an RLE segmentation needs 'size' [height, width] and 'counts' (a string or integers)",
                 file=file,
                 record=record,
-                field=_SEGMENTATION_KEY,
+                field=COCO_SEGMENTATION,
             )
         return [], seg
     if not isinstance(seg, list):
@@ -409,9 +409,9 @@ def _segmentation(
             f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}",
             file=file,
             record=record,
-            field=_SEGMENTATION_KEY,
+            field=COCO_SEGMENTATION,
         )
-    return parse_polygons(seg, tally, file=file, record=record, field=_SEGMENTATION_KEY), None
+    return parse_polygons(seg, tally, file=file, record=record, field=COCO_SEGMENTATION), None
 
 
 def _image(
