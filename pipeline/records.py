@@ -19,6 +19,9 @@ TASKS = ("classification", "caption", "vqa", "detection", "grounding", "segmenta
 # the tasks whose prompts may carry a language (PaliGemma's `caption {lang}`, `answer {lang} ...`)
 LANGUAGE_TASKS = ("caption", "vqa")
 DEFAULT_LANGUAGE = "en"  # a text without a language is English
+# Example.caption, the caption trained on, named as its task is; also a JSONL key and a default
+# hf_dataset column
+CAPTION_FIELD = "caption"
 
 Box = tuple[float, float, float, float]
 ImageSize = tuple[int, int]  # (width, height)

@@ -71,11 +71,10 @@ from typing import Any
 
 from pipeline import tasks
 from pipeline.errors import DataError
-from pipeline.records import Box, Example, Object, Tally
+from pipeline.records import CAPTION_FIELD, Box, Example, Object, Tally
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
-    CAPTION_FIELD,
     ImageCheck,
     check_image,
     clip_objects,

@@ -26,11 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from pipeline import tasks
 from pipeline.errors import DataError
 from pipeline.records import Box, ImageSize, Object, Region, Tally
 from pipeline.sources.context import SourceContext
-from pipeline.tasks import CAPTION
 
 try:  # orjson parses the 450 MB COCO train JSON several times faster; json is the fallback
     import orjson as _orjson
@@ -41,11 +39,6 @@ logger = logging.getLogger(__name__)
 
 EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # 90/270 degree rotations: width and height trade places
-
-# The Example field of the caption trained on, which is also a JSONL key and a default hf_dataset
-# column: named as its task is, so asked of the task table (the task's first field), not written.
-CAPTION_FIELD = tasks.get(CAPTION).FIELDS[0]
-
 
 # ---------------------------------------------------------------------------- image checks
 

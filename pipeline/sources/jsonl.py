@@ -60,11 +60,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.records import Example, Object, Tally
+from pipeline.records import CAPTION_FIELD, Example, Object, Tally
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
-    CAPTION_FIELD,
     ImageCheck,
     check_image,
     clip_objects,

@@ -619,4 +619,4 @@ def test_default_columns_are_the_image_and_every_tasks_columns() -> None:
 
 def test_every_task_has_a_row_reader() -> None:
     assert set(hf_dataset._ROWS) == set(tasks.names())
-    assert hf_dataset.CAPTION_FIELD == "caption"  # the caption task's field, asked of the table
+    assert hf_dataset.CAPTION_FIELD == "caption"  # Example.caption: a JSONL key and a default column
