@@ -71,7 +71,7 @@ from typing import Any
 
 from pipeline import tasks
 from pipeline.errors import DataError
-from pipeline.records import CAPTION_FIELD, Box, Example, Object, Tally
+from pipeline.records import CAPTION_FIELD, LANGUAGE_TASKS, TASKS, Box, Example, Object, Tally
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
@@ -87,25 +87,13 @@ from pipeline.sources.images import (
 )
 from pipeline.sources.paths import confine
 from pipeline.sources.vqav2 import most_frequent_answer
-from pipeline.tasks import (
-    CAPTION,
-    CLASSIFICATION,
-    DETECTION,
-    GROUNDING,
-    LANGUAGE_TASKS,
-    OCR,
-    SEGMENTATION,
-    TASKS,
-    VQA,
-)
 
 logger = logging.getLogger(__name__)
 
-# the image column, then every task's columns (pipeline/tasks/<task>.py): tasks that read the same
-# field (bbox, category, language) give it the same default column (a test)
+# the image column, then every task's columns (pipeline/tasks/<task>.py), each named as its field
 DEFAULT_COLUMNS: dict[str, str] = {
     "image": "image",
-    **{field: column for task in tasks.all_tasks() for field, column in task.COLUMNS.items()},
+    **{column: column for task in tasks.all_tasks() for column in task.COLUMNS},
 }
 _MAPPABLE = {*DEFAULT_COLUMNS, "id"}
 
@@ -612,13 +600,13 @@ class _Ocr(_Rows):
 
 # task -> what resolves its columns from the split (checking them) and reads its rows
 _ROWS: dict[str, Callable[[_Split, Any], _Rows]] = {
-    CLASSIFICATION: _Classification.resolve,
-    CAPTION: _Caption.resolve,
-    VQA: _Vqa.resolve,
-    DETECTION: _Detection.resolve,
-    GROUNDING: functools.partial(_Referring.resolve, boxes_required=True, polygons=False),
-    SEGMENTATION: functools.partial(_Referring.resolve, boxes_required=False, polygons=True),
-    OCR: _Ocr.resolve,
+    tasks.CLASSIFICATION: _Classification.resolve,
+    tasks.CAPTION: _Caption.resolve,
+    tasks.VQA: _Vqa.resolve,
+    tasks.DETECTION: _Detection.resolve,
+    tasks.GROUNDING: functools.partial(_Referring.resolve, boxes_required=True, polygons=False),
+    tasks.SEGMENTATION: functools.partial(_Referring.resolve, boxes_required=False, polygons=True),
+    tasks.OCR: _Ocr.resolve,
 }
 
 

@@ -59,8 +59,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline import tasks
 from pipeline.errors import DataError
-from pipeline.records import CAPTION_FIELD, Example, Object, Tally
+from pipeline.records import CAPTION_FIELD, LANGUAGE_TASKS, TASKS, Example, Object, Tally
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
@@ -75,17 +76,6 @@ from pipeline.sources.images import (
 )
 from pipeline.sources.paths import confine
 from pipeline.sources.vqav2 import most_frequent_answer
-from pipeline.tasks import (
-    CAPTION,
-    CLASSIFICATION,
-    DETECTION,
-    GROUNDING,
-    LANGUAGE_TASKS,
-    OCR,
-    SEGMENTATION,
-    TASKS,
-    VQA,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -245,13 +235,13 @@ def _ocr(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, A
 
 # task -> the parser of its fields
 _TASK_FIELDS = {
-    CLASSIFICATION: _classification,
-    CAPTION: _caption,
-    VQA: _vqa,
-    DETECTION: _detection,
-    GROUNDING: _grounding,
-    SEGMENTATION: _segmentation,
-    OCR: _ocr,
+    tasks.CLASSIFICATION: _classification,
+    tasks.CAPTION: _caption,
+    tasks.VQA: _vqa,
+    tasks.DETECTION: _detection,
+    tasks.GROUNDING: _grounding,
+    tasks.SEGMENTATION: _segmentation,
+    tasks.OCR: _ocr,
 }
 
 
@@ -293,7 +283,7 @@ def read_jsonl(ctx: SourceContext, *, path: Path, images: Path | None = None) ->
                 continue
             if fields.get("objects"):
                 fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
-                if task == GROUNDING and not fields["objects"]:
+                if task == tasks.GROUNDING and not fields["objects"]:
                     ctx.tally.skip("no usable box", f"{file.name} {record}: no box has area inside the image")
                     continue
             yield ctx.example(example_id, image_path, size, **fields)

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pipeline.records import DEFAULT_LANGUAGE, Example
-from pipeline.tasks.task import CardMetric, Headline, PromptInputs, Row, StrMap, Task, with_language
+from pipeline.tasks.task import CardMetric, Headline, Task, with_language
+
+if TYPE_CHECKING:  # annotations only
+    from pipeline.tasks.task import PromptInputs, Row
 
 
 class Caption(Task):
     NAME = "caption"
     FIELDS = ("caption", "captions", "language")
-    COLUMNS: ClassVar[StrMap] = {
-        "captions": "captions",
-        "caption": "caption",
-        "language": "language",
-    }
+    COLUMNS = ("captions", "caption", "language")
     HEADLINE = Headline("cider", "CIDEr-D")
     UNIT_LABEL = "{} / 10"
     HUB_TASK = ("image-to-text", "Image Captioning")

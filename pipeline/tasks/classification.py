@@ -4,27 +4,19 @@ the generated label and of the closed-set choice (every class scored by likeliho
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pipeline.records import Example
-from pipeline.tasks.task import (
-    Baseline,
-    CardMetric,
-    Extra,
-    Headline,
-    PromptInputs,
-    Row,
-    StrMap,
-    Task,
-    TrainColumns,
-    majority,
-)
+from pipeline.tasks.task import Baseline, CardMetric, Extra, Headline, Task, majority
+
+if TYPE_CHECKING:  # annotations only
+    from pipeline.tasks.task import PromptInputs, Row, TrainColumns
 
 
 class Classification(Task):
     NAME = "classification"
     FIELDS = ("label", "categories")
-    COLUMNS: ClassVar[StrMap] = {"label": "label"}
+    COLUMNS = ("label",)
     HEADLINE = Headline("accuracy", "top-1 accuracy")
     BASELINE = Baseline("majority_baseline", "majority-class baseline")
     EXTRAS = (Extra("closed_set.accuracy", "top-1 accuracy (closed-set)", tracked="closed_set_accuracy"),)

@@ -4,17 +4,20 @@ COCO's official COCOeval scores it (crowd regions ignored, areas deciding small 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pipeline.records import Example
-from pipeline.tasks.task import BoxTask, CardMetric, Extra, Headline, PromptInputs, Row, StrMap
+from pipeline.tasks.task import BoxTask, CardMetric, Extra, Headline
+
+if TYPE_CHECKING:  # annotations only
+    from pipeline.tasks.task import PromptInputs, Row
 
 
 class Detection(BoxTask):
     NAME = "detection"
     FIELDS = ("objects", "categories", "crowd")
     # `bbox` and `category` name the sub-fields of each object
-    COLUMNS: ClassVar[StrMap] = {"objects": "objects", "bbox": "bbox", "category": "category"}
+    COLUMNS = ("objects", "bbox", "category")
     HEADLINE = Headline("map_50", "mAP@0.5")
     EXTRAS = (Extra("map", "mAP@[.5:.95]"),)
     HUB_TASK = ("object-detection", "Object Detection")

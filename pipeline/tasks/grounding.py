@@ -4,31 +4,20 @@ accuracy at IoU >= 0.5 and mean IoU, per source (RefCOCO's val / testA / testB a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.records import Example, Object
-from pipeline.tasks.task import (
-    Baseline,
-    BoxTask,
-    CardMetric,
-    Headline,
-    PromptInputs,
-    Row,
-    StrMap,
-    TrainColumns,
-)
+from pipeline.tasks.task import Baseline, BoxTask, CardMetric, Headline
+
+if TYPE_CHECKING:  # annotations only
+    from pipeline.tasks.task import PromptInputs, Row, TrainColumns
 
 
 class Grounding(BoxTask):
     NAME = "grounding"
     FIELDS = ("phrase", "objects")
     # `bboxes` (a list of boxes per row) or `bbox` (one box); `category` names the boxes
-    COLUMNS: ClassVar[StrMap] = {
-        "phrase": "phrase",
-        "bboxes": "bboxes",
-        "bbox": "bbox",
-        "category": "category",
-    }
+    COLUMNS = ("phrase", "bboxes", "bbox", "category")
     HEADLINE = Headline("accuracy", "accuracy@IoU0.5")
     BASELINE = Baseline("whole_image_baseline", "whole-image box baseline")
     HUB_TASK = ("zero-shot-object-detection", "Phrase Grounding")
@@ -36,7 +25,7 @@ class Grounding(BoxTask):
         CardMetric("accuracy", "accuracy", "accuracy@IoU0.5 (top box)"),
         CardMetric("mean_iou", "iou", "mean IoU"),
     )
-    EXAMPLE_INPUTS: ClassVar[StrMap] = {"phrase": "the object"}
+    EXAMPLE_INPUTS: ClassVar[dict[str, str]] = {"phrase": "the object"}
 
     def references(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return {"phrase": record["phrase"], "objects": record["objects"]}

@@ -4,26 +4,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from pipeline.tasks.task import (
-    Baseline,
-    CardMetric,
-    Headline,
-    PromptInputs,
-    Row,
-    StrMap,
-    Task,
-    TrainColumns,
-    majority,
-    object_rows,
-)
+from pipeline.tasks.task import Baseline, CardMetric, Headline, Task, majority, object_rows
+
+if TYPE_CHECKING:  # annotations only
+    from pipeline.tasks.task import PromptInputs, Row, TrainColumns
 
 
 class Ocr(Task):
     NAME = "ocr"
     FIELDS = ("text", "regions")
-    COLUMNS: ClassVar[StrMap] = {"text": "text", "regions": "regions"}
+    COLUMNS = ("text", "regions")
     HEADLINE = Headline("cer", "CER (lower is better)")
     LOWER_IS_BETTER = True
     UNIT_LABEL = "1 - {}"

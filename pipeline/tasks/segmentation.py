@@ -4,22 +4,25 @@ by mask mIoU, overall IoU and precision@0.5..0.9 (pycocotools.mask)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.records import Example
-from pipeline.tasks.task import Baseline, CardMetric, Headline, PromptInputs, Row, StrMap, Task, TrainColumns
+from pipeline.tasks.task import Baseline, CardMetric, Headline, Task
+
+if TYPE_CHECKING:  # annotations only
+    from pipeline.tasks.task import PromptInputs, Row, TrainColumns
 
 
 class Segmentation(Task):
     NAME = "segmentation"
     FIELDS = ("phrase", "polygons", "objects")
-    COLUMNS: ClassVar[StrMap] = {k: k for k in ("phrase", "bboxes", "bbox", "category", "polygons")}
+    COLUMNS = ("phrase", "bboxes", "bbox", "category", "polygons")
     HEADLINE = Headline("mean_iou", "mask mIoU")
     BASELINE = Baseline("whole_image_baseline", "whole-image mask baseline")
     HUB_TASK = ("image-segmentation", "Referring Expression Segmentation")
     CARD_METRICS = (CardMetric("mean_iou", "iou", "mask mIoU"), CardMetric("overall_iou", "iou", "mask oIoU"))
     ANSWER_IN_TEXT = False
-    EXAMPLE_INPUTS: ClassVar[StrMap] = {"phrase": "the object"}
+    EXAMPLE_INPUTS: ClassVar[dict[str, str]] = {"phrase": "the object"}
 
     def references(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return {"phrase": record["phrase"], "polygons": record["polygons"], "objects": record["objects"]}

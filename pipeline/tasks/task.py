@@ -23,7 +23,6 @@ from typing import Any, ClassVar, NamedTuple
 from pipeline.errors import UvftError
 from pipeline.records import LANGUAGE_TASKS, Example
 
-StrMap = Mapping[str, str]  # field -> column, option -> text
 Row = dict[str, Any]  # one generations.jsonl row: id, source, task, parsed, references, image_size...
 
 
@@ -97,7 +96,7 @@ class Task(ABC):
     CLOSED_SET: ClassVar[bool] = False  # also scored by likelihood over a class list
     ANSWER_IN_TEXT: ClassVar[bool] = True  # the answer is words, not location tokens
     LABELS_DRAWN: ClassVar[bool] = False  # a drawing of a prediction shows its whole answer
-    EXAMPLE_INPUTS: ClassVar[StrMap] = {}  # what the card's snippet gives `prompt`
+    EXAMPLE_INPUTS: ClassVar[Mapping[str, str]] = {}  # what the card's snippet gives `prompt`
 
     def unit_score(self, value: float) -> float:
         """The headline on the 0-1, higher-is-better scale the mean averages."""

@@ -4,33 +4,25 @@ accuracy against every human answer (ten for VQAv2)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.errors import UvftError
 from pipeline.records import Example
-from pipeline.tasks.task import (
-    Baseline,
-    CardMetric,
-    Headline,
-    PromptInputs,
-    Row,
-    StrMap,
-    Task,
-    TrainColumns,
-    majority,
-    with_language,
-)
+from pipeline.tasks.task import Baseline, CardMetric, Headline, Task, majority, with_language
+
+if TYPE_CHECKING:  # annotations only
+    from pipeline.tasks.task import PromptInputs, Row, TrainColumns
 
 
 class Vqa(Task):
     NAME = "vqa"
     FIELDS = ("question", "answer", "answers", "answer_type", "language")
-    COLUMNS: ClassVar[StrMap] = {k: k for k in ("question", "answers", "answer", "answer_type", "language")}
+    COLUMNS = ("question", "answers", "answer", "answer_type", "language")
     HEADLINE = Headline("accuracy", "VQA accuracy")
     BASELINE = Baseline("majority_baseline", "majority-answer baseline")
     HUB_TASK = ("visual-question-answering", "Visual Question Answering")
     CARD_METRICS = (CardMetric("accuracy", "accuracy", "VQAv2 accuracy"),)
-    EXAMPLE_INPUTS: ClassVar[StrMap] = {"question": "what is in the image?"}
+    EXAMPLE_INPUTS: ClassVar[dict[str, str]] = {"question": "what is in the image?"}
 
     def references(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return with_language({k: record[k] for k in ("answers", "answer_type", "question")}, record)
