@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from common import report
 
-from pipeline.evaluation.metrics.detection import STAT_KEYS, detection_metrics
+from pipeline.metrics.detection import STAT_KEYS, detection_metrics
 
 TOL = 1e-6
 

@@ -33,7 +33,7 @@ class Caption(Task):
         """Caption metrics, each language scored apart (its own tokenizer and CIDEr document
         frequencies); with several languages the top-level numbers are their means weighted by
         caption count, and `by_language` holds each. Sets each row's score (its CIDEr-D, at most 1)."""
-        from pipeline.evaluation.metrics.caption import caption_metrics
+        from pipeline.metrics.caption import caption_metrics
 
         groups: dict[str, list[Row]] = defaultdict(list)
         for r in rows:

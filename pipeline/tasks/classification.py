@@ -32,7 +32,7 @@ class Classification(Task):
         return {"label": record["label"], "categories": record["categories"]}
 
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        from pipeline.evaluation.metrics.classification import classification_metrics, normalize_label
+        from pipeline.metrics.classification import classification_metrics, normalize_label
 
         labels = sorted({c for r in rows for c in r["references"]["categories"]}) or None
         truth = [r["references"]["label"] for r in rows]
@@ -48,7 +48,7 @@ class Classification(Task):
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:
         """The most frequent training class given to every image (top-1 accuracy)."""
-        from pipeline.evaluation.metrics.classification import normalize_label
+        from pipeline.metrics.classification import normalize_label
 
         label = majority(train.values(self.NAME, "target"))
         if label is None:

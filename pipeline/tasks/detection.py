@@ -31,7 +31,7 @@ class Detection(BoxTask):
         return {"objects": record["objects"], "crowd": record.get("crowd") or []}
 
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        from pipeline.evaluation.metrics.detection import detection_f1, detection_metrics, format_validity
+        from pipeline.metrics.detection import detection_f1, detection_metrics, format_validity
 
         gts = [
             {

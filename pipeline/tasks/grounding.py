@@ -31,7 +31,7 @@ class Grounding(BoxTask):
         return {"phrase": record["phrase"], "objects": record["objects"]}
 
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        from pipeline.evaluation.metrics.grounding import grounding_metrics
+        from pipeline.metrics.grounding import grounding_metrics
 
         metrics = grounding_metrics(
             [[o["bbox"] for o in r["parsed"]["objects"]] for r in rows],
@@ -45,7 +45,7 @@ class Grounding(BoxTask):
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any]:
         """The whole image as the box."""
-        from pipeline.evaluation.metrics.grounding import grounding_metrics, whole_image_box
+        from pipeline.metrics.grounding import grounding_metrics, whole_image_box
 
         m = grounding_metrics(
             [whole_image_box(*r["image_size"]) for r in rows],

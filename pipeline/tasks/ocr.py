@@ -33,7 +33,7 @@ class Ocr(Task):
         return {"text": record["text"], "regions": record.get("regions") or []}
 
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        from pipeline.evaluation.metrics.ocr import ocr_metrics
+        from pipeline.metrics.ocr import ocr_metrics
 
         metrics = ocr_metrics([r["parsed"]["text"] for r in rows], [r["references"]["text"] for r in rows])
         per_anls = metrics.pop("per_example_anls")
@@ -43,7 +43,7 @@ class Ocr(Task):
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:
         """The most frequent training text given to every image (CER, WER, ANLS, exact match)."""
-        from pipeline.evaluation.metrics.ocr import ocr_metrics
+        from pipeline.metrics.ocr import ocr_metrics
 
         text = majority(train.values(self.NAME, "text"))
         if text is None:

@@ -28,7 +28,7 @@ class Segmentation(Task):
         return {"phrase": record["phrase"], "polygons": record["polygons"], "objects": record["objects"]}
 
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        from pipeline.evaluation.metrics.segmentation import segmentation_metrics
+        from pipeline.metrics.segmentation import segmentation_metrics
 
         metrics = segmentation_metrics(
             [r["parsed"]["polygons"] for r in rows],
@@ -41,7 +41,7 @@ class Segmentation(Task):
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any]:
         """The whole image as the mask."""
-        from pipeline.evaluation.metrics.segmentation import segmentation_metrics
+        from pipeline.metrics.segmentation import segmentation_metrics
 
         sizes = [r["image_size"] for r in rows]
         whole = [[[0.0, 0.0, w, 0.0, w, h, 0.0, h]] for w, h in sizes]

@@ -28,7 +28,7 @@ class Vqa(Task):
         return with_language({k: record[k] for k in ("answers", "answer_type", "question")}, record)
 
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        from pipeline.evaluation.metrics.vqa import vqa_accuracy
+        from pipeline.metrics.vqa import vqa_accuracy
 
         metrics = vqa_accuracy(
             [r["parsed"]["text"] for r in rows],
@@ -41,7 +41,7 @@ class Vqa(Task):
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:
         """The most frequent training answer given to every question (VQAv2 accuracy)."""
-        from pipeline.evaluation.metrics.vqa import vqa_accuracy
+        from pipeline.metrics.vqa import vqa_accuracy
 
         answer = majority(train.values(self.NAME, "target"))
         if answer is None:

@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pipeline import tasks
-from pipeline.evaluation.metrics.detection import BACKENDS, STAT_KEYS, detection_metrics
+from pipeline.metrics.detection import BACKENDS, STAT_KEYS, detection_metrics
 from pipeline.records import Record
 from pipeline.sources import SourceContext
 from pipeline.sources.coco_detection import read_coco_detection

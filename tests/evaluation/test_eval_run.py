@@ -10,11 +10,11 @@ import pytest
 
 from pipeline.demo import shapes
 from pipeline.errors import UvftError
-from pipeline.evaluation.metrics.detection import detection_f1
 from pipeline.evaluation.predict import box_scores
 from pipeline.evaluation.run import evaluate_run
 from pipeline.evaluation.score import headline, trivial_baselines
 from pipeline.formats.loc import PALI
+from pipeline.metrics.detection import detection_f1
 from pipeline.recipe import load_recipe
 from pipeline.train import loop
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.evaluation.metrics.caption import caption_metrics
 from pipeline.evaluation.score import headline, score_tasks, trivial_baselines
+from pipeline.metrics.caption import caption_metrics
 
 SIZE = [100, 50]
 SQUARE = [0.0, 0.0, 50.0, 0.0, 50.0, 50.0, 0.0, 50.0]  # the left half of the image

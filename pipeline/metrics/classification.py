@@ -13,7 +13,7 @@ from typing import Any
 
 import evaluate
 
-from pipeline.evaluation.metrics import TEXT, metric_info
+from pipeline.metrics import TEXT, metric_info
 
 OTHER = "(other)"
 _SPACE = re.compile(r"\s+")

@@ -30,7 +30,7 @@ from typing import Any
 import datasets
 import evaluate
 
-from pipeline.evaluation.metrics import TEXT, box_iou, metric_info
+from pipeline.metrics import TEXT, box_iou, metric_info
 from pipeline.records import Box
 
 THRESHOLD = 0.5
@@ -125,9 +125,7 @@ def grounding_metrics(
     return out
 
 
-_DESCRIPTION = (
-    "Top-1 grounding accuracy (IoU >= 0.5) and mean IoU; see pipeline.evaluation.metrics.grounding."
-)
+_DESCRIPTION = "Top-1 grounding accuracy (IoU >= 0.5) and mean IoU; see pipeline.metrics.grounding."
 _CITATION = """@inproceedings{kazemzadeh2014referitgame,
   title={ReferItGame: Referring to Objects in Photographs of Natural Scenes},
   author={Kazemzadeh, Sahar and Ordonez, Vicente and Matten, Mark and Berg, Tamara},

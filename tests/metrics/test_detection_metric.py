@@ -13,7 +13,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.evaluation.metrics.detection import (
+from pipeline.formats import Prediction
+from pipeline.metrics.detection import (
     BACKENDS,
     DEFAULT_BACKEND,
     STAT_KEYS,
@@ -21,7 +22,6 @@ from pipeline.evaluation.metrics.detection import (
     detection_metrics,
     format_validity,
 )
-from pipeline.formats import Prediction
 from pipeline.records import Object
 
 # Image "a": a small cat, a large cat, a medium dog and a crowd of cats along the bottom.

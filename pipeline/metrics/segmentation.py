@@ -38,7 +38,7 @@ import datasets
 import evaluate
 import pycocotools.mask as mask_utils
 
-from pipeline.evaluation.metrics import metric_info
+from pipeline.metrics import metric_info
 from pipeline.records import ImageSize
 
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -222,9 +222,7 @@ def segmentation_metrics(
     return out
 
 
-_DESCRIPTION = (
-    "Mask mIoU, oIoU and precision@0.5..0.9 of COCO polygons; see pipeline.evaluation.metrics.segmentation."
-)
+_DESCRIPTION = "Mask mIoU, oIoU and precision@0.5..0.9 of COCO polygons; see pipeline.metrics.segmentation."
 _CITATION = """@inproceedings{yang2022lavt,
   title={LAVT: Language-Aware Vision Transformer for Referring Image Segmentation},
   author={Yang, Zhao and Wang, Jiaqi and Tang, Yansong and Chen, Kai and Zhao, Hengshuang and

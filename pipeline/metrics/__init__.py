@@ -1,5 +1,6 @@
-"""Metrics per task (detection, classification, vqa, caption; grounding, segmentation, ocr not yet
-wired into evaluation): plain functions and evaluate.Metric."""
+"""Each field's reference metric (detection, classification, vqa, caption, grounding,
+segmentation, ocr): plain functions of plain values and offline evaluate.Metric, below the task
+table (pipeline/tasks/), whose `score` calls them. Nothing here knows a record, a model or a run."""
 
 from __future__ import annotations
 

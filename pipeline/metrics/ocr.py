@@ -42,7 +42,7 @@ from typing import Any
 import evaluate
 from rapidfuzz.distance import Levenshtein
 
-from pipeline.evaluation.metrics import TEXT, TEXTS, metric_info
+from pipeline.metrics import TEXT, TEXTS, metric_info
 
 ANLS_THRESHOLD = 0.5
 _SPACE = re.compile(r"\s+")
@@ -132,7 +132,7 @@ def ocr_metrics(
     }
 
 
-_DESCRIPTION = "Corpus CER and WER, ANLS and normalised exact match; see pipeline.evaluation.metrics.ocr."
+_DESCRIPTION = "Corpus CER and WER, ANLS and normalised exact match; see pipeline.metrics.ocr."
 _CITATION = """@inproceedings{biten2019scene,
   title={Scene Text Visual Question Answering},
   author={Biten, Ali Furkan and Tito, Ruben and Mafla, Andres and Gomez, Lluis and Rusinol, Marcal and

@@ -52,7 +52,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
-from pipeline.evaluation.metrics import TEXT, TEXTS, metric_info
+from pipeline.metrics import TEXT, TEXTS, metric_info
 
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 _DROP = {*PUNCTUATIONS, '"'}

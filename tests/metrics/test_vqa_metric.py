@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.evaluation.metrics.vqa import (
+from pipeline.metrics.vqa import (
     VQAAccuracy,
     normalize_answer,
     process_digit_article,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.evaluation.metrics.grounding import (
+from pipeline.metrics.grounding import (
     GroundingAccuracy,
     box_iou,
     grounding_metrics,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.evaluation.metrics.ocr import (
+from pipeline.metrics.ocr import (
     OCRMetrics,
     anls_score,
     normalize_text,

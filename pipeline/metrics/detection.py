@@ -24,7 +24,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from pipeline.evaluation.metrics import box_iou
+from pipeline.metrics import box_iou
 
 # who runs COCOeval: faster-coco-eval (default) or pycocotools (the reference)
 BACKENDS = ("faster-coco-eval", "pycocotools")

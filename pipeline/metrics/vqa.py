@@ -41,7 +41,7 @@ from collections.abc import Sequence
 
 import evaluate
 
-from pipeline.evaluation.metrics import TEXT, TEXTS, metric_info
+from pipeline.metrics import TEXT, TEXTS, metric_info
 
 CONTRACTIONS = {
     "aint": "ain't",
@@ -284,7 +284,7 @@ def vqa_accuracy(
     }
 
 
-_DESCRIPTION = "VQAv2 accuracy (official GT-Vision-Lab/VQA rules); see pipeline.evaluation.metrics.vqa."
+_DESCRIPTION = "VQAv2 accuracy (official GT-Vision-Lab/VQA rules); see pipeline.metrics.vqa."
 _CITATION = """@inproceedings{goyal2017making,
   title={Making the V in VQA Matter: Elevating the Role of Image Understanding in Visual Question Answering},
   author={Goyal, Yash and Khot, Tejas and Summers-Stay, Douglas and Batra, Dhruv and Parikh, Devi},

@@ -11,8 +11,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from pipeline.evaluation.metrics import caption as caption_mod
-from pipeline.evaluation.metrics.caption import CaptionMetrics, caption_metrics, fallback_tokenize
+from pipeline.metrics import caption as caption_mod
+from pipeline.metrics.caption import CaptionMetrics, caption_metrics, fallback_tokenize
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="PTB tokenizer needs java")
 
@@ -149,7 +149,7 @@ def test_ptb_tokenizer_survives_a_signal_to_the_process_group(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(
         "import json, signal, sys\n"
-        "from pipeline.evaluation.metrics import caption\n"
+        "from pipeline.metrics import caption\n"
         "got = []\n"
         "signal.signal(signal.SIGINT, lambda *a: got.append(1))  # the trainer's: record, don't die\n"
         "captions = {i: [f'A red circle, number {i}.'] * 3 for i in range(3000)}\n"

@@ -7,7 +7,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-from pipeline.evaluation.metrics.segmentation import (
+from pipeline.metrics.segmentation import (
     PRECISION_THRESHOLDS,
     MaskIoU,
     mask_overlap,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.evaluation.metrics.classification import (
+from pipeline.metrics.classification import (
     OTHER,
     ClassificationAccuracy,
     classification_metrics,
