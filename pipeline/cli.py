@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit-message", metavar="TEXT")
     p.add_argument("--split", default="val", help="the evaluation split the card reports (default: val)")
     p.add_argument(
+        "--allow-limited",
+        action="store_true",
+        help="publish an evaluation of a sample (uvft eval --limit); the card says so (default: refused)",
+    )
+    p.add_argument(
         "--dry-run", action="store_true", help="prepare the folder and validate the card; upload nothing"
     )
     p.set_defaults(func=cmd_push)
@@ -243,6 +248,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         "commit_message",
         "dry_run",
         "split",
+        "allow_limited",
     )
     result = push(args.run_dir, args.repo_id, **{k: getattr(args, k) for k in options})
     for staged in (result.staged.base, result.staged):

@@ -32,7 +32,8 @@ import yaml
 
 from pipeline import formats, loader, models, tasks
 from pipeline.errors import UvftError
-from pipeline.evaluation.score import metric_at
+from pipeline.evaluation.run import sample_notes
+from pipeline.evaluation.score import metric_at, same_records
 from pipeline.models.spec import ModelSpec, weights_folder
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ def run_evidence(source: Path, split: str = "val") -> RunEvidence:
     """The RunEvidence of a run folder, or of the run a best/ or checkpoint folder belongs to."""
     recipe, summary = run_record(run_dir_of(Path(source)))
     metrics, base_metrics = eval_metrics(Path(source), split)
+    if not same_records(metrics, base_metrics):  # a base scored on other records is not compared
+        base_metrics = None
     return RunEvidence(recipe, summary, metrics, base_metrics, split)
 
 
@@ -329,7 +332,10 @@ def _metrics_section(metrics, base_metrics, split: str) -> str:
     text = f"On the `{split}` split, greedy decoding"
     if base_metrics:
         text += " (*base*: the base model before this fine-tune, the retention check)"
-    return text + ":\n\n" + _md_table(["task", "metric", "base", "fine-tuned", "records"], rows)
+    text += ":\n\n" + _md_table(["task", "metric", "base", "fine-tuned", "records"], rows)
+    for note in sample_notes(metrics):  # a limited evaluation, published with --allow-limited
+        text += f"\n\n**Evaluated on {note}.** These numbers estimate the split's; they are not its."
+    return text
 
 
 def _mixture_section(summary, recipe) -> str:
@@ -459,8 +465,10 @@ def stage(
     base_repo_id: str | None = None,
     split: str = "val",
     out: Path | None = None,
+    allow_limited: bool = False,
 ) -> Staged:
-    """Lay out what `uvft push` uploads (see the module doc) and validate the card."""
+    """Lay out what `uvft push` uploads (see the module doc) and validate the card. An evaluation of a
+    sample (`uvft eval --limit`) is refused unless `allow_limited`: the card then says so."""
     source = Path(source)
     _check_repo_id(repo_id, "--repo-id")
     if base_repo_id is not None:
@@ -481,13 +489,20 @@ def stage(
             "pass --merged to push the merged full model, or --base-repo-id NAME to push the base "
             "there too and point the adapter at it"
         )
+    evidence = run_evidence(source, split)
+    metrics, base_metrics = evidence.metrics, evidence.base_metrics
+    limited = sample_notes(metrics or {})
+    if limited and not allow_limited:
+        raise UvftError(
+            f"the {split} evaluation of {source} is {limited[0]}: the card would publish a sample's "
+            "numbers as the split's. Run `uvft eval` (and `uvft eval --base`) without --limit, or pass "
+            "--allow-limited to publish them as a sample (the card says so)"
+        )
     folder = out or run / "push" / repo_id.replace("/", "--")
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     recipe_file = run / "recipe.yaml"
-    evidence = run_evidence(source, split)
-    metrics, base_metrics = evidence.metrics, evidence.base_metrics
 
     base_staged = None
     if base_repo_id is not None and not merged:
@@ -670,6 +685,7 @@ def push(
     dry_run: bool = False,
     split: str = "val",
     token: str | None = None,
+    allow_limited: bool = False,
 ) -> PushResult:
     """Stage and upload a run's model (see the module doc). Private unless `public`."""
     from huggingface_hub import HfApi, get_token
@@ -678,7 +694,9 @@ def push(
         token = token or get_token()
         if not token:
             raise UvftError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
-    staged = stage(source, repo_id, merged=merged, base_repo_id=base_repo_id, split=split)
+    staged = stage(
+        source, repo_id, merged=merged, base_repo_id=base_repo_id, split=split, allow_limited=allow_limited
+    )
     if dry_run:
         return PushResult(staged)
     api = HfApi(token=token)

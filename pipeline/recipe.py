@@ -15,7 +15,7 @@ import inspect
 import os
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -48,6 +48,20 @@ Float = Annotated[float, BeforeValidator(_not_bool)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+    # Keys added after recipes were in use, left out of a dump while they hold their default: a recipe
+    # that does not use them dumps as it always did, so the cached base stages keyed on the dump stay
+    # valid, and runs saved before the key existed still resume (their recipe.yaml lacks it).
+    _OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for name in self._OMIT_AT_DEFAULT:
+            if name in data and getattr(self, name) == type(self).model_fields[name].get_default(
+                call_default_factory=True
+            ):
+                data.pop(name)
+        return data
 
 
 class TinySection(_Strict):
@@ -112,6 +126,8 @@ class MixtureSection(_Strict):
 
 class TrainSection(_Strict):
     steps: Int = Field(1000, gt=0)  # optimizer steps
+    # or: passes over the training split; steps = ceil(epochs * training records / global batch)
+    epochs: Float | None = Field(None, gt=0)
     batch_size: Int = Field(8, gt=0)  # per process, per micro-batch
     grad_accum: Int = Field(1, gt=0)
     lr: Float = Field(1e-4, gt=0)
@@ -136,6 +152,8 @@ class TrainSection(_Strict):
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
     wandb_project: str | None = None
 
+    _OMIT_AT_DEFAULT = ("epochs",)
+
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, v: Any) -> Any:
@@ -153,7 +171,8 @@ class EvalSection(_Strict):
     """
 
     every: Int = Field(0, ge=0)  # 0: no generation eval during training
-    per_task: Int = Field(32, gt=0)
+    per_task: Int = Field(32, gt=0)  # the in-training subset: a seeded sample of this many per task
+    seed: Int = 0  # draws the in-training subset and `uvft eval --limit`'s sample
     metric: str = "mean"
     num_beams: Int = Field(1, gt=0)  # 1: greedy
     max_new_tokens: Int | None = Field(None, gt=0)  # None: train.max_target_tokens, else 256
@@ -161,6 +180,7 @@ class EvalSection(_Strict):
     # Classification also scored by likelihood over the class names (the answer is always a label).
     closed_set: bool = True
     labels: list[str] | None = None  # closed-set candidates; None: each record's own class list
+    _OMIT_AT_DEFAULT = ("seed",)
 
     @field_validator("metric")
     @classmethod
@@ -182,14 +202,8 @@ class DemoSection(_Strict):
     # the opt-in sets of the grounding / segmentation, OCR and German-caption tasks (demo/shapes.py)
     extra_tasks: list[Literal["refer", "ocr", "captions_de"]] = Field(default_factory=list)
 
-    @model_serializer(mode="wrap")
-    def _without_empty_extras(self, handler: Any) -> dict[str, Any]:
-        # no extras: the dump a recipe had before they existed, so cached base stages and written
-        # shapes sets (shapes.json) keyed on it stay valid
-        data = handler(self)
-        if not data.get("extra_tasks"):
-            data.pop("extra_tasks", None)
-        return data
+    # no extras: the dump a recipe had before they existed (shapes.json keys on it too)
+    _OMIT_AT_DEFAULT = ("extra_tasks",)
 
 
 class SourceSection(_Strict):
@@ -222,8 +236,13 @@ class DataSection(_Strict):
     max_image_pixels: Int = Field(89_478_485, gt=0)
     # The build fails when a source/split skips more than this fraction of its examples.
     max_skip_fraction: Float = Field(0.01, ge=0.0, le=1.0)
+    # Sources without the validation split (train.val_split) give it this fraction of their training
+    # images, drawn by image (all of an image's records go one way) with data.seed; 0: none carved.
+    val_fraction: Float = Field(0.0, ge=0.0, lt=1.0)
     demo: DemoSection | None = None
     sources: list[SourceSection] = Field(min_length=1)
+
+    _OMIT_AT_DEFAULT = ("val_fraction",)
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataSection:

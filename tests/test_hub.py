@@ -303,3 +303,29 @@ def test_card_metrics_of_the_unified_tasks_and_ocr_told_from_captions():
     validate_card(card, metrics, "val")  # reads each result back to its task and key
     with pytest.raises(UvftError, match="ocr character error rate"):
         validate_card(card, {**metrics, "ocr": {"cer": 0.5, "wer": 0.25}}, "val")
+
+
+def test_a_limited_evaluation_is_refused_unless_allowed(trained_run: TrainedRun, tmp_path: Path):
+    """`uvft eval --limit` scores a sample: push refuses to publish its numbers as the split's, and
+    with --allow-limited the card says they are a sample; a base scored on other records is left out."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, ignore=shutil.ignore_patterns("push"))
+    for folder in ("eval", "eval-base"):
+        path = run / folder / "val" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        assert metrics["sample"]["limit"] is None  # tiny_runs evaluates the whole split
+        of = metrics["sample"]["of"]
+        limited = {"limit": 2, "seed": 0, "records": dict.fromkeys(of, 2), "of": of, "fingerprint": folder}
+        path.write_text(json.dumps({**metrics, "sample": limited}))
+    with pytest.raises(
+        UvftError, match=r"is a sample, not the whole split: 2 of \d+ classification.*--allow-limited"
+    ):
+        stage(run, "me/demo", merged=True)
+    staged = stage(run, "me/demo", merged=True, allow_limited=True)
+    card = (staged.folder / "README.md").read_text()
+    assert "**Evaluated on a sample, not the whole split: 2 of" in card
+    published = json.loads((staged.folder / "metrics.json").read_text())
+    assert published["base"] is None  # its sample's fingerprint differs: not compared
+    assert "| base |" in card and "(*base*:" not in card

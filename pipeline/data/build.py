@@ -17,6 +17,7 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class SourceSplitStats:
     examples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     repaired: dict[str, int] = field(default_factory=dict)
+    carved_from: str | None = None  # data.val_fraction: drawn from this split of the source
 
 
 @dataclass
@@ -68,6 +70,7 @@ class BuildStats:
                     "examples": r.examples,
                     "skipped": r.skipped,
                     "repaired": r.repaired,
+                    **({"carved_from": r.carved_from} if r.carved_from else {}),
                 }
                 for r in self.rows
             ],
@@ -89,6 +92,7 @@ class BuildStats:
                 examples=r["examples"],
                 skipped=r["skipped"],
                 repaired=r["repaired"],
+                carved_from=r.get("carved_from"),
             )
             for r in d["rows"]
         ]
@@ -215,27 +219,32 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                 )
                 params = reader_params(reader, src.params(split), root)
                 row = SourceSplitStats(source=src.name, format=src.format, split=split)
+                carve = _carver(recipe, src, split, root, row, stats)
                 bar = tqdm(desc=f"{src.name}/{split}", unit=" ex", disable=not progress, leave=False)
                 languages: set[str] = set()
                 for ex in reader(ctx, **params):
                     bar.update()
                     if ex.language is not None:
                         languages.add(ex.language)
-                    for item in _expand(ex, recipe, split):
-                        rid = (src.name, split, item.id)
+                    ex_split, ex_row = carve(ex) if carve else (split, row)
+                    for item in _expand(ex, recipe, ex_split):
+                        rid = (src.name, ex_split, item.id)
                         if rid in seen_ids:
                             raise DataError("duplicate example id", file=src.name, record=item.id, field="id")
                         seen_ids.add(rid)
                         prompt, target = fmt.render(item)
-                        columns = pending.get(split)
+                        columns = pending.get(ex_split)
                         if columns is None:
-                            columns = pending[split] = RecordColumns()
+                            columns = pending[ex_split] = RecordColumns()
                         columns.append(item, family, prompt, target)
-                        row.records[item.task] += 1
+                        ex_row.records[item.task] += 1
                         if len(columns) >= _CHUNK:
-                            flush(split)
+                            flush(ex_split)
                 bar.close()
-                row.examples = tally.examples
+                carved = sum(
+                    r.examples for r in stats.rows if r.source == src.name and r.carved_from == split
+                )
+                row.examples = tally.examples - carved
                 row.skipped = dict(tally.skipped)
                 row.repaired = dict(tally.repaired)
                 stats.rows.append(row)
@@ -258,6 +267,36 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
         for writer in writers.values():
             writer.close()
     return stats, {split: folder / f"{split}.arrow" for split in writers}
+
+
+def _carver(
+    recipe: Recipe, src: Any, split: str, root: Path, own: SourceSplitStats, stats: BuildStats
+) -> Callable[[Example], tuple[str, SourceSplitStats]] | None:
+    """For the training split of a source that has no validation split, with data.val_fraction: a
+    function that sends an example to the validation split, by its image (so no image is in both;
+    seeded with data.seed), or keeps it, with the stats row its records count in. None: nothing to
+    carve."""
+    data, val = recipe.data, recipe.train.val_split
+    if not data.val_fraction or split != data.train_split or val in src.splits:
+        return None
+    carved = SourceSplitStats(source=src.name, format=src.format, split=val, carved_from=split)
+    stats.rows.append(carved)
+
+    def carve(ex: Example) -> tuple[str, SourceSplitStats]:
+        if not _in_val(ex.image, root, data.seed, data.val_fraction):
+            return split, own
+        ex.split = val
+        carved.examples += 1
+        return val, carved
+
+    return carve
+
+
+def _in_val(image: str, root: Path, seed: int, fraction: float) -> bool:
+    # the image's path under the data root, not the absolute one: moving the data keeps the split
+    rel = os.path.relpath(image, root)
+    draw = int.from_bytes(hashlib.sha256(f"{seed}:{rel}".encode()).digest()[:8], "big") / 2**64
+    return draw < fraction
 
 
 def _save_records(parts: dict[str, Path], folder: Path) -> None:
@@ -475,7 +514,7 @@ def print_stats(result: BuildResult, console: Any | None = None) -> None:
             table.add_row(
                 r.source,
                 r.format,
-                r.split,
+                f"{r.split} (from {r.carved_from})" if r.carved_from else r.split,
                 task,
                 str(r.examples),
                 str(n),

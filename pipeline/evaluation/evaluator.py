@@ -1,4 +1,4 @@
-"""In-training evaluation (recipe `eval`): generation on a fixed validation subset, every process
+"""In-training evaluation (recipe `eval`): generation on a fixed validation sample, every process
 generating its share, scored on the main process. The trainer calls `run(model, step)` and gets
 metrics.json's dict on the main process (None on the others); what to keep (best/) it decides.
 Imports nothing of training."""
@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline import tasks
 from pipeline.evaluation.predict import eval_generation_config, predict
-from pipeline.evaluation.score import first_per_task, headline, metric_at, score_tasks
+from pipeline.evaluation.score import headline, metric_at, sample_split, score_tasks
 from pipeline.failpoints import failpoint
 from pipeline.recipe import Recipe
 
@@ -17,7 +17,10 @@ from pipeline.recipe import Recipe
 class GenerationEvaluator:
     def __init__(self, recipe: Recipe, split_ds: Any, processor: Any, accelerator: Any) -> None:
         self.recipe, self.processor, self.accelerator = recipe, processor, accelerator
-        rows = list(split_ds.select(first_per_task(split_ds["task"], recipe.eval.per_task)))
+        # a seeded sample that spreads over every class and source (the first records of a task
+        # may all be one class: an ImageFolder split is sorted by class)
+        self.sample = sample_split(split_ds, recipe.eval.per_task, recipe.eval.seed)
+        rows = list(split_ds.select(self.sample.indices))
         self.lookup = {f"{r['source']}/{r['id']}": r for r in rows}
         self.rows = rows[accelerator.process_index :: accelerator.num_processes]
         self.gen = None  # the run's pinned generation config with eval's settings, made on first use
@@ -36,7 +39,9 @@ class GenerationEvaluator:
         failpoint("eval.generate")
         model.train()
         rows = gather_object(rows) if acc.num_processes > 1 else rows
-        return score_tasks(rows, self.lookup) if acc.is_main_process else None
+        if not acc.is_main_process:
+            return None
+        return {**score_tasks(rows, self.lookup), "sample": self.sample.describe()}
 
 
 def headline_entry(metrics: dict[str, Any]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from pipeline import loader, tasks
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.predict import eval_generation_config, predict
-from pipeline.evaluation.score import first_per_task, score_tasks, trivial_baselines
+from pipeline.evaluation.score import same_records, sample_split, score_tasks, trivial_baselines
 from pipeline.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def evaluate_run(
     if split not in records:
         raise UvftError(f"split {split!r} is not in the records: {sorted(records)}")
     ds = records[split]
-    rows_in = list(ds.select(first_per_task(ds["task"], limit)) if limit is not None else ds)
+    sample = sample_split(ds, limit, recipe.eval.seed)
+    rows_in = list(ds.select(sample.indices) if limit is not None else ds)
     run_dir = recipe.run_dir
     summary_path = run_dir / "summary.json"
     if recipe.model.id is not None:
@@ -78,6 +79,7 @@ def evaluate_run(
     if recipe.data.train_split in records:
         trivial_baselines(metrics, records[recipe.data.train_split], rows)
     metrics["counts"] = {t: sum(1 for r in rows if r["task"] == t) for t in sorted({r["task"] for r in rows})}
+    metrics["sample"] = sample.describe()
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     out = evidence_dir(run_dir, adapter, split)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,9 +106,19 @@ def _write_report(out: Path, rows, metrics, *, run_dir: Path, split: str, is_bas
 
 def print_metrics(metrics: dict[str, Any], base_metrics: dict[str, Any] | None = None) -> None:
     """The summary table printed at the end of `uvft eval`, with the base model's numbers beside
-    when they are given (from `uvft eval --base` on the same split)."""
+    when they are given (from `uvft eval --base`) and scored the same records; then what a sample
+    covers."""
     from rich.console import Console
     from rich.table import Table
+
+    notes = []
+    if base_metrics is not None and not same_records(metrics, base_metrics):
+        notes.append(
+            "base: not shown, `uvft eval --base` scored other records "
+            "(evaluate it with the same --limit, eval.seed and split)"
+        )
+        base_metrics = None
+    notes += sample_notes(metrics)
 
     def get(m: dict[str, Any] | None, path: tuple[str, ...]) -> str:
         for part in path:
@@ -134,4 +146,19 @@ def print_metrics(metrics: dict[str, Any], base_metrics: dict[str, Any] | None =
         table.add_row(
             task, name, *([get(base_metrics, path)] if base_metrics else []), get(metrics, path), count
         )
-    Console(width=max(Console().width, 100)).print(table)
+    console = Console(width=max(Console().width, 100))
+    console.print(table)
+    for note in notes:
+        console.print(note)
+
+
+def sample_notes(metrics: dict[str, Any]) -> list[str]:
+    """What a limited evaluation covers, for the people reading its numbers (none for a whole split)."""
+    sample = metrics.get("sample") or {}
+    if sample.get("limit") is None:
+        return []
+    parts = [f"{n} of {sample['of'].get(t, n)} {t}" for t, n in sample["records"].items()]
+    return [
+        f"a sample, not the whole split: {', '.join(parts)} records (--limit {sample['limit']}, seed "
+        f"{sample['seed']}, stratified by source and class)"
+    ]

@@ -4,8 +4,12 @@ in-training evaluation and `--limit` score. Imports nothing of training."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline import tasks
@@ -69,6 +73,90 @@ def metric_at(node: Any, key: str) -> float | None:
             return None
         node = node.get(part)
     return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The records of a split that an evaluation scores: `indices` in split order, and what
+    metrics.json records of it (`describe`)."""
+
+    indices: list[int]
+    limit: int | None  # at most this many per task; None: the whole split
+    seed: int
+    records: dict[str, int]  # task -> records scored
+    of: dict[str, int]  # task -> records in the split
+    fingerprint: str  # of the scored records' ids: two evaluations compare only on equal ones
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "limit": self.limit,
+            "seed": self.seed,
+            "records": self.records,
+            "of": self.of,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def sample_split(ds: Any, limit: int | None, seed: int) -> Sample:
+    """A seeded sample of at most `limit` records of each task of a split (all with limit None),
+    stratified so it represents the split: by source for every task, and by class too for the tasks
+    that stratify by one (classification's label). Each stratum gets its share in proportion to its
+    size (largest remainder), at least one record while the limit allows; which records, a seeded
+    draw per task. The same split, limit and seed give the same records."""
+    columns = {"task": ds["task"], "source": ds["source"], "id": ds["id"]}
+    fields = {t.STRATUM_FIELD for t in tasks.all_tasks() if t.STRATUM_FIELD}
+    for name in sorted(fields):
+        columns[name] = ds[name]
+    strata: dict[str, dict[tuple[Any, ...], list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, (task, source) in enumerate(zip(columns["task"], columns["source"], strict=True)):
+        field = tasks.get(task).STRATUM_FIELD if task in tasks.TABLE else None
+        strata[task][(source, str(columns[field][i]) if field else "")].append(i)
+    keep: list[int] = []
+    for task, groups in strata.items():
+        if limit is None:
+            keep += [i for g in groups.values() for i in g]
+            continue
+        rng = random.Random(f"{seed}:{task}")
+        for key, n in _allocate({k: len(g) for k, g in groups.items()}, limit, rng).items():
+            keep += rng.sample(groups[key], n)
+    keep.sort()
+    scored = Counter(columns["task"][i] for i in keep)
+    ids = sorted(f"{columns['source'][i]}/{columns['id'][i]}" for i in keep)
+    return Sample(
+        indices=keep,
+        limit=limit,
+        seed=seed,
+        records={t: scored[t] for t in tasks.ordered(scored)},
+        of={t: sum(len(g) for g in strata[t].values()) for t in tasks.ordered(strata)},
+        fingerprint=hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
+    )
+
+
+def _allocate(sizes: dict[tuple[Any, ...], int], n: int, rng: random.Random) -> dict[tuple[Any, ...], int]:
+    """How many of `n` records each stratum gives: all when n covers them; one each from n strata
+    drawn at random when there are more strata than n; else one each and the rest in proportion to
+    what each has left, by largest remainder (ties to the first stratum in sorted order)."""
+    keys = sorted(sizes)
+    if n >= sum(sizes.values()):
+        return dict(sizes)
+    if n < len(keys):
+        return {k: 1 for k in rng.sample(keys, n)}
+    rest, left = n - len(keys), {k: sizes[k] - 1 for k in keys}
+    total = sum(left.values())
+    quotas = {k: rest * left[k] / total for k in keys}
+    alloc = {k: 1 + math.floor(quotas[k]) for k in keys}
+    by_remainder = sorted(keys, key=lambda k: -(quotas[k] - math.floor(quotas[k])))
+    for k in by_remainder[: n - sum(alloc.values())]:
+        alloc[k] += 1
+    return alloc
+
+
+def same_records(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two metrics.json scored the same records (their samples' fingerprints agree);
+    metrics written before samples were recorded say nothing, and are taken as whole splits."""
+    fa = ((a or {}).get("sample") or {}).get("fingerprint")
+    fb = ((b or {}).get("sample") or {}).get("fingerprint")
+    return fa == fb
 
 
 def first_per_task(tasks: Sequence[str], n: int | None) -> list[int]:

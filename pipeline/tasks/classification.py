@@ -27,6 +27,7 @@ class Classification(Task):
     )
     VOCABULARY = "classes"
     CLOSED_SET = True
+    STRATUM_FIELD = "label"
 
     def references(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return {"label": record["label"], "categories": record["categories"]}

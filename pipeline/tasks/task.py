@@ -94,6 +94,7 @@ class Task(ABC):
     CARD_METRICS: ClassVar[tuple[CardMetric, ...]]
     VOCABULARY: ClassVar[str | None] = None  # what the task's class list is called ("classes"), if any
     CLOSED_SET: ClassVar[bool] = False  # also scored by likelihood over a class list
+    STRATUM_FIELD: ClassVar[str | None] = None  # a sample of the task's records spreads over its values
     ANSWER_IN_TEXT: ClassVar[bool] = True  # the answer is words, not location tokens
     LABELS_DRAWN: ClassVar[bool] = False  # a drawing of a prediction shows its whole answer
     EXAMPLE_INPUTS: ClassVar[Mapping[str, str]] = {}  # what the card's snippet gives `prompt`

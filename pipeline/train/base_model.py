@@ -73,7 +73,7 @@ def _base_stage(recipe: Recipe, tiny_folder: Path) -> Recipe:
     stage.model.id = str(tiny_folder)
     # full training, and the vision tower too: with random weights it has everything to learn
     stage.adapter = AdapterSection(method="full", freeze_vision=False)
-    stage.train.steps = tiny.base_steps
+    stage.train.steps, stage.train.epochs = tiny.base_steps, None  # not the fine-tune's epochs
     stage.train.lr = tiny.base_lr
     stage.train.val_every = 0
     stage.eval.every = 0

@@ -105,11 +105,15 @@ def _finetune(
     accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
     with accelerator.main_process_first():  # records are built once, on the main process first
         records = build(recipe, progress=progress and accelerator.is_main_process).load()
-    if cfg.val_split not in records:
-        raise UvftError(f"train.val_split {cfg.val_split!r} is not a split of the records: {sorted(records)}")
+    setup.check_splits(recipe, records)
     base = base_model_path(recipe, records, progress=progress, accelerator=accelerator)
     model, processor, trainable, total = setup.build_model(recipe, base, accelerator)
     train_ds, dropped, sampler, loader, val_loader = setup.build_data(recipe, records, processor, accelerator)
+    recipe = setup.with_epochs(recipe, len(train_ds), accelerator.num_processes)
+    cfg = recipe.train
+    if accelerator.is_main_process:
+        params, val_size = (trainable, total), len(records[cfg.val_split])
+        logger.info(setup.banner(recipe, train_ds, val_size, params, accelerator.num_processes))
     evaluator = (
         GenerationEvaluator(recipe, records[cfg.val_split], processor, accelerator)
         if recipe.eval.every

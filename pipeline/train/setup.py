@@ -5,15 +5,17 @@ task-balanced sampler, the training and held-out loaders). loop._finetune calls 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline import models
+from pipeline import models, tasks
 from pipeline.data.collate import Collator, drop_long_targets, measure_targets
 from pipeline.data.mixture import MixtureSampler, bucket_keys, groups_from_sources
 from pipeline.errors import UvftError
@@ -110,6 +112,66 @@ def check_sharding(accelerator: Any, resume_from: Path | None) -> None:
             "shard); start over with --overwrite, or train with the DDP config "
             "(recipes/accelerate/ddp.yaml), whose runs resume exactly"
         )
+
+
+def check_splits(recipe: Recipe, records: Any) -> None:
+    """The records have the splits training needs; a missing validation split says how to carve one."""
+    data, val = recipe.data, recipe.train.val_split
+    if data.train_split not in records:
+        raise UvftError(
+            f"data.train_split {data.train_split!r} is not a split of the records: {sorted(records)}"
+        )
+    if val not in records:
+        raise UvftError(
+            f"train.val_split {val!r} is not a split of the records ({', '.join(sorted(records))}): give "
+            f"the sources a {val!r} split, or carve one from {data.train_split!r} with data.val_fraction=0.1 "
+            "(a seeded tenth of each source's images)"
+        )
+
+
+def with_epochs(recipe: Recipe, n_train: int, processes: int) -> Recipe:
+    """The recipe with train.steps from train.epochs when that is set: enough global batches to see
+    `epochs` times as many samples as the training split has records (with mixture weights, a source
+    is then seen more or less often than once per epoch)."""
+    cfg = recipe.train
+    if cfg.epochs is None:
+        return recipe
+    steps = max(1, math.ceil(cfg.epochs * n_train / (cfg.batch_size * cfg.grad_accum * processes)))
+    return recipe.model_copy(update={"train": cfg.model_copy(update={"steps": steps})})
+
+
+def banner(recipe: Recipe, train_ds: Any, val_size: int, params: tuple[int, int], processes: int) -> str:
+    """What a run is about to do, said before it starts: the model (and whether it is uvft's tiny
+    stand-in), the adapter, the records per task, the steps and the epochs they make, the global
+    batch, the learning rate and where the run is written."""
+    cfg, (trainable, total) = recipe.train, params
+    family = models.get(recipe.model.family).DISPLAY_NAME
+    if recipe.model.id is not None:
+        model = f"{family} {recipe.model.id}"
+    else:
+        tiny = recipe.model.tiny
+        model = f"uvft's tiny {family} stand-in (model.id: null): random weights, not a pretrained model"
+        if tiny.base_steps:
+            model += f", after a {tiny.base_steps:,}-step base stage"
+    a = recipe.adapter
+    adapter = f"LoRA r={a.r}, alpha={a.alpha}, preset {a.preset}" if a.method == "lora" else "full fine-tune"
+    counts = Counter(train_ds["task"])
+    per_task = ", ".join(f"{t} {counts[t]:,}" for t in tasks.ordered(counts))
+    batch = cfg.batch_size * cfg.grad_accum * processes
+    epochs = cfg.steps * batch / max(len(train_ds), 1)
+    return "\n".join(
+        [
+            f"run {recipe.name}: fine-tune {recipe.model.family} on {len(counts)} tasks",
+            f"  model    {model} ({total:,} parameters)",
+            f"  adapter  {adapter} ({trainable:,} trainable, {100 * trainable / max(total, 1):.1f}%)",
+            f"  records  train {len(train_ds):,} ({per_task}); {recipe.train.val_split} {val_size:,}",
+            f"  steps    {cfg.steps:,} = {epochs:.2f} epochs of the training records; global batch {batch} "
+            f"({cfg.batch_size} x {cfg.grad_accum} accumulation x {processes} process"
+            f"{'es' if processes > 1 else ''})",
+            f"  lr       {cfg.lr:g}, {cfg.schedule}, {cfg.warmup_steps} warmup steps",
+            f"  output   {recipe.run_dir}",
+        ]
+    )
 
 
 def build_model(recipe: Recipe, base_model: str, accelerator: Any):

@@ -80,16 +80,24 @@ def test_eval_writes_generations_and_metrics_for_every_task(tmp_path: Path):
     best = json.loads((recipe.run_dir / "best" / "best.json").read_text())
     assert best["step"] == best_step and best["value"] == summary.best["value"]
     assert best["value"] == best["metrics"]["vqa"]["accuracy"]
+    # the in-training subset is a seeded sample of eval.per_task records per task
+    assert best["metrics"]["sample"]["limit"] == 2 and set(best["metrics"]["sample"]["records"].values()) == {
+        2
+    }
     assert (recipe.run_dir / "best" / "adapter_model.safetensors").is_file()
     assert {"vqa/accuracy", "classification/accuracy", "caption/cider", "detection/map_50", "mean"} <= set(
         summary.evals[0]
     )
     out, _ = evaluate_run(recipe, adapter=recipe.run_dir / "best", limit=2, progress=False)
     assert out == recipe.run_dir / "best" / "eval" / "val"
+    fingerprints = set()
     for adapter, folder in ((recipe.run_dir, "eval"), (None, "eval-base")):
         out, metrics = evaluate_run(recipe, adapter=adapter, limit=3, batch_size=4, progress=False)
         assert out == recipe.run_dir / folder / "val"
         assert set(metrics["counts"]) == {"classification", "caption", "vqa", "detection"}
+        assert metrics["sample"]["limit"] == 3 and metrics["sample"]["records"] == metrics["counts"]
+        assert metrics["sample"]["of"]["classification"] == 6  # n_val images
+        fingerprints.add(metrics["sample"]["fingerprint"])
         rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
         assert len(rows) == sum(metrics["counts"].values())
         for r in rows:
@@ -119,6 +127,7 @@ def test_eval_writes_generations_and_metrics_for_every_task(tmp_path: Path):
         assert closed["num_correct"] == sum(
             r["parsed"]["closed_set"]["label"] == r["references"]["label"] for r in cls_rows
         )
+    assert len(fingerprints) == 1  # base and fine-tuned scored the same records
 
 
 def test_headline_metric_for_best_checkpoint_selection():
