@@ -222,6 +222,10 @@ class DataSection(_Strict):
     max_image_pixels: Int = Field(89_478_485, gt=0)
     # The build fails when a source/split skips more than this fraction of its examples.
     max_skip_fraction: Float = Field(0.01, ge=0.0, le=1.0)
+    # The build fails when a repair that says the data is laid out wrong (boxes clipped or dropped,
+    # boxes inside [0, 1], blank captions...: pipeline/sources/repairs.py) hits more than this
+    # fraction of a source/split's boxes, captions...; 1.0 trains on them as repaired.
+    max_repair_fraction: Float = Field(0.05, ge=0.0, le=1.0)
     demo: DemoSection | None = None
     sources: list[SourceSection] = Field(min_length=1)
 

@@ -27,6 +27,7 @@ from pipeline import __version__, formats, sources
 from pipeline.errors import DataError
 from pipeline.recipe import Recipe, expand_path, reader_params
 from pipeline.records import DEFAULT_LANGUAGE, Example, RecordColumns, Tally, record_features
+from pipeline.sources import repairs
 from pipeline.tasks import CAPTION
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,7 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                 row.repaired = dict(tally.repaired)
                 stats.rows.append(row)
                 _check_skips(src.name, split, tally, recipe.data.max_skip_fraction)
+                _check_repairs(src.name, split, tally, recipe.data.max_repair_fraction)
                 if warning := _language_warning(fmt, src.name, split, languages):
                     logger.warning(warning)
                     stats.warnings.append(warning)
@@ -318,6 +320,18 @@ def _check_skips(source: str, split: str, tally: Tally, limit: float) -> None:
         raise DataError(
             f"skipped {skipped} of {tally.examples + skipped} examples "
             f"({tally.skip_fraction:.1%} > data.max_skip_fraction {limit:.1%}): {reasons}",
+            file=f"source {source}, split {split}",
+        )
+
+
+def _check_repairs(source: str, split: str, tally: Tally, limit: float) -> None:
+    """Fail a source/split whose repairs say the data is laid out wrong (sources/repairs.py): the
+    wrong targets would otherwise be trained, repaired, with a count at INFO as the only sign."""
+    found = repairs.findings(tally, limit)
+    if found:
+        raise DataError(
+            f"{'; '.join(found)}. Fix the data, or set data.max_repair_fraction: 1.0 (now {limit:g}) "
+            "to train on it as repaired",
             file=f"source {source}, split {split}",
         )
 
