@@ -354,21 +354,41 @@ def _check_card(card: Any, fmt: str, split: str, actual: int) -> str | None:
 
 def ensure_demo_data(recipe: Recipe, *, progress: bool = True) -> None:
     """The demo recipe generates its synthetic shapes set when its folder is missing."""
-    demo = recipe.data.demo
-    root = expand_path(recipe.data.root)
-    if demo is None:
+    pending = demo_data_pending(recipe)
+    if pending is None:
         return
     from pipeline.demo import shapes
 
-    wanted = shapes.canonical_params(demo.model_dump(mode="json"))  # as shapes.json holds them
-    if root.exists():
-        written = shapes.written_params(root)
-        if written == wanted or (written is None and not (root / "README.md").is_file()):
-            return  # the set the recipe asks for, or a folder that is not a generated set: left alone
+    root = expand_path(recipe.data.root)
+    if pending == "stale":
         logger.info("the shapes set in %s was generated with other parameters: regenerating it", root)
     else:
         logger.info("generating the demo shapes set in %s", root)
-    shapes.generate(root, **wanted, progress=progress)
+    shapes.generate(root, **_demo_params(recipe), progress=progress)
+
+
+def demo_data_pending(recipe: Recipe) -> str | None:
+    """What `ensure_demo_data` would do: "missing" (generate the set), "stale" (regenerate a set
+    written with other parameters), or None (no data.demo, the set asked for, or a folder that is
+    not a generated set: left alone)."""
+    if recipe.data.demo is None:
+        return None
+    from pipeline.demo import shapes
+
+    root = expand_path(recipe.data.root)
+    if not root.exists():
+        return "missing"
+    written = shapes.written_params(root)
+    if written == _demo_params(recipe) or (written is None and not (root / "README.md").is_file()):
+        return None
+    return "stale"
+
+
+def _demo_params(recipe: Recipe) -> dict[str, Any]:
+    from pipeline.demo import shapes
+
+    assert recipe.data.demo is not None
+    return shapes.canonical_params(recipe.data.demo.model_dump(mode="json"))  # as shapes.json holds them
 
 
 # --- cache key -----------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pipeline import tasks
 from pipeline.errors import DataError
@@ -88,7 +88,7 @@ from pipeline.sources.images import (
     parse_polygons,
     parse_regions,
 )
-from pipeline.sources.paths import confine
+from pipeline.sources.paths import WRITTEN, confine
 from pipeline.sources.repairs import EMPTY_CAPTION
 from pipeline.sources.vqav2 import most_frequent_answer
 
@@ -156,7 +156,7 @@ def read_hf_dataset(
     from_disk: bool = False,
     columns: dict[str, str] | None = None,
     bbox_format: str = "xyxy",
-    image_cache: Path | None = None,
+    image_cache: Annotated[Path, WRITTEN] | None = None,
     images: Path | None = None,
 ) -> Iterator[Example]:
     """Yield one Example of `task` per row of a `datasets` split; see the module docstring."""

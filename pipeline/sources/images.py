@@ -159,14 +159,17 @@ def check_image(
 
 def prefetch_checks(paths: Iterable[str], ctx: SourceContext, *, processes: int | None = None) -> None:
     """Inspect the images of `paths` not yet in `ctx.image_checks` in worker processes, ahead of
-    the reader's loop, so that its check_image calls find them. Opening an image is mostly
-    Python (PIL's header parsers), so threads would only contend for the GIL; processes check a
-    COCO-size set ~1.5x faster on 2 cores. They are fresh interpreters (`python -m
-    pipeline.sources.image_worker`), not forks: a fork copies the build's parsed JSON page by page
-    as Python touches it, and spawn / forkserver re-run the caller's `__main__` script in every
-    worker. Verdicts are the same as one by one, and the tally is still counted by check_image,
-    in the reader's order. Below 2,000 new images, or on one core, nothing is done ahead; where a
-    worker fails, its images are left to check_image. `processes`: one per core, at most 8."""
+        the reader's loop, so that its check_image calls find them. Opening an image is mostly
+        Python (PIL's header parsers), so threads would only contend for the GIL; processes check a
+        COCO-size set ~1.5x faster on 2 cores. They are fresh interpreters (`python -m
+        pipeline.sources.image_worker`), not forks: a fork copies the build's parsed JSON page by page
+        as Python touches it, and spawn / forkserver re-run the caller's `__main__` script in every
+        worker. Verdicts are the same as one by one, and the tally is still counted by check_image,
+        in the reader's order. Below 2,000 new images, or on one core, nothing is done ahead; where a
+        worker fails, its images are left to check_image. `processes`: one per core, at most 8.
+    Nothing is done ahead when `ctx.prefetch` is False."""
+    if not ctx.prefetch:
+        return
     todo = [p for p in dict.fromkeys(paths) if p not in ctx.image_checks]
     processes = processes or min(8, len(os.sched_getaffinity(0)))
     if processes < 2 or len(todo) < PREFETCH_MIN_IMAGES:

@@ -213,23 +213,28 @@ def test_print_stats_names_sources_tasks_and_licenses(shapes_root: Path, tmp_pat
 
 
 def test_demo_set_is_regenerated_when_the_recipe_asks_for_another(tmp_path: Path):
-    from pipeline.data.build import ensure_demo_data
+    from pipeline.data.build import demo_data_pending, ensure_demo_data
 
     root = tmp_path / "shapes"
     small = [f"data.root={root}", "data.demo.n_train=4", "data.demo.n_val=2"]
     recipe = load_recipe(ROOT / "recipes/demo.yaml", small)
+    assert demo_data_pending(recipe) == "missing"
     ensure_demo_data(recipe, progress=False)
+    assert demo_data_pending(recipe) is None
+    other = load_recipe(ROOT / "recipes/demo.yaml", [*small, "data.demo.seed=7"])
+    assert demo_data_pending(other) == "stale"
     first = shapes.written_params(root)
     assert first["n_train"] == 4
     stamp = (root / "shapes.json").stat().st_mtime_ns
     ensure_demo_data(recipe, progress=False)  # the same parameters: left as it is
     assert (root / "shapes.json").stat().st_mtime_ns == stamp
-    ensure_demo_data(load_recipe(ROOT / "recipes/demo.yaml", [*small, "data.demo.seed=7"]), progress=False)
+    ensure_demo_data(other, progress=False)
     assert shapes.written_params(root) == {**first, "seed": 7}
     # a folder that holds something else is never touched
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "x.txt").write_text("x")
+    assert demo_data_pending(load_recipe(ROOT / "recipes/demo.yaml", [f"data.root={mine}"])) is None
     ensure_demo_data(load_recipe(ROOT / "recipes/demo.yaml", [f"data.root={mine}"]), progress=False)
     assert [p.name for p in mine.iterdir()] == ["x.txt"]
 
