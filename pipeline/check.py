@@ -150,10 +150,18 @@ def _missing_paths(
 
 
 def _card_findings(recipe: Recipe) -> list[Finding]:
+    """One finding per data card that is not there, naming the sources that name it."""
+    by_card: dict[Path, list[str]] = {}
+    for src in recipe.data.sources:
+        if src.card is not None and not expand_path(src.card).is_file():
+            by_card.setdefault(expand_path(src.card), []).append(src.name)
     return [
-        Finding(PROBLEM, src.name, f"{src.name}: card {expand_path(src.card)}: no such file")
-        for src in recipe.data.sources
-        if src.card is not None and not expand_path(src.card).is_file()
+        Finding(
+            PROBLEM,
+            ", ".join(names),
+            f"{', '.join(names)}: card {card}: no such file (relative to the folder uvft runs in)",
+        )
+        for card, names in by_card.items()
     ]
 
 

@@ -124,9 +124,11 @@ def test_a_missing_annotations_file_names_source_split_key_and_path(data: Path):
 
 
 def test_a_missing_card_is_a_problem(data: Path):
-    recipe = load_recipe(data / "r.yaml", ["data.sources.kinds.card=data_cards/nope.md"])
-    assert check.data_findings(recipe)[-1] == Finding(
-        PROBLEM, "kinds", f"kinds: card {Path('data_cards/nope.md')}: no such file"
+    cards = ["data.sources.kinds.card=data_cards/nope.md", "data.sources.boxes.card=data_cards/nope.md"]
+    assert check.data_findings(load_recipe(data / "r.yaml", cards))[-1] == Finding(
+        PROBLEM,
+        "boxes, kinds",
+        "boxes, kinds: card data_cards/nope.md: no such file (relative to the folder uvft runs in)",
     )
 
 
