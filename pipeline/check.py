@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import tempfile
 import typing
 from collections.abc import Callable
@@ -32,8 +31,6 @@ from pipeline.families import FAMILIES
 from pipeline.recipe import Recipe, SourceSection, expand_path, reader_params
 from pipeline.records import Example, Object, Region, Tally
 from pipeline.sources.paths import is_written
-
-logger = logging.getLogger(__name__)
 
 HUB_TIMEOUT = 3.0  # seconds the hub has to answer for a model's config before the name decides
 
@@ -197,6 +194,9 @@ def _read_one(recipe: Recipe, src: SourceSection, root: Path) -> Finding:
         first = next(examples, None)
     except UvftError as e:
         return Finding(PROBLEM, where, f"{where}: {e}")
+    except OSError as e:  # a file it may not read, a folder where a reader opens a file itself
+        said = str(e) if e.strerror is None else f"{e.strerror}: {e.filename}"
+        return Finding(PROBLEM, where, f"{where}: {said}")
     finally:
         examples.close()
     counted = _counted(tally)

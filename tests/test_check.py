@@ -141,6 +141,11 @@ def test_reading_one_record_says_what_the_reader_refuses(data: Path):
         f"boxes/train: file {data / 'instances.json'}, record category 1, field 'name': required key 'name' "
         "is missing",
     )
+    folder = ["data.sources.boxes.splits.train.annotations=images"]  # a folder where the file belongs
+    findings = check.data_findings(load_recipe(data / "r.yaml", folder), read_one=True)
+    assert findings[1] == Finding(
+        PROBLEM, "boxes/train", f"boxes/train: file {data / 'images'}: a folder, not a file"
+    )
     (data / "instances.json").write_text('{"images": [], "annotations": [], "categories": []}')
     findings = check.data_findings(load_recipe(data / "r.yaml"), read_one=True)
     assert findings[1] == Finding(PROBLEM, "boxes/train", "boxes/train (coco_detection): no examples")

@@ -321,6 +321,8 @@ def read_json(path: Path) -> Any:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", file=path) from None
+    except IsADirectoryError:  # e.g. `annotations: images`: a path one key off
+        raise DataError("a folder, not a file", file=path) from None
     return parse_json(data, file=path)
 
 
