@@ -170,8 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="replace the folder if it exists")
     d.set_defaults(func=cmd_data_demo)
 
-    p = sub.add_parser("check", help="validate a recipe (schema and source parameters) and print it resolved")
+    p = sub.add_parser(
+        "check",
+        help="validate a recipe, find its data and check its model against its family; "
+        "ends in a verdict (exit 0: ready, 2: problems)",
+    )
     _add_recipe_args(p)
+    p.add_argument("--print", action="store_true", help="also print the resolved recipe (as -v does)")
     p.set_defaults(func=cmd_check)
     return parser
 
@@ -203,10 +208,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from pipeline.check import preflight
     from pipeline.recipe import load_recipe
-    from pipeline.train.loop import print_summary, train
 
     recipe = load_recipe(args.recipe, args.overrides)
+    preflight(recipe)  # a wrong model id or data path: one line now, before any build, load or download
+    from pipeline.train.loop import print_summary, train
+
     summary = train(
         recipe, resume=args.resume, progress=not args.no_progress, cpu=args.cpu, overwrite=args.overwrite
     )
@@ -340,10 +348,29 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline import check
+    from pipeline.errors import RecipeError
     from pipeline.recipe import dump, load_recipe
 
-    print(dump(load_recipe(args.recipe, args.overrides)), end="")
-    return 0
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+    except RecipeError as e:
+        print(check.Finding(check.PROBLEM, "recipe", str(e)).line())
+        print(check.verdict([check.Finding(check.PROBLEM, "recipe", str(e))]))
+        return 2
+    if args.print or args.verbose:
+        print(dump(recipe), end="")
+    sources = ", ".join(s.name for s in recipe.data.sources)
+    print(
+        check.Finding(
+            check.OK, "recipe", f"recipe {args.recipe}: valid ({recipe.model.family}; {sources})"
+        ).line()
+    )
+    findings = check.check(recipe)
+    for finding in findings:
+        print(finding.line())
+    print(check.verdict(findings))
+    return 2 if any(f.level == check.PROBLEM for f in findings) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

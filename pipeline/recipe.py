@@ -236,13 +236,17 @@ class DataSection(_Strict):
     max_image_pixels: Int = Field(89_478_485, gt=0)
     # The build fails when a source/split skips more than this fraction of its examples.
     max_skip_fraction: Float = Field(0.01, ge=0.0, le=1.0)
+    # The build fails when a repair that says the data is laid out wrong (boxes clipped or dropped,
+    # boxes inside [0, 1], blank captions...: pipeline/sources/repairs.py) hits more than this
+    # fraction of a source/split's boxes, captions...; 1.0 trains on them as repaired.
+    max_repair_fraction: Float = Field(0.05, ge=0.0, le=1.0)
     # Sources without the validation split (train.val_split) give it this fraction of their training
     # images, drawn by image (all of an image's records go one way) with data.seed; 0: none carved.
     val_fraction: Float = Field(0.0, ge=0.0, lt=1.0)
     demo: DemoSection | None = None
     sources: list[SourceSection] = Field(min_length=1)
 
-    _OMIT_AT_DEFAULT = ("val_fraction",)
+    _OMIT_AT_DEFAULT = ("max_repair_fraction", "val_fraction")
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataSection:

@@ -329,16 +329,75 @@ class _ObjectColumns:
 
 
 @dataclass
+class BoxClues:
+    """How a source's boxes sit in their images: the clues from which the build names the likely
+    cause when many boxes needed repair (pipeline/sources/repairs.py reads them). Counted by
+    sources/images.clip_objects for every box a reader keeps or drops."""
+
+    boxes: int = 0  # boxes read
+    # clipped by more than CLIP_SLACK pixels, or dropped for having no area left in the image
+    moved: int = 0
+    unit: int = 0  # inside [0, 1] x [0, 1] of an image larger than that: normalised coordinates?
+    xywh: int = 0  # written as x, y, width, height (COCO's bbox)
+    # of the moved boxes written as xywh, those whose four numbers fit the image when read as
+    # x1, y1, x2, y2: xyxy written into an xywh field
+    moved_fit_as_xyxy: int = 0
+    overflow: float = 1.0  # the largest factor a box reaches past its image (x2 / width, y2 / height)
+    # declared size / real size (rounded to 0.01) of images whose annotation declares another size
+    size_ratios: Counter[float] = field(default_factory=Counter)
+
+    # a box past the edge by less than this is rounding (x + w = 640.0001), not a sign of anything
+    CLIP_SLACK = 1.0
+
+    def add(self, box: Box, size: ImageSize, *, written: str, dropped: bool) -> None:
+        """Count one box (absolute x1, y1, x2, y2 as read, before clipping) in an image of `size`."""
+        x1, y1, x2, y2 = box
+        w, h = size
+        self.boxes += 1
+        if x2 <= 1.0 and y2 <= 1.0 and x1 >= 0.0 and y1 >= 0.0 and max(w, h) > 2:
+            self.unit += 1
+        past = max(-x1, -y1, x2 - w, y2 - h)
+        moved = dropped or past > self.CLIP_SLACK
+        if w > 0 and h > 0:
+            self.overflow = max(self.overflow, x2 / w, y2 / h)
+        if written == "xywh":
+            self.xywh += 1
+            # the four numbers as written: x1, y1, width, height; read as x1, y1, x2, y2 instead
+            bw, bh = x2 - x1, y2 - y1
+            if moved and x1 < bw <= w and y1 < bh <= h:
+                self.moved_fit_as_xyxy += 1
+        if moved:
+            self.moved += 1
+
+    def size_differs(self, declared: ImageSize, real: ImageSize) -> None:
+        ratio = (declared[0] / real[0] + declared[1] / real[1]) / 2 if real[0] and real[1] else 0.0
+        self.size_ratios[round(ratio, 2)] += 1
+
+    def merge(self, other: BoxClues) -> None:
+        for name in ("boxes", "moved", "unit", "xywh", "moved_fit_as_xyxy"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.overflow = max(self.overflow, other.overflow)
+        self.size_ratios.update(other.size_ratios)
+
+
+@dataclass
 class Tally:
     """What a source skipped (whole examples) and repaired (kept after a fix), by reason.
 
-    Skips count against the recipe's skip threshold; repairs do not. The first few of each
-    reason are logged with their detail so a person can find them.
+    Skips count against the recipe's skip threshold (data.max_skip_fraction). Repairs that hit a
+    few records are bad records; repairs that hit most of them say the data is laid out wrong
+    (boxes clipped because xyxy was written where xywh belongs, every caption blank): for those,
+    `read` counts what each could have hit, `boxes` keeps clues to the cause, and the build fails
+    past data.max_repair_fraction (pipeline/sources/repairs.py). The first few of each reason
+    are logged with their detail so a person can find them.
     """
 
     examples: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     repaired: Counter[str] = field(default_factory=Counter)
+    # repair reason -> how many items it could have hit (captions read, polygons read...)
+    read: Counter[str] = field(default_factory=Counter)
+    boxes: BoxClues = field(default_factory=BoxClues)
     log_first: int = 3
 
     def skip(self, reason: str, detail: str = "") -> None:
@@ -351,10 +410,16 @@ class Tally:
         if self.repaired[reason] <= self.log_first:
             logger.info("repaired (%s): %s", reason, detail)
 
+    def count_read(self, reason: str, n: int = 1) -> None:
+        """`n` items were read that the repair `reason` could have hit."""
+        self.read[reason] += n
+
     def add(self, other: Tally) -> None:
         self.examples += other.examples
         self.skipped.update(other.skipped)
         self.repaired.update(other.repaired)
+        self.read.update(other.read)
+        self.boxes.merge(other.boxes)
 
     @property
     def skip_fraction(self) -> float:

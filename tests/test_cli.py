@@ -63,9 +63,60 @@ def test_bad_recipe_key_exits_2_naming_the_path(capsys: pytest.CaptureFixture[st
     assert err.startswith("error: ") and "data.sources.0.splits.train.annotatons" in err
 
 
-def test_check_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[str]):
-    assert main(["check", str(ROOT / "recipes/demo.yaml"), "data.seed=5"]) == 0
-    assert "seed: 5" in capsys.readouterr().out
+def test_check_prints_the_resolved_recipe_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    args = ["check", str(ROOT / "recipes/demo.yaml"), "data.seed=5", f"data.root={tmp_path / 'shapes'}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "seed: 5" not in out and out.splitlines()[-1] == "ok: ready to train"
+    for argv in ([*args, "--print"], ["-v", *args]):  # -v: uvft's own flag, before the command
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("name: demo\n") and "  seed: 5\n" in out
+        assert out.splitlines()[-1] == "ok: ready to train"
+
+
+def test_check_says_what_it_found_and_ends_in_a_verdict(demo_dir: Path, capsys: pytest.CaptureFixture[str]):
+    recipe = str(ROOT / "recipes/demo.yaml")
+    assert main(["check", recipe, f"data.root={demo_dir}", "data.demo=null", "model.tiny.base_steps=0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        f"ok       recipe {recipe}: valid (paligemma; shapes_detection, shapes_captions, shapes_vqa, "
+        "shapes_classes)"
+    )
+    assert lines[1].startswith(
+        "note     model.id null: uvft's tiny stand-in PaliGemma, random weights (~1.1M"
+    )
+    assert lines[2] == f"ok       data.root {demo_dir}: the 16 paths the sources name are there"
+    assert [line.split(" (")[0] for line in lines[3:7]] == [
+        "ok       shapes_detection/train",
+        "ok       shapes_captions/train",
+        "ok       shapes_vqa/train",
+        "ok       shapes_classes/train",
+    ]
+    assert lines[7:] == ["ok: ready to train"]
+
+
+def test_check_exits_2_with_the_problems_in_its_verdict(
+    demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    folder = tmp_path / "pali"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "paligemma"}')
+    args = ["check", str(ROOT / "recipes/demo.yaml"), f"data.root={demo_dir}-typo", "data.demo=null"]
+    assert main([*args, "model.family=florence2", f"model.id={folder}"]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        f"problem  model.id {folder}: its {folder / 'config.json'} says 'paligemma', but model.family is "
+        "florence2: set model.family: paligemma, or model.id to a florence2 model",
+        f"problem  data.root {demo_dir}-typo: no such folder (the sources' relative paths are resolved "
+        "under it)",
+        "2 problems: model.id, data.root",
+    ]
+    # a recipe that does not validate is a problem too, with the same verdict line
+    assert main(["check", str(ROOT / "recipes/demo.yaml"), "data.sources.0.splits.train.annotatons=x"]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("problem  ") and "data.sources.0.splits.train.annotatons" in lines[0]
+    assert lines[1:] == ["1 problem: recipe"]
 
 
 def test_console_script_help():
@@ -76,7 +127,7 @@ def test_console_script_help():
 
 
 def test_overrides_may_follow_options(capsys: pytest.CaptureFixture[str]):
-    assert main(["check", str(ROOT / "recipes/demo.yaml"), "data.seed=5", "train.steps=7"]) == 0
+    assert main(["check", str(ROOT / "recipes/demo.yaml"), "--print", "data.seed=5", "train.steps=7"]) == 0
     out = capsys.readouterr().out
     assert "seed: 5" in out and "steps: 7" in out
     with pytest.raises(SystemExit):
@@ -144,3 +195,56 @@ def test_predict_task_choices_come_from_the_task_table(capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "invalid choice: 'detetcion'" in err
     assert ", ".join(repr(t) for t in tasks.names()) in err
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    ["mistyped data.root", "missing annotations", "family of a local folder", "family of a hub id"],
+)
+def test_finetune_stops_before_building_anything(
+    demo_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    mistake: str,
+):
+    """Each mistake ends in one error line before a record is built or a model loaded (the hub is
+    not asked: its lookup answers as an unreachable hub does)."""
+    from pipeline import check
+    from pipeline.train import loop
+
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("finetune went on to train"))
+    monkeypatch.setattr(
+        check,
+        "hub_config",
+        lambda model_id, revision, timeout: check.HubAnswer(None, "the hub did not answer"),
+    )
+    folder = tmp_path / "pali"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "paligemma"}')
+    overrides, error = {
+        "mistyped data.root": (
+            [f"data.root={demo_dir}x"],
+            f"data.root {demo_dir}x: no such folder (the sources' relative paths are resolved under it)",
+        ),
+        "missing annotations": (
+            ["data.sources.shapes_vqa.splits.val.questions=annotations/q.json"],
+            f"shapes_vqa/val: questions {demo_dir / 'annotations/q.json'}: no such file or folder",
+        ),
+        "family of a local folder": (
+            ["model.family=florence2", f"model.id={folder}"],
+            f"model.id {folder}: its {folder / 'config.json'} says 'paligemma', but model.family is "
+            "florence2: set model.family: paligemma, or model.id to a florence2 model",
+        ),
+        "family of a hub id": (
+            ["model.family=florence2", "model.id=google/paligemma2-3b-pt-224"],
+            "model.id google/paligemma2-3b-pt-224: its name says 'paligemma', but model.family is florence2: "
+            "set model.family: paligemma, or model.id to a florence2 model (its config was not read: the hub "
+            "did not answer)",
+        ),
+    }[mistake]
+    args = ["finetune", str(ROOT / "recipes/demo.yaml"), f"data.root={demo_dir}", "data.demo=null"]
+    args += [f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}", "--no-progress"]
+    assert main([*args, *overrides]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {error}"]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

@@ -28,6 +28,7 @@ from pipeline import __version__, formats, sources
 from pipeline.errors import DataError
 from pipeline.recipe import Recipe, expand_path, reader_params
 from pipeline.records import DEFAULT_LANGUAGE, Example, RecordColumns, Tally, record_features
+from pipeline.sources import repairs
 from pipeline.tasks import CAPTION
 
 logger = logging.getLogger(__name__)
@@ -249,6 +250,7 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                 row.repaired = dict(tally.repaired)
                 stats.rows.append(row)
                 _check_skips(src.name, split, tally, recipe.data.max_skip_fraction)
+                _check_repairs(src.name, split, tally, recipe.data.max_repair_fraction)
                 if warning := _language_warning(fmt, src.name, split, languages):
                     logger.warning(warning)
                     stats.warnings.append(warning)
@@ -361,6 +363,18 @@ def _check_skips(source: str, split: str, tally: Tally, limit: float) -> None:
         )
 
 
+def _check_repairs(source: str, split: str, tally: Tally, limit: float) -> None:
+    """Fail a source/split whose repairs say the data is laid out wrong (sources/repairs.py): the
+    wrong targets would otherwise be trained, repaired, with a count at INFO as the only sign."""
+    found = repairs.findings(tally, limit)
+    if found:
+        raise DataError(
+            f"{'; '.join(found)}. Fix the data, or set data.max_repair_fraction: 1.0 (now {limit:g}) "
+            "to train on it as repaired",
+            file=f"source {source}, split {split}",
+        )
+
+
 def _load_card(card_path: str | None, stats: BuildStats, source: str):
     if card_path is None:
         return None
@@ -379,21 +393,41 @@ def _check_card(card: Any, fmt: str, split: str, actual: int) -> str | None:
 
 def ensure_demo_data(recipe: Recipe, *, progress: bool = True) -> None:
     """The demo recipe generates its synthetic shapes set when its folder is missing."""
-    demo = recipe.data.demo
-    root = expand_path(recipe.data.root)
-    if demo is None:
+    pending = demo_data_pending(recipe)
+    if pending is None:
         return
     from pipeline.demo import shapes
 
-    wanted = shapes.canonical_params(demo.model_dump(mode="json"))  # as shapes.json holds them
-    if root.exists():
-        written = shapes.written_params(root)
-        if written == wanted or (written is None and not (root / "README.md").is_file()):
-            return  # the set the recipe asks for, or a folder that is not a generated set: left alone
+    root = expand_path(recipe.data.root)
+    if pending == "stale":
         logger.info("the shapes set in %s was generated with other parameters: regenerating it", root)
     else:
         logger.info("generating the demo shapes set in %s", root)
-    shapes.generate(root, **wanted, progress=progress)
+    shapes.generate(root, **_demo_params(recipe), progress=progress)
+
+
+def demo_data_pending(recipe: Recipe) -> str | None:
+    """What `ensure_demo_data` would do: "missing" (generate the set), "stale" (regenerate a set
+    written with other parameters), or None (no data.demo, the set asked for, or a folder that is
+    not a generated set: left alone)."""
+    if recipe.data.demo is None:
+        return None
+    from pipeline.demo import shapes
+
+    root = expand_path(recipe.data.root)
+    if not root.exists():
+        return "missing"
+    written = shapes.written_params(root)
+    if written == _demo_params(recipe) or (written is None and not (root / "README.md").is_file()):
+        return None
+    return "stale"
+
+
+def _demo_params(recipe: Recipe) -> dict[str, Any]:
+    from pipeline.demo import shapes
+
+    assert recipe.data.demo is not None
+    return shapes.canonical_params(recipe.data.demo.model_dump(mode="json"))  # as shapes.json holds them
 
 
 # --- cache key -----------------------------------------------------------------------------------

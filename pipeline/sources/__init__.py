@@ -3,7 +3,9 @@
 A reader is a function `read(ctx: SourceContext, **params) -> Iterator[Example]`. Its keyword
 parameters are what a recipe's source entry gives for one split (paths annotated as `Path` are
 resolved against the recipe's data root before the call). It counts what it skips or repairs
-in `ctx.tally` and raises `DataError` (file, record, field) for input it cannot trust.
+in `ctx.tally` and raises `DataError` (file, record, field) for input it cannot trust. Repairs
+that say the data is laid out wrong when they hit most records (boxes past the image, blank
+captions) are named in sources/repairs.py, which the build asks after each source and split.
 `SourceContext` lives in sources/context.py (the readers and their helpers import it from there);
 it is re-exported here for the build and the tests.
 """

@@ -8,7 +8,9 @@ all of them. Captions are stripped of surrounding whitespace (COCO's carry stray
 None: English. It must be a code (see vqav2.language_code), else a DataError.
 
 Skipped and counted: "image without captions", and unusable image files (images.check_image).
-Repaired and counted: "empty caption dropped" (a caption that is blank after stripping).
+Repaired and counted: "empty caption dropped" (a caption that is blank after stripping); when it
+hits more than `data.max_repair_fraction` of a split's captions (and at least 3), the build fails:
+the text is likely in another field (sources/repairs.py).
 Errors (DataError naming file, record and field): JSON that does not parse, missing required
 keys, duplicate image ids, a caption that is not a string, an annotation pointing at an image
 that is not in `images`, a file_name outside `images`.
@@ -36,6 +38,7 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.sources.repairs import EMPTY_CAPTION
 from pipeline.tasks import CAPTION
 
 
@@ -67,8 +70,9 @@ def read_coco_captions(
                 field=COCO_CAPTION,
             )
         caption = caption.strip()
+        ctx.tally.count_read(EMPTY_CAPTION)
         if not caption:
-            ctx.tally.repair("empty caption dropped", record)
+            ctx.tally.repair(EMPTY_CAPTION, record)
             continue
         by_image.setdefault(image_id, []).append((ann_id, caption))
     del data

@@ -25,6 +25,14 @@ positive leaves it None and the metric takes the box's.
   zero-area) is left out even with keep_negatives=True: it is not a true negative (a crowd-only
   image has people in it), and training it as "nothing here" would teach the wrong thing.
 
+Repairs that say the file is laid out wrong fail the build instead (sources/repairs.py) when they
+hit more than `data.max_repair_fraction` (default 5%) of a split's boxes or images, and at least 3:
+boxes clipped by more than a pixel or dropped (the likely cause named: x1, y1, x2, y2 written in
+`bbox`, which is x, y, width, height; boxes of the original images on a resized copy, from the
+declared sizes; or how far the boxes reach), boxes inside [0, 1] x [0, 1] (normalised
+coordinates), and images whose declared size is not theirs. `data.max_repair_fraction: 1.0`
+trains on them as repaired.
+
 Skipped and counted: unusable image files (see images.check_image).
 
 Errors (DataError naming file, record and field): JSON that does not parse, missing required
@@ -56,6 +64,7 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.sources.repairs import SIZE_DIFFERS
 from pipeline.tasks import DETECTION
 
 logger = logging.getLogger(__name__)
@@ -115,17 +124,19 @@ def read_coco_detection(
         if size is None:
             continue
         declared = (info.get("width"), info.get("height"))
-        if declared != (None, None) and declared != size:
-            ctx.tally.repair(
-                "image size differs from annotation", f"{record}: JSON says {declared}, image is {size}"
-            )
+        if declared != (None, None):
+            ctx.tally.count_read(SIZE_DIFFERS)
+            if declared != size:
+                ctx.tally.repair(SIZE_DIFFERS, f"{record}: JSON says {declared}, image is {size}")
+                if all(isinstance(v, int | float) and v > 0 for v in declared):
+                    ctx.tally.boxes.size_differs(declared, size)
 
         objects = [obj for obj, crowd in anns if not crowd]
         crowd = [obj for obj, crowd in anns if crowd]
         if crowd:
             ctx.tally.repair("crowd region excluded", record, n=len(crowd))
             crowd = clip_objects(crowd, size, None, record=record)  # evaluation only: not counted
-        objects = clip_objects(objects, size, ctx.tally, record=record)
+        objects = clip_objects(objects, size, ctx.tally, record=record, written="xywh")
         if anns and not objects:
             ctx.tally.repair("image without usable boxes excluded", record)
             continue

@@ -26,6 +26,9 @@ class SourceContext:
     # path (images.check_image), and resolved folders for confining paths.
     image_checks: dict[Any, Any] = field(default_factory=dict)
     paths: Paths = field(default_factory=Paths)
+    # False: no image is checked ahead of the reader (images.prefetch_checks), each one as the
+    # reader reaches it: for `uvft check`, which reads one record of a source
+    prefetch: bool = True
 
     def example(self, id: str, image: Path | str, image_size: ImageSize, **fields: Any) -> Example:
         """An Example of this source and split (what a reader yields), counted in the tally."""

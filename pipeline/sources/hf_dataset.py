@@ -53,7 +53,10 @@ Skipped and counted: "missing label" (None, or ClassLabel's -1), "image without 
 degenerate ones), "image without text" (ocr: None or blank), "missing image" (no bytes and no
 file), unusable image files.
 Repaired: "empty caption dropped", "box clipped", "zero-area box dropped", "degenerate polygon
-dropped" (fewer than three points), "empty region dropped" (a region with blank text).
+dropped" (fewer than three points), "empty region dropped" (a region with blank text). When one
+of them hits more than `data.max_repair_fraction` of a split's captions, boxes, polygons or
+regions (and at least 3), or boxes lie inside [0, 1] (normalised), the build fails naming the
+likely cause, e.g. xyxy boxes read with `bbox_format: xywh` (sources/repairs.py).
 Errors (DataError naming the dataset and split, the row and the field): a blank or non-string
 question or phrase, malformed boxes, polygons or regions, a language that is not a code.
 """
@@ -67,7 +70,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pipeline import tasks
 from pipeline.errors import DataError
@@ -85,7 +88,8 @@ from pipeline.sources.images import (
     parse_polygons,
     parse_regions,
 )
-from pipeline.sources.paths import confine
+from pipeline.sources.paths import WRITTEN, confine
+from pipeline.sources.repairs import EMPTY_CAPTION
 from pipeline.sources.vqav2 import most_frequent_answer
 
 logger = logging.getLogger(__name__)
@@ -152,7 +156,7 @@ def read_hf_dataset(
     from_disk: bool = False,
     columns: dict[str, str] | None = None,
     bbox_format: str = "xyxy",
-    image_cache: Path | None = None,
+    image_cache: Annotated[Path, WRITTEN] | None = None,
     images: Path | None = None,
 ) -> Iterator[Example]:
     """Yield one Example of `task` per row of a `datasets` split; see the module docstring."""
@@ -240,7 +244,9 @@ def _examples(
         if size is None:
             continue
         if fields.get("objects"):
-            fields["objects"] = clip_objects(fields["objects"], size, ctx.tally, record=record)
+            fields["objects"] = clip_objects(
+                fields["objects"], size, ctx.tally, record=record, written=split.bbox_format
+            )
             if rows.boxes_required and not fields["objects"]:
                 ctx.tally.skip("no usable box", f"{record}: no box has area inside the image")
                 continue
@@ -392,8 +398,9 @@ class _Caption(_Rows):
                 field=CAPTION_FIELD,
             )
         captions = [c.strip() for c in raw if c.strip()]
+        self.split.tally.count_read(EMPTY_CAPTION, len(raw))
         if len(captions) < len(raw):
-            self.split.tally.repair("empty caption dropped", record, n=len(raw) - len(captions))
+            self.split.tally.repair(EMPTY_CAPTION, record, n=len(raw) - len(captions))
         if not captions:
             self.split.tally.skip("image without captions", record)
             return None

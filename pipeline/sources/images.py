@@ -29,6 +29,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pipeline.errors import DataError
 from pipeline.records import Box, ImageSize, Object, Region, Tally
 from pipeline.sources.context import SourceContext
+from pipeline.sources.repairs import BOX_CLIPPED, BOX_DROPPED, DEGENERATE_POLYGON, EMPTY_REGION
 
 try:  # orjson parses the 450 MB COCO train JSON several times faster; json is the fallback
     import orjson as _orjson
@@ -158,14 +159,17 @@ def check_image(
 
 def prefetch_checks(paths: Iterable[str], ctx: SourceContext, *, processes: int | None = None) -> None:
     """Inspect the images of `paths` not yet in `ctx.image_checks` in worker processes, ahead of
-    the reader's loop, so that its check_image calls find them. Opening an image is mostly
-    Python (PIL's header parsers), so threads would only contend for the GIL; processes check a
-    COCO-size set ~1.5x faster on 2 cores. They are fresh interpreters (`python -m
-    pipeline.sources.image_worker`), not forks: a fork copies the build's parsed JSON page by page
-    as Python touches it, and spawn / forkserver re-run the caller's `__main__` script in every
-    worker. Verdicts are the same as one by one, and the tally is still counted by check_image,
-    in the reader's order. Below 2,000 new images, or on one core, nothing is done ahead; where a
-    worker fails, its images are left to check_image. `processes`: one per core, at most 8."""
+        the reader's loop, so that its check_image calls find them. Opening an image is mostly
+        Python (PIL's header parsers), so threads would only contend for the GIL; processes check a
+        COCO-size set ~1.5x faster on 2 cores. They are fresh interpreters (`python -m
+        pipeline.sources.image_worker`), not forks: a fork copies the build's parsed JSON page by page
+        as Python touches it, and spawn / forkserver re-run the caller's `__main__` script in every
+        worker. Verdicts are the same as one by one, and the tally is still counted by check_image,
+        in the reader's order. Below 2,000 new images, or on one core, nothing is done ahead; where a
+        worker fails, its images are left to check_image. `processes`: one per core, at most 8.
+    Nothing is done ahead when `ctx.prefetch` is False."""
+    if not ctx.prefetch:
+        return
     todo = [p for p in dict.fromkeys(paths) if p not in ctx.image_checks]
     processes = processes or min(8, len(os.sched_getaffinity(0)))
     if processes < 2 or len(todo) < PREFETCH_MIN_IMAGES:
@@ -283,22 +287,26 @@ def parse_box(value: Any, *, fmt: str, file: str | Path, record: str | int, fiel
 
 
 def clip_objects(
-    objects: Iterable[Object], size: ImageSize, tally: Tally | None, *, record: str
+    objects: Iterable[Object], size: ImageSize, tally: Tally | None, *, record: str, written: str = "xyxy"
 ) -> list[Object]:
     """Clip boxes to the image; drop boxes with no area left. Counts "box clipped" and
-    "zero-area box dropped" (a box dropped is not also counted as clipped); `tally` None: not
-    counted (evaluation-only regions)."""
+    "zero-area box dropped" (a box dropped is not also counted as clipped), and every box in the
+    tally's clues for the build's check of systematic errors (`written`: the format the source
+    wrote the boxes in, "xyxy" or "xywh"; see sources/repairs.py); `tally` None: not counted
+    (evaluation-only regions)."""
     tally = tally if tally is not None else Tally()
     w, h = size
     kept: list[Object] = []
     for obj in objects:
         x1, y1, x2, y2 = obj.bbox
         clipped = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h))
-        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-            tally.repair("zero-area box dropped", f"{record}: {obj.category} {list(obj.bbox)} in {w}x{h}")
+        dropped = clipped[2] <= clipped[0] or clipped[3] <= clipped[1]
+        tally.boxes.add(obj.bbox, size, written=written, dropped=dropped)
+        if dropped:
+            tally.repair(BOX_DROPPED, f"{record}: {obj.category} {list(obj.bbox)} in {w}x{h}")
             continue
         if clipped != (x1, y1, x2, y2):
-            tally.repair("box clipped", f"{record}: {obj.category} {list(obj.bbox)} to {w}x{h}")
+            tally.repair(BOX_CLIPPED, f"{record}: {obj.category} {list(obj.bbox)} to {w}x{h}")
             obj = dataclasses.replace(obj, bbox=clipped)  # its annotation area stays
         kept.append(obj)
     return kept
@@ -313,6 +321,8 @@ def read_json(path: Path) -> Any:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", file=path) from None
+    except IsADirectoryError:  # e.g. `annotations: images`: a path one key off
+        raise DataError("a folder, not a file", file=path) from None
     return parse_json(data, file=path)
 
 
@@ -445,6 +455,7 @@ def parse_polygons(
     """COCO polygons (each a flat [x1, y1, x2, y2, ...] list of finite numbers, of even length)
     as floats; polygons of fewer than three points are dropped and counted ("degenerate polygon
     dropped"). Anything else is a DataError naming file, record and `field`."""
+    tally.count_read(DEGENERATE_POLYGON, len(value))
     polygons = []
     for i, poly in enumerate(value):
         if (
@@ -459,7 +470,7 @@ def parse_polygons(
                 field=field,
             )
         if len(poly) < 6:  # two points or fewer enclose nothing; a mask built from it would be empty
-            tally.repair("degenerate polygon dropped", f"{record}: polygon {i} {list(poly)}")
+            tally.repair(DEGENERATE_POLYGON, f"{record}: polygon {i} {list(poly)}")
             continue
         polygons.append([float(v) for v in poly])
     return polygons
@@ -478,11 +489,12 @@ def parse_regions(
         raise DataError(
             f"must be a list of regions, got {value!r}", file=file, record=record, field="regions"
         )
+    tally.count_read(EMPTY_REGION, len(value))
     regions = []
     for i, item in enumerate(value):
         region = _region(item, i, file=file, record=record, bbox_format=bbox_format)
         if region is None:
-            tally.repair("empty region dropped", f"{record}: region {i}")
+            tally.repair(EMPTY_REGION, f"{record}: region {i}")
         else:
             regions.append(region)
     return regions

@@ -45,7 +45,10 @@ line left without a polygon is an error.
 Other keys are ignored. Boxes (of objects, bbox, bboxes) are clipped to the real image ("box
 clipped") and boxes with no area left dropped ("zero-area box dropped"); a grounding line left
 without a box is skipped ("no usable box"). Region quads and polygons are kept as given. Unusable
-image files are skipped and counted.
+image files are skipped and counted. Boxes are absolute pixels: when more than
+`data.max_repair_fraction` of a split's boxes (and at least 3) are clipped by more than a pixel or
+dropped, or lie inside [0, 1] x [0, 1] (normalised coordinates), or as many captions, answers,
+polygons or regions are dropped, the build fails naming the likely cause (sources/repairs.py).
 Errors (DataError naming the file, the record as "line N" and the field): a line that is not
 JSON or not an object, a missing or mistyped required field, an unknown task, x2 < x1 or
 y2 < y1, a category outside `categories`, a duplicate id, an image path outside `images`, a
@@ -75,6 +78,7 @@ from pipeline.sources.images import (
     parse_regions,
 )
 from pipeline.sources.paths import confine
+from pipeline.sources.repairs import EMPTY_ANSWER, EMPTY_CAPTION
 from pipeline.sources.vqav2 import most_frequent_answer
 
 logger = logging.getLogger(__name__)
@@ -116,6 +120,7 @@ class _Line:
         if tally is None:
             return value
         kept = [v.strip() for v in value if v.strip()]
+        tally.count_read(reason, len(value))
         if len(kept) < len(value):
             tally.repair(reason, f"{self.file.name} {self.record}", n=len(value) - len(kept))
         return kept
@@ -146,7 +151,7 @@ def _classification(line: _Line, tally: Tally, categories: list[str] | None) -> 
 
 def _caption(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
     caption = line.text(CAPTION_FIELD, required=False, content=True)
-    captions = line.texts("captions", tally, "empty caption dropped")
+    captions = line.texts("captions", tally, EMPTY_CAPTION)
     if caption is None and not captions:
         raise line.error("a caption example needs 'caption' or a non-empty 'captions'", CAPTION_FIELD)
     return {
@@ -158,7 +163,7 @@ def _caption(line: _Line, tally: Tally, categories: list[str] | None) -> dict[st
 def _vqa(line: _Line, tally: Tally, categories: list[str] | None) -> dict[str, Any]:
     question = line.text("question", required=True, content=True)
     answer = line.text("answer", required=False, content=True)
-    answers = line.texts("answers", tally, "empty answer dropped")
+    answers = line.texts("answers", tally, EMPTY_ANSWER)
     if answer is None and not answers:
         raise line.error("a vqa example needs 'answer' or a non-empty 'answers'", "answers")
     return {

@@ -10,9 +10,23 @@ from __future__ import annotations
 
 import functools
 import os
+import typing
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import DataError
+
+# Marks a reader parameter that names a folder the reader writes (a cache), not one it reads, as
+# `image_cache: Annotated[Path, WRITTEN] | None`: `uvft check` does not ask for it to exist.
+WRITTEN = "written by the reader"
+
+
+def is_written(hint: Any) -> bool:
+    """Whether a parameter's type hint (typing.get_type_hints(reader, include_extras=True)) is
+    marked WRITTEN, alone or inside a union."""
+    if typing.get_origin(hint) is typing.Annotated:
+        return WRITTEN in hint.__metadata__
+    return any(is_written(arg) for arg in typing.get_args(hint))
 
 
 def confine(root: Path, relpath: str, *, file: str | Path, record: str | int, field: str) -> Path:

@@ -55,7 +55,10 @@ counts: unusable image files (images.check_image), "no usable box" (the box has 
 inside the image; "zero-area box dropped" is counted with it), and for segmentation "RLE mask
 (segmentation needs polygons)" and "ref without polygons" (every polygon degenerate).
 Repaired: "box clipped", "image size differs from annotation" (the real image wins, as in
-coco_detection; boxes are clipped, polygons are kept as annotated).
+coco_detection; boxes are clipped, polygons are kept as annotated). As in coco_detection, these,
+blank phrases and degenerate polygons fail the build when they hit more than
+`data.max_repair_fraction` of a split's items (and at least 3), naming the likely cause
+(sources/repairs.py).
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ from pipeline.sources.images import (
     require_list,
 )
 from pipeline.sources.paths import Paths
+from pipeline.sources.repairs import EMPTY_PHRASE, SIZE_DIFFERS
 from pipeline.tasks import GROUNDING, SEGMENTATION
 
 logger = logging.getLogger(__name__)
@@ -375,6 +379,7 @@ def _annotations(data: Any, file: Path) -> dict[Any, dict[str, Any]]:
 
 
 def _phrases(sentences: list[dict[str, Any]], tally: Tally, *, record: str) -> list[str]:
+    tally.count_read(EMPTY_PHRASE, len(sentences))
     phrases = []
     for i, sentence in enumerate(sentences):
         # `sent` is refer's cleaned text; `raw` (as typed) stands in when it is missing or blank
@@ -382,7 +387,7 @@ def _phrases(sentences: list[dict[str, Any]], tally: Tally, *, record: str) -> l
         if text:
             phrases.append(text)
         else:
-            tally.repair("empty phrase dropped", f"{record}: sentence {i}")
+            tally.repair(EMPTY_PHRASE, f"{record}: sentence {i}")
     return phrases
 
 
@@ -496,12 +501,11 @@ def _example(
     size = check_image(ref.image_path, ctx, record=record)
     if size is None:
         return None
+    ctx.tally.count_read(SIZE_DIFFERS)
     if size != (ref.width, ref.height):
-        ctx.tally.repair(
-            "image size differs from annotation",
-            f"{record}: instances say {(ref.width, ref.height)}, image is {size}",
-        )
-    objects = clip_objects([Object(ref.bbox, ref.category)], size, ctx.tally, record=record)
+        ctx.tally.repair(SIZE_DIFFERS, f"{record}: instances say {(ref.width, ref.height)}, image is {size}")
+        ctx.tally.boxes.size_differs((ref.width, ref.height), size)
+    objects = clip_objects([Object(ref.bbox, ref.category)], size, ctx.tally, record=record, written="xywh")
     if not objects:
         ctx.tally.skip("no usable box", f"{record}: {list(ref.bbox)} in {size[0]}x{size[1]}")
         return None

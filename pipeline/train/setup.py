@@ -60,6 +60,7 @@ RESUMABLE = (
     "eval.",
     "data.root",
     "data.cache_dir",
+    "data.max_repair_fraction",  # decides whether the build fails, never what the records hold
     "output_dir",
     "model.attn_implementation",
 )
