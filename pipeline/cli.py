@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline import __version__, tasks
 from pipeline.demo.layout import EXTRA_TASKS
 from pipeline.errors import UvftError
+from pipeline.families import FAMILIES
 from pipeline.train.signals import TrainingStopped
 
 DEFAULT_RECIPE = "recipes/demo.yaml"
@@ -169,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--force", action="store_true", help="replace the folder if it exists")
     d.set_defaults(func=cmd_data_demo)
+
+    p = sub.add_parser(
+        "init",
+        help="write a commented recipe for your own data from its paths (COCO, VQAv2, JSONL, ImageFolder)",
+    )
+    p.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="annotation files, JSONL files, ImageFolders"
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="RECIPE.yaml", help="the recipe to write")
+    p.add_argument("--family", default="paligemma", choices=FAMILIES)
+    p.add_argument("--model", metavar="ID", help="hub id or folder (default: the family's base checkpoint)")
+    p.add_argument("--force", action="store_true", help="replace the recipe if it exists")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser(
         "check",
@@ -344,6 +358,17 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     summary = shapes.generate(args.out, **given)
     print(f"wrote the shapes demo set to {args.out}: {summary}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pipeline.init_recipe import init_recipe
+
+    out, found = init_recipe(args.paths, args.out, family=args.family, model_id=args.model, force=args.force)
+    for s in found:
+        splits = ", ".join(s.splits)
+        print(f"{s.name}: {s.format} ({s.note}); splits: {splits}")
+    print(f"wrote {out}: check it with `uvft check {out}`, then `uvft finetune {out}`")
     return 0
 
 

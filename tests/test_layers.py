@@ -24,7 +24,8 @@ LAYERS = [
     ("pipeline.evaluation.predict", "pipeline.evaluation.score", "pipeline.evaluation.evaluator",
      "pipeline.evaluation.report", "pipeline.loader"),  # loader: the one way a trained model loads
     ("pipeline.train",),
-    ("pipeline.evaluation.run", "pipeline.inference", "pipeline.hub", "pipeline.check", "pipeline.cli"),
+    ("pipeline.evaluation.run", "pipeline.inference", "pipeline.hub", "pipeline.check",
+     "pipeline.init_recipe", "pipeline.cli"),
 ]  # fmt: skip
 
 

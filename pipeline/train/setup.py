@@ -160,6 +160,7 @@ def banner(recipe: Recipe, train_ds: Any, val_size: int, params: tuple[int, int]
     per_task = ", ".join(f"{t} {counts[t]:,}" for t in tasks.ordered(counts))
     batch = cfg.batch_size * cfg.grad_accum * processes
     epochs = cfg.steps * batch / max(len(train_ds), 1)
+    long_warmup = cfg.warmup_steps >= cfg.steps
     return "\n".join(
         [
             f"run {recipe.name}: fine-tune {recipe.model.family} on {len(counts)} tasks",
@@ -171,6 +172,11 @@ def banner(recipe: Recipe, train_ds: Any, val_size: int, params: tuple[int, int]
             f"{'es' if processes > 1 else ''})",
             f"  lr       {cfg.lr:g}, {cfg.schedule}, {cfg.warmup_steps} warmup steps",
             f"  output   {recipe.run_dir}",
+            *(
+                [f"  note     the warmup ({cfg.warmup_steps} steps) is as long as the run"]
+                if long_warmup
+                else []
+            ),
         ]
     )
 

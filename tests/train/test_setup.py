@@ -50,6 +50,8 @@ def test_the_banner_says_what_the_run_will_do():
         "  lr       0.0005, cosine, 50 warmup steps",
         f"  output   {recipe.run_dir}",
     ]
+    short = setup.banner(_recipe("train.steps=20", "train.warmup_steps=50"), train, 40, (3, 3), 1)
+    assert short.splitlines()[-1] == "  note     the warmup (50 steps) is as long as the run"
     hub = _recipe("model.id=google/paligemma2-3b-pt-224", "adapter.method=full")
     lines = setup.banner(hub, train, 40, (3, 3), 2).splitlines()
     assert lines[1] == "  model    PaliGemma google/paligemma2-3b-pt-224 (3 parameters)"
