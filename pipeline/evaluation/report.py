@@ -394,7 +394,9 @@ def _validity_warnings(task: str, validity: Mapping[str, Any]) -> list[str]:
             f"({unparsed} not parsed at all, {partial} partly)"
         )
     objects, unknown = count("objects"), count("unknown_category")
-    if objects and unknown / objects > FORMAT_WARN_SHARE:
+    if total and not objects:  # empty outputs parse without an error, and score 0 without a word
+        out.append(f"{task}: none of the {total} generations wrote an object")
+    elif objects and unknown / objects > FORMAT_WARN_SHARE:
         out.append(f"{task}: {unknown} of {objects} predicted objects name a category outside the vocabulary")
     return out
 
@@ -993,11 +995,20 @@ def _task_html(
     if conf is not None:
         parts += ["<h3>Confusion</h3>", _confusion_html(conf)]
     best, worst = select_examples(generations, examples_per_task)
-    for title, chosen in (("Best examples", best), ("Worst examples", worst)):
+    for title, chosen in ((_first_title(best, worst, len(generations)), best), ("Worst examples", worst)):
         if chosen:
             cards = "".join(_card(g) for g in chosen)
             parts.append(f'<h3>{title}</h3><div class="gallery">{cards}</div>')
     return "\n".join(parts)
+
+
+def _first_title(best: Sequence[Generation], worst: Sequence[Generation], total: int) -> str:
+    # with every example shown (or none scored), "best" would call a set of failures the best
+    if worst:
+        return "Best examples"
+    if not any(_is_number(g.get("score")) for g in best):
+        return f"The first {len(best)} examples (none scored)"
+    return f"All {total} examples, best first"
 
 
 def _all_metrics_html(metrics: Mapping[str, Any], base_metrics: Mapping[str, Any] | None) -> str:
@@ -1030,7 +1041,8 @@ table.confusion tr > th:first-child { text-align: left; }
 table.confusion td.zero { color: #bbb; }
 .good { color: #1a7f37; } .bad { color: #cf222e; } .even, .none { color: #666; }
 td.verdict span.good, td.verdict span.bad { font-weight: bold; }
-ul.warnings { background: #fff8c5; border: 1px solid #d4a72c; padding: 0.5em 0.5em 0.5em 2em; }
+ul.warnings { width: fit-content; background: #fff8c5; border: 1px solid #d4a72c;
+  padding: 0.5em 1em 0.5em 2em; }
 p.clear { color: #1a7f37; }
 details > summary { font-size: 1.5em; font-weight: bold; cursor: pointer; margin: 0.8em 0; }
 img.plot { display: block; max-width: 100%; margin-bottom: 1em; }

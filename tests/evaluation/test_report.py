@@ -206,6 +206,12 @@ def test_best_and_worst_by_score(tmp_path):
     order = re.findall(r'alt="vqa (v\d)"', page)
     assert order == ["v1", "v3", "v4", "v2"]
     assert page.index("<h3>Best examples</h3>") < page.index("<h3>Worst examples</h3>")
+    # every example shown: not all of them are "best"; none scored: not ranked at all
+    page = write_report(tmp_path / "few", gens[:3], {}, examples_per_task=4)["html"].read_text()
+    assert "<h3>All 3 examples, best first</h3>" in page and "Best examples" not in page
+    unscored = [gen(tmp_path, f"u{i}", "vqa", None) for i in range(5)]
+    page = write_report(tmp_path / "unscored", unscored, {}, examples_per_task=2)["html"].read_text()
+    assert "<h3>The first 2 examples (none scored)</h3>" in page
 
 
 def test_missing_image_gets_placeholder(tmp_path, generations):
@@ -590,6 +596,29 @@ def test_warnings_one_line_each(tmp_path):
         "## Warnings\n\nNone."
         in write_report(tmp_path / "ok", [], {"caption": {"cider": 1.0}})["markdown"].read_text()
     )
+
+
+def test_detection_format_validity_warnings():
+    def validity(**counts):
+        block = {
+            "total": 100,
+            "parsed": 100,
+            "partial": 0,
+            "unparsed": 0,
+            "objects": 100,
+            "unknown_category": 0,
+        }
+        return {"detection": {"map_50": 0.5, "format_validity": {**block, **counts}}}
+
+    assert warnings(validity(parsed=95, unparsed=3, partial=2)) == []  # 5 %: not low yet
+    assert warnings(validity(parsed=94, unparsed=3, partial=3)) == [
+        "detection: low format validity: 6 of 100 generations had parse errors "
+        "(3 not parsed at all, 3 partly)"
+    ]
+    assert warnings(validity(objects=0)) == ["detection: none of the 100 generations wrote an object"]
+    assert warnings(validity(objects=40, unknown_category=3)) == [
+        "detection: 3 of 40 predicted objects name a category outside the vocabulary"
+    ]
 
 
 @pytest.mark.parametrize(
