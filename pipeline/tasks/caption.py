@@ -32,7 +32,8 @@ class Caption(Task):
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """Caption metrics, each language scored apart (its own tokenizer and CIDEr document
         frequencies); with several languages the top-level numbers are their means weighted by
-        caption count, and `by_language` holds each. Sets each row's score (its CIDEr-D, at most 1)."""
+        caption count, and `by_language` holds each. Sets each row's score: its CIDEr-D, unclipped
+        (0-10), so the report's best and worst captions are ranked by it rather than tied at a cap."""
         from pipeline.metrics.caption import caption_metrics
 
         groups: dict[str, list[Row]] = defaultdict(list)
@@ -43,7 +44,7 @@ class Caption(Task):
             texts, refs = [r["parsed"]["text"] for r in group], [r["references"]["captions"] for r in group]
             m = caption_metrics(texts, refs, language=lang)
             for r, cider in zip(group, m.pop("per_image")["cider"], strict=True):
-                r["score"] = min(float(cider), 1.0)
+                r["score"] = float(cider)
             by_language[lang] = m
         if len(by_language) == 1:
             return next(iter(by_language.values()))

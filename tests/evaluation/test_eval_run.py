@@ -111,7 +111,8 @@ def test_eval_writes_generations_and_metrics_for_every_task(tmp_path: Path):
                 "image",
                 "image_size",
             } <= set(r)
-            assert 0.0 <= r["score"] <= 1.0
+            # a caption's score is its CIDEr-D (0-10), every other task's a 0-1 score
+            assert 0.0 <= r["score"] <= (10.0 if r["task"] == "caption" else 1.0)
         assert all(len(r["references"]["answers"]) == 10 for r in rows if r["task"] == "vqa")
         saved = json.loads((out / "metrics.json").read_text())
         assert 0.0 <= saved["vqa"]["accuracy"] <= 1.0 and 0.0 <= saved["detection"]["map_50"] <= 1.0

@@ -71,7 +71,7 @@ def test_florence2_grounding_segmentation_ocr_end_to_end(data, tmp_path):
     assert all(isinstance(r["score"], float) for r in rows)
     html = (out / "report.html").read_text()
     for task in ("grounding", "segmentation", "ocr"):
-        assert f"<h2>{task} examples" in html
+        assert f'<h2 id="task-{task}">{task} (n = 3)</h2>' in html
 
     model = load_model(recipe.run_dir)
     assert {"grounding", "segmentation", "ocr"} <= set(model.tasks)

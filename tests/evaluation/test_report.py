@@ -1,4 +1,5 @@
-"""Evaluation report: tables, delta signs, HTML escaping, drawn boxes, best/worst selection, plots."""
+"""Evaluation report: the summary and its verdicts, warnings, confusions, tables, delta signs, HTML
+escaping, drawn boxes, best/worst selection, plots."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ from pipeline.evaluation.report import (
     MASK_ALPHA,
     PRED_COLOR,
     REF_COLOR,
+    comparable_base,
+    confused_pairs,
+    confusion,
+    curves_figure,
+    detection_confusion,
     format_table,
     render_example_image,
     select_examples,
+    summarize,
+    summary_table,
+    warnings,
     write_report,
 )
 
@@ -196,7 +205,13 @@ def test_best_and_worst_by_score(tmp_path):
     assert page.count("<img") == 4
     order = re.findall(r'alt="vqa (v\d)"', page)
     assert order == ["v1", "v3", "v4", "v2"]
-    assert page.index("<h3>Best</h3>") < page.index("<h3>Worst</h3>")
+    assert page.index("<h3>Best examples</h3>") < page.index("<h3>Worst examples</h3>")
+    # every example shown: not all of them are "best"; none scored: not ranked at all
+    page = write_report(tmp_path / "few", gens[:3], {}, examples_per_task=4)["html"].read_text()
+    assert "<h3>All 3 examples, best first</h3>" in page and "Best examples" not in page
+    unscored = [gen(tmp_path, f"u{i}", "vqa", None) for i in range(5)]
+    page = write_report(tmp_path / "unscored", unscored, {}, examples_per_task=2)["html"].read_text()
+    assert "<h3>The first 2 examples (none scored)</h3>" in page
 
 
 def test_missing_image_gets_placeholder(tmp_path, generations):
@@ -270,7 +285,9 @@ def test_new_tasks_follow_detection_in_order():
 def test_new_task_metrics_markdown_order_and_flattening(tmp_path):
     md = write_report(tmp_path, [], NEW_METRICS)["markdown"].read_text()
     headings = re.findall(r"^## (.+)$", md, flags=re.M)
-    assert headings == ["detection (n = 1)", "grounding (n = 1)", "segmentation (n = 1)", "ocr (n = 2)"]
+    tasks_in_order = ["detection (n = 1)", "grounding (n = 1)", "segmentation (n = 1)", "ocr (n = 2)"]
+    assert headings == ["Summary", "Warnings", *tasks_in_order, "All metrics"]
+    assert re.findall(r"^### (.+)$", md, flags=re.M) == tasks_in_order  # the full tables, last
     # per-example lists are evidence, not metrics: never a row; nested dicts get dotted names
     assert "per_example" not in md
     assert re.search(r"\| by_language\.de\.cer\s+\|\s+0\.3000 \|", md)
@@ -421,5 +438,350 @@ def test_html_gallery_orders_new_tasks(tmp_path, generations, grounding, segment
     page = write_report(tmp_path / "out", [ocr, segmentation, grounding, *generations], NEW_METRICS)[
         "html"
     ].read_text()
-    sections = re.findall(r"<h2>(\w+) examples", page)
+    sections = re.findall(r'<h2 id="task-(\w+)">', page)
     assert sections == ["classification", "caption", "vqa", "detection", "grounding", "segmentation", "ocr"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the answer first: summary, verdicts, warnings
+
+SUMMARY_METRICS = {
+    "classification": {"accuracy": 0.865, "majority_baseline": {"label": "circle", "accuracy": 0.22}},
+    "caption": {"cider": 5.1506},
+    "vqa": {"accuracy": 0.2, "majority_baseline": {"answer": "1", "accuracy": 0.2579}},
+    "ocr": {"cer": 0.2, "wer": 0.4, "majority_baseline": {"text": "EXIT", "cer": 0.6}},
+    "counts": {"classification": 200, "caption": 200, "vqa": 504, "ocr": 10},
+}
+SUMMARY_BASE = {
+    "classification": {"accuracy": 0.0},
+    "caption": {"cider": 4.831},
+    "vqa": {"accuracy": 0.3},
+    "ocr": {"cer": 0.5, "wer": 0.3},
+    "counts": SUMMARY_METRICS["counts"],
+}
+
+
+def test_summary_table_cells():
+    headers, cells = summary_table(summarize(SUMMARY_METRICS, SUMMARY_BASE))
+    assert headers == ["task", "metric", "n", "base", "fine-tuned", "trivial baseline", "verdict"]
+    assert cells == [
+        [
+            "classification",
+            "top-1 accuracy",
+            "200",
+            "0.0000",
+            "0.8650",
+            "0.2200",
+            "beats the baseline; better than the base (+0.8650)",
+        ],
+        ["caption", "CIDEr-D", "200", "4.8310", "5.1506", "-", "no baseline; better than the base (+0.3196)"],
+        [
+            "vqa",
+            "VQA accuracy",
+            "504",
+            "0.3000",
+            "0.2000",
+            "0.2579",
+            "worse than the baseline; worse than the base (-0.1000)",
+        ],
+        # CER: lower is better, so a lower CER beats the baseline and the base
+        [
+            "ocr",
+            "CER (lower is better)",
+            "10",
+            "0.5000",
+            "0.2000",
+            "0.6000",
+            "beats the baseline; better than the base (-0.3000)",
+        ],
+    ]
+    # without a base: no base column, and the model's column is not called fine-tuned
+    headers, cells = summary_table(summarize(SUMMARY_METRICS))
+    assert headers == ["task", "metric", "n", "model", "trivial baseline", "verdict"]
+    assert cells[0] == ["classification", "top-1 accuracy", "200", "0.8650", "0.2200", "beats the baseline"]
+
+
+def test_lower_is_better_verdicts_and_colours(tmp_path):
+    def ocr_verdicts(cer):
+        metrics = {"ocr": {"cer": cer, "majority_baseline": {"cer": 0.6}}}
+        (row,) = summarize(metrics, {"ocr": {"cer": 0.5}})
+        return [(v.text, v.mood) for v in row.verdicts]
+
+    assert ocr_verdicts(0.2) == [("beats the baseline", "good"), ("better than the base (-0.3000)", "good")]
+    assert ocr_verdicts(0.7) == [("worse than the baseline", "bad"), ("worse than the base (+0.2000)", "bad")]
+    assert ocr_verdicts(0.6) == [("ties the baseline", "bad"), ("worse than the base (+0.1000)", "bad")]
+    # equal as shown (4 decimals): the same, neither better nor worse
+    assert ocr_verdicts(0.50001) == [("beats the baseline", "good"), ("same as the base", "even")]
+
+    page = write_report(tmp_path, [], SUMMARY_METRICS, base_metrics=SUMMARY_BASE)["html"].read_text()
+    (ocr_row,) = re.findall(r'<tr><td><a href="#task-ocr">ocr</a></td>.*?</tr>', page)
+    assert '<td class="verdict"><span class="good">beats the baseline</span>; ' in ocr_row
+    assert '<span class="good">better than the base (-0.3000)</span></td>' in ocr_row
+    (vqa_row,) = re.findall(r'<tr><td><a href="#task-vqa">vqa</a></td>.*?</tr>', page)
+    assert '<span class="bad">worse than the baseline</span>; <span class="bad">worse than' in vqa_row
+    assert '<td title="majority-answer baseline">0.2579</td>' in vqa_row
+    # the full tables colour a delta only where the direction is known: CER down is good, WER unknown
+    assert '<tr><td>cer</td><td>0.2000</td><td>0.5000</td><td class="good">-0.3000</td></tr>' in page
+    assert "<tr><td>wer</td><td>0.4000</td><td>0.3000</td><td>+0.1000</td></tr>" in page
+    assert '<tr><td>accuracy</td><td>0.8650</td><td>0.0000</td><td class="good">+0.8650</td></tr>' in page
+    assert '<td class="bad">-0.1000</td>' in page  # vqa accuracy went down
+
+
+LIMITED = {
+    "classification": {"accuracy": 0.5, "majority_baseline": {"accuracy": 0.25}},
+    "caption": {"cider": 1.0},
+    "vqa": {"accuracy": 0.25, "majority_baseline": {"accuracy": 0.25}},
+    "detection": {
+        "map_50": 0.1,
+        "format_validity": {
+            "total": 6,
+            "parsed": 1,
+            "partial": 0,
+            "unparsed": 5,
+            "objects": 1,
+            "unknown_category": 0,
+        },
+    },
+    "counts": {"classification": 20, "caption": 20, "vqa": 20, "detection": 6},
+    "sample": {
+        "limit": 20,
+        "seed": 0,
+        "records": {"vqa": 20, "detection": 6, "classification": 20, "caption": 20},
+        "of": {"classification": 200, "caption": 200, "vqa": 504, "detection": 6},
+        "fingerprint": "a" * 64,
+    },
+}
+
+
+def test_warnings_one_line_each(tmp_path):
+    base = {**LIMITED, "sample": {**LIMITED["sample"], "fingerprint": "b" * 64}}
+    caption_gens = [
+        gen(tmp_path, f"c{i}", "caption", 1.0, parsed={"text": "x", "objects": [], "errors": int(i == 0)})
+        for i in range(4)
+    ]
+    # detection's own errors are counted by its format_validity block, not again from the generations
+    det_gen = gen(tmp_path, "d0", "detection", 0.0, parsed={"text": "", "objects": [], "errors": 3})
+    found = warnings(LIMITED, base, [*caption_gens, det_gen])
+    assert found == [
+        "limited evaluation: 20 of 200 classification records, 20 of 200 caption records, "
+        "20 of 504 vqa records, 6 of 6 detection records (limit 20, seed 0): "
+        "the numbers are a sample, not the whole split",
+        "vqa: VQA accuracy 0.2500 does not beat the majority-answer baseline (0.2500)",
+        "caption: low format validity: 1 of 4 generations had parse errors",
+        "detection: low format validity: 5 of 6 generations had parse errors (5 not parsed at all, 0 partly)",
+        "base evaluated on other records: not compared",
+    ]
+    # the base evaluated other records: no base column, no delta, in either file
+    paths = write_report(tmp_path / "out", [*caption_gens, det_gen], LIMITED, base_metrics=base)
+    md = paths["markdown"].read_text()
+    assert "| task           | metric         |         n |  model | trivial baseline |" in md
+    assert (
+        "| classification | top-1 accuracy | 20 of 200 | 0.5000 |           0.2500 | beats the baseline |"
+        in md
+    )
+    assert "delta" not in md and "base 0." not in md
+    page = paths["html"].read_text()
+    assert "<th>base</th>" not in page and "<li>base evaluated on other records: not compared</li>" in page
+    # warnings come before every task section, the summary before them
+    assert (
+        md.index("## Summary")
+        < md.index("## Warnings")
+        < md.index("- limited evaluation")
+        < md.index("## classification")
+    )
+    assert page.index("<h2>Summary</h2>") < page.index('<ul class="warnings">') < page.index('id="task-')
+    # a full evaluation with nothing wrong says so
+    assert warnings({"caption": {"cider": 1.0}}, None, caption_gens[1:]) == []
+    assert (
+        "## Warnings\n\nNone."
+        in write_report(tmp_path / "ok", [], {"caption": {"cider": 1.0}})["markdown"].read_text()
+    )
+
+
+def test_detection_format_validity_warnings():
+    def validity(**counts):
+        block = {
+            "total": 100,
+            "parsed": 100,
+            "partial": 0,
+            "unparsed": 0,
+            "objects": 100,
+            "unknown_category": 0,
+        }
+        return {"detection": {"map_50": 0.5, "format_validity": {**block, **counts}}}
+
+    assert warnings(validity(parsed=95, unparsed=3, partial=2)) == []  # 5 %: not low yet
+    assert warnings(validity(parsed=94, unparsed=3, partial=3)) == [
+        "detection: low format validity: 6 of 100 generations had parse errors "
+        "(3 not parsed at all, 3 partly)"
+    ]
+    assert warnings(validity(objects=0)) == ["detection: none of the 100 generations wrote an object"]
+    assert warnings(validity(objects=40, unknown_category=3)) == [
+        "detection: 3 of 40 predicted objects name a category outside the vocabulary"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "compared"),
+    [
+        ({"fingerprint": "f"}, {"fingerprint": "f"}, True),
+        ({"fingerprint": "f"}, {"fingerprint": "g"}, False),
+        ({"fingerprint": "f"}, None, False),  # one lacks it
+        (None, {"fingerprint": "f"}, False),
+        (None, None, True),  # both from before fingerprints, with the same counts
+    ],
+)
+def test_base_compared_only_on_the_same_records(mine, theirs, compared):
+    metrics = {"vqa": {"accuracy": 0.5}, "counts": {"vqa": 3}}
+    base = {"vqa": {"accuracy": 0.25}, "counts": {"vqa": 3}}
+    if mine is not None:
+        metrics["sample"] = {"limit": None, **mine}
+    if theirs is not None:
+        base["sample"] = {"limit": None, **theirs}
+    got, why = comparable_base(metrics, base)
+    assert (got is base, why) == (
+        (True, None) if compared else (False, "base evaluated on other records: not compared")
+    )
+    (row,) = summarize(metrics, base)
+    assert row.base == (0.25 if compared else None)
+    assert ("delta" in format_table(metrics, base).splitlines()[0]) == compared
+
+
+def test_base_from_before_fingerprints_with_other_counts_is_not_compared():
+    metrics = {"vqa": {"accuracy": 0.5}, "counts": {"vqa": 3}}
+    assert comparable_base(metrics, {"vqa": {"accuracy": 0.25}, "counts": {"vqa": 500}})[0] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# confusions
+
+
+def det_gen(tmp_path, id_, refs, preds, crowd=()):
+    parsed = {
+        "text": "",
+        "objects": [{"bbox": b, "category": c, "score": 0.5} for c, b in preds],
+        "errors": 0,
+    }
+    references = {"objects": [{"bbox": b, "category": c} for c, b in refs], "crowd": list(crowd)}
+    return gen(tmp_path, id_, "detection", 0.0, refs=references, parsed=parsed)
+
+
+@pytest.fixture
+def detections(tmp_path):
+    return [
+        det_gen(
+            tmp_path,
+            "d1",
+            refs=[("circle", [0, 0, 10, 10]), ("square", [20, 20, 30, 30])],
+            # a hit, a square called a triangle (IoU 0.81), a box where nothing is
+            preds=[("circle", [0, 0, 10, 10]), ("triangle", [21, 21, 30, 30]), ("star", [40, 40, 50, 50])],
+        ),
+        det_gen(
+            tmp_path,
+            "d2",
+            refs=[("triangle", [0, 0, 10, 10])],
+            # IoU 0.16 with the triangle: not a match; inside a crowd region: ignored, not spurious
+            preds=[("circle", [0, 0, 4, 4]), ("square", [50, 50, 60, 60])],
+            crowd=[{"bbox": [0, 0, 5, 5], "category": "circle"}],
+        ),
+        det_gen(
+            tmp_path,
+            "d3",
+            # two references under one box: the prediction takes the one of its own category
+            refs=[("circle", [0, 0, 10, 10]), ("square", [0, 0, 10, 10])],
+            preds=[("square", [0, 0, 10, 10])],
+        ),
+    ]
+
+
+def test_detection_confusion_from_generations(tmp_path, detections):
+    conf = detection_confusion(detections)
+    assert conf.rows == ["circle", "square", "triangle", "(spurious)"]
+    assert conf.columns == ["circle", "square", "triangle", "star", "(missed)"]
+    assert conf.matrix == [
+        [1, 0, 0, 0, 1],
+        [0, 1, 1, 0, 0],
+        [0, 0, 0, 0, 1],
+        [0, 1, 0, 1, 0],
+    ]
+    assert confused_pairs(conf) == [("square", "triangle", 1, 2)]
+
+    metrics = {"detection": {"map_50": 0.3}, "counts": {"detection": 3}}
+    paths = write_report(tmp_path / "out", detections, metrics)
+    md = paths["markdown"].read_text()
+    assert "| reference  | circle | square | triangle | star | (missed) |" in md
+    assert "| (spurious) |      0 |      1 |        0 |    1 |        0 |" in md
+    assert (
+        "3 of 5 reference boxes matched at IoU >= 0.5 (2 with the right category), 2 missed; "
+        "2 spurious predicted boxes"
+    ) in md
+    assert "Most confused: square predicted as triangle: 1 of 2 (50%)" in md
+    page = paths["html"].read_text()
+    assert (
+        '<table class="confusion">' in page and "<li>square predicted as triangle: 1 of 2 (50%)</li>" in page
+    )
+    # a diagonal cell is tinted green by its share of the row, a confusion red
+    assert (
+        '<tr><th>square</th><td class="zero">0</td><td style="background: rgba(26, 127, 55, 0.42)">1</td>'
+        in page
+    )
+    assert '<td style="background: rgba(207, 34, 46, 0.42)">1</td>' in page
+
+
+def test_classification_confusion_from_its_metrics(tmp_path):
+    metrics = {
+        "classification": {
+            "accuracy": 5 / 9,
+            "confusion_matrix": {
+                "rows": ["a", "b"],
+                "columns": ["a", "b", "(other)"],
+                "matrix": [[3, 1, 0], [2, 2, 1]],
+            },
+        }
+    }
+    conf = confusion("classification", metrics, [])
+    assert confused_pairs(conf) == [("b", "a", 2, 5), ("a", "b", 1, 4), ("b", "(other)", 1, 5)]
+    md = write_report(tmp_path, [], metrics)["markdown"].read_text()
+    assert "| reference | a | b | (other) |" in md and "| b         | 2 | 2 |       1 |" in md
+    assert (
+        "Most confused: b predicted as a: 2 of 5 (40%); a predicted as b: 1 of 4 (25%); "
+        "b predicted as (other): 1 of 5 (20%)"
+    ) in md
+    assert "reference boxes" not in md  # the tally is detection's
+    # tasks without a matrix have none
+    assert confusion("vqa", {"vqa": {"accuracy": 1.0}}, []) is None
+
+
+def test_captions_ranked_by_unclipped_cider(tmp_path):
+    """Capped at 1, the three good captions tied and the 'worst' was the first of them in the
+    input; by their CIDEr-D they are told apart."""
+    from pipeline import tasks
+
+    data = [
+        ("c2", "a blue square", ["a green square on a plain background", "one green square"]),
+        ("c1", "a red circle", ["a red circle on a plain background", "a red circle"]),
+        (
+            "c0",
+            "a red circle on a plain background",
+            ["a red circle on a plain background", "one red circle"],
+        ),
+        ("c3", "a yellow star", ["a blue triangle", "one blue triangle on a plain background"]),
+    ]
+    gens = [gen(tmp_path, i, "caption", None, text=t, refs={"captions": r}) for i, t, r in data]
+    tasks.get(tasks.CAPTION).score(gens, {})
+    assert [round(g["score"], 4) for g in gens] == [1.1188, 6.1461, 6.2189, 0.0]
+    best, worst = select_examples(gens, 3)
+    assert [g["id"] for g in best] == ["c0", "c1"] and [g["id"] for g in worst] == ["c3"]
+
+
+def test_plot_legends_beside_the_curves():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = curves_figure(SUMMARY["losses"], ["loss/vqa", "loss/detection", "loss"], "loss")
+    FigureCanvasAgg(fig).draw()
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the axes, over no curve
+    assert legend.x1 <= fig.bbox.x1  # and inside the image
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vqa", "detection", "loss"]
+    assert curves_figure(SUMMARY["losses"], ["loss/ocr"], "loss") is None

@@ -136,3 +136,6 @@ def test_captions_scored_per_language():
     # one language: the plain metrics, as before languages existed
     single = score_tasks(list(en), {})["caption"]
     assert "by_language" not in single and single["cider"] == pytest.approx(want_en["cider"])
+    # each row's score is its own CIDEr-D, unclipped: the report ranks captions by it
+    assert [r["score"] for r in en] == want_en["per_image"]["cider"]
+    assert en[0]["score"] == pytest.approx(5.3956, abs=1e-4) and en[1]["score"] == 0.0
