@@ -126,7 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", help="the question, for --task vqa")
     p.add_argument("--phrase", help="the expression to locate, for --task grounding or segmentation")
     p.add_argument("--language", help="caption / vqa: the language to answer in (PaliGemma; default en)")
-    p.add_argument("--classes", help="comma-separated: detection categories or closed-set classes")
+    p.add_argument(
+        "--classes",
+        action="append",
+        metavar="NAMES",
+        help="detection: the categories to look for, and the only ones kept (other boxes are listed as "
+        "dropped); classification: the closed-set candidates. Comma-separated (--classes car,bus), or "
+        "the flag repeated with one name each, taken whole (--classes 'traffic light' --classes car): "
+        "a name with a comma goes that way, or in the JSONL items' classes list",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        metavar="SCORE",
+        help="detection, grounding: drop boxes scoring below SCORE (0-1), listed as dropped",
+    )
     p.add_argument(
         "--out", type=Path, metavar="PNG", help="--image: draw the prediction here (boxes, masks, text)"
     )
@@ -282,15 +296,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.inference import draw_prediction, format_prediction, load_model, read_items
+    from pipeline.inference import (
+        BOX_TASKS,
+        draw_prediction,
+        format_prediction,
+        load_model,
+        parse_classes,
+        read_items,
+    )
 
     if args.out is not None and args.image is None:
         raise UvftError("--out draws one image: use it with --image")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UvftError(f"--threshold {args.threshold:g}: a box score is between 0 and 1")
+    if args.threshold is not None and args.task is not None and args.task not in BOX_TASKS:
+        raise UvftError(f"--threshold is for the tasks answered with boxes ({', '.join(BOX_TASKS)})")
     items = read_items(
         args.image or args.images,
         args.task,
         question=args.question,
-        classes=args.classes,
+        classes=parse_classes(args.classes),
         phrase=args.phrase,
         language=args.language,
     )
@@ -298,13 +323,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for item in items:
         item["task"] = item["task"] or model.tasks[0]
     if args.image is not None:
-        result = model.predict_many(items, progress=False)[0]
+        result = model.predict_many(items, progress=False, threshold=args.threshold)[0]
         print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_prediction(result))
         if args.out is not None:
             draw_prediction(args.image, result).save(args.out)
             print(f"drawn: {args.out}")
         return 0
-    results = model.predict_many(items, batch_size=args.batch_size, progress=not args.no_progress)
+    results = model.predict_many(
+        items, batch_size=args.batch_size, progress=not args.no_progress, threshold=args.threshold
+    )
     out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
     try:
         for result in results:
