@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline import __version__, tasks
@@ -15,6 +18,20 @@ from pipeline.errors import UvftError
 from pipeline.train.signals import TrainingStopped
 
 DEFAULT_RECIPE = "recipes/demo.yaml"
+
+# Notices of other libraries that say nothing a uvft user can act on: they are about choices uvft
+# makes (the adapter's tied embeddings, the pinned generation config) or calls between libraries.
+# Silenced by the command line only (a library must not change its user's filters); `-v` shows them.
+QUIET_WARNINGS = (  # (category, module the warning is raised in, message start), as filterwarnings
+    (FutureWarning, r"transformers\.", ""),  # methods renamed, for peft's calls: `is_gradient_checkpointing`
+    (UserWarning, r"peft\.", r".*tie_word_embeddings"),  # the adapter trains tied embeddings; merging unties
+)
+QUIET_LOGS = {  # logger -> message starts, of transformers' logged notices
+    "transformers.generation.configuration_utils": ("The following generation flags are not valid",),
+    "transformers.generation.utils": ("Both `max_new_tokens`",),  # uvft pins max_new_tokens on purpose
+    # a merged export's embeddings are untied by the merge: loaded as saved
+    "transformers.modeling_utils": ("The tied weights mapping and config for this model specifies to tie",),
+}
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -35,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multitask fine-tuning of unified vision-language models (Florence-2, PaliGemma).",
     )
     parser.add_argument("--version", action="version", version=f"uvft {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and other libraries' notices uvft hides"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("build", help="read a recipe's sources and write its records (cached)")
@@ -367,6 +386,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+class _QuietLogs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(QUIET_LOGS.get(record.name, ()) or "\0")
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool = False) -> Iterator[None]:
+    """Within: the QUIET_WARNINGS and QUIET_LOGS notices are not shown (all of them with `verbose`).
+    uvft's own warnings and every other library warning still are."""
+    if verbose:
+        yield
+        return
+    quiet = _QuietLogs()
+    loggers = [logging.getLogger(name) for name in QUIET_LOGS]  # transformers logs to these by name
+    with warnings.catch_warnings():
+        for category, module, message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        for logger in loggers:
+            logger.addFilter(quiet)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # overrides may come after options too (`uvft finetune R --resume auto train.steps=10`)
@@ -380,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return args.func(args)
+        with quiet_libraries(args.verbose):
+            return args.func(args)
     except TrainingStopped as e:  # a clean stop on a signal, checkpoint saved: not an error
         print(str(e), file=sys.stderr)
         return e.exit_code

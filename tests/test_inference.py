@@ -4,6 +4,9 @@ folder, a full fine-tune, an image in memory, and the many-images inputs."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -350,3 +353,22 @@ def test_uvft_predict_filters_boxes_and_says_what_it_dropped(
     )
     assert cli.main([*args, "--threshold", "1.5"]) == 2
     assert capsys.readouterr().err == "error: --threshold 1.5: a box score is between 0 and 1\n"
+
+
+def test_uvft_predict_hides_other_libraries_notices_unless_verbose(trained_run: TrainedRun, tmp_path: Path):
+    """Run as a user runs it: peft's note on tied embeddings and transformers' renamed-method
+    FutureWarning are raised on loading a run, hidden by the command line and shown with -v."""
+    image = _eval_rows(trained_run)[0]["image"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = ["predict", "--model", str(trained_run.run_dir), "--image", image, "--task", "caption"]
+
+    def run(*flags: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "pipeline.cli", *flags, *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
+
+    quiet, verbose = run(), run("-v")
+    assert quiet.stdout == verbose.stdout and quiet.stdout.startswith("caption: ")
+    for notice in ("FutureWarning: `is_gradient_checkpointing` is deprecated", "tie_word_embeddings"):
+        assert notice not in quiet.stderr
+        assert notice in verbose.stderr
+    assert "Warning" not in quiet.stderr
