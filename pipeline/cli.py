@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline import __version__, tasks
 from pipeline.demo.layout import EXTRA_TASKS
@@ -412,6 +413,38 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
                 logger.removeFilter(quiet)
 
 
+def _open_bars() -> list[Any]:
+    """The progress bars of this process still drawn (none when tqdm was never imported)."""
+    std = sys.modules.get("tqdm.std")
+    return sorted(getattr(std.tqdm, "_instances", ()), key=lambda bar: -abs(bar.pos)) if std else []
+
+
+def end_progress_lines() -> None:
+    """Close the bars still drawn, inner ones first: an error raised inside a loop leaves its bar
+    open with the cursor at the end of its line, and what is printed next would be glued to it.
+    A closed bar shows where it stopped and ends its line."""
+    for bar in _open_bars():
+        bar.close()
+
+
+class _LineHandler(logging.StreamHandler):
+    """Log lines printed above the progress bars being drawn (tqdm.write), not glued to them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not _open_bars():
+            super().emit(record)
+            return
+        try:
+            sys.modules["tqdm.std"].tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+def _error(text: str) -> None:
+    end_progress_lines()
+    print(text, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # overrides may come after options too (`uvft finetune R --resume auto train.steps=10`)
@@ -422,20 +455,25 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     # Our own messages at INFO; other libraries only when they warn.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[_LineHandler()]
+    )
     logging.getLogger("pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         with quiet_libraries(args.verbose):
             return args.func(args)
     except TrainingStopped as e:  # a clean stop on a signal, checkpoint saved: not an error
-        print(str(e), file=sys.stderr)
+        _error(str(e))
         return e.exit_code
     except UvftError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(f"error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _error("interrupted")
         return 130
+    except Exception:  # a bug: its traceback on a line of its own too
+        end_progress_lines()
+        raise
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import cli
 from pipeline.cli import main, quiet_libraries
+from pipeline.errors import UvftError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,3 +205,44 @@ def test_other_libraries_notices_are_hidden_unless_verbose():
         for name, _ in logs + kept_logs:
             logging.getLogger(name).removeHandler(collect)
     assert all(not logging.getLogger(name).filters for name, _ in logs)
+
+
+def test_an_error_inside_a_progress_bar_starts_a_line_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from tqdm.auto import tqdm
+
+    def fails_midway(args: object) -> int:
+        bar = tqdm(total=4, desc="reading", ncols=60)
+        bar.update(1)
+        raise UvftError("file x.json, record 2: it broke")
+
+    monkeypatch.setattr(cli, "cmd_check", fails_midway)
+    assert main(["check"]) == 2
+    err = capsys.readouterr().err
+    *bar, error, end = err.split("\n")
+    assert (error, end) == ("error: file x.json, record 2: it broke", "")
+    assert bar[-1].split("\r")[-1].startswith("reading:  25%")  # the bar, closed where it stopped
+    assert not cli._open_bars()
+
+
+def test_log_lines_are_printed_above_a_progress_bar_not_glued_to_it():
+    import io
+
+    from tqdm.auto import tqdm
+
+    out = io.StringIO()
+    logger = logging.getLogger("pipeline.test_cli")
+    handler = cli._LineHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        with tqdm(total=2, desc="building", file=out, ncols=60) as bar:
+            bar.update(1)
+            logger.warning("class folder val/diamond has no images")
+        logger.warning("after the bar")
+    finally:
+        logger.removeHandler(handler)
+    lines = [part.split("\r")[-1] for part in out.getvalue().split("\n")]
+    assert "WARNING pipeline.test_cli: class folder val/diamond has no images" in lines
+    assert lines[-2:] == ["WARNING pipeline.test_cli: after the bar", ""]
