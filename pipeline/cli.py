@@ -126,7 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="run a trained model on images (run folder, export or hub id)")
-    p.add_argument("--model", required=True, metavar="RUN_DIR|HUB_ID")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN_DIR|HUB_ID",
+        help="a run folder, <run>/best, a merged export, or a hub id namespace/name (a path that is not "
+        "there is an error listing the folders beside it, never a hub lookup)",
+    )
     p.add_argument("--revision", metavar="REV", help="hub revision (with a hub id)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, metavar="PATH")
