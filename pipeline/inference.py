@@ -244,12 +244,12 @@ def read_items(
     """What to predict on: one image, a folder of images (sorted, not recursive), a text file of
     image paths (one a line; relative to the file's folder; `#` comments), or JSON lines
     `{"image", "task"?, "question"?, "classes"?, "phrase"?, "language"?}` (paths relative to the
-    file's folder). The command line's task / question / classes (a list: see `parse_classes`) /
-    phrase / language fill what a line does not say."""
+    file's folder). The command line's task / question / classes (a list, or one comma-separated
+    string) / phrase / language fill what a line does not say."""
     from pipeline.sources.images import parse_json
 
     path = Path(path)
-    class_list = list(classes) if classes else None
+    class_list = parse_classes([classes]) if isinstance(classes, str) else list(classes or []) or None
 
     def item(image: Path, where: str, **given: Any) -> dict[str, Any]:
         if not image.is_file():

@@ -247,6 +247,12 @@ def test_jsonl_classes_keep_their_commas(tmp_path: Path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "items.jsonl").write_text('{"image": "a.png", "classes": ["salt, fine", "pepper"]}\n')
     assert read_items(tmp_path / "items.jsonl", "detection")[0]["classes"] == ["salt, fine", "pepper"]
+    # the Python API takes a list, or one comma-separated string as --classes does
+    assert read_items(tmp_path / "a.png", "detection", classes=["salt, fine"])[0]["classes"] == ["salt, fine"]
+    assert read_items(tmp_path / "a.png", "detection", classes="salt, pepper")[0]["classes"] == [
+        "salt",
+        "pepper",
+    ]
     (tmp_path / "bad.jsonl").write_text('{"image": "a.png", "classes": ["salt", 3]}\n')
     with pytest.raises(UvftError, match=r"bad.jsonl: line 1: field 'classes' must be a list of names"):
         read_items(tmp_path / "bad.jsonl", "detection")
