@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline import __version__, tasks
 from pipeline.demo.layout import EXTRA_TASKS
@@ -16,6 +20,20 @@ from pipeline.families import FAMILIES
 from pipeline.train.signals import TrainingStopped
 
 DEFAULT_RECIPE = "recipes/demo.yaml"
+
+# Notices of other libraries that say nothing a uvft user can act on: they are about choices uvft
+# makes (the adapter's tied embeddings, the pinned generation config) or calls between libraries.
+# Silenced by the command line only (a library must not change its user's filters); `-v` shows them.
+QUIET_WARNINGS = (  # (category, module the warning is raised in, message start), as filterwarnings
+    (FutureWarning, r"transformers\.", ""),  # methods renamed, for peft's calls: `is_gradient_checkpointing`
+    (UserWarning, r"peft\.", r".*tie_word_embeddings"),  # the adapter trains tied embeddings; merging unties
+)
+QUIET_LOGS = {  # logger -> message starts, of transformers' logged notices
+    "transformers.generation.configuration_utils": ("The following generation flags are not valid",),
+    "transformers.generation.utils": ("Both `max_new_tokens`",),  # uvft pins max_new_tokens on purpose
+    # a merged export's embeddings are untied by the merge: loaded as saved
+    "transformers.modeling_utils": ("The tied weights mapping and config for this model specifies to tie",),
+}
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multitask fine-tuning of unified vision-language models (Florence-2, PaliGemma).",
     )
     parser.add_argument("--version", action="version", version=f"uvft {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and other libraries' notices uvft hides"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("build", help="read a recipe's sources and write its records (cached)")
@@ -112,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="run a trained model on images (run folder, export or hub id)")
-    p.add_argument("--model", required=True, metavar="RUN_DIR|HUB_ID")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN_DIR|HUB_ID",
+        help="a run folder, <run>/best, a merged export, or a hub id namespace/name (a path that is not "
+        "there is an error listing the folders beside it, never a hub lookup)",
+    )
     p.add_argument("--revision", metavar="REV", help="hub revision (with a hub id)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, metavar="PATH")
@@ -132,7 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", help="the question, for --task vqa")
     p.add_argument("--phrase", help="the expression to locate, for --task grounding or segmentation")
     p.add_argument("--language", help="caption / vqa: the language to answer in (PaliGemma; default en)")
-    p.add_argument("--classes", help="comma-separated: detection categories or closed-set classes")
+    p.add_argument(
+        "--classes",
+        action="append",
+        metavar="NAMES",
+        help="detection: the categories to look for, and the only ones kept (other boxes are listed as "
+        "dropped); classification: the closed-set candidates. Comma-separated (--classes car,bus), or "
+        "the flag repeated with one name each, taken whole (--classes 'traffic light' --classes car): "
+        "a name with a comma goes that way, or in the JSONL items' classes list",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        metavar="SCORE",
+        help="detection, grounding: drop boxes scoring below SCORE (0-1), listed as dropped",
+    )
     p.add_argument(
         "--out", type=Path, metavar="PNG", help="--image: draw the prediction here (boxes, masks, text)"
     )
@@ -310,15 +350,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.inference import draw_prediction, format_prediction, load_model, read_items
+    from pipeline.inference import (
+        BOX_TASKS,
+        draw_prediction,
+        format_prediction,
+        load_model,
+        parse_classes,
+        read_items,
+    )
 
     if args.out is not None and args.image is None:
         raise UvftError("--out draws one image: use it with --image")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UvftError(f"--threshold {args.threshold:g}: a box score is between 0 and 1")
+    if args.threshold is not None and args.task is not None and args.task not in BOX_TASKS:
+        raise UvftError(f"--threshold is for the tasks answered with boxes ({', '.join(BOX_TASKS)})")
     items = read_items(
         args.image or args.images,
         args.task,
         question=args.question,
-        classes=args.classes,
+        classes=parse_classes(args.classes),
         phrase=args.phrase,
         language=args.language,
     )
@@ -326,13 +377,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for item in items:
         item["task"] = item["task"] or model.tasks[0]
     if args.image is not None:
-        result = model.predict_many(items, progress=False)[0]
+        result = model.predict_many(items, progress=False, threshold=args.threshold)[0]
         print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_prediction(result))
         if args.out is not None:
             draw_prediction(args.image, result).save(args.out)
             print(f"drawn: {args.out}")
         return 0
-    results = model.predict_many(items, batch_size=args.batch_size, progress=not args.no_progress)
+    results = model.predict_many(
+        items, batch_size=args.batch_size, progress=not args.no_progress, threshold=args.threshold
+    )
     out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
     try:
         for result in results:
@@ -398,6 +451,64 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 2 if any(f.level == check.PROBLEM for f in findings) else 0
 
 
+class _QuietLogs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(QUIET_LOGS.get(record.name, ()) or "\0")
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool = False) -> Iterator[None]:
+    """Within: the QUIET_WARNINGS and QUIET_LOGS notices are not shown (all of them with `verbose`).
+    uvft's own warnings and every other library warning still are."""
+    if verbose:
+        yield
+        return
+    quiet = _QuietLogs()
+    loggers = [logging.getLogger(name) for name in QUIET_LOGS]  # transformers logs to these by name
+    with warnings.catch_warnings():
+        for category, module, message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        for logger in loggers:
+            logger.addFilter(quiet)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(quiet)
+
+
+def _open_bars() -> list[Any]:
+    """The progress bars of this process still drawn (none when tqdm was never imported)."""
+    std = sys.modules.get("tqdm.std")
+    return sorted(getattr(std.tqdm, "_instances", ()), key=lambda bar: -abs(bar.pos)) if std else []
+
+
+def end_progress_lines() -> None:
+    """Close the bars still drawn, inner ones first: an error raised inside a loop leaves its bar
+    open with the cursor at the end of its line, and what is printed next would be glued to it.
+    A closed bar shows where it stopped and ends its line."""
+    for bar in _open_bars():
+        bar.close()
+
+
+class _LineHandler(logging.StreamHandler):
+    """Log lines printed above the progress bars being drawn (tqdm.write), not glued to them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not _open_bars():
+            super().emit(record)
+            return
+        try:
+            sys.modules["tqdm.std"].tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+def _error(text: str) -> None:
+    end_progress_lines()
+    print(text, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # overrides may come after options too (`uvft finetune R --resume auto train.steps=10`)
@@ -408,19 +519,25 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     # Our own messages at INFO; other libraries only when they warn.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[_LineHandler()]
+    )
     logging.getLogger("pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return args.func(args)
+        with quiet_libraries(args.verbose):
+            return args.func(args)
     except TrainingStopped as e:  # a clean stop on a signal, checkpoint saved: not an error
-        print(str(e), file=sys.stderr)
+        _error(str(e))
         return e.exit_code
     except UvftError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(f"error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _error("interrupted")
         return 130
+    except Exception:  # a bug: its traceback on a line of its own too
+        end_progress_lines()
+        raise
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from typing import Any
 
 from pipeline import loader, tasks
 from pipeline.errors import UvftError
+from pipeline.formats.loc import FLORENCE, PALI
 from pipeline.models.spec import ModelSpec
+from pipeline.tasks.task import BoxTask
 
 ImageLike = Any  # a path (str / Path) or a PIL.Image.Image
 CHUNK = 256  # images held in memory at once by predict_many
@@ -57,9 +59,13 @@ class Model:
         classes: Sequence[str] | None = None,
         phrase: str | None = None,
         language: str | None = None,
+        threshold: float | None = None,
     ) -> dict[str, Any]:
         """One image, one task: see `predict_many` for the result's fields. `phrase`: what grounding
-        and segmentation locate; `language`: of a caption or answer (PaliGemma; default en)."""
+        and segmentation locate; `language`: of a caption or answer (PaliGemma; default en);
+        `threshold`: the lowest box score kept (detection, grounding)."""
+        if threshold is not None and not isinstance(tasks.get(task), BoxTask):
+            raise UvftError(f"a threshold is for the tasks answered with boxes ({', '.join(BOX_TASKS)})")
         item = {
             "image": image,
             "task": task,
@@ -68,10 +74,15 @@ class Model:
             "phrase": phrase,
             "language": language,
         }
-        return self.predict_many([item], progress=False)[0]
+        return self.predict_many([item], progress=False, threshold=threshold)[0]
 
     def predict_many(
-        self, items: Iterable[dict[str, Any]], *, batch_size: int = 16, progress: bool = True
+        self,
+        items: Iterable[dict[str, Any]],
+        *,
+        batch_size: int = 16,
+        progress: bool = True,
+        threshold: float | None = None,
     ) -> list[dict[str, Any]]:
         """Predict for items `{"image", "task", "question"?, "classes"?, "phrase"?, "language"?}`,
         batched by task.
@@ -82,21 +93,28 @@ class Model:
         `label` (closed-set over `classes`, else the training class list, else the generated
         text), `generated_label` and `scores` (log-likelihood of each class); `polygons`
         (segmentation: flat `[x1, y1, x2, y2, ...]` lists in pixels); `text` and `regions` (ocr).
+
+        Detection with `classes` keeps to them (Florence-2's `<OD>` does not name them, and a model
+        may write a class it was not asked for), and `threshold` drops boxes scoring below it
+        (detection, grounding): what either drops is listed in the result's `dropped`
+        (`[{"bbox", "label", "score", "reason"}]`), present whenever a filter applied.
         """
         from tqdm.auto import tqdm
 
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise UvftError(f"threshold {threshold:g}: a box score is between 0 and 1")
         items = list(items)
         results: list[dict[str, Any]] = []
         bar = tqdm(total=len(items), desc="predict", unit=" img", disable=not progress)
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
-            results.extend(self._predict_chunk(chunk, start, batch_size))
+            results.extend(self._predict_chunk(chunk, start, batch_size, threshold))
             bar.update(len(chunk))
         bar.close()
         return results
 
     def _predict_chunk(
-        self, items: list[dict[str, Any]], offset: int, batch_size: int
+        self, items: list[dict[str, Any]], offset: int, batch_size: int, threshold: float | None
     ) -> list[dict[str, Any]]:
         from pipeline.evaluation.predict import closed_set, generate
         from pipeline.sources.images import load_image
@@ -130,6 +148,7 @@ class Model:
                     "image": image,
                     "image_size": list(image.size),
                     "categories": labels,
+                    "_classes": classes,
                     "_where": str(where),
                 }
             )
@@ -163,7 +182,10 @@ class Model:
                 "image_size": r["image_size"],
                 "parse_errors": o["parsed"]["errors"],
             }
-            res.update(tasks.get(r["task"]).result(o["parsed"], closed.get(j)))
+            task = tasks.get(r["task"])
+            res.update(task.result(o["parsed"], closed.get(j)))
+            if isinstance(task, BoxTask):
+                res = task.keep(res, classes=r["_classes"], threshold=threshold)
             results.append(res)
         return results
 
@@ -196,6 +218,18 @@ def load_model(
 # ---------------------------------------------------------------------------- `uvft predict` I/O
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+BOX_TASKS = tuple(t.NAME for t in tasks.all_tasks() if isinstance(t, BoxTask))
+SHOWN_CHARS = 80  # of an unparseable output's start and end in the text output
+
+
+def parse_classes(values: Sequence[str] | None) -> list[str] | None:
+    """`--classes` as given: one value is a comma-separated list; a repeated flag gives one name
+    per value, taken whole, so a name may hold a comma (`--classes "salt, fine" --classes pepper`)."""
+    if not values:
+        return None
+    names = [c for v in values for c in (v.split(",") if len(values) == 1 else [v])]
+    names = [" ".join(c.split()) for c in names]
+    return list(dict.fromkeys(c for c in names if c)) or None
 
 
 def read_items(
@@ -203,19 +237,19 @@ def read_items(
     task: str | None,
     *,
     question: str | None = None,
-    classes: str | None = None,
+    classes: Sequence[str] | None = None,
     phrase: str | None = None,
     language: str | None = None,
 ) -> list[dict[str, Any]]:
     """What to predict on: one image, a folder of images (sorted, not recursive), a text file of
     image paths (one a line; relative to the file's folder; `#` comments), or JSON lines
     `{"image", "task"?, "question"?, "classes"?, "phrase"?, "language"?}` (paths relative to the
-    file's folder). The command line's task / question / classes / phrase / language fill what a
-    line does not say."""
+    file's folder). The command line's task / question / classes (a list, or one comma-separated
+    string) / phrase / language fill what a line does not say."""
     from pipeline.sources.images import parse_json
 
     path = Path(path)
-    class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    class_list = parse_classes([classes]) if isinstance(classes, str) else list(classes or []) or None
 
     def item(image: Path, where: str, **given: Any) -> dict[str, Any]:
         if not image.is_file():
@@ -251,7 +285,8 @@ def read_items(
             row = parse_json(line, file=path, record=f"line {n}")
             if not isinstance(row, dict) or not isinstance(row.get("image"), str):
                 raise UvftError(f"{path}: line {n}: field 'image' (a path) is missing")
-            if row.get("classes") is not None and not isinstance(row["classes"], list):
+            names = row.get("classes")
+            if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
                 raise UvftError(f"{path}: line {n}: field 'classes' must be a list of names")
             given = {k: row.get(k) for k in ("task", "question", "classes", "phrase", "language")}
             items.append(item(path.parent / row["image"], f"{path}: line {n}", **given))
@@ -262,12 +297,25 @@ def read_items(
 
 
 def format_prediction(result: dict[str, Any]) -> str:
-    """A prediction as a person reads it."""
+    """A prediction as a person reads it. An output that did not parse is shown, shortened to its
+    start and end when long (a runaway generation is hundreds of location tokens); the result
+    itself (`--json`) keeps it whole."""
     text = tasks.get(result["task"]).describe(result)
     if result.get("parse_errors"):
         n, raw = result["parse_errors"], result["generated_text"]
-        text += f"\n({n} piece(s) of the output could not be parsed: {raw!r})"
+        text += f"\n({n} piece(s) of the output could not be parsed: {shorten(raw)})"
     return text
+
+
+def shorten(raw: str, keep: int = SHOWN_CHARS) -> str:
+    """`raw` quoted, or its first and last `keep` characters with what lies between counted."""
+    if len(raw) <= 2 * keep + 40:  # shortening must save more than it adds
+        return repr(raw)
+    locations = len(FLORENCE.pattern.findall(raw)) + len(PALI.pattern.findall(raw))
+    return (
+        f"{raw[:keep]!r} … {raw[-keep:]!r}; {len(raw):,} characters, {locations:,} location tokens, "
+        "shortened (--json prints it whole)"
+    )
 
 
 def draw_prediction(image: str | Path, result: dict[str, Any]) -> Any:

@@ -8,7 +8,9 @@ What `load` accepts:
 - a run folder of a full fine-tune (`adapter.method: full` keeps the model in `<run>/model`);
 - a merged export (`uvft export RUN --merged OUT`: `config.json` + safetensors, no peft), or any
   model folder;
-- a hub id (`me/demo`, with `revision`): downloaded with `snapshot_download`, then as above.
+- a hub id (`me/demo`, with `revision`): downloaded with `snapshot_download`, then as above. Only
+  a `namespace/name` whose namespace is not a local folder is taken for one: a missing path
+  (`runs/typo`, `./x`, `a/b/c`) is a local error listing the folders that are there.
 
 `load_base` loads a base model (a hub id or a folder, as `from_pretrained` takes it): what the
 fine-tune started from, for `uvft eval --base`.
@@ -21,9 +23,11 @@ token never shown (`hub_errors`, which `uvft push` uses too).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -151,18 +155,64 @@ def _to_device(model: Any, device: str | None) -> Any:
 
 
 def resolve_source(source: str | Path, *, revision: str | None = None, token: str | None = None) -> Path:
-    """A local folder as it is, or a hub id downloaded with snapshot_download."""
+    """A local folder as it is, or a hub id downloaded with snapshot_download.
+
+    Only a `namespace/name` whose namespace is not a local folder goes to the hub: anything that
+    reads as a path (see `looks_local`) and is missing is a local error, so a typo in a run folder's
+    name says what is there instead of "cannot reach the hub"."""
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
             raise UvftError(f"{path} is a file; give a run folder, an export folder or a hub id")
         return path
-    if not HUB_ID.match(str(source)):
-        raise UvftError(f"{source}: no such folder (and not a hub id of the form namespace/name)")
+    if looks_local(str(source)) or not HUB_ID.match(str(source)):
+        raise UvftError(missing_folder(str(source)))
     from huggingface_hub import snapshot_download
 
     with hub_errors(str(source), token=token):
         return Path(snapshot_download(repo_id=str(source), revision=revision, token=token))
+
+
+def looks_local(source: str) -> bool:
+    """Whether `source` names a local path rather than a hub id: it starts with `.`, `/` or `~`,
+    has a path separator beyond one `namespace/name`, or its parent folder exists (`runs/x` where
+    `runs/` is a folder here)."""
+    separators = [s for s in (os.sep, os.altsep, "/") if s]
+    if source.startswith((".", "~", *separators)):
+        return True
+    if sum(source.count(s) for s in set(separators)) > 1 or (os.sep != "/" and os.sep in source):
+        return True
+    return Path(source).expanduser().parent.is_dir()
+
+
+def missing_folder(source: str, *, shown: int = 8) -> str:
+    """One line for a local folder that does not exist: the nearest folder above it that does, the
+    folders in it (close matches to the missing name first) and a "did you mean" when one is close."""
+    path = Path(source).expanduser()
+    missing, parent = path, path.parent
+    while not parent.is_dir() and parent != parent.parent:
+        missing, parent = parent, parent.parent
+    try:
+        names = sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:  # unreadable: say what is known
+        names = []
+    close = difflib.get_close_matches(missing.name, names, n=3, cutoff=0.5)
+    names = close + [n for n in names if n not in close]
+    here = str(parent) in ("", ".")
+    text = f"{source}: no such folder"
+    if missing != path:
+        text += f", nor {_shown(parent / missing.name)}"
+    if close:
+        guess = parent / close[0] / path.relative_to(missing)
+        text += f"; did you mean {_shown(guess if guess.is_dir() else parent / close[0])}?"
+    if not names:
+        return f"{text} ({'this folder' if here else parent} holds no folders)"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{text} (folders {'here' if here else f'in {parent}'}: {', '.join(names[:shown])}{more})"
+
+
+def _shown(path: Path) -> str:
+    return str(path)[2:] if str(path).startswith("./") else str(path)
 
 
 def adapter_base(folder: Path, spec: ModelSpec | None = None) -> str:

@@ -11,6 +11,7 @@ run through `make`); ``~`` and ``$VARS`` are expanded.
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import os
 import typing
@@ -314,9 +315,45 @@ def validate(raw: dict[str, Any], file: str | Path | None = None) -> Recipe:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise RecipeError(f"{err['msg']}{more}", path=loc, file=file) from None
+        msg = _no_such_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
+        raise RecipeError(f"{msg}{more}", path=loc, file=file) from None
     validate_sources(recipe, file=file)
     return recipe
+
+
+def _no_such_key(loc: tuple[Any, ...]) -> str:
+    """The message for a key the schema does not take: "no such key" and the close match among the
+    keys at its level ("did you mean train.steps?"), else those keys."""
+    model: Any = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):  # a list item: its model is the list's, already unwrapped
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field is not None else None
+        if model is None:
+            return "no such key"
+    keys = list(model.model_fields)
+    prefix = "".join(f"{p}." for p in loc[:-1])
+    return "no such key; " + _did_you_mean(str(loc[-1]), keys, prefix=prefix)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The recipe section a field holds (through Optional, list and Annotated), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (dict, Literal):
+        return None
+    models = [m for m in map(_model_of, typing.get_args(annotation)) if m is not None]
+    return models[0] if models else None
+
+
+def _did_you_mean(given: str, known: list[str], *, prefix: str = "") -> str:
+    """'did you mean <prefix><closest>?' when a known name is close to `given`, else the known
+    names."""
+    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {prefix}{close[0]}?"
+    return f"{prefix.rstrip('.') or 'a recipe'} takes: {', '.join(known)}"
 
 
 def validate_sources(recipe: Recipe, file: str | Path | None = None) -> None:
@@ -335,16 +372,14 @@ def validate_sources(recipe: Recipe, file: str | Path | None = None) -> None:
         for key in src.options:
             if key not in accepted:
                 raise RecipeError(
-                    f"{src.format} takes no parameter {key!r}; it takes: {', '.join(sorted(accepted))}",
-                    path=f"{base}.options.{key}",
-                    file=file,
+                    _no_parameter(src.format, key, accepted), path=f"{base}.options.{key}", file=file
                 )
         for split in src.splits:
             params = src.params(split)
             for key in params:
                 if key not in accepted:
                     raise RecipeError(
-                        f"{src.format} takes no parameter {key!r}; it takes: {', '.join(sorted(accepted))}",
+                        _no_parameter(src.format, key, accepted),
                         path=f"{base}.splits.{split}.{key}",
                         file=file,
                     )
@@ -353,6 +388,12 @@ def validate_sources(recipe: Recipe, file: str | Path | None = None) -> None:
                 raise RecipeError(
                     f"{src.format} needs {', '.join(missing)}", path=f"{base}.splits.{split}", file=file
                 )
+
+
+def _no_parameter(reader: str, key: str, accepted: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(accepted), n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]}? " if close else ""
+    return f"{reader} takes no parameter {key!r}; {guess}it takes: {', '.join(sorted(accepted))}"
 
 
 def reader_params(reader: Any, params: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -433,8 +474,10 @@ def _list_index(node: list[Any], part: str, *, path: str, file: str | Path | Non
         if isinstance(item, dict) and item.get("name") == part:
             return i
     names = [str(item.get("name")) for item in node if isinstance(item, dict) and "name" in item]
+    close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]}? " if close else ""
     raise RecipeError(
-        f"no list item named {part!r}; names: {', '.join(names) or '(none)'}", path=path, file=file
+        f"no list item named {part!r}; {guess}names: {', '.join(names) or '(none)'}", path=path, file=file
     )
 
 

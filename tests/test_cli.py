@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from pipeline import cli
+from pipeline.cli import main, quiet_libraries
+from pipeline.errors import UvftError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -248,3 +252,101 @@ def test_finetune_stops_before_building_anything(
     assert main([*args, *overrides]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {error}"]
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+
+
+def test_other_libraries_notices_are_hidden_unless_verbose():
+    """What transformers and peft say about uvft's own choices is hidden (uvft's warnings and the
+    libraries' others are not), only while the command runs, and -v shows it all."""
+    notices = [  # (category, module, message) as the libraries raise them
+        (FutureWarning, "transformers.modeling_utils", "`is_gradient_checkpointing` is deprecated"),
+        (UserWarning, "peft.tuners.tuners_utils", "Model has `tie_word_embeddings=True` and a tied layer"),
+        (UserWarning, "peft.tuners.tuners_utils", "Input and output embeddings are no longer tied after "
+         "merging. Setting `tie_word_embeddings=False` in the model config."),
+    ]  # fmt: skip
+    kept = [
+        (UserWarning, "pipeline.data.build", "uvft's own"),
+        (UserWarning, "transformers.modeling_utils", "a transformers warning of another kind"),
+        (FutureWarning, "peft.tuners.tuners_utils", "a peft deprecation"),
+    ]
+    logs = [
+        ("transformers.generation.configuration_utils", "The following generation flags are not valid and "
+         "may be ignored: ['early_stopping']."),
+        ("transformers.generation.utils", "Both `max_new_tokens` (=64) and `max_length`(=20) seem to have "
+         "been set."),
+        ("transformers.modeling_utils", "The tied weights mapping and config for this model specifies to tie "
+         "a to b, but both are present in the checkpoints with different values, so we will NOT tie them."),
+    ]  # fmt: skip
+    kept_logs = [
+        ("transformers.modeling_utils", "Some weights of the model checkpoint were not used"),
+        ("transformers.generation.utils", "The following generation flags are not valid"),  # another logger's
+    ]
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen_logs.append(record.getMessage())
+
+    def shown(verbose: bool) -> tuple[list[str], list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with quiet_libraries(verbose):
+                for category, module, message in notices + kept:
+                    warnings.warn_explicit(message, category, "x.py", 1, module=module)
+                for name, message in logs + kept_logs:
+                    logging.getLogger(name).warning(message)
+        return [str(w.message) for w in caught], seen_logs
+
+    collect = Collect()
+    for name, _ in logs + kept_logs:
+        logging.getLogger(name).addHandler(collect)
+    try:
+        filters = list(warnings.filters)
+        seen_logs: list[str] = []
+        assert shown(verbose=False) == ([m for *_, m in kept], [m for _, m in kept_logs])
+        assert warnings.filters == filters  # as they were: main changes nothing for later
+        seen_logs = []
+        assert shown(verbose=True) == ([m for *_, m in notices + kept], [m for _, m in logs + kept_logs])
+    finally:
+        for name, _ in logs + kept_logs:
+            logging.getLogger(name).removeHandler(collect)
+    assert all(not logging.getLogger(name).filters for name, _ in logs)
+
+
+def test_an_error_inside_a_progress_bar_starts_a_line_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from tqdm.auto import tqdm
+
+    def fails_midway(args: object) -> int:
+        bar = tqdm(total=4, desc="reading", ncols=60)
+        bar.update(1)
+        raise UvftError("file x.json, record 2: it broke")
+
+    monkeypatch.setattr(cli, "cmd_check", fails_midway)
+    assert main(["check"]) == 2
+    err = capsys.readouterr().err
+    *bar, error, end = err.split("\n")
+    assert (error, end) == ("error: file x.json, record 2: it broke", "")
+    assert bar[-1].split("\r")[-1].startswith("reading:  25%")  # the bar, closed where it stopped
+    assert not cli._open_bars()
+
+
+def test_log_lines_are_printed_above_a_progress_bar_not_glued_to_it():
+    import io
+
+    from tqdm.auto import tqdm
+
+    out = io.StringIO()
+    logger = logging.getLogger("pipeline.test_cli")
+    handler = cli._LineHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        with tqdm(total=2, desc="building", file=out, ncols=60) as bar:
+            bar.update(1)
+            logger.warning("class folder val/diamond has no images")
+        logger.warning("after the bar")
+    finally:
+        logger.removeHandler(handler)
+    lines = [part.split("\r")[-1] for part in out.getvalue().split("\n")]
+    assert "WARNING pipeline.test_cli: class folder val/diamond has no images" in lines
+    assert lines[-2:] == ["WARNING pipeline.test_cli: after the bar", ""]

@@ -4,15 +4,18 @@ folder, a full fine-tune, an image in memory, and the many-images inputs."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from tiny_runs import TrainedRun, train_tiny_run
 
-from pipeline import cli, load_model
+from pipeline import cli, load_model, tasks
 from pipeline.errors import UvftError
-from pipeline.inference import format_prediction, read_items
+from pipeline.inference import format_prediction, parse_classes, read_items
 from pipeline.models.spec import load_spec
 
 
@@ -127,7 +130,7 @@ def test_read_items_from_a_folder_a_list_and_json_lines(tmp_path: Path):
         '{"image": "b.png", "task": "grounding", "phrase": "the red circle"}\n'
         '{"image": "b.png", "task": "caption", "language": "de"}\n'
     )
-    items = read_items(tmp_path / "many.jsonl", "detection", classes="circle,square", phrase="a star")
+    items = read_items(tmp_path / "many.jsonl", "detection", classes=["circle", "square"], phrase="a star")
     assert items[0] == {
         "image": str(tmp_path / "a.jpg"),
         "task": "vqa",
@@ -218,3 +221,160 @@ def test_spec_prompts_of_the_unified_tasks(family):
         spec.prompt("grounding")
     with pytest.raises(UvftError, match="only for caption and vqa"):
         spec.prompt("grounding", phrase="x", language="de")
+
+
+def test_classes_comma_separated_or_repeated_whole():
+    parser = cli.build_parser()
+
+    def classes(*flags: str) -> list[str] | None:
+        args = parser.parse_args(["predict", "--model", "m", "--image", "x.png", *flags])
+        return parse_classes(args.classes)
+
+    assert classes() is None
+    assert classes("--classes", "circle, square,,star ") == ["circle", "square", "star"]
+    assert classes("--classes", "traffic light", "--classes", "car") == ["traffic light", "car"]
+    # repeated: each value is one name, its commas kept
+    assert classes("--classes", "salt, fine", "--classes", "pepper", "--classes", "car") == [
+        "salt, fine",
+        "pepper",
+        "car",
+    ]
+    assert classes("--classes", "car", "--classes", "car ") == ["car"]
+    assert classes("--classes", " , ") is None
+
+
+def test_jsonl_classes_keep_their_commas(tmp_path: Path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "items.jsonl").write_text('{"image": "a.png", "classes": ["salt, fine", "pepper"]}\n')
+    assert read_items(tmp_path / "items.jsonl", "detection")[0]["classes"] == ["salt, fine", "pepper"]
+    # the Python API takes a list, or one comma-separated string as --classes does
+    assert read_items(tmp_path / "a.png", "detection", classes=["salt, fine"])[0]["classes"] == ["salt, fine"]
+    assert read_items(tmp_path / "a.png", "detection", classes="salt, pepper")[0]["classes"] == [
+        "salt",
+        "pepper",
+    ]
+    (tmp_path / "bad.jsonl").write_text('{"image": "a.png", "classes": ["salt", 3]}\n')
+    with pytest.raises(UvftError, match=r"bad.jsonl: line 1: field 'classes' must be a list of names"):
+        read_items(tmp_path / "bad.jsonl", "detection")
+
+
+def _boxes() -> dict:
+    return {
+        "task": "detection",
+        "generated_text": "",
+        "parse_errors": 0,
+        "objects": [
+            {"bbox": [1.0, 2.0, 30.0, 40.0], "label": "Circle", "score": 0.9},
+            {"bbox": [5.0, 5.0, 9.0, 9.0], "label": "square", "score": 0.8},
+            {"bbox": [0.0, 0.0, 4.0, 4.0], "label": "traffic  light", "score": 0.25},
+        ],
+    }
+
+
+def test_box_results_keep_to_the_classes_and_the_threshold():
+    detection, grounding = tasks.get(tasks.DETECTION), tasks.get(tasks.GROUNDING)
+    result = _boxes()
+    assert detection.keep(result) == result and "dropped" not in detection.keep(result)
+    kept = detection.keep(result, classes=["circle", "Traffic light"])  # case and spacing aside
+    assert [o["label"] for o in kept["objects"]] == ["Circle", "traffic  light"]
+    assert kept["dropped"] == [
+        {"bbox": [5.0, 5.0, 9.0, 9.0], "label": "square", "score": 0.8, "reason": "not a given class"}
+    ]
+    both = detection.keep(result, classes=["circle", "traffic light"], threshold=0.5)
+    assert [o["label"] for o in both["objects"]] == ["Circle"]
+    assert [(o["label"], o["reason"]) for o in both["dropped"]] == [
+        ("square", "not a given class"),
+        ("traffic  light", "score below 0.5"),
+    ]
+    assert format_prediction(both) == (
+        "1 object:\n"
+        "  Circle               score 0.90  box [1.0, 2.0, 30.0, 40.0] (x1, y1, x2, y2 in pixels)\n"
+        "dropped 2: square score 0.80 (not a given class), traffic  light score 0.25 (score below 0.5)"
+    )
+    # a filter that drops nothing still says it applied
+    assert detection.keep(result, threshold=0.1)["dropped"] == []
+    # grounding has no class vocabulary (its label is the phrase): only the threshold applies
+    located = {**result, "task": "grounding"}
+    assert grounding.keep(located, classes=["circle"]) == located
+    assert [o["score"] for o in grounding.keep(located, threshold=0.85)["objects"]] == [0.9]
+
+
+def test_a_long_unparseable_output_is_shortened_in_the_text_only():
+    runaway = "<loc0012>" * 200 + " circle"
+    result = {"task": "caption", "caption": "", "generated_text": runaway, "parse_errors": 1}
+    text = format_prediction(result)
+    assert text == (
+        "caption: (empty)\n"
+        f"(1 piece(s) of the output could not be parsed: {runaway[:80]!r} … {runaway[-80:]!r}; "
+        "1,807 characters, 200 location tokens, shortened (--json prints it whole))"
+    )
+    assert len(text) < 320  # of 1,807
+    short = {**result, "generated_text": "<loc_12><loc_40> circle"}
+    assert format_prediction(short).endswith("could not be parsed: '<loc_12><loc_40> circle')")
+
+
+def test_uvft_predict_filters_boxes_and_says_what_it_dropped(
+    trained_run: TrainedRun,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    """The CLI's --classes and --threshold reach the result: the generation is made up here (a tiny
+    run writes no boxes), everything after it is uvft predict's."""
+    from pipeline.evaluation import predict
+
+    objects = [
+        {"bbox": [1.0, 2.0, 30.0, 40.0], "category": "circle", "score": 0.9},
+        {"bbox": [5.0, 5.0, 9.0, 9.0], "category": "square", "score": 0.2},
+    ]
+
+    def generate(model, processor, family, rows, **_):
+        return [
+            {"generated_text": "boxes", "parsed": {"text": "", "objects": objects, "errors": 0}} for _ in rows
+        ]
+
+    monkeypatch.setattr(predict, "generate", generate)
+    image = next(r["image"] for r in _eval_rows(trained_run) if r["task"] == "detection")
+    args = ["predict", "--model", str(trained_run.run_dir), "--image", image, "--task", "detection"]
+    assert cli.main([*args, "--classes", "circle", "--classes", "star"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "dropped 1: square score 0.20 (not a given class)"
+    assert cli.main([*args, "--threshold", "0.5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [o["label"] for o in result["objects"]] == ["circle"]
+    assert result["dropped"] == [
+        {"bbox": [5.0, 5.0, 9.0, 9.0], "label": "square", "score": 0.2, "reason": "score below 0.5"}
+    ]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{image}\n{image}\n")
+    many = ["predict", "--model", str(trained_run.run_dir), "--images", str(listing), "--no-progress"]
+    assert cli.main([*many, "--task", "detection", "--classes", "square,star"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [[o["label"] for o in x["objects"]] for x in lines] == [["square"], ["square"]]
+    assert [[o["label"] for o in x["dropped"]] for x in lines] == [["circle"], ["circle"]]
+    assert cli.main([*args[:-1], "caption", "--threshold", "0.5"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "error: --threshold is for the tasks answered with boxes (detection, grounding)\n"
+    )
+    assert cli.main([*args, "--threshold", "1.5"]) == 2
+    assert capsys.readouterr().err == "error: --threshold 1.5: a box score is between 0 and 1\n"
+
+
+def test_uvft_predict_hides_other_libraries_notices_unless_verbose(trained_run: TrainedRun, tmp_path: Path):
+    """Run as a user runs it: peft's note on tied embeddings and transformers' renamed-method
+    FutureWarning are raised on loading a run, hidden by the command line and shown with -v."""
+    image = _eval_rows(trained_run)[0]["image"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = ["predict", "--model", str(trained_run.run_dir), "--image", image, "--task", "caption"]
+
+    def run(*flags: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "pipeline.cli", *flags, *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
+
+    quiet, verbose = run(), run("-v")
+    assert quiet.stdout == verbose.stdout and quiet.stdout.startswith("caption: ")
+    for notice in ("FutureWarning: `is_gradient_checkpointing` is deprecated", "tie_word_embeddings"):
+        assert notice not in quiet.stderr
+        assert notice in verbose.stderr
+    assert "Warning" not in quiet.stderr

@@ -72,7 +72,7 @@ def test_a_merged_export_and_a_base_load_as_models(trained_run: TrainedRun, tmp_
 def test_loading_errors_are_one_line(trained_run: TrainedRun, tmp_path: Path):
     with pytest.raises(UvftError, match="is a file; give a run folder"):
         loader.load(trained_run.run_dir / "uvft.json")
-    with pytest.raises(UvftError, match="no such folder \\(and not a hub id"):
+    with pytest.raises(UvftError, match=f"^{tmp_path}/not/here: no such folder, nor {tmp_path}/not "):
         loader.load(tmp_path / "not" / "here")
     empty = _copy(trained_run.run_dir, tmp_path / "empty", ("uvft.json",))
     with pytest.raises(UvftError, match=r"holds no adapter \(adapter_config\.json\) and no model"):
@@ -86,3 +86,69 @@ def test_loading_errors_are_one_line(trained_run: TrainedRun, tmp_path: Path):
     (gone / "uvft.json").write_text(json.dumps({**spec, "base_model": "/machine/that/trained/it"}))
     with pytest.raises(UvftError, match="is a folder that is not on this machine"):
         loader.load(gone)
+
+
+def test_a_path_that_is_not_there_is_a_local_error_naming_what_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A typo in a run folder's name says what is there; only `namespace/name` with no local
+    `namespace/` goes to the hub."""
+    import huggingface_hub
+
+    asked: list[str] = []
+
+    def snapshot_download(repo_id: str, **_: object) -> str:
+        asked.append(repo_id)
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.chdir(tmp_path)
+    for name in ("demo", "ux-demo", "sig"):
+        (tmp_path / "runs" / name / "best").mkdir(parents=True)
+    (tmp_path / "runs" / "notes.txt").write_text("a file, not a run")
+
+    def error(source: str) -> str:
+        with pytest.raises(UvftError) as e:
+            loader.resolve_source(source)
+        return str(e.value)
+
+    assert error("runs/ux-nothere") == "runs/ux-nothere: no such folder (folders in runs: demo, sig, ux-demo)"
+    assert (
+        error("runs/dmeo")
+        == "runs/dmeo: no such folder; did you mean runs/demo? (folders in runs: demo, ux-demo, sig)"
+    )
+    assert error("./runz/demo/best") == (
+        "./runz/demo/best: no such folder, nor runz; did you mean runs/demo/best? (folders here: runs)"
+    )
+    assert (
+        error("runs/demo/bset")
+        == "runs/demo/bset: no such folder; did you mean runs/demo/best? (folders in runs/demo: best)"
+    )
+    assert error("runs/sig/best/x") == "runs/sig/best/x: no such folder (runs/sig/best holds no folders)"
+    assert error("demo") == "demo: no such folder (folders here: runs)"  # not of the form namespace/name
+    assert asked == []
+    assert loader.resolve_source("me/demo", revision="v1") == tmp_path  # no me/ here: a hub id
+    assert asked == ["me/demo"]
+
+
+@pytest.mark.parametrize(
+    ("source", "local"),
+    [
+        ("./demo", True),
+        ("../runs/demo", True),
+        ("/abs/run", True),
+        ("~/runs/demo", True),
+        (".hidden/x", True),
+        ("a/b/c", True),  # more than namespace/name
+        ("runs/anything", True),  # runs/ exists here
+        ("demo", True),  # its parent, the current folder, exists
+        ("me/demo", False),
+        ("google/paligemma2-3b-pt-224", False),
+    ],
+)
+def test_what_reads_as_a_local_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, local: bool
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert loader.looks_local(source) is local

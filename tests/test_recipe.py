@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipeline.errors import RecipeError
-from pipeline.recipe import apply_overrides, load_recipe, reader_params
+from pipeline.recipe import Recipe, TinySection, apply_overrides, load_recipe, reader_params
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -54,7 +54,48 @@ def test_misspelt_key_names_its_path(tmp_path: Path):
     with pytest.raises(RecipeError) as e:
         load_recipe(_write(tmp_path, raw))
     assert e.value.path == "model.famliy"
-    assert "r.yaml" in str(e.value)
+    assert str(e.value) == f"{tmp_path / 'r.yaml'}: model.famliy: no such key; did you mean model.family?"
+
+
+def test_misspelt_keys_get_the_close_match_at_their_level(tmp_path: Path):
+    raw = _demo_raw()
+    raw["train"]["trian_steps"] = 10
+    with pytest.raises(RecipeError) as e:
+        load_recipe(_write(tmp_path, raw))
+    assert str(e.value) == f"{tmp_path / 'r.yaml'}: train.trian_steps: no such key; did you mean train.steps?"
+    raw = _demo_raw()
+    raw["data"]["sources"][2]["optoins"] = {}  # inside a list item: the item's keys
+    with pytest.raises(
+        RecipeError,
+        match=r"data\.sources\.2\.optoins: no such key; did you mean data\.sources\.2\.options\?$",
+    ):
+        load_recipe(_write(tmp_path, raw))
+    demo = ROOT / "recipes/demo.yaml"
+    cases = [
+        ("trian.steps=10", "trian: no such key; did you mean train?"),
+        ("train.trian_steps=10", "train.trian_steps: no such key; did you mean train.steps?"),
+        ("model.tiny.sise.layers=1", "model.tiny.sise: no such key; did you mean model.tiny.size?"),
+        # nothing close: the keys of that level (read from the schema: sections gain keys)
+        (
+            "model.tiny.xyzzy=1",
+            f"model.tiny.xyzzy: no such key; model.tiny takes: {', '.join(TinySection.model_fields)}",
+        ),
+        ("xyzzy=1", f"xyzzy: no such key; a recipe takes: {', '.join(Recipe.model_fields)}"),
+        (
+            "data.sources.0.options.kep_negatives=false",
+            "data.sources.0.options.kep_negatives: coco_detection takes no parameter 'kep_negatives'; "
+            "did you mean keep_negatives? it takes: annotations, images, keep_negatives",
+        ),
+        (
+            "data.sources.shapes_vq.name=x",
+            "data.sources.shapes_vq: no list item named 'shapes_vq'; did you mean shapes_vqa? "
+            "names: shapes_detection, shapes_captions, shapes_vqa, shapes_classes",
+        ),
+    ]
+    for override, message in cases:
+        with pytest.raises(RecipeError) as e:
+            load_recipe(demo, [override])
+        assert str(e.value) == f"{demo}: {message}", override
 
 
 def test_bad_value_names_its_path(tmp_path: Path):

@@ -174,7 +174,37 @@ class BoxTask(Task):
         for o in objects:
             box = ", ".join(f"{v:.1f}" for v in o["bbox"])
             lines.append(f"  {o['label']:<20} score {o['score']:.2f}  box [{box}] (x1, y1, x2, y2 in pixels)")
+        dropped = result.get("dropped") or []
+        if dropped:
+            shown = ", ".join(f"{o['label']} score {o['score']:.2f} ({o['reason']})" for o in dropped)
+            lines.append(f"dropped {len(dropped)}: {shown}")
         return "\n".join(lines)
+
+    def keep(
+        self, result: Mapping[str, Any], *, classes: Sequence[str] = (), threshold: float | None = None
+    ) -> dict[str, Any]:
+        """A `uvft predict` result with its objects filtered: those not among the given `classes`
+        (a task with a class vocabulary: the model may write a class it was not asked for) and those
+        scoring below `threshold`. Each dropped object is kept in `dropped` with its reason, present
+        whenever a filter applied, so that nothing is removed unseen."""
+        by_class = bool(classes) and self.VOCABULARY is not None
+        if not by_class and threshold is None:
+            return dict(result)
+        wanted = {_class_key(c) for c in classes}
+        kept, dropped = [], []
+        for o in result["objects"]:
+            if by_class and _class_key(o["label"]) not in wanted:
+                dropped.append({**o, "reason": "not a given class"})
+            elif threshold is not None and o["score"] < threshold:
+                dropped.append({**o, "reason": f"score below {threshold:g}"})
+            else:
+                kept.append(o)
+        return {**result, "objects": kept, "dropped": dropped}
+
+
+def _class_key(name: str) -> str:
+    # a model may write a class in another case or spacing than it was given
+    return " ".join(name.casefold().split())
 
 
 class TrainColumns:
