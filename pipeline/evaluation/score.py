@@ -152,10 +152,13 @@ def _allocate(sizes: dict[tuple[Any, ...], int], n: int, rng: random.Random) -> 
 
 
 def same_records(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    """Whether two metrics.json scored the same records (their samples' fingerprints agree);
-    metrics written before samples were recorded say nothing, and are taken as whole splits."""
+    """Whether two metrics.json scored the same records: their samples' fingerprints agree; metrics
+    written before samples were recorded (neither has one) when their per-task counts agree."""
     fa = ((a or {}).get("sample") or {}).get("fingerprint")
     fb = ((b or {}).get("sample") or {}).get("fingerprint")
+    if fa is None and fb is None:
+        counts, other = (a or {}).get("counts"), (b or {}).get("counts")
+        return counts is None or other is None or counts == other
     return fa == fb
 
 

@@ -77,7 +77,8 @@ def test_same_records_compares_fingerprints():
     assert same_records(a, {"sample": {"fingerprint": "x"}})
     assert not same_records(a, {"sample": {"fingerprint": "y"}})
     assert not same_records(a, {"vqa": {}})  # a base scored before samples were recorded
-    assert same_records({"vqa": {}}, {"vqa": {}})  # two such: whole splits, as they were
+    assert same_records({"vqa": {}}, {"vqa": {}})  # two such: compared by their counts, as before
+    assert not same_records({"counts": {"vqa": 3}}, {"counts": {"vqa": 4}})
 
 
 METRICS = {

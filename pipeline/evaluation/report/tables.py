@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pipeline import tasks
+from pipeline.evaluation.score import same_records
 
 # Keys of the metrics dict that are not tasks: the base model's metrics, the records per task, the
 # evaluated sample (`uvft eval --limit`: its limit, seed, records and fingerprint)
@@ -71,11 +72,6 @@ def _resolve_base(metrics: Mapping[str, Any], base_metrics: Mapping[str, Any] | 
     return base if isinstance(base, Mapping) else None
 
 
-def _fingerprint(metrics: Mapping[str, Any]) -> str | None:
-    sample = metrics.get("sample")
-    return sample.get("fingerprint") if isinstance(sample, Mapping) else None
-
-
 def comparable_base(
     metrics: Mapping[str, Any], base_metrics: Mapping[str, Any] | None = None
 ) -> tuple[Mapping[str, Any] | None, str | None]:
@@ -85,14 +81,7 @@ def comparable_base(
     base = _resolve_base(metrics, base_metrics)
     if base is None:
         return None, None
-    mine, theirs = _fingerprint(metrics), _fingerprint(base)
-    if mine is None and theirs is None:
-        counts, base_counts = metrics.get("counts"), base.get("counts")
-        if counts is None or base_counts is None or counts == base_counts:
-            return base, None
-    elif mine == theirs:
-        return base, None
-    return None, NOT_COMPARED
+    return (base, None) if same_records(dict(metrics), dict(base)) else (None, NOT_COMPARED)
 
 
 def metric_rows(
