@@ -16,7 +16,7 @@ from typing import Any
 from pipeline import __version__, tasks
 from pipeline.demo.layout import EXTRA_TASKS
 from pipeline.errors import UvftError
-from pipeline.families import FAMILIES
+from pipeline.families import DEFAULT_FAMILY, FAMILIES
 from pipeline.train.signals import TrainingStopped
 
 DEFAULT_RECIPE = "recipes/demo.yaml"
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="+", type=Path, metavar="PATH", help="annotation files, JSONL files, ImageFolders"
     )
     p.add_argument("--out", type=Path, required=True, metavar="RECIPE.yaml", help="the recipe to write")
-    p.add_argument("--family", default="paligemma", choices=FAMILIES)
+    p.add_argument("--family", default=DEFAULT_FAMILY, choices=FAMILIES, help=f"default: {DEFAULT_FAMILY}")
     p.add_argument("--model", metavar="ID", help="hub id or folder (default: the family's base checkpoint)")
     p.add_argument("--force", action="store_true", help="replace the recipe if it exists")
     p.set_defaults(func=cmd_init)

@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UvftError
-from pipeline.families import FAMILIES
+from pipeline.families import DEFAULT_FAMILY, FAMILIES, FAMILY_MODULES
 from pipeline.sources.images import COCO_CAPTION
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-# the checkpoint a new recipe fine-tunes, per family (the README's real recipes use the same)
-MODEL_IDS = {"florence2": "microsoft/Florence-2-base", "paligemma": "google/paligemma2-3b-pt-224"}
 TRAIN, VAL = "train", "val"
 
 
@@ -42,7 +40,7 @@ def init_recipe(
     paths: list[Path],
     out: Path,
     *,
-    family: str = "paligemma",
+    family: str = DEFAULT_FAMILY,
     model_id: str | None = None,
     force: bool = False,
 ) -> tuple[Path, list[Source]]:
@@ -62,7 +60,7 @@ def init_recipe(
         found.append(source)
     every = [p for s in found for split in s.splits.values() for p in split.values() if isinstance(p, Path)]
     root = Path(os.path.commonpath([str(p if p.is_dir() else p.parent) for p in every]))
-    text = _recipe_text(found, root, out, family, model_id or MODEL_IDS[family])
+    text = _recipe_text(found, root, out, family, model_id or FAMILY_MODULES.get(family).checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
@@ -331,7 +329,7 @@ def _recipe_text(found: list[Source], root: Path, out: Path, family: str, model_
         "  temperature: 2.0",
         "train:",
         "  epochs: 3   # passes over the training records (or `steps:`)",
-        "  batch_size: 8   # per GPU; a CPU trains a 3B model very slowly",
+        "  batch_size: 8   # per GPU; a CPU trains a real model very slowly",
         "  lr: 1.0e-4",
         "  warmup_steps: 100",
         "  save_every: 500",
