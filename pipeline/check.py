@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import sources, tasks
-from pipeline.data.build import demo_data_pending
+from pipeline.data.build import demo_data_pending, source_context
 from pipeline.errors import ModelError, UvftError
 from pipeline.families import FAMILIES
 from pipeline.recipe import Recipe, SourceSection, expand_path, reader_params
@@ -179,16 +179,8 @@ def _read_one(recipe: Recipe, src: SourceSection, root: Path) -> Finding:
         return Finding(
             NOTE, where, f"{where}: {src.format} is opened by the build (its path may be on the hub)"
         )
-    tally = Tally()
-    ctx = sources.SourceContext(
-        name=src.name,
-        split=split,
-        tally=tally,
-        check_images=recipe.data.check_images,
-        max_image_pixels=recipe.data.max_image_pixels,
-        root=root,
-        prefetch=False,
-    )
+    ctx = source_context(recipe, src.name, split, root, prefetch=False)
+    tally = ctx.tally
     examples = reader(ctx, **reader_params(reader, src.params(split), root))
     try:
         first = next(examples, None)

@@ -207,17 +207,8 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
             reader = sources.get(src.format)
             card = _load_card(src.card, stats, src.name)
             for split in src.splits:
-                tally = Tally()
-                ctx = sources.SourceContext(
-                    name=src.name,
-                    split=split,
-                    tally=tally,
-                    check_images=recipe.data.check_images,
-                    max_image_pixels=recipe.data.max_image_pixels,
-                    root=root,
-                    image_checks=image_checks,
-                    paths=paths,
-                )
+                ctx = source_context(recipe, src.name, split, root, image_checks=image_checks, paths=paths)
+                tally = ctx.tally
                 params = reader_params(reader, src.params(split), root)
                 row = SourceSplitStats(source=src.name, format=src.format, split=split)
                 carve = _carver(recipe, src, split, root, row, stats)
@@ -269,6 +260,20 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
         for writer in writers.values():
             writer.close()
     return stats, {split: folder / f"{split}.arrow" for split in writers}
+
+
+def source_context(recipe: Recipe, source: str, split: str, root: Path, **shared: Any) -> Any:
+    """The SourceContext a reader of `source`/`split` gets: the recipe's image checks and data root,
+    a tally of its own, and what the caller shares (image verdicts, resolved folders, prefetch)."""
+    return sources.SourceContext(
+        name=source,
+        split=split,
+        tally=Tally(),
+        check_images=recipe.data.check_images,
+        max_image_pixels=recipe.data.max_image_pixels,
+        root=root,
+        **shared,
+    )
 
 
 def _carver(
