@@ -17,6 +17,7 @@ from pipeline import __version__, tasks
 from pipeline.demo.layout import EXTRA_TASKS
 from pipeline.errors import UvftError
 from pipeline.families import DEFAULT_FAMILY, FAMILIES
+from pipeline.folders import disk_full
 from pipeline.train.signals import TrainingStopped
 
 DEFAULT_RECIPE = "recipes/demo.yaml"
@@ -129,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run as a full model folder (adapter merged into its base)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--merged", type=Path, required=True, metavar="OUT", help="the folder to write")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT though uvft did not write it (default: refused)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="run a trained model on images (run folder, export or hub id)")
@@ -344,7 +350,7 @@ def _size(n: int) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from pipeline.hub import export_merged
 
-    out = export_merged(args.run_dir, args.merged)
+    out = export_merged(args.run_dir, args.merged, overwrite=args.overwrite)
     print(f"merged model written to {out} (from_pretrained loads it without peft)")
     return 0
 
@@ -398,15 +404,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
-    import shutil
-
     from pipeline.demo import shapes
 
-    if args.out.exists():
-        if not args.force:
-            print(f"{args.out} exists; pass --force to regenerate it")
-            return 0
-        shutil.rmtree(args.out)
+    if args.out.exists() and not args.force:
+        print(f"{args.out} exists; pass --force to regenerate it")
+        return 0
     names = ("n_train", "n_val", "image_size", "max_shapes", "shape_size", "seed", "extra_tasks")
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     summary = shapes.generate(args.out, **given)
@@ -535,8 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
-    except Exception:  # a bug: its traceback on a line of its own too
-        end_progress_lines()
+    except Exception as e:
+        if full := disk_full(e):  # wherever it struck (a checkpoint, a cache, a log): one line
+            where = f" writing {full.filename}" if full.filename else ""
+            _error(f"error: {full.strerror}{where}: free some space and run it again")
+            return 2
+        end_progress_lines()  # a bug: its traceback on a line of its own too
         raise
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from pipeline import __version__, formats, sources
+from pipeline import __version__, folders, formats, sources
 from pipeline.errors import DataError
 from pipeline.recipe import Recipe, expand_path, reader_params
 from pipeline.records import DEFAULT_LANGUAGE, Example, RecordColumns, Tally, record_features
@@ -135,44 +135,51 @@ def build(
     ensure_demo_data(recipe, progress=progress)
     key = cache_key(recipe)
     out = expand_path(recipe.data.cache_dir) / "records" / f"{recipe.model.family}-{key[:16]}"
-    if (out / "stats.json").is_file() and not force:
-        stats = BuildStats.from_json(json.loads((out / "stats.json").read_text()))
-        result = BuildResult(out, stats, cached=True)
-    else:
-        result = _build_fresh(recipe, out, key, progress=progress)
+    result = None if force else _cached(out)
+    if result is None:
+        # one build of a cache folder at a time: a second process waits, then uses what the first built
+        with folders.locked(out, "uvft build", wait=True):
+            result = (None if force else _cached(out)) or _build_fresh(recipe, out, key, progress=progress)
     # Token statistics belong to a tokenizer, not to the records: (re)computed on the cached
     # records when the recipe names a different tokenizer, without rebuilding them.
     wanted = recipe.model.tokenizer or recipe.model.id
     if wanted is not None and wanted != result.stats.tokenizer:
         result.stats.tokenizer, result.stats.target_tokens = _target_token_lengths(recipe, result.load())
-        (out / "stats.json").write_text(json.dumps(result.stats.to_json(), indent=2))
+        _replace_file(out / "stats.json", json.dumps(result.stats.to_json(), indent=2))
     if export_jsonl is not None:
         export_records_jsonl(result, Path(export_jsonl))
     return result
 
 
+def _cached(out: Path) -> BuildResult | None:
+    if not (out / "stats.json").is_file():
+        return None
+    return BuildResult(out, BuildStats.from_json(json.loads((out / "stats.json").read_text())), cached=True)
+
+
+def _replace_file(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)  # readers see the old file or the new one, never half of one
+
+
 def _build_fresh(recipe: Recipe, out: Path, key: str, *, progress: bool) -> BuildResult:
     # Records go to Arrow as columns (RecordColumns: no dict per row, no per-value encoding), in
     # chunks written to disk as they fill (the build's memory does not grow with the records),
-    # then saved in the `datasets` layout. Write next to the final folder, then rename: an
-    # interrupted build never looks complete.
+    # then saved in the `datasets` layout. Written next to the final folder, then swapped in (the
+    # caller holds the folder's lock): an interrupted build never looks complete, and what a
+    # killed one left is removed by the next.
     start = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "parts").mkdir(parents=True)
-    try:
+    with folders.writing(
+        out, "uvft build", owned=lambda p: (p / "key.txt").is_file(), locked_already=True
+    ) as tmp:
+        (tmp / "parts").mkdir()
         stats, parts = _write_records(recipe, tmp / "parts", progress=progress)
         _save_records(parts, tmp / "records")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(tmp / "parts")
-    stats.seconds = round(time.perf_counter() - start, 2)
-    (tmp / "stats.json").write_text(json.dumps(stats.to_json(), indent=2))
-    (tmp / "key.txt").write_text(key + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+        shutil.rmtree(tmp / "parts")
+        stats.seconds = round(time.perf_counter() - start, 2)
+        (tmp / "stats.json").write_text(json.dumps(stats.to_json(), indent=2))
+        (tmp / "key.txt").write_text(key + "\n")
     return BuildResult(out, stats, cached=False)
 
 

@@ -36,9 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -49,6 +46,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from pipeline import folders
 from pipeline.demo.draw import (
     COLORS,
     OCR_MAX_WORDS,
@@ -239,17 +237,11 @@ def generate(
     _check_replaceable(out)
 
     start = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset folder should be readable like any other
+    # written whole beside `out` and swapped in, under `out`'s lock (a second build waits for it)
+    with folders.writing(out, "uvft data demo", owned=_is_shapes, wait=True) as tmp:
         summary = _write_all(tmp, params, progress)
         write_readme(tmp, params, summary)
         write_json(tmp / PARAMS_FILE, params)
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary["path"] = str(out)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     logger.info(
@@ -456,32 +448,18 @@ def _write_ocr(
     return stats
 
 
+def _is_shapes(out: Path) -> bool:
+    readme = out / README
+    return readme.is_file() and readme.read_text(encoding="utf-8").startswith(README_TITLE)
+
+
 def _check_replaceable(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
         raise DataError("exists and is not a folder; choose another path for the shapes set", file=out)
-    readme = out / README
-    is_shapes = readme.is_file() and readme.read_text(encoding="utf-8").startswith(README_TITLE)
-    if not is_shapes and any(out.iterdir()):
+    if not _is_shapes(out) and any(out.iterdir()):
         raise DataError(
             "exists and does not hold a shapes set; remove it or choose another path (not deleting it)",
             file=out,
         )
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an earlier `out` is moved aside first and removed only afterwards."""
-    old: Path | None = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

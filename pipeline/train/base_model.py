@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import models
+from pipeline import folders, models
 from pipeline.recipe import AdapterSection, Recipe, dump, expand_path
 
 
@@ -58,9 +58,11 @@ def _tiny_model(recipe: Recipe, records: Any, accelerator: Any) -> Path:
     folder = cache / f"{recipe.model.family}-{key}"
     with accelerator.main_process_first():
         if not (folder / "config.json").is_file() and accelerator.is_main_process:
-            tmp = cache / f".tmp-{folder.name}"
-            family.build_tiny(tmp, texts, seed=tiny.seed, **tiny.size)
-            tmp.rename(folder)
+            # one builder at a time (another run of the same recipe waits, then finds it built)
+            with folders.locked(folder, "uvft finetune (tiny model)", wait=True):
+                if not (folder / "config.json").is_file():
+                    with folders.writing(folder, "uvft finetune (tiny model)", locked_already=True) as tmp:
+                        family.build_tiny(tmp, texts, seed=tiny.seed, **tiny.size)
     return folder
 
 

@@ -13,9 +13,11 @@ is pipeline.train.state) -> `_loop` -> `_step` -> `_evaluate` -> `_finish`, then
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import models
+from pipeline import folders, models
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
@@ -61,10 +63,14 @@ def train(
     accelerator: Any | None = None,
     cpu: bool = False,
     overwrite: bool = False,
+    locked: bool = False,
 ) -> RunSummary:
     """Train a recipe (see the module doc). SIGTERM and Ctrl-C, from set-up on, stop the run at
-    the next step boundary with a checkpoint (pipeline.train.signals)."""
-    with StopRequest() as stop:
+    the next step boundary with a checkpoint (pipeline.train.signals). The run folder is locked
+    throughout (by the first process of a launch; `locked`: the caller holds it): a second
+    `uvft finetune` of the same output_dir is refused, naming the process that trains it."""
+    lock = folders.locked(recipe.run_dir, "uvft finetune") if _rank_zero() and not locked else None
+    with lock or contextlib.nullcontext(), StopRequest() as stop:
         try:
             summary = _finetune(recipe, resume, progress, accelerator, cpu, overwrite, stop)
             if stop.requested:
@@ -357,9 +363,18 @@ def base_model_path(recipe: Recipe, records: Any, *, progress: bool, accelerator
             base.stage.train.steps,
             base.stage.output_dir,
         )
-        # resume="auto": an interrupted base stage continues where it stopped
-        train(base.stage, resume="auto", progress=progress, accelerator=accelerator)
+        # resume="auto": an interrupted base stage continues where it stopped. Another run that
+        # needs the same base stage waits for this one, then finds it trained.
+        lock = folders.locked(Path(base.stage.output_dir), "uvft finetune (base stage)", wait=True)
+        with lock if _rank_zero() else contextlib.nullcontext():
+            if not base.trained:
+                train(base.stage, resume="auto", progress=progress, accelerator=accelerator, locked=True)
     return base.path
+
+
+def _rank_zero() -> bool:
+    """The process that holds a run's lock: the first of a launch (known before Accelerate is)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _resume(run: Run, path: Path | None) -> None:
