@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import formats, loader, models, tasks
+from pipeline import folders, formats, loader, models, tasks
 from pipeline.errors import UvftError
 from pipeline.evaluation.run import sample_notes
 from pipeline.evaluation.score import metric_at, same_records
@@ -116,6 +116,19 @@ def run_evidence(source: Path, split: str = "val") -> RunEvidence:
     if not same_records(metrics, base_metrics):  # a base scored on other records is not compared
         base_metrics = None
     return RunEvidence(recipe, summary, metrics, base_metrics, split)
+
+
+def evidence_mismatch(metrics: dict[str, Any] | None, digest: str | None) -> str | None:
+    """Why `metrics` (a metrics.json) does not belong to the weights of sha256 `digest`; None when
+    it does, or when there are no metrics (the card then says the model was not evaluated)."""
+    if metrics is None:
+        return None
+    named = (metrics.get("weights") or {}).get("sha256")
+    if named is None:
+        return "names no weights (it was written before uvft recorded them), so it cannot be tied to these"
+    if named != digest:
+        return f"was computed from other weights (sha256 {named[:12]}…) than these ({(digest or '?')[:12]}…)"
+    return None
 
 
 def metric_value(metrics: dict[str, Any], task: str, key: str) -> float | None:
@@ -333,6 +346,8 @@ def _metrics_section(metrics, base_metrics, split: str) -> str:
     if base_metrics:
         text += " (*base*: the base model before this fine-tune, the retention check)"
     text += ":\n\n" + _md_table(["task", "metric", "base", "fine-tuned", "records"], rows)
+    if digest := (metrics.get("weights") or {}).get("sha256"):
+        text += f"\n\nThese numbers were computed from the published weights (sha256 `{digest}`)."
     for note in sample_notes(metrics):  # a limited evaluation, published with --allow-limited
         text += f"\n\n**Evaluated on {note}.** These numbers estimate the split's; they are not its."
     return text
@@ -490,7 +505,12 @@ def stage(
             "there too and point the adapter at it"
         )
     evidence = run_evidence(source, split)
-    metrics, base_metrics = evidence.metrics, evidence.base_metrics
+    metrics = evidence.metrics
+    if mismatch := evidence_mismatch(metrics, loader.weights_digest(weights)):
+        raise UvftError(
+            f"the {split} evaluation of {source} {mismatch}: the card would publish another model's "
+            "numbers. Run `uvft eval` on it again (or pass --split naming an evaluation of these weights)"
+        )
     limited = sample_notes(metrics or {})
     if limited and not allow_limited:
         raise UvftError(
@@ -499,51 +519,53 @@ def stage(
             "--allow-limited to publish them as a sample (the card says so)"
         )
     folder = out or run / "push" / repo_id.replace("/", "--")
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     recipe_file = run / "recipe.yaml"
-
-    base_staged = None
-    if base_repo_id is not None and not merged:
-        base_staged = _stage_base(loader.resolve_base(base_name, weights), base_repo_id, repo_id, folder)
-        published_base: str | None = base_repo_id
-    else:
-        published_base = base_name if base_is_hub else None
-    if merged and is_adapter:
-        export_merged(source, tmp, card=False)
-        spec = ModelSpec(**{**spec.__dict__, "method": "merged", "base_model": published_base or ""})
-    else:
-        for name in (*ADAPTER_FILES, *PROCESSOR_FILES) if is_adapter else _model_files(weights):
-            if (weights / name).is_file():
-                shutil.copy2(weights / name, tmp / name)
-        if is_adapter:
-            config = json.loads((tmp / "adapter_config.json").read_text())
-            config["base_model_name_or_path"] = published_base
-            (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        spec = ModelSpec(**{**spec.__dict__, "base_model": published_base or ""})
-    spec.save(tmp)
-    if recipe_file.is_file():
-        shutil.copy2(recipe_file, tmp / "recipe.yaml")
-    if metrics is not None:
-        payload = {"split": split, "fine_tuned": metrics, "base": base_metrics}
-        (tmp / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
-        report_dir = _eval_dir(source, split)
-        for name in REPORT_FILES:
-            if (report_dir / name).is_file():
-                (tmp / "eval").mkdir(exist_ok=True)
-                shutil.copy2(report_dir / name, tmp / "eval" / name)
-    else:
-        logger.warning("%s has no %s evaluation: the card will say so (run `uvft eval` first)", source, split)
-    card = build_card(
-        spec, evidence, repo_id=repo_id, base_model=published_base, merged=merged or not is_adapter
-    )
-    validate_card(card, metrics, split)
-    card.save(tmp / "README.md")
-    _refuse_pickles(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with folders.writing(folder, "uvft push", protect={source, run}, owned=_written_by_export) as tmp:
+        base_staged = None
+        if base_repo_id is not None and not merged:
+            base_staged = _stage_base(loader.resolve_base(base_name, weights), base_repo_id, repo_id, folder)
+            published_base: str | None = base_repo_id
+        else:
+            published_base = base_name if base_is_hub else None
+        if merged and is_adapter:
+            _write_merged(source, tmp)
+            spec = ModelSpec(**{**spec.__dict__, "method": "merged", "base_model": published_base or ""})
+        else:
+            for name in (*ADAPTER_FILES, *PROCESSOR_FILES) if is_adapter else _model_files(weights):
+                if (weights / name).is_file():
+                    shutil.copy2(weights / name, tmp / name)
+            if is_adapter:
+                config = json.loads((tmp / "adapter_config.json").read_text())
+                config["base_model_name_or_path"] = published_base
+                (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            spec = ModelSpec(**{**spec.__dict__, "base_model": published_base or ""})
+        spec.save(tmp)
+        if recipe_file.is_file():
+            shutil.copy2(recipe_file, tmp / "recipe.yaml")
+        _stage_evidence(tmp, source, evidence)
+        card = build_card(
+            spec, evidence, repo_id=repo_id, base_model=published_base, merged=merged or not is_adapter
+        )
+        validate_card(card, metrics, split)
+        card.save(tmp / "README.md")
+        _refuse_pickles(tmp)
     return Staged(folder=folder, repo_id=repo_id, card=card, base=base_staged, files=list_files(folder))
+
+
+def _stage_evidence(tmp: Path, source: Path, evidence: RunEvidence) -> None:
+    """metrics.json (fine-tuned and base) and the evaluation report, as `uvft eval` wrote them."""
+    if evidence.metrics is None:
+        logger.warning(
+            "%s has no %s evaluation: the card will say so (run `uvft eval` first)", source, evidence.split
+        )
+        return
+    payload = {"split": evidence.split, "fine_tuned": evidence.metrics, "base": evidence.base_metrics}
+    (tmp / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+    report_dir = _eval_dir(source, evidence.split)
+    for name in REPORT_FILES:
+        if (report_dir / name).is_file():
+            (tmp / "eval").mkdir(exist_ok=True)
+            shutil.copy2(report_dir / name, tmp / "eval" / name)
 
 
 def _eval_dir(source: Path, split: str) -> Path:
@@ -567,18 +589,18 @@ def _stage_base(base: str, base_repo_id: str, repo_id: str, folder: Path) -> Sta
     from huggingface_hub import ModelCard, ModelCardData
 
     out = folder.with_name(folder.name + "--base")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    for name in _model_files(Path(base)):
-        shutil.copy2(Path(base) / name, out / name)
-    data = ModelCardData(library_name="transformers", pipeline_tag="image-text-to-text", tags=["uvft"])
-    card = ModelCard(
-        f"---\n{data.to_yaml()}\n---\n\n# {base_repo_id.split('/')[-1]}\n\nThe base model of "
-        f"[{repo_id}](https://huggingface.co/{repo_id}), published by `uvft push --base-repo-id` "
-        "because it was a local folder.\n"
-    )
-    card.save(out / "README.md")
-    _refuse_pickles(out)
+    owned = lambda p: (p / "README.md").is_file()  # noqa: E731  (written before the marker)
+    with folders.writing(out, "uvft push", protect={Path(base)}, owned=owned) as tmp:
+        for name in _model_files(Path(base)):
+            shutil.copy2(Path(base) / name, tmp / name)
+        data = ModelCardData(library_name="transformers", pipeline_tag="image-text-to-text", tags=["uvft"])
+        card = ModelCard(
+            f"---\n{data.to_yaml()}\n---\n\n# {base_repo_id.split('/')[-1]}\n\nThe base model of "
+            f"[{repo_id}](https://huggingface.co/{repo_id}), published by `uvft push --base-repo-id` "
+            "because it was a local folder.\n"
+        )
+        card.save(tmp / "README.md")
+        _refuse_pickles(tmp)
     return Staged(folder=out, repo_id=base_repo_id, card=card, files=list_files(out))
 
 
@@ -595,7 +617,9 @@ def _check_repo_id(repo_id: str, option: str) -> None:
 
 def list_files(folder: Path) -> list[tuple[str, int]]:
     return [
-        (p.relative_to(folder).as_posix(), p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()
+        (p.relative_to(folder).as_posix(), p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != folders.MARKER
     ]
 
 
@@ -628,35 +652,50 @@ def validate_card(card: Any, metrics: dict[str, Any] | None, split: str) -> None
 # ---------------------------------------------------------------------------- merged export
 
 
-def export_merged(source: Path, out: Path, *, card: bool = True, repo_id: str | None = None) -> Path:
+def export_merged(
+    source: Path, out: Path, *, card: bool = True, repo_id: str | None = None, overwrite: bool = False
+) -> Path:
     """Merge the adapter into its base (`merge_and_unload`) and save a full model folder that
     `from_pretrained` loads without peft: safetensors, processor, pinned generation config,
-    uvft.json, and a model card. A full fine-tune's model is copied as it is."""
+    uvft.json, and a model card. A full fine-tune's model is copied as it is. `out` is written
+    whole and swapped in; a folder uvft did not write is replaced only with `overwrite`, and
+    never one that holds the run, the current directory or the home folder."""
+    out, source = Path(out), Path(source)
+    protect = {source, run_dir_of(source)}
+    with folders.writing(
+        out, "uvft export", overwrite=overwrite, protect=protect, owned=_written_by_export
+    ) as tmp:
+        m = _write_merged(source, tmp)
+        spec = ModelSpec(**{**m.spec.__dict__, "method": "merged" if m.is_adapter else m.spec.method})
+        spec.save(tmp)
+        if card:
+            evidence = run_evidence(source)
+            if mismatch := evidence_mismatch(evidence.metrics, m.digest):
+                logger.warning("the card leaves out the %s evaluation, which %s", evidence.split, mismatch)
+                evidence = RunEvidence(evidence.recipe, evidence.summary, None, None, evidence.split)
+            base = spec.base_model if loader.HUB_ID.match(spec.base_model or "") else None
+            model_card = build_card(
+                spec, evidence, repo_id=repo_id or f"local/{out.name}", base_model=base, merged=True
+            )
+            validate_card(model_card, evidence.metrics, evidence.split)
+            model_card.save(tmp / "README.md")
+    return out
+
+
+def _write_merged(source: Path, out: Path) -> loader.Loaded:
+    """The merged model's weights, processor and pinned generation config, saved into `out`."""
     from pipeline.models.common import save_base
 
-    out = Path(out)
-    if out.resolve() == Path(source).resolve():
-        raise UvftError(f"export folder {out} is the source folder; choose another")
-    tmp = out.with_name(out.name + ".tmp-export")  # written whole, then swapped in
-    shutil.rmtree(tmp, ignore_errors=True)
     m = loader.load(source, device="cpu")
     model = m.model.merge_and_unload() if m.is_adapter else m.model
-    save_base(model, m.processor, tmp)
-    m.generation_config.save_pretrained(tmp)
-    spec = ModelSpec(**{**m.spec.__dict__, "method": "merged" if m.is_adapter else m.spec.method})
-    spec.save(tmp)
-    if card:
-        evidence = run_evidence(Path(source))
-        base = spec.base_model if loader.HUB_ID.match(spec.base_model or "") else None
-        model_card = build_card(
-            spec, evidence, repo_id=repo_id or f"local/{out.name}", base_model=base, merged=True
-        )
-        validate_card(model_card, evidence.metrics, evidence.split)
-        model_card.save(tmp / "README.md")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    save_base(model, m.processor, out)
+    m.generation_config.save_pretrained(out)
+    return m
+
+
+def _written_by_export(folder: Path) -> bool:
+    # exports and staging folders written before the marker existed: a model uvft described
+    return (folder / "uvft.json").is_file()
 
 
 # ---------------------------------------------------------------------------- upload
@@ -708,6 +747,7 @@ def push(
             info = api.upload_folder(
                 repo_id=staged.base.repo_id,
                 folder_path=staged.base.folder,
+                ignore_patterns=[folders.MARKER],
                 commit_message=f"uvft: base model of {repo_id}",
             )
             result.base_commit_url = info.commit_url
@@ -719,6 +759,7 @@ def push(
         info = api.upload_folder(
             repo_id=repo_id,
             folder_path=staged.folder,
+            ignore_patterns=[folders.MARKER],
             commit_message=message,
             revision=revision,
             create_pr=create_pr,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ class Loaded:
     family: str
     generation_config: Any
     folder: Path | None  # where the weights were read from (None: a base given by hub id)
+    digest: str | None = None  # weights_digest of the weights read (None: a base given by hub id)
     _spec: ModelSpec | None = field(default=None, repr=False)
 
     @functools.cached_property
@@ -97,6 +99,7 @@ def load(
     if family is None or (base is None and (weights / "adapter_config.json").is_file()):
         spec = spec_for(weights)
     family_ = models.get(family or spec.family)  # type: ignore[union-attr]
+    digest = weights_digest(weights)  # before reading them: what evidence of this model names
     if (weights / "adapter_config.json").is_file():
         if not (weights / "adapter_model.safetensors").is_file():
             raise UvftError(f"{weights} has no adapter_model.safetensors (uvft loads safetensors only)")
@@ -121,14 +124,16 @@ def load(
         family=family_.FAMILY,
         generation_config=pinned_generation_config(weights, model),
         folder=weights,
+        digest=digest,
         _spec=spec,
     )
 
 
 def load_base(name: str, family: str, *, revision: str | None = None, device: str | None = None) -> Loaded:
     """A base model (hub id or folder) with its processor and the pinned default generation config."""
-    model, processor = models.get(family).load(name, revision=revision)
     folder = Path(name).expanduser() if Path(name).expanduser().is_dir() else None
+    digest = weights_digest(folder) if folder is not None else None
+    model, processor = models.get(family).load(name, revision=revision)
     return Loaded(
         model=_to_device(model, device),
         processor=processor,
@@ -136,7 +141,29 @@ def load_base(name: str, family: str, *, revision: str | None = None, device: st
         family=family,
         generation_config=pinned_generation_config(folder, model),
         folder=folder,
+        digest=digest,
     )
+
+
+_WEIGHTS = re.compile(r"model(-\d+-of-\d+)?\.safetensors")
+
+
+def weights_digest(folder: Path) -> str | None:
+    """sha256 of the weights a folder holds: its `adapter_model.safetensors` (what `sha256sum`
+    prints for it), else its `model*.safetensors` shards read in name order; None when it holds
+    none. Evaluation evidence, reports and cards name the weights they belong to by it."""
+    folder = Path(folder)
+    files = [folder / "adapter_model.safetensors"]
+    if not files[0].is_file():
+        files = sorted(p for p in folder.glob("model*.safetensors") if _WEIGHTS.fullmatch(p.name))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _trained_method(folder: Path) -> str | None:

@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from tiny_runs import TrainedRun
 
-from pipeline import cli, load_model
+from pipeline import cli, folders, load_model
 from pipeline.errors import UvftError
 from pipeline.formats.loc import strip_markers
 from pipeline.hub import export_merged, stage
@@ -207,7 +207,8 @@ def test_push_uploads_the_staged_folder_and_the_model_loads_back(
         assert fake_hub.repos[repo_id].private
         received = {k: v for k, v in fake_hub.files(repo_id).items() if k != ".gitattributes"}
         local = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-        assert received == local  # every file, byte-identical
+        assert local.pop(folders.MARKER)  # uvft's mark on the folder it staged stays local
+        assert received == local  # every other file, byte-identical
     assert "adapter_model.safetensors" in fake_hub.lfs_paths("me/demo", "main")
     _no_token_anywhere(fake_hub, fake_hub.token, out.out, out.err, caplog.text)
 
@@ -329,3 +330,67 @@ def test_a_limited_evaluation_is_refused_unless_allowed(trained_run: TrainedRun,
     published = json.loads((staged.folder / "metrics.json").read_text())
     assert published["base"] is None  # its sample's fingerprint differs: not compared
     assert "| base |" in card and "(*base*:" not in card
+
+
+def test_evidence_names_its_weights_and_push_refuses_another_models_numbers(
+    trained_run: TrainedRun, tmp_path: Path
+):
+    """After `uvft finetune --overwrite` the eval/ folder holds the old adapter's numbers: push
+    refuses them (the card would publish another model's), export leaves them out of its card."""
+    import hashlib
+    import shutil
+
+    from pipeline.train import loop
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, ignore=shutil.ignore_patterns("push"))
+    metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    adapter = run / "adapter_model.safetensors"
+    assert metrics["weights"]["sha256"] == hashlib.sha256(adapter.read_bytes()).hexdigest()
+    assert f"sha256 {metrics['weights']['sha256']}." in (run / "eval" / "val" / "report.md").read_text()
+    staged = stage(run, "me/demo", merged=True)
+    assert f"(sha256 `{metrics['weights']['sha256']}`)" in (staged.folder / "README.md").read_text()
+
+    recipe = trained_run.recipe.model_copy(deep=True, update={"output_dir": str(run)})
+    recipe.train.seed += 1  # a different run into the same folder
+    loop.train(recipe, progress=False, overwrite=True)
+    new = hashlib.sha256(adapter.read_bytes()).hexdigest()
+    assert new != metrics["weights"]["sha256"]
+    with pytest.raises(UvftError) as e:
+        stage(run, "me/demo", merged=True)
+    assert str(e.value) == (
+        f"the val evaluation of {run} was computed from other weights (sha256 "
+        f"{metrics['weights']['sha256'][:12]}…) than these ({new[:12]}…): the card would publish another "
+        "model's numbers. Run `uvft eval` on it again (or pass --split naming an evaluation of these weights)"
+    )
+    out = export_merged(run, tmp_path / "merged")
+    assert "Not evaluated: run `uvft eval`" in (out / "README.md").read_text()
+
+    del metrics["weights"]  # written before uvft recorded the weights: cannot be tied to them
+    (run / "eval" / "val" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(UvftError, match="names no weights"):
+        stage(run, "me/demo", merged=True)
+
+
+def test_export_never_deletes_what_uvft_did_not_write(trained_run: TrainedRun, tmp_path: Path, capsys):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("x")
+    assert cli.main(["export", str(trained_run.run_dir), "--merged", str(victim)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {victim} exists and was not written by uvft (no .uvft file in it): choose a new folder, "
+        "or pass --overwrite to replace it and everything in it\n"
+    )
+    assert (victim / "notes.txt").read_text() == "x"
+    run_parent = trained_run.run_dir.parent  # `--merged nest/runs`: the run's own parent
+    assert cli.main(["export", str(trained_run.run_dir), "--merged", str(run_parent), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: refusing to replace {run_parent}: it holds {trained_run.run_dir}; choose another folder\n"
+    )
+    assert (trained_run.run_dir / "adapter_model.safetensors").is_file()
+    out = tmp_path / "merged"
+    for _ in range(2):  # written, then replaced: it is uvft's
+        assert cli.main(["export", str(trained_run.run_dir), "--merged", str(out)]) == 0
+    assert (out / "config.json").is_file() and (out / folders.MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "victim"]

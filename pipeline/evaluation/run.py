@@ -1,5 +1,8 @@
 """`uvft eval`: generate on a split, parse, score each task with its field's metric, and dump the
-evidence (generations.jsonl, metrics.json) in <run>/eval/<split>/ (or eval-base/ for the base model).
+evidence (generations.jsonl, metrics.json, the report) in <run>/eval/<split>/ (or eval-base/ for the
+base model). The folder is written whole beside the old one and swapped in (pipeline.folders), so
+metrics never sit beside another evaluation's report, and metrics.json names the weights it was
+computed from (`weights.sha256`), which `uvft push` checks against the weights it publishes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import loader, tasks
+from pipeline import folders, loader, tasks
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.predict import eval_generation_config, predict
@@ -39,12 +42,16 @@ def evaluate_run(
 ) -> tuple[Path, dict[str, Any]]:
     """Evaluate the base model (adapter=None) or a trained model (base + adapter, or a full
     fine-tune's folder) on a split; return (out dir, metrics)."""
+    if limit is not None and limit < 1:
+        raise UvftError(f"--limit {limit}: evaluate at least one record per task (or no --limit for all)")
     records = build(recipe, progress=progress).load()
     if split not in records:
         raise UvftError(f"split {split!r} is not in the records: {sorted(records)}")
     ds = records[split]
     sample = sample_split(ds, limit, recipe.eval.seed)
     rows_in = list(ds.select(sample.indices) if limit is not None else ds)
+    if not rows_in:
+        raise UvftError(f"split {split!r} has no records to evaluate")
     run_dir = recipe.run_dir
     summary_path = run_dir / "summary.json"
     if recipe.model.id is not None:
@@ -81,15 +88,21 @@ def evaluate_run(
     metrics["counts"] = {t: sum(1 for r in rows if r["task"] == t) for t in sorted({r["task"] for r in rows})}
     metrics["sample"] = sample.describe()
     metrics["seconds"] = round(time.perf_counter() - started, 2)
+    metrics["weights"] = {"model": str(adapter if adapter is not None else base_model), "sha256": m.digest}
     out = evidence_dir(run_dir, adapter, split)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "generations.jsonl").open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _write_report(out, rows, metrics, run_dir=run_dir, split=split, is_base=adapter is None)
+    with folders.writing(out, "uvft eval", owned=_written_by_eval) as tmp:
+        with (tmp / "generations.jsonl").open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        _write_report(tmp, rows, metrics, run_dir=run_dir, split=split, is_base=adapter is None)
     logger.info("evaluation written to %s", out)
     return out, metrics
+
+
+def _written_by_eval(folder: Path) -> bool:
+    # evaluation folders written before the marker existed
+    return (folder / "metrics.json").is_file() or (folder / "generations.jsonl").is_file()
 
 
 def _write_report(out: Path, rows, metrics, *, run_dir: Path, split: str, is_base: bool) -> None:

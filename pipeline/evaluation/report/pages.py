@@ -71,6 +71,14 @@ def _section_title(metrics: Mapping[str, Any], task: str) -> str:
     return task + (f" (n = {count})" if count is not None else "")
 
 
+def weights_line(metrics: Mapping[str, Any]) -> str | None:
+    """Which weights the numbers belong to (metrics.json's `weights`), for the report's reader."""
+    weights = metrics.get("weights") or {}
+    if not weights.get("sha256"):
+        return f"Model: {weights['model']}." if weights.get("model") else None
+    return f"Weights: {weights['model']}, sha256 {weights['sha256']}."
+
+
 def markdown_page(
     metrics: Mapping[str, Any],
     base_metrics: Mapping[str, Any] | None,
@@ -78,7 +86,10 @@ def markdown_page(
     generations: Sequence[Generation],
 ) -> str:
     rows = summarize(metrics, base_metrics)
-    parts = ["# Evaluation report", "", "## Summary", ""]
+    parts = ["# Evaluation report", ""]
+    if line := weights_line(metrics):
+        parts += [line, ""]
+    parts += ["## Summary", ""]
     if rows:
         headers, cells = summary_table(rows)
         parts += [markdown_table(headers, cells, left=(0, 1, len(headers) - 1)), ""]
@@ -286,6 +297,7 @@ def html_page(
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>",
         f"<style>{CSS}</style></head><body><h1>Evaluation report</h1>",
+        *([f"<p>{e(line)}</p>"] if (line := weights_line(metrics)) else []),
         "<h2>Summary</h2>",
         _summary_html(rows) if rows else "<p>No task with a headline metric was scored.</p>",
         "<h2>Warnings</h2>",
