@@ -43,8 +43,11 @@ from pipeline.records import Example, Region, Tally
 from pipeline.sources import repairs
 
 KINDS = ("image", "location", "segmentation", "task", "special")
+# every reserved token starts with one of these (`pattern` makes it so): a text without them holds none
+LEADS = "<["
 
-# line breaks (what str.splitlines splits at) and tabs; spaces around them fold into the one space
+# line breaks (what str.splitlines splits at) and tabs; spaces around them fold into the one space.
+# All of them are unprintable (str.isprintable), which screen's quick look relies on
 _BREAK_CHARS = "\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _BREAKS = re.compile(f" *[{_BREAK_CHARS}][{_BREAK_CHARS} ]*")
 # single-line text fields, as (name in a reason, attribute)
@@ -62,11 +65,13 @@ def literal(tokens: Iterable[str]) -> str:
 
 def pattern(**kinds: str) -> re.Pattern[str]:
     """A family's reserved text: `kinds` maps each kind of token (one of KINDS) to a regex of its
-    tokens; `find` names the kind of a match."""
+    tokens; `find` names the kind of a match. Only text starting with one of LEADS matches (the
+    tests tie each pattern to its tokenizer's tokens, so a token without a lead fails there)."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown kinds of token {unknown}; known: {', '.join(KINDS)}")
-    return re.compile("|".join(f"(?P<{kind}>{rx})" for kind, rx in kinds.items()))
+    alternatives = "|".join(f"(?P<{kind}>{rx})" for kind, rx in kinds.items())
+    return re.compile(f"(?=[{re.escape(LEADS)}])(?:{alternatives})")
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a build asks about the same few thousand texts many times
@@ -89,6 +94,10 @@ def screen(ex: Example, reserved: re.Pattern[str], tally: Tally) -> bool:
     """Check every user-text field of `ex` (see the module doc): False when the example is skipped
     (counted in `tally`, whose `examples` no longer counts it); True when it is kept, with line
     breaks replaced and the vocabulary's reserved entries dropped in place, each counted."""
+    # the common case first, at C speed: no text can hold a token (none has a lead) or a break
+    joined = " ".join([*_texts(ex), *ex.categories])  # no token holds a space: none spans a join
+    if joined.isprintable() and not any(lead in joined for lead in LEADS):
+        return True
     for name, value in _user_texts(ex):
         if hit := find(value, reserved):
             kind, token = hit
@@ -119,6 +128,14 @@ def checked(ex: Example, reserved: re.Pattern[str], family: str) -> Example:
             )
     _to_one_line(ex)
     return ex
+
+
+def _texts(ex: Example) -> list[str]:
+    """The texts of `_user_texts`, without their names (screen's quick look)."""
+    texts = [v for v in (ex.label, ex.caption, ex.question, ex.answer, ex.phrase, ex.text) if v is not None]
+    texts += ex.captions + ex.answers
+    texts += [o.category for o in ex.objects] + [o.category for o in ex.crowd] + [r.text for r in ex.regions]
+    return texts
 
 
 def _user_texts(ex: Example) -> Iterable[tuple[str, str]]:

@@ -147,10 +147,22 @@ def test_line_breaks_in_single_line_fields_become_spaces_once_counted():
     assert ocr.regions == [Region("line one", quad)] and tally.repaired == Counter({repairs.LINE_BREAK: 1})
 
 
-def test_a_clean_example_is_kept_unchanged_and_uncounted():
-    ex = _ex("vqa", question="what is < 3?", answer="<b>", answers=["<b>"])
+@pytest.mark.parametrize(
+    "ex",
+    [
+        _ex("vqa", question="what is < 3?", answer="<b>", answers=["<b>", "[x]"]),  # leads, no token
+        _ex(
+            "caption", caption="a\u200bb 👩\u200d💻", captions=["a\u200bb 👩\u200d💻"]
+        ),  # unprintable, no break
+        _ex(
+            "detection", objects=[Object((1, 1, 5, 5), "<"), Object((1, 1, 5, 5), "x")], categories=["<", "x"]
+        ),
+    ],
+)
+def test_a_clean_example_is_kept_unchanged_and_uncounted(ex):
+    before = repr(ex)
     kept, tally = _screen(ex)
-    assert kept and (ex.question, ex.answer) == ("what is < 3?", "<b>")
+    assert kept and repr(ex) == before
     assert (tally.examples, tally.skipped, tally.repaired) == (1, Counter(), Counter())
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from pipeline import formats
 from pipeline.data.build import build
+from pipeline.errors import DataError
 from pipeline.formats import reserved
 from pipeline.recipe import load_recipe
 from pipeline.sources import repairs
@@ -328,14 +329,8 @@ def test_special_tokens_in_every_text_field_are_skipped_or_repaired(reader, fami
             assert name in BREAK_KEPT or "\n" not in text, (i, name, text)
 
 
-@pytest.mark.parametrize(("family", "token"), [("paligemma", "<image>"), ("florence2", "<OD>")])
-def test_the_reported_question_is_skipped_and_training_runs(family, token, tmp_path):
-    """Issue 21: `<image>` in a PaliGemma VQA question built, then every training run (and every
-    resume) failed at its batch: "The total number of <image> tokens in the prompts should be the
-    same as the number of images passed" (Florence-2, `<OD>`: "Task token <OD> should be the only
-    content in the prompt")."""
-    from pipeline.train import loop
-
+def _vqa_recipe(tmp_path: Path, family: str, token: str) -> dict[str, Any]:
+    """Eight VQA lines (train and val read the same file), the fourth asking with `token`."""
     root = tmp_path / "data"
     lines = []
     for i in range(8):
@@ -345,21 +340,39 @@ def test_the_reported_question_is_skipped_and_training_runs(family, token, tmp_p
             {"id": str(i), "task": "vqa", "image": f"{i}.png", "question": question, "answers": ["red"]}
         )
     (root / "q.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    recipe = {
+    splits = {"train": {"path": "q.jsonl"}, "val": {"path": "q.jsonl"}}
+    return {
         "name": "t",
         "model": {"family": family, "id": None, "tiny": {"base_steps": 0}},
         "data": {
             "root": str(root),
             "cache_dir": str(tmp_path / "cache"),
-            "max_skip_fraction": 0.2,
-            "sources": [
-                {
-                    "name": "q",
-                    "format": "jsonl",
-                    "splits": {"train": {"path": "q.jsonl"}, "val": {"path": "q.jsonl"}},
-                }
-            ],
+            "sources": [{"name": "q", "format": "jsonl", "splits": splits}],
         },
+    }
+
+
+def test_past_the_skip_limit_the_build_fails_naming_the_token_and_the_field(tmp_path):
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(_vqa_recipe(tmp_path, "paligemma", "<image>")))
+    with pytest.raises(DataError) as e:  # the default data.max_skip_fraction: 1%
+        build(load_recipe(tmp_path / "r.yaml"), progress=False)
+    assert str(e.value) == (
+        "file source q, split train: skipped 1 of 8 examples (12.5% > data.max_skip_fraction 1.0%): "
+        "1 image token in question"
+    )
+
+
+@pytest.mark.parametrize(("family", "token"), [("paligemma", "<image>"), ("florence2", "<OD>")])
+def test_the_reported_question_is_skipped_and_training_runs(family, token, tmp_path):
+    """Issue 21: `<image>` in a PaliGemma VQA question built, then every training run (and every
+    resume) failed at its batch: "The total number of <image> tokens in the prompts should be the
+    same as the number of images passed" (Florence-2, `<OD>`: "Task token <OD> should be the only
+    content in the prompt")."""
+    from pipeline.train import loop
+
+    recipe = _vqa_recipe(tmp_path, family, token)
+    recipe["data"]["max_skip_fraction"] = 0.2
+    recipe |= {
         "train": {
             "steps": 2,
             "log_every": 1,
