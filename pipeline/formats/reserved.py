@@ -50,7 +50,7 @@ LEADS = "<["
 # All of them are unprintable (str.isprintable), which screen's quick look relies on
 _BREAK_CHARS = "\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _BREAKS = re.compile(f" *[{_BREAK_CHARS}][{_BREAK_CHARS} ]*")
-# single-line text fields, as (name in a reason, attribute)
+# the user-text fields by shape (OCR's `text` is the one that keeps its lines)
 _TEXT_FIELDS = ("label", "caption", "question", "answer", "phrase")
 _LIST_FIELDS = ("captions", "answers")
 _OBJECT_FIELDS = ("objects", "crowd")
@@ -95,10 +95,11 @@ def screen(ex: Example, reserved: re.Pattern[str], tally: Tally) -> bool:
     (counted in `tally`, whose `examples` no longer counts it); True when it is kept, with line
     breaks replaced and the vocabulary's reserved entries dropped in place, each counted."""
     # the common case first, at C speed: no text can hold a token (none has a lead) or a break
-    joined = " ".join([*_texts(ex), *ex.categories])  # no token holds a space: none spans a join
+    texts = _user_texts(ex)
+    joined = " ".join([*(t for _, t in texts), *ex.categories])  # no token holds a space to span a join
     if joined.isprintable() and not any(lead in joined for lead in LEADS):
         return True
-    for name, value in _user_texts(ex):
+    for name, value in texts:
         if hit := find(value, reserved):
             kind, token = hit
             tally.drop(f"{kind} token in {name}", f"{_where(ex)}: {name} {_short(value)!r} holds {token}")
@@ -130,28 +131,13 @@ def checked(ex: Example, reserved: re.Pattern[str], family: str) -> Example:
     return ex
 
 
-def _texts(ex: Example) -> list[str]:
-    """The texts of `_user_texts`, without their names (screen's quick look)."""
-    texts = [v for v in (ex.label, ex.caption, ex.question, ex.answer, ex.phrase, ex.text) if v is not None]
-    texts += ex.captions + ex.answers
-    texts += [o.category for o in ex.objects] + [o.category for o in ex.crowd] + [r.text for r in ex.regions]
-    return texts
-
-
-def _user_texts(ex: Example) -> Iterable[tuple[str, str]]:
+def _user_texts(ex: Example) -> list[tuple[str, str]]:
     """(field, text) of every user text of `ex` but the vocabulary (see the module doc)."""
-    for name in (*_TEXT_FIELDS, "text"):
-        value = getattr(ex, name)
-        if value is not None:
-            yield name, value
-    for name in _LIST_FIELDS:
-        for value in getattr(ex, name):
-            yield name, value
-    for name in _OBJECT_FIELDS:
-        for obj in getattr(ex, name):
-            yield f"{name}.category", obj.category
-    for region in ex.regions:
-        yield "regions.text", region.text
+    out = [(name, v) for name in (*_TEXT_FIELDS, "text") if (v := getattr(ex, name)) is not None]
+    out += [(name, v) for name in _LIST_FIELDS for v in getattr(ex, name)]
+    out += [(f"{name}.category", o.category) for name in _OBJECT_FIELDS for o in getattr(ex, name)]
+    out += [("regions.text", r.text) for r in ex.regions]
+    return out
 
 
 @functools.lru_cache(maxsize=256)  # one per vocabulary: every example of a source shares it
