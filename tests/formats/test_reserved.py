@@ -182,3 +182,14 @@ def test_checked_refuses_what_predict_is_asked_naming_the_field():
 def test_unknown_kinds_are_refused():
     with pytest.raises(ValueError, match="unknown kinds of token"):
         reserved.pattern(picture="<image>")
+
+
+def test_every_field_of_an_example_is_checked_or_named_as_no_user_text():
+    """A field added to Example later must be placed: user text (checked) or not."""
+    import dataclasses
+
+    checked = {*reserved._TEXT_FIELDS, "text", *reserved._LIST_FIELDS, *reserved._OBJECT_FIELDS}
+    checked |= {"categories", "regions"}
+    not_text = {"id", "task", "image", "image_size", "source", "split", "answer_type", "polygons", "language"}
+    assert {f.name for f in dataclasses.fields(Example)} == checked | not_text
+    assert not checked & not_text
