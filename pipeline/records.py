@@ -405,6 +405,12 @@ class Tally:
         if self.skipped[reason] <= self.log_first:
             logger.warning("skipped (%s): %s", reason, detail)
 
+    def drop(self, reason: str, detail: str = "") -> None:
+        """Skip an example already counted in `examples` (yielded by its reader, then refused by
+        a check of the build's, formats/reserved.screen): it becomes a skip like any other."""
+        self.examples -= 1
+        self.skip(reason, detail)
+
     def repair(self, reason: str, detail: str = "", n: int = 1) -> None:
         self.repaired[reason] += n
         if self.repaired[reason] <= self.log_first:

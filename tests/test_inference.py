@@ -223,6 +223,60 @@ def test_spec_prompts_of_the_unified_tasks(family):
         spec.prompt("grounding", phrase="x", language="de")
 
 
+@pytest.mark.parametrize(
+    ("family", "task", "given", "field", "token"),
+    [
+        ("paligemma", "vqa", {"question": "what is <image>?"}, "question", "<image>, an image token"),
+        ("paligemma", "grounding", {"phrase": "the <loc0005> dog"}, "phrase", "<loc0005>, a location token"),
+        (
+            "paligemma",
+            "detection",
+            {"classes": ["dog", "<seg001>"]},
+            "classes",
+            "<seg001>, a segmentation token",
+        ),
+        ("paligemma", "vqa", {"question": "why<eos>"}, "question", "<eos>, a special token"),
+        ("florence2", "vqa", {"question": "what <OD>?"}, "question", "<OD>, a task token"),
+        ("florence2", "grounding", {"phrase": "the<loc_5>"}, "phrase", "<loc_5>, a location token"),
+        ("florence2", "vqa", {"question": "what is <image>?"}, "question", "<image>, an image token"),
+    ],
+)
+def test_spec_prompts_refuse_the_familys_special_tokens(family, task, given, field, token):
+    """What a person asks `uvft predict` is checked as training text was: a special token of the
+    family is refused with one line naming the field (before: PaliGemma's processor failed on the
+    extra `<image>`, Florence-2's on a task token beside other text)."""
+    from pipeline.models.spec import ModelSpec, TaskSpec
+
+    specs = {t: TaskSpec(prompt="", example_target="") for t in ("vqa", "grounding", "detection")}
+    spec = ModelSpec(family=family, base_model="b", method="lora", tasks=specs, location_tokens={})
+    value = given[field] if field != "classes" else given[field][1]
+    with pytest.raises(UvftError) as e:
+        spec.prompt(task, **given)
+    assert str(e.value) == (
+        f"field '{field}': {value!r} holds {token} of {family}: the model would read it as that token, "
+        "not as text; leave it out"
+    )
+    # a line break is what training saw: a space
+    assert spec.prompt("vqa", question="what\ncolour?").endswith(" what colour?")
+
+
+def test_uvft_predict_refuses_a_special_token_in_one_line(
+    trained_run: TrainedRun, capsys: pytest.CaptureFixture[str]
+):
+    family = trained_run.recipe.model.family
+    token = {"paligemma": "<image>", "florence2": "<OD>"}[family]
+    image = _eval_rows(trained_run)[0]["image"]
+    args = ["predict", "--model", str(trained_run.run_dir), "--image", image, "--task", "vqa"]
+    assert cli.main([*args, "--question", f"what {token} is it?"]) == 2
+    kind = "an image" if token == "<image>" else "a task"
+    err = capsys.readouterr().err  # after the weights' loading bar: the one line, no traceback
+    assert err.endswith(
+        f"\nerror: field 'question': 'what {token} is it?' holds {token}, {kind} token of "
+        f"{family}: the model would read it as that token, not as text; leave it out\n"
+    )
+    assert "Traceback" not in err
+
+
 def test_classes_comma_separated_or_repeated_whole():
     parser = cli.build_parser()
 

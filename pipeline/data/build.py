@@ -3,6 +3,9 @@
 The dataset lands in a cache folder keyed by a hash of the recipe's data section, the model
 family, the uvft code that reads and renders, and the source files' size and mtime, so a second
 build with nothing changed is instant. Images are referenced by absolute path, never copied.
+Every Example a reader yields has its user text checked against the family's special tokens
+before it is rendered (formats/reserved.screen): skipped or repaired, and counted with the
+reader's own skips and repairs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tqdm.auto import tqdm
 
 from pipeline import __version__, folders, formats, sources
 from pipeline.errors import DataError
+from pipeline.formats import reserved
 from pipeline.recipe import Recipe, expand_path, reader_params
 from pipeline.records import DEFAULT_LANGUAGE, Example, RecordColumns, Tally, record_features
 from pipeline.sources import repairs
@@ -223,6 +227,10 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                 languages: set[str] = set()
                 for ex in reader(ctx, **params):
                     bar.update()
+                    # every reader's text, checked in one place for the family's special tokens:
+                    # skipped and counted (one bad record), line breaks repaired
+                    if not reserved.screen(ex, fmt.RESERVED, tally):
+                        continue
                     if ex.language is not None:
                         languages.add(ex.language)
                     ex_split, ex_row = carve(ex) if carve else (split, row)

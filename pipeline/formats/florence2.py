@@ -44,8 +44,8 @@ import logging
 from collections.abc import Sequence
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, check_phrase, text_pair, writable_label
-from pipeline.formats.loc import FLORENCE, sort_objects, strip_markers
+from pipeline.formats import Prediction, check_phrase, reserved, text_pair, writable_label
+from pipeline.formats.loc import FLORENCE, SPECIAL_MARKERS, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object, Region
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,32 @@ TASK_TOKENS = (CAPTION_PROMPT, DETECTION_PROMPT)
 def extra_tokens() -> list[str]:
     """Special tokens the format writes: the 1000 location tokens, then the task tokens it uses."""
     return [*FLORENCE.tokens(), *TASK_TOKENS]
+
+
+# Florence-2's reserved text (formats/reserved.py): every token its tokenizer or processor would
+# read in user text. The tokenizer's specials are BART's and `<image>`; the checkpoints' processor
+# adds the location tokens and these tags as special tokens (sic "desciption", as shipped):
+TAG_TOKENS = (
+    *("<od>", "</od>", "<ocr>", "</ocr>", "<cap>", "</cap>", "<ncap>", "</ncap>", "<dcap>", "</dcap>"),
+    *("<grounding>", "</grounding>", "<seg>", "</seg>", "<sep>", "<region_cap>", "</region_cap>"),
+    *("<region_to_desciption>", "</region_to_desciption>", "<proposal>", "</proposal>", "<poly>"),
+    *("</poly>", "<and>"),
+)
+BART_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+# Florence2Processor swaps each of its task tokens for a sentence, and refuses a prompt holding a
+# task token that takes no input beside other text; the tiny tokenizer carries TASK_TOKENS too
+PROCESSOR_TASK_TOKENS = (
+    *("<OCR>", "<OCR_WITH_REGION>", "<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"),
+    *("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>", "<CAPTION_TO_PHRASE_GROUNDING>"),
+    *("<REFERRING_EXPRESSION_SEGMENTATION>", "<REGION_TO_SEGMENTATION>", "<OPEN_VOCABULARY_DETECTION>"),
+    *("<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>"),
+)
+RESERVED = reserved.pattern(
+    image=reserved.literal(["<image>"]),
+    location=FLORENCE.pattern.pattern,  # any digits: parse reads `<loc_1000>` as a location too
+    task=reserved.literal(PROCESSOR_TASK_TOKENS),
+    special=reserved.literal([*BART_SPECIALS, *TAG_TOKENS, *SPECIAL_MARKERS]),  # parse strips the markers
+)
 
 
 def _check_category(ex: Example, category: str) -> None:

@@ -43,8 +43,8 @@ import logging
 import re
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, check_phrase, text_pair, writable_label
-from pipeline.formats.loc import PALI, sort_objects, strip_markers
+from pipeline.formats import Prediction, check_phrase, reserved, text_pair, writable_label
+from pipeline.formats.loc import PALI, SPECIAL_MARKERS, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,24 @@ _SEG_RE = re.compile(r"<seg[0-9]+>")
 def extra_tokens() -> list[str]:
     """Special tokens of the format: the 1024 location tokens, then the 128 segmentation tokens."""
     return [*PALI.tokens(), *(f"<seg{i:03d}>" for i in range(SEG_TOKENS))]
+
+
+# PaliGemma's reserved text (formats/reserved.py): every token its tokenizer or processor would
+# read in user text. Gemma's control tokens (its other added pieces, HTML tags such as `<b>` and
+# runs of spaces or line breaks, are ordinary text to it), then PaliGemma's own: `<image>`, which
+# the processor counts against the images, and the location and segmentation tokens (any digits:
+# parse reads `<loc01024>` as a location too and strips `<seg…>`).
+GEMMA_CONTROL_TOKENS = (
+    *("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<2mass>", "[@BOS@]"),
+    *("<start_of_turn>", "<end_of_turn>"),
+)
+RESERVED = reserved.pattern(
+    image=reserved.literal(["<image>"]),
+    location=PALI.pattern.pattern,
+    segmentation=_SEG_RE.pattern,
+    # `<unused0>`..`<unused98>`: reserved by Gemma for fine-tuning; the markers parse strips
+    special=reserved.literal([*GEMMA_CONTROL_TOKENS, *SPECIAL_MARKERS]) + r"|<unused[0-9]+>",
+)
 
 
 def _check_category(ex: Example, category: str, field: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline import formats, tasks
 from pipeline.errors import UvftError
+from pipeline.formats import reserved
 from pipeline.records import TASKS
 from pipeline.tasks.task import PromptInputs
 
@@ -74,6 +75,7 @@ class ModelSpec:
         PaliGemma's detection prompt lists categories: `classes` (open vocabulary) or the
         training vocabulary. A VQA prompt needs `question`; grounding and segmentation need
         `phrase`; caption and VQA take a `language` (PaliGemma's prompts name it; default "en").
+        A question, phrase or class holding a special token of the family is a DataError.
         OCR uses the prompt it was trained with (Florence-2: `<OCR>` or `<OCR_WITH_REGION>`).
         """
         spec = self.task(task)
@@ -81,7 +83,10 @@ class ModelSpec:
         example = tasks.get(task).prompt_example(given)
         if example is None:  # the task predicts with the prompt it was trained with
             return spec.prompt
-        return formats.get(self.family).render(example)[0]
+        fmt = formats.get(self.family)
+        # what a person asks is checked as training text was (line breaks as spaces), and refused
+        # with one line naming the field when it holds one of the family's special tokens
+        return fmt.render(reserved.checked(example, fmt.RESERVED, self.family))[0]
 
 
 def weights_folder(folder: Path) -> Path:

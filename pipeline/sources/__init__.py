@@ -6,6 +6,8 @@ resolved against the recipe's data root before the call). It counts what it skip
 in `ctx.tally` and raises `DataError` (file, record, field) for input it cannot trust. Repairs
 that say the data is laid out wrong when they hit most records (boxes past the image, blank
 captions) are named in sources/repairs.py, which the build asks after each source and split.
+A reader does not look for a model's special tokens in its text: the build checks every
+Example's text for the family's (formats/reserved.py), counting in the same tally.
 `SourceContext` lives in sources/context.py (the readers and their helpers import it from there);
 it is re-exported here for the build and the tests.
 """

@@ -9,7 +9,8 @@ width, height belongs, every caption blank because the text is in another field.
 judged from the clues `images.clip_objects` keeps (records.BoxClues): boxes past the edge by more
 than a pixel or dropped, and boxes inside [0, 1] x [0, 1] (normalised coordinates, which no
 clipping reveals). Repairs that are choices or ordinary ("negative image excluded", "crowd region
-excluded", "L converted to RGB", "EXIF orientation applied") are never systematic.
+excluded", "L converted to RGB", "EXIF orientation applied", a line break in a single-line text
+replaced by a space) are never systematic.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ EMPTY_ANSWER = "empty answer dropped"
 EMPTY_PHRASE = "empty phrase dropped"
 DEGENERATE_POLYGON = "degenerate polygon dropped"
 EMPTY_REGION = "empty region dropped"
+# text repairs of the build's check of user text (formats/reserved.py): choices, never systematic
+LINE_BREAK = "line break or tab replaced by a space"
+RESERVED_CATEGORY = "category holding a special token dropped from the vocabulary"
 
 # one or two hits are bad records however small the set: a repair is systematic from this many
 MIN_HITS = 3

@@ -104,6 +104,24 @@ def test_tokenizer_carries_the_format_tokens(loaded):
     assert len(tok) == model.config.text_config.vocab_size
 
 
+def test_reserved_text_covers_every_special_token_of_the_tokenizer_and_processor(loaded):
+    """The format's RESERVED matches every token the tiny tokenizer carries as added or special
+    (a token added to it later without the pattern fails here), and every task token
+    Florence2Processor swaps or refuses in a prompt."""
+    _, processor = loaded
+    tok = processor.tokenizer
+    carried = [t.content for t in tok.added_tokens_decoder.values()] + tok.all_special_tokens
+    assert len(carried) > len(fmt.extra_tokens())
+    assert [t for t in carried if not fmt.RESERVED.fullmatch(t)] == []
+    task_tokens = {
+        *processor.tasks_answer_post_processing_type,
+        *processor.task_prompts_without_inputs,
+        *processor.task_prompts_with_input,
+    }
+    assert task_tokens == set(fmt.PROCESSOR_TASK_TOKENS)
+    assert all(fmt.RESERVED.fullmatch(t).lastgroup == "task" for t in task_tokens)
+
+
 def test_processor_expands_task_tokens_and_counts_image_tokens(loaded, records):
     model, processor = loaded
     rec = records["florence2"][1]  # caption: "<CAPTION>"

@@ -99,6 +99,20 @@ def test_tokenizer_carries_the_format_tokens(loaded):
     assert len(tok) == model.config.text_config.vocab_size
 
 
+def test_reserved_text_covers_every_special_token_of_the_tokenizer_and_processor(loaded):
+    """The format's RESERVED matches every token the tiny tokenizer carries as added or special
+    (a token added to it later without the pattern fails here), and the tokens
+    PaliGemmaProcessor adds to any tokenizer it is given."""
+    from transformers.models.paligemma.processing_paligemma import EXTRA_TOKENS, IMAGE_TOKEN
+
+    _, processor = loaded
+    tok = processor.tokenizer
+    carried = [t.content for t in tok.added_tokens_decoder.values()] + tok.all_special_tokens
+    assert len(carried) > len(fmt.extra_tokens())
+    assert [t for t in carried if not fmt.RESERVED.fullmatch(t)] == []
+    assert [t for t in [*EXTRA_TOKENS, IMAGE_TOKEN] if not fmt.RESERVED.fullmatch(t)] == []
+
+
 def test_processor_image_tokens_and_features(loaded, records):
     from pipeline.sources.images import load_image
 
