@@ -28,7 +28,7 @@ from pipeline.errors import DataError
 from pipeline.records import Example
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
-from pipeline.sources.images import check_image, prefetch_checks, read_json
+from pipeline.sources.images import check_image, prefetch_checks, read_data_file, read_json
 from pipeline.tasks import CLASSIFICATION
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,9 @@ def read_label_map(path: Path) -> dict[str, str]:
             raise DataError("a JSON label map must be an object mapping folder names to strings", file=path)
         return {str(k): v for k, v in data.items()}
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("file not found", file=path) from None
+        text = read_data_file(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text: {e}", file=path) from None
     mapping: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

@@ -11,6 +11,7 @@ check counts the conversions that will happen there as repairs, so the build sta
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -315,15 +316,30 @@ def clip_objects(
 # ---------------------------------------------------------------------------- JSON
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; a missing file or a syntax error is a DataError naming file, line, column."""
+def open_data_file(path: Path | str) -> BinaryIO:
+    """`path` opened to read bytes; what stops that (no such file, a folder, a symlink loop, no
+    permission) is a DataError naming the file, not an OSError from inside a reader."""
     try:
-        data = Path(path).read_bytes()
+        return open(path, "rb")  # the caller closes it
     except FileNotFoundError:
         raise DataError("file not found", file=path) from None
     except IsADirectoryError:  # e.g. `annotations: images`: a path one key off
         raise DataError("a folder, not a file", file=path) from None
-    return parse_json(data, file=path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError("the path is a symlink loop: it never reaches a file", file=path) from None
+        raise DataError(f"cannot be read: {e.strerror or e}", file=path) from None
+
+
+def read_data_file(path: Path | str) -> bytes:
+    """The bytes of `path`; errors as `open_data_file`'s."""
+    with open_data_file(path) as f:
+        return f.read()
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a missing file or a syntax error is a DataError naming file, line, column."""
+    return parse_json(read_data_file(path), file=path)
 
 
 def parse_json(text: bytes | str, *, file: str | Path, record: str | int | None = None) -> Any:
@@ -346,7 +362,7 @@ def json_list_items(path: Path, key: str) -> Iterator[Any]:
     really holds: no `key`, an empty list, another type)."""
     import ijson
 
-    with Path(path).open("rb") as f:
+    with open_data_file(path) as f:
         yield from ijson.items(f, f"{key}.item", use_float=True)
 
 

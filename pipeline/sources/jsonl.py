@@ -72,6 +72,7 @@ from pipeline.sources.images import (
     check_image,
     clip_objects,
     language_code,
+    open_data_file,
     parse_box,
     parse_json,
     parse_polygons,
@@ -257,11 +258,7 @@ def read_jsonl(ctx: SourceContext, *, path: Path, images: Path | None = None) ->
     images_root = Path(images) if images is not None else file.parent
     seen: set[str] = set()
     checks: dict[Path, ImageCheck] = {}  # several lines may share an image (e.g. many questions)
-    try:
-        handle = file.open("rb")
-    except FileNotFoundError:
-        raise DataError("file not found", file=file) from None
-    with handle:
+    with open_data_file(file) as handle:
         for lineno, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue

@@ -87,6 +87,7 @@ from pipeline.sources.images import (
     parse_json,
     parse_polygons,
     prefetch_checks,
+    read_data_file,
     read_json,
     require,
     require_id,
@@ -164,10 +165,7 @@ def load_refs(path: Path | str) -> list[dict[str, Any]]:
     ref ids are unique. Anything else is a DataError naming the file, the ref and the field.
     """
     file = Path(path)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", file=file) from None
+    data = read_data_file(file)
     # a JSON list starts with "[" (an object with "{"); a pickle never does: protocol 0 opens with
     # an opcode such as "(", protocol 1 with "]" and protocols 2+ with b"\x80"
     refs = parse_json(data, file=file) if data.lstrip()[:1] in (b"[", b"{") else _unpickle(data, file)
