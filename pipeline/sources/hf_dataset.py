@@ -88,7 +88,7 @@ from pipeline.sources.images import (
     parse_polygons,
     parse_regions,
 )
-from pipeline.sources.paths import WRITTEN, confine
+from pipeline.sources.paths import WRITTEN, SymlinkLoop, confine, resolve
 from pipeline.sources.repairs import EMPTY_CAPTION
 from pipeline.sources.vqav2 import most_frequent_answer
 
@@ -105,6 +105,11 @@ _MAPPABLE = {*DEFAULT_COLUMNS, "id"}
 def _load(path: str, name: str | None, hf_split: str, from_disk: bool, data_files: Any) -> Any:
     import datasets  # heavy: imported only when this source is used
 
+    if os.path.lexists(path):  # a local folder (else a hub id)
+        try:
+            resolve(path)
+        except SymlinkLoop:  # `datasets` says "not found", which sends a person looking for it
+            raise DataError("the path is a symlink loop: it never reaches a folder", file=path) from None
     if not from_disk:
         return datasets.load_dataset(path, name, split=hf_split, data_files=data_files)
     loaded = datasets.load_from_disk(path)
