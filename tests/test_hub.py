@@ -329,3 +329,18 @@ def test_a_limited_evaluation_is_refused_unless_allowed(trained_run: TrainedRun,
     published = json.loads((staged.folder / "metrics.json").read_text())
     assert published["base"] is None  # its sample's fingerprint differs: not compared
     assert "| base |" in card and "(*base*:" not in card
+
+
+def test_a_run_folder_whose_recipe_is_an_alias_bomb_is_refused_by_name(tmp_path: Path):
+    # a run folder from the hub is anyone's: yaml.safe_load built its bomb, the card expanded it
+    from yaml_bombs import BILLION_LAUGHS
+
+    from pipeline.hub import run_record
+
+    (tmp_path / "recipe.yaml").write_text(f"name: {BILLION_LAUGHS}\n")
+    with pytest.raises(UvftError) as err:
+        run_record(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'recipe.yaml'}: the YAML expands to more than 100000 values through aliases "
+        "(&anchor/*alias); a recipe needs far fewer"
+    )
