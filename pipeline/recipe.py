@@ -601,6 +601,7 @@ __all__ = [
     "apply_overrides",
     "dump",
     "load_recipe",
+    "load_yaml",
     "reader_params",
     "validate",
 ]
