@@ -20,9 +20,9 @@ Symlinks are followed only where their real target lies inside `root` (paths.out
 annotation paths pass), and each real folder is read once: the folders reached without a symlink
 first, then those a symlink leads to, so a link into another class's folder cannot label its
 images twice, and a link back up the tree cannot read it again (a loop). What a symlink reaches
-otherwise is not read and is counted as one skip per symlink: "symlink out of the root",
-"symlink loop" (it resolves to nothing), "folder read already" (a symlinked folder whose real
-folder was read). A class folder that is such a symlink is no class.
+otherwise is not read and is counted as one skip per symlink: "symlink out of the root" (to a
+folder or an image), "symlink loop" (it resolves to nothing), "folder read already" (a symlinked
+folder whose real folder was read). A class folder that is such a symlink is no class.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pipeline.records import Example, Tally
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import check_image, prefetch_checks, read_data_file, read_json
-from pipeline.sources.paths import outside
+from pipeline.sources.paths import OUT_OF_ROOT, outside
 from pipeline.tasks import CLASSIFICATION
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _list_images(root: Path, tally: Tally) -> tuple[list[str], dict[str, list[st
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink() and (why := outside(root, entry.path)):
+            if why := _refused(entry, root):
                 tally.skip(why, entry.name)
             elif entry.is_dir():
                 classes.append(entry.name)
@@ -111,7 +111,7 @@ def _list_images(root: Path, tally: Tally) -> tuple[list[str], dict[str, list[st
                     child = f"{rel}/{entry.name}"
                     if entry.name.startswith("."):  # .ipynb_checkpoints and the like
                         ignored += not entry.is_dir()
-                    elif entry.is_symlink() and (why := outside(root, entry.path)):
+                    elif why := _refused(entry, root):
                         tally.skip(why, child)
                     elif entry.is_symlink() and entry.is_dir():
                         linked.append((child, cls))
@@ -129,6 +129,18 @@ def _list_images(root: Path, tally: Tally) -> tuple[list[str], dict[str, list[st
     for rel, cls in linked:  # grows as the symlinked folders are read
         read_tree(rel, cls)
     return classes, {c: sorted(f) for c, f in found.items()}, ignored
+
+
+def _refused(entry: os.DirEntry, root: Path) -> str | None:
+    """Why a symlink is not followed (the skip reason): it leads out of the root to a folder or an
+    image, or round a loop. None for anything else: a plain entry, a symlink that stays inside, one
+    out of the root that would not be read anyway (a file that is no image: ignored as such)."""
+    if not entry.is_symlink():
+        return None
+    why = outside(root, entry.path)
+    if why == OUT_OF_ROOT and not (entry.is_dir() or _is_image(entry.name)):
+        return None
+    return why
 
 
 def _is_image(name: str) -> bool:

@@ -125,6 +125,7 @@ def test_symlinks_are_followed_inside_the_root_once_and_counted_otherwise(
     fish, dog = tree / "n01440764", tree / "n02102040"
     (fish / "out_dir").symlink_to(outside, target_is_directory=True)
     (fish / "out.jpg").symlink_to(outside / "a.jpg")
+    (fish / "out.txt").symlink_to(outside / "a.jpg")  # out, but no image: ignored as any .txt is
     (tree / "outcls").symlink_to(outside, target_is_directory=True)  # a class folder out: no class
     (dog / "up").symlink_to(tree, target_is_directory=True)  # a loop through the root
     (dog / "self").symlink_to(dog / "self")  # a loop that resolves to nothing
