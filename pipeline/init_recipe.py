@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.errors import UvftError
 from pipeline.families import DEFAULT_FAMILY, FAMILIES, FAMILY_MODULES
-from pipeline.sources.images import COCO_CAPTION
+from pipeline.sources.images import COCO_CAPTION, parse_json, read_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 TRAIN, VAL = "train", "val"
@@ -162,9 +162,9 @@ def _jsonl_params(path: Path) -> dict[str, Path]:
     nearest folder above it that holds the first line's image."""
     params = {"path": path}
     try:
-        with path.open(encoding="utf-8") as f:
-            first = json.loads(next((line for line in f if line.strip()), "{}"))
-    except (OSError, ValueError):
+        with path.open("rb") as f:
+            first = parse_json(next((line for line in f if line.strip()), b"{}"), file=path)
+    except (OSError, ValueError):  # DataError too
         return params  # the reader says what is wrong with the file, naming the line
     image = first.get("image") if isinstance(first, dict) else None
     if isinstance(image, str) and not (path.parent / image).is_file():
@@ -266,10 +266,7 @@ def _folders(base: Path, depth: int = 3) -> list[Path]:
 
 
 def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UvftError(f"{path}: not readable JSON ({e})") from None
+    return read_json(path)  # the readers' own: bounded nesting, errors that name the file
 
 
 def _name(path: Path) -> str:

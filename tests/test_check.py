@@ -363,3 +363,54 @@ def test_preflight_is_one_line(data: Path, tmp_path: Path):
         check.preflight(load_recipe(data / "r.yaml", wrong), fetch=_no_hub)
     assert str(e.value).startswith("2 problems: model.id google/paligemma2-3b-pt-224: its name says")
     assert "\n" not in str(e.value) and f"; data.root {data}-typo: no such folder" in str(e.value)
+
+
+# `uvft check` in a fresh interpreter under a 3 GB address-space limit, reporting its exit code and
+# its own peak RSS: VmHWM, of its own memory map (ru_maxrss keeps the parent's at the fork)
+_CHECK = """
+import json, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from pipeline import cli
+rc = cli.main(["check", sys.argv[1]])
+peak = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+print(json.dumps([rc, peak]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("    size: {}", "    size: {hidden: BOMB}"),
+        ('options: {image_pattern: "{image_id:06d}.png"}', "options: {image_pattern: BOMB}"),
+    ],
+    ids=["model.tiny.size", "a source's options"],
+)
+def test_check_refuses_an_alias_bomb_at_once_in_bounded_memory(tmp_path: Path, old: str, new: str):
+    # it built the bomb, then ran out of memory expanding it (35 s and a MemoryError at a 3 GB cap)
+    import subprocess
+    import sys
+
+    from yaml_bombs import BILLION_LAUGHS
+
+    text = (ROOT / "recipes/demo.yaml").read_text()
+    assert old in text
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text.replace(old, new.replace("BOMB", BILLION_LAUGHS), 1))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHECK, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    *lines, last = proc.stdout.splitlines()
+    rc, peak_mb = json.loads(last)
+    message = (
+        f"{path}: the YAML expands to more than 100000 values through aliases (&anchor/*alias); "
+        "a recipe needs far fewer"
+    )
+    assert (rc, lines) == (2, [f"problem  {message}", "1 problem: recipe"]), proc.stderr[-2000:]
+    print(f"uvft check with a bomb under {old.strip()}: peak RSS {peak_mb:.0f} MB")
+    assert peak_mb < 400

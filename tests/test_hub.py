@@ -394,3 +394,18 @@ def test_export_never_deletes_what_uvft_did_not_write(trained_run: TrainedRun, t
         assert cli.main(["export", str(trained_run.run_dir), "--merged", str(out)]) == 0
     assert (out / "config.json").is_file() and (out / folders.MARKER).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "victim"]
+
+
+def test_a_run_folder_whose_recipe_is_an_alias_bomb_is_refused_by_name(tmp_path: Path):
+    # a run folder from the hub is anyone's: yaml.safe_load built its bomb, the card expanded it
+    from yaml_bombs import BILLION_LAUGHS
+
+    from pipeline.hub import run_record
+
+    (tmp_path / "recipe.yaml").write_text(f"name: {BILLION_LAUGHS}\n")
+    with pytest.raises(UvftError) as err:
+        run_record(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'recipe.yaml'}: the YAML expands to more than 100000 values through aliases "
+        "(&anchor/*alias); a recipe needs far fewer"
+    )

@@ -84,3 +84,15 @@ def test_uvft_init_prints_what_it_found(data: Path, tmp_path: Path, capsys: pyte
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "captions: coco_captions (COCO captions, 30 annotations); splits: train, val"
     assert printed[1] == f"wrote {out}: check it with `uvft check {out}`, then `uvft finetune {out}`"
+
+
+def test_a_json_file_nested_past_the_readers_bound_is_refused_by_name(tmp_path: Path):
+    # init read JSON with json.loads, which raised RecursionError (a traceback) past ~1000 levels
+    path = tmp_path / "deep.json"
+    path.write_text('{"annotations": ' + "[" * 5000 + "]" * 5000 + "}")  # the 64th "[" is at 16 + 63
+    with pytest.raises(UvftError) as err:
+        init_recipe([path], tmp_path / "deep.yaml")
+    assert str(err.value) == (
+        f"file {path}: nesting deeper than 64 levels at byte offset 79; an annotation file nests a handful "
+        "(COCO's: 5)"
+    )

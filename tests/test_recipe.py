@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from yaml_bombs import BILLION_LAUGHS
 
+from pipeline import recipe as recipe_module
 from pipeline.errors import RecipeError
-from pipeline.recipe import Recipe, TinySection, apply_overrides, load_recipe, reader_params
+from pipeline.recipe import Recipe, TinySection, apply_overrides, load_recipe, load_yaml, reader_params
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -254,3 +257,87 @@ def test_keys_added_later_stay_out_of_dumps_at_their_defaults():
     given = load_recipe(ROOT / "recipes/demo.yaml", new_keys)
     assert [k for k, _, _ in changes(plain, given)] == ["data.val_fraction", "eval.seed", "train.epochs"]
     assert "  epochs: 2.0\n" in dump(given) and "  val_fraction: 0.1\n" in dump(given)
+
+
+# ---------------------------------------------------------------------------- YAML bounds
+
+BOMB_REFUSED = (
+    "the YAML expands to more than 100000 values through aliases (&anchor/*alias); a recipe needs far fewer"
+)
+
+
+def test_anchors_aliases_and_merge_keys_still_load(tmp_path: Path):
+    text = (ROOT / "recipes/demo.yaml").read_text()
+    det = "        train: {annotations: annotations/instances_train.json, images: images/train}\n"
+    assert det in text
+    aliased = text.replace(
+        det,
+        "        train: &det {annotations: annotations/instances_train.json, images: images/train}\n"
+        "        test: {<<: *det, images: images/val}\n",
+    )
+    path = tmp_path / "aliased.yaml"
+    path.write_text(aliased)
+    recipe = load_recipe(path)
+    splits = recipe.data.sources[0].splits
+    assert splits["test"] == {"annotations": "annotations/instances_train.json", "images": "images/val"}
+    del splits["test"]
+    assert recipe == load_recipe(ROOT / "recipes/demo.yaml")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("    size: {}", "    size: {hidden: BOMB}"),
+        (
+            'options: {image_pattern: "{image_id:06d}.png"}',
+            'options: {image_pattern: "{image_id:06d}.png", x: BOMB}',
+        ),
+    ],
+    ids=["model.tiny.size", "a source's options"],
+)
+def test_an_alias_bomb_inside_a_value_is_refused_at_once(tmp_path: Path, old: str, new: str):
+    # safe_load built it in microseconds; `uvft check` then ran out of memory expanding it
+    text = (ROOT / "recipes/demo.yaml").read_text()
+    assert old in text
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text.replace(old, new.replace("BOMB", BILLION_LAUGHS), 1))
+    started = time.monotonic()
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: {BOMB_REFUSED}"
+    assert time.monotonic() - started < 1.0
+
+
+def test_an_alias_bomb_in_an_override_names_the_key():
+    with pytest.raises(RecipeError) as err:
+        load_recipe(ROOT / "recipes/demo.yaml", [f"model.tiny.size={{hidden: {BILLION_LAUGHS}}}"])
+    assert str(err.value) == f"{ROOT / 'recipes/demo.yaml'}: model.tiny.size: {BOMB_REFUSED}"
+
+
+def test_aliases_that_never_end_or_nest_too_deep_are_refused(tmp_path: Path):
+    demo = (ROOT / "recipes/demo.yaml").read_text()
+    chain = ", ".join(["&a0 [1]", *(f"&a{i} [*a{i - 1}]" for i in range(1, 70))])  # 70 levels, 140 values
+    cases = {
+        "    size: &s {hidden: *s}": "an alias (&anchor/*alias) stands inside the value it names: it would "
+        "expand without end",
+        f"    size: {{hidden: [{chain}]}}": "the YAML nests deeper than 64 levels; a recipe needs a handful",
+        "    size: "
+        + "[" * 2000
+        + "]" * 2000: "the YAML nests deeper than 64 levels; a recipe needs a handful",
+    }
+    for line, message in cases.items():
+        path = tmp_path / "r.yaml"
+        path.write_text(demo.replace("    size: {}", line, 1))
+        with pytest.raises(RecipeError) as err:
+            load_recipe(path)
+        assert str(err.value) == f"{path}: {message}"
+
+
+def test_a_big_document_without_aliases_is_said_to_hold_too_much(monkeypatch):
+    monkeypatch.setattr(recipe_module, "MAX_YAML_VALUES", 20)
+    error = RecipeError  # the message alone
+    with pytest.raises(RecipeError, match=r"^the YAML holds more than 20 values; a recipe needs far fewer$"):
+        load_yaml("[" + ", ".join(["1"] * 20) + "]", error)
+    with pytest.raises(RecipeError, match=r"^the YAML expands to more than 20 values through aliases"):
+        load_yaml("[&a [1, 2, 3, 4, 5], *a, *a, *a, *a]", error)
+    assert load_yaml("[" + ", ".join(["1"] * 19) + "]", error) == [1] * 19  # 20 values: the list and 19

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import DataError
+from pipeline.recipe import load_yaml
 from pipeline.records import TASKS
 
 FORMATS = ("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco")
@@ -145,7 +146,7 @@ def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
     if end is None:
         raise DataError("the front matter has no closing '---' line", file=path)
     try:
-        meta = yaml.safe_load("".join(lines[1:end]))
+        meta = load_yaml("".join(lines[1:end]), lambda message: DataError(message, file=path), what="a card")
     except yaml.YAMLError as e:
         raise DataError(f"front matter is not valid YAML: {e}", file=path) from None
     if not isinstance(meta, dict):

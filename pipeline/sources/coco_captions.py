@@ -11,7 +11,8 @@ Skipped and counted: "image without captions", and unusable image files (images.
 Repaired and counted: "empty caption dropped" (a caption that is blank after stripping); when it
 hits more than `data.max_repair_fraction` of a split's captions (and at least 3), the build fails:
 the text is likely in another field (sources/repairs.py).
-Errors (DataError naming file, record and field): JSON that does not parse, missing required
+Errors (DataError naming file, record and field): JSON that does not parse or nests deeper than
+64 levels (sources/nesting.py), missing required
 keys, duplicate image ids, a caption that is not a string, an annotation pointing at an image
 that is not in `images`, a file_name outside `images`.
 """

@@ -35,7 +35,8 @@ trains on them as repaired.
 
 Skipped and counted: unusable image files (see images.check_image).
 
-Errors (DataError naming file, record and field): JSON that does not parse, missing required
+Errors (DataError naming file, record and field): JSON that does not parse or nests deeper than
+64 levels (sources/nesting.py), missing required
 keys, duplicate image or category ids, duplicate category names, an annotation pointing at an
 unknown image or category, a box with negative width or height, a file_name outside `images`.
 """

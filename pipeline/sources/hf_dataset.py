@@ -58,7 +58,8 @@ of them hits more than `data.max_repair_fraction` of a split's captions, boxes, 
 regions (and at least 3), or boxes lie inside [0, 1] (normalised), the build fails naming the
 likely cause, e.g. xyxy boxes read with `bbox_format: xywh` (sources/repairs.py).
 Errors (DataError naming the dataset and split, the row and the field): a blank or non-string
-question or phrase, malformed boxes, polygons or regions, a language that is not a code.
+question or phrase, malformed boxes, polygons or regions, a language that is not a code, a value
+of a `Json` column that nests deeper than 64 levels (sources/nesting.py).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ from pipeline.sources.images import (
     parse_polygons,
     parse_regions,
 )
-from pipeline.sources.paths import WRITTEN, confine
+from pipeline.sources.nesting import check_value
+from pipeline.sources.paths import WRITTEN, SymlinkLoop, confine, resolve
 from pipeline.sources.repairs import EMPTY_CAPTION
 from pipeline.sources.vqav2 import most_frequent_answer
 
@@ -105,6 +107,11 @@ _MAPPABLE = {*DEFAULT_COLUMNS, "id"}
 def _load(path: str, name: str | None, hf_split: str, from_disk: bool, data_files: Any) -> Any:
     import datasets  # heavy: imported only when this source is used
 
+    if os.path.lexists(path):  # a local folder (else a hub id)
+        try:
+            resolve(path)
+        except SymlinkLoop:  # `datasets` says "not found", which sends a person looking for it
+            raise DataError("the path is a symlink loop: it never reaches a folder", file=path) from None
     if not from_disk:
         return datasets.load_dataset(path, name, split=hf_split, data_files=data_files)
     loaded = datasets.load_from_disk(path)
@@ -123,6 +130,20 @@ def _inner(feature: Any) -> Any:
     while feature is not None and not isinstance(feature, dict) and hasattr(feature, "feature"):
         feature = feature.feature
     return feature
+
+
+def _holds_json(feature: Any) -> bool:
+    """Whether a column of this feature may hold a `Json` value, whose nesting its schema does not
+    bound (pyarrow's schemas stop at 64 levels themselves)."""
+    from datasets import Json
+
+    if isinstance(feature, Json):
+        return True
+    if isinstance(feature, dict):
+        return any(_holds_json(sub) for sub in feature.values())
+    if isinstance(feature, list | tuple):  # the old spelling of a list: [feature]
+        return any(_holds_json(sub) for sub in feature)
+    return _holds_json(feature.feature) if hasattr(feature, "feature") else False  # List, Sequence
 
 
 def _class_names(feature: Any) -> list[str] | None:
@@ -201,12 +222,13 @@ def read_hf_dataset(
             file=split.where,
             field="language",
         )
-    needed = [image_col, id_col, *rows.columns, language_col]
-    ds = ds.select_columns(list(dict.fromkeys(c for c in needed if c)))
+    needed = list(dict.fromkeys(c for c in (image_col, id_col, *rows.columns, language_col) if c))
+    unbounded = [column for column in needed if _holds_json(split.features[column])]
+    ds = ds.select_columns(needed)
     if isinstance(split.features[image_col], Image):
         ds = ds.cast_column(image_col, Image(decode=False))  # {"bytes", "path"}: no decoding here
     rows.read_ahead(ds)
-    yield from _examples(ctx, split, ds, rows, task, image_col, id_col, language_col)
+    yield from _examples(ctx, split, ds, rows, task, image_col, id_col, language_col, unbounded)
 
 
 def _examples(
@@ -218,9 +240,11 @@ def _examples(
     image_col: str,
     id_col: str | None,
     language_col: str | None,
+    unbounded: list[str],
 ) -> Iterator[Example]:
-    """The Examples of the split's rows, in order: ids checked, each row's task fields, then its
-    language, its image (checked once per file) and its boxes clipped to the image."""
+    """The Examples of the split's rows, in order: ids checked, the nesting of the `unbounded`
+    columns' values (_holds_json), each row's task fields, then its language, its image (checked once
+    per file) and its boxes clipped to the image."""
     seen_ids: set[str] = set()
     checks: dict[Path, ImageCheck] = {}
     for index, row in enumerate(ds):
@@ -231,6 +255,8 @@ def _examples(
                 raise DataError(f"duplicate id {example_id!r}", file=split.where, record=record, field="id")
             seen_ids.add(example_id)
 
+        for column in unbounded:  # before any repr of a value in an error message
+            check_value(row[column], file=split.where, record=record)
         fields = rows.fields(row, record)
         if fields is None:
             continue

@@ -15,6 +15,14 @@ a half-applied map mixes two naming schemes); extra entries are fine.
 
 Files that are not images by extension, hidden files, and files directly under `root` are
 ignored (and logged at debug level). Skipped and counted: unusable image files.
+
+Symlinks are followed only where their real target lies inside `root` (paths.outside, the check
+annotation paths pass), and each real folder is read once: the folders reached without a symlink
+first, then those a symlink leads to, so a link into another class's folder cannot label its
+images twice, and a link back up the tree cannot read it again (a loop). What a symlink reaches
+otherwise is not read and is counted as one skip per symlink: "symlink out of the root" (to a
+folder or an image), "symlink loop" (it resolves to nothing), "folder read already" (a symlinked
+folder whose real folder was read). A class folder that is such a symlink is no class.
 """
 
 from __future__ import annotations
@@ -25,10 +33,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import DataError
-from pipeline.records import Example
+from pipeline.records import Example, Tally
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
-from pipeline.sources.images import check_image, prefetch_checks, read_json
+from pipeline.sources.images import check_image, prefetch_checks, read_data_file, read_json
+from pipeline.sources.paths import OUT_OF_ROOT, outside
 from pipeline.tasks import CLASSIFICATION
 
 logger = logging.getLogger(__name__)
@@ -45,9 +54,9 @@ def read_label_map(path: Path) -> dict[str, str]:
             raise DataError("a JSON label map must be an object mapping folder names to strings", file=path)
         return {str(k): v for k, v in data.items()}
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("file not found", file=path) from None
+        text = read_data_file(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text: {e}", file=path) from None
     mapping: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -62,18 +71,80 @@ def read_label_map(path: Path) -> dict[str, str]:
     return mapping
 
 
-def _images_under(folder: Path, root: Path) -> tuple[list[str], int]:
-    """Relative POSIX paths of the image files under `folder` (sorted) and how many files were ignored."""
-    found: list[str] = []
+FOLDER_READ_ALREADY = "folder read already"
+
+
+def _list_images(root: Path, tally: Tally) -> tuple[list[str], dict[str, list[str]], int]:
+    """The classes (sorted), the relative POSIX paths of each class's image files (sorted), and
+    how many other files were ignored; see the module docstring for symlinks."""
+    read = {os.path.realpath(root)}  # real folders read: root first, so a link back to it is refused
+    linked: list[tuple[str, str]] = []  # (path under root, class) of the symlinked folders found
+    classes: list[str] = []
     ignored = 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # .ipynb_checkpoints and the like
-        for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath, name).relative_to(root).as_posix())
+    with os.scandir(root) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            if why := _refused(entry, root):
+                tally.skip(why, entry.name)
+            elif entry.is_dir():
+                classes.append(entry.name)
+                if entry.is_symlink():  # a class folder that is a symlink is read with the others
+                    linked.append((entry.name, entry.name))
             else:
-                ignored += 1
-    return sorted(found), ignored
+                ignored += 1  # a file directly under root belongs to no class
+    found: dict[str, list[str]] = {c: [] for c in classes}
+
+    def read_tree(top: str, cls: str) -> None:
+        """Read the folder root/top and the folders under it that are not symlinks; symlinked
+        folders are put in `linked`, to be read once every folder reached without one is."""
+        nonlocal ignored
+        todo = [(top, os.path.realpath(os.path.join(root, top)))]
+        while todo:
+            rel, real = todo.pop()
+            if real in read:
+                tally.skip(FOLDER_READ_ALREADY, f"{rel} (the folder {real})")
+                continue
+            read.add(real)
+            with os.scandir(os.path.join(root, rel)) as entries:
+                for entry in sorted(entries, key=lambda e: e.name):
+                    child = f"{rel}/{entry.name}"
+                    if entry.name.startswith("."):  # .ipynb_checkpoints and the like
+                        ignored += not entry.is_dir()
+                    elif why := _refused(entry, root):
+                        tally.skip(why, child)
+                    elif entry.is_symlink() and entry.is_dir():
+                        linked.append((child, cls))
+                    elif entry.is_dir():
+                        todo.append((child, os.path.join(real, entry.name)))
+                    elif _is_image(entry.name):
+                        found[cls].append(child)
+                    else:
+                        ignored += 1
+
+    class_links = {rel for rel, _ in linked}
+    for cls in classes:
+        if cls not in class_links:
+            read_tree(cls, cls)
+    for rel, cls in linked:  # grows as the symlinked folders are read
+        read_tree(rel, cls)
+    return classes, {c: sorted(f) for c, f in found.items()}, ignored
+
+
+def _refused(entry: os.DirEntry, root: Path) -> str | None:
+    """Why a symlink is not followed (the skip reason): it leads out of the root to a folder or an
+    image, or round a loop. None for anything else: a plain entry, a symlink that stays inside, one
+    out of the root that would not be read anyway (a file that is no image: ignored as such)."""
+    if not entry.is_symlink():
+        return None
+    why = outside(root, entry.path)
+    if why == OUT_OF_ROOT and not (entry.is_dir() or _is_image(entry.name)):
+        return None
+    return why
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 @register("image_folder")
@@ -91,7 +162,7 @@ def read_image_folder(
     mapping = read_label_map(label_map_file) if label_map_file is not None else {}
     mapping.update(label_map or {})
 
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes, images, ignored = _list_images(root, ctx.tally)
     if mapping:
         unmapped = [c for c in classes if c not in mapping]
         if unmapped:
@@ -105,13 +176,10 @@ def read_image_folder(
     categories = list(dict.fromkeys(labels[c] for c in classes))  # shared by every Example
 
     files: list[tuple[str, str]] = []
-    ignored = sum(1 for e in os.scandir(root) if e.is_file())
     for cls in classes:
-        found, n_ignored = _images_under(root / cls, root)
-        ignored += n_ignored
-        if not found:
+        if not images[cls]:
             logger.warning("class folder %s has no images", root / cls)
-        files.extend((rel, cls) for rel in found)
+        files.extend((rel, cls) for rel in images[cls])
     if ignored:
         logger.debug("%s: ignored %d files that are not images in class folders", root, ignored)
     if not files:

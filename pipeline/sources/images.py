@@ -11,6 +11,7 @@ check counts the conversions that will happen there as repairs, so the build sta
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -29,6 +30,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pipeline.errors import DataError
 from pipeline.records import Box, ImageSize, Object, Region, Tally
 from pipeline.sources.context import SourceContext
+from pipeline.sources.nesting import DepthCheckedFile, check_json
 from pipeline.sources.repairs import BOX_CLIPPED, BOX_DROPPED, DEGENERATE_POLYGON, EMPTY_REGION
 
 try:  # orjson parses the 450 MB COCO train JSON several times faster; json is the fallback
@@ -315,18 +317,38 @@ def clip_objects(
 # ---------------------------------------------------------------------------- JSON
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; a missing file or a syntax error is a DataError naming file, line, column."""
+def open_data_file(path: Path | str) -> BinaryIO:
+    """`path` opened to read bytes; what stops that (no such file, a folder, a symlink loop, no
+    permission) is a DataError naming the file, not an OSError from inside a reader."""
     try:
-        data = Path(path).read_bytes()
+        return open(path, "rb")  # the caller closes it
     except FileNotFoundError:
         raise DataError("file not found", file=path) from None
     except IsADirectoryError:  # e.g. `annotations: images`: a path one key off
         raise DataError("a folder, not a file", file=path) from None
-    return parse_json(data, file=path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError("the path is a symlink loop: it never reaches a file", file=path) from None
+        raise DataError(f"cannot be read: {e.strerror or e}", file=path) from None
 
 
-def parse_json(text: bytes | str, *, file: str | Path, record: str | int | None = None) -> Any:
+def read_data_file(path: Path | str) -> bytes:
+    """The bytes of `path`; errors as `open_data_file`'s."""
+    with open_data_file(path) as f:
+        return f.read()
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a missing file or a syntax error is a DataError naming file, line, column."""
+    return parse_json(read_data_file(path), file=path)
+
+
+def parse_json(
+    text: bytes | str, *, file: str | Path, record: str | int | None = None, offset: int = 0
+) -> Any:
+    """Parse JSON text, refusing nesting deeper than nesting.MAX_DEPTH first (`offset`: where the
+    text starts in `file`, for the error); a syntax error is a DataError naming file, line, column."""
+    check_json(text, file=file, record=record, offset=offset)
     try:
         return _orjson.loads(text) if _orjson is not None else json.loads(text)
     except json.JSONDecodeError as e:  # orjson's error subclasses this one
@@ -340,14 +362,16 @@ def parse_json(text: bytes | str, *, file: str | Path, record: str | int | None 
 def json_list_items(path: Path, key: str) -> Iterator[Any]:
     """The items of the list `key` of a JSON file's top-level object, parsed one at a time by
     ijson (its C backend), so a file is never held parsed whole (VQAv2's train annotations: 2.5 GB
-    parsed at once). Yields nothing when `key` is missing or not a list. A caller that meets
+    parsed at once). The bytes are counted as ijson reads them (nesting.DepthCheckedFile): nesting
+    past the bound is a DataError before ijson, whose memory grows with the square of the depth,
+    sees it. Yields nothing when `key` is missing or not a list. A caller that meets
     `ijson.JSONError` or `OSError` part-way, or gets no item, reads the file with `read_json`
     instead, which raises the usual error naming file, line and column (or holds what the file
     really holds: no `key`, an empty list, another type)."""
     import ijson
 
-    with Path(path).open("rb") as f:
-        yield from ijson.items(f, f"{key}.item", use_float=True)
+    with open_data_file(path) as f:
+        yield from ijson.items(DepthCheckedFile(f, file=path), f"{key}.item", use_float=True)
 
 
 def require(obj: Any, key: str, *, file: str | Path, record: str | int | None, what: str = "record") -> Any:

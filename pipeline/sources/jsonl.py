@@ -49,10 +49,11 @@ image files are skipped and counted. Boxes are absolute pixels: when more than
 `data.max_repair_fraction` of a split's boxes (and at least 3) are clipped by more than a pixel or
 dropped, or lie inside [0, 1] x [0, 1] (normalised coordinates), or as many captions, answers,
 polygons or regions are dropped, the build fails naming the likely cause (sources/repairs.py).
-Errors (DataError naming the file, the record as "line N" and the field): a line that is not
-JSON or not an object, a missing or mistyped required field, an unknown task, x2 < x1 or
-y2 < y1, a category outside `categories`, a duplicate id, an image path outside `images`, a
-malformed polygon or region, a `language` on a task other than caption and vqa.
+Errors (DataError naming the file, the record as "line N" and the field): a line that is not JSON,
+nests deeper than 64 levels (sources/nesting.py) or is not an object, a missing or mistyped
+required field, an unknown task, x2 < x1 or y2 < y1, a category outside `categories`, a duplicate
+id, an image path outside `images`, a malformed polygon or region, a `language` on a task other
+than caption and vqa.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from pipeline.sources.images import (
     check_image,
     clip_objects,
     language_code,
+    open_data_file,
     parse_box,
     parse_json,
     parse_polygons,
@@ -257,16 +259,14 @@ def read_jsonl(ctx: SourceContext, *, path: Path, images: Path | None = None) ->
     images_root = Path(images) if images is not None else file.parent
     seen: set[str] = set()
     checks: dict[Path, ImageCheck] = {}  # several lines may share an image (e.g. many questions)
-    try:
-        handle = file.open("rb")
-    except FileNotFoundError:
-        raise DataError("file not found", file=file) from None
-    with handle:
+    offset = 0  # of the line in the file, for an error about its nesting
+    with open_data_file(file) as handle:
         for lineno, raw in enumerate(handle, start=1):
+            offset += len(raw)
             if not raw.strip():
                 continue
             record = f"line {lineno}"
-            data = parse_json(raw, file=file, record=record)
+            data = parse_json(raw, file=file, record=record, offset=offset - len(raw))
             if not isinstance(data, dict):
                 raise DataError(
                     f"a line must be a JSON object, got {type(data).__name__}", file=file, record=record

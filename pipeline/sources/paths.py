@@ -2,12 +2,15 @@
 path, `Paths` for a whole build (each folder resolved and listed once).
 
 An annotation file decides which files a reader opens, so it must not reach outside its dataset:
-absolute paths, `..` that climbs out, and symlinks whose target lies outside the root are refused
-with a DataError naming the annotation file, the record and the field.
+absolute paths, `..` that climbs out, symlinks whose target lies outside the root, and symlink
+loops (whose target cannot be known) are refused with a DataError naming the annotation file, the
+record and the field. `outside` is the same judgement for a path a reader found by listing a
+folder (image_folder), which counts what it refuses instead.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import typing
@@ -29,21 +32,52 @@ def is_written(hint: Any) -> bool:
     return any(is_written(arg) for arg in typing.get_args(hint))
 
 
+# Why `outside` refuses a path: the skip reasons image_folder counts
+OUT_OF_ROOT = "symlink out of the root"
+SYMLINK_LOOP = "symlink loop"
+
+
+class SymlinkLoop(OSError):
+    """A path that goes round a symlink loop: it resolves to nothing, inside the root or out."""
+
+
+def resolve(path: str) -> str:
+    """`os.path.realpath(path)`, raising SymlinkLoop where the path goes round a symlink loop (a
+    plain realpath returns the loop's own path there, which looks inside the root). A path that
+    does not exist resolves as far as it exists, as realpath does."""
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SymlinkLoop(errno.ELOOP, "symlink loop", path) from None
+        return os.path.realpath(path)  # missing, or not a folder on the way: checked when opened
+
+
+def outside(root: Path | str, path: Path | str) -> str | None:
+    """Why `path`, which lies lexically under `root`, may not be read: OUT_OF_ROOT (its real target
+    is outside the real `root`) or SYMLINK_LOOP; None when it stays inside."""
+    try:
+        real = resolve(os.fspath(path))
+    except SymlinkLoop:
+        return SYMLINK_LOOP
+    return None if _within(real, _real_root(os.path.abspath(root))) else OUT_OF_ROOT
+
+
 def confine(root: Path, relpath: str, *, file: str | Path, record: str | int, field: str) -> Path:
     """Return `root / relpath` (absolute, normalised), refusing paths that leave `root`.
 
     An annotation file decides which files we open, so it must not reach outside its dataset:
-    absolute paths, `..` that climbs out, and symlinks whose target lies outside `root` are all
-    refused with a DataError naming the annotation file, the record and the field.
+    absolute paths, `..` that climbs out, symlinks whose target lies outside `root` and symlink
+    loops are all refused with a DataError naming the annotation file, the record and the field.
     """
-    return Path(_confine(root, relpath, os.path.realpath, file=file, record=record, field=field))
+    return Path(_confine(root, relpath, resolve, file=file, record=record, field=field))
 
 
 class Paths:
     """`confine` for one build: each directory is resolved and listed once, so a file name costs no
     lstat. A name the listing shows as a symlink (or any name in a folder that cannot be listed)
-    is resolved in full, as `confine` does; `..` and absolute paths are refused before any of
-    this. Symlinks created after a folder was listed are not seen: keep one per build.
+    is resolved in full (`resolve`), as `confine` does; `..` and absolute paths are refused before
+    any of this. Symlinks created after a folder was listed are not seen: keep one per build.
     """
 
     def __init__(self) -> None:
@@ -64,10 +98,10 @@ class Paths:
                     links: frozenset[str] | None = frozenset(e.name for e in entries if e.is_symlink())
             except OSError:  # missing or not a folder: resolve every name in it in full
                 links = None
-            known = self._dirs[folder] = (os.path.realpath(folder), links)
+            known = self._dirs[folder] = (resolve(folder), links)
         real_folder, links = known
         if links is None or name in links or not name:
-            return os.path.realpath(path)
+            return resolve(path)
         return os.path.join(real_folder, name)  # not a symlink: resolving it changes nothing
 
 
@@ -92,7 +126,16 @@ def _confine(
     candidate = os.path.normpath(os.path.join(root_str, relpath))
     # lexical check first (cheap, and catches `..` even when the target does not exist), then
     # the resolved one, which catches symlinks pointing out of the root
-    if not _within(candidate, root_str) or not _within(realpath(candidate), _real_root(root_str)):
+    try:
+        inside = _within(candidate, root_str) and _within(realpath(candidate), _real_root(root_str))
+    except SymlinkLoop:
+        raise DataError(
+            f"image path {relpath!r} is a symlink loop: it never reaches a file",
+            file=file,
+            record=record,
+            field=field,
+        ) from None
+    if not inside:
         raise DataError(
             f"image path {relpath!r} escapes the dataset root {root}", file=file, record=record, field=field
         )

@@ -35,14 +35,14 @@ text is blank), "degenerate polygon dropped" (fewer than three points).
 Skipped and counted: "ref without phrases" (every sentence blank, or none at all).
 
 Refused with a DataError naming file, record and field: a pickle that names any global (a class
-instance, a `posix.system` or `builtins.eval` payload) or a persistent id, a file that is
-neither a pickle nor JSON, refs that are not a list of dicts with `ref_id`, `ann_id`,
-`image_id`, `split` and `sentences` (a list of dicts with a `sent` or `raw` string), duplicate
-ref ids, a `splits` filter naming a split no ref has, an `ann_id` missing from the annotations,
-an `image_id` that differs from the annotation's or is missing from the images, a
-`category_id` that differs from the annotation's, a box with negative extent, malformed
-segmentations or image sizes, and a `file_name` outside `images` (absolute, `..`, or a symlink
-out).
+instance, a `posix.system` or `builtins.eval` payload) or a persistent id, a file that is neither
+a pickle nor JSON, refs that nest deeper than 64 levels (sources/nesting.py), refs that are not a
+list of dicts with `ref_id`, `ann_id`, `image_id`, `split` and `sentences` (a list of dicts with a
+`sent` or `raw` string), duplicate ref ids, a `splits` filter naming a split no ref has, an
+`ann_id` missing from the annotations, an `image_id` that differs from the annotation's or is
+missing from the images, a `category_id` that differs from the annotation's, a box with negative
+extent, malformed segmentations or image sizes, and a `file_name` outside `images` (absolute,
+`..`, or a symlink out).
 
 The source ("refcoco", `read_refcoco_source`) yields one Example per phrase, as RefCOCO's
 evaluation counts samples: id "<ref_id>/<i>" (i: the phrase's place among the ref's kept
@@ -87,11 +87,13 @@ from pipeline.sources.images import (
     parse_json,
     parse_polygons,
     prefetch_checks,
+    read_data_file,
     read_json,
     require,
     require_id,
     require_list,
 )
+from pipeline.sources.nesting import check_value
 from pipeline.sources.paths import Paths
 from pipeline.sources.repairs import EMPTY_PHRASE, SIZE_DIFFERS
 from pipeline.tasks import GROUNDING, SEGMENTATION
@@ -164,13 +166,14 @@ def load_refs(path: Path | str) -> list[dict[str, Any]]:
     ref ids are unique. Anything else is a DataError naming the file, the ref and the field.
     """
     file = Path(path)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", file=file) from None
+    data = read_data_file(file)
     # a JSON list starts with "[" (an object with "{"); a pickle never does: protocol 0 opens with
     # an opcode such as "(", protocol 1 with "]" and protocols 2+ with b"\x80"
-    refs = parse_json(data, file=file) if data.lstrip()[:1] in (b"[", b"{") else _unpickle(data, file)
+    if data.lstrip()[:1] in (b"[", b"{"):
+        refs = parse_json(data, file=file)  # counted before it is parsed
+    else:
+        refs = _unpickle(data, file)  # C, without recursion: as deep as the file says
+        check_value(refs, file=file)  # before any repr of it in an error message
     if not isinstance(refs, list):
         raise DataError(f"refs must be a list of dicts, got {type(refs).__name__}", file=file)
 

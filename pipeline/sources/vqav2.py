@@ -13,7 +13,8 @@ answer (see `most_frequent_answer`). The image file is `image_pattern` formatted
 
 Skipped and counted: "question without answers" (no annotation for the question, or an empty
 answer list: e.g. the test split, which ships without annotations) and unusable image files.
-Errors (DataError naming file, record and field): JSON that does not parse, missing required
+Errors (DataError naming file, record and field): JSON that does not parse or nests deeper than
+64 levels (sources/nesting.py; the annotations are counted as they stream), missing required
 keys, duplicate question ids, an annotation whose question_id is not among the questions or
 whose image_id disagrees with its question's, a `language` that is not a code (see language_code).
 """
@@ -40,6 +41,7 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
+from pipeline.sources.nesting import TooDeep
 from pipeline.tasks import VQA
 
 DEFAULT_IMAGE_PATTERN = "COCO_{data_subtype}_{image_id:012d}.jpg"
@@ -134,6 +136,8 @@ def _stream_answers(
             _add_answers(answered, ann, by_qid, afile, qfile)
     except (ijson.JSONError, OSError):
         return False
+    except TooDeep:  # found before ijson saw it: reading the file whole would only find it again
+        raise
     except DataError:
         read_json(afile)  # a file that does not parse says so first, as when read whole
         raise

@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader
 from pipeline import models, tasks
 from pipeline.data.collate import Collator, drop_long_targets, measure_targets
 from pipeline.data.mixture import MixtureSampler, bucket_keys, groups_from_sources
-from pipeline.errors import UvftError
+from pipeline.errors import RecipeError, UvftError
 from pipeline.evaluation.score import first_per_task
-from pipeline.recipe import Recipe, changes
+from pipeline.recipe import Recipe, changes, load_yaml
 from pipeline.runtime import model_dtype
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.signals import ignore_stop_signals, stop_signals_blocked
@@ -69,12 +69,10 @@ RESUMABLE = (
 def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
     """Refuse to resume a run with a recipe that changes what decides it, listing the changes;
     the run's recipe.yaml is then rewritten by the resumed run, so what it records stays true."""
-    import yaml
-
     saved = run_dir / "recipe.yaml"
     if not saved.is_file():
         return
-    before = yaml.safe_load(saved.read_text())
+    before = load_yaml(saved.read_text(), lambda message: RecipeError(message, file=saved))
     diffs = [d for d in changes(before, recipe) if not d[0].startswith(RESUMABLE)]
     if diffs:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diffs[:8])

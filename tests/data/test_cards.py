@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from yaml_bombs import BILLION_LAUGHS
 
 from pipeline.data.cards import FORMATS, check_counts, expected_count, load_card, load_cards
 from pipeline.errors import DataError
@@ -141,3 +143,18 @@ def test_duplicate_card_names(tmp_path: Path) -> None:
     write(tmp_path, GOOD, "b.md")
     with pytest.raises(DataError, match="also used"):
         load_cards(tmp_path)
+
+
+def test_an_alias_bomb_in_the_front_matter_is_refused_at_once(tmp_path: Path) -> None:
+    # yaml.safe_load built it in microseconds; the first walk of `obtain` would expand it
+    path = write(
+        tmp_path, GOOD.replace('obtain: {commands: "wget ..."}', f"obtain: {{commands: {BILLION_LAUGHS}}}")
+    )
+    started = time.monotonic()
+    with pytest.raises(DataError) as err:
+        load_card(path)
+    assert str(err.value) == (
+        f"file {path}: the YAML expands to more than 100000 values through aliases (&anchor/*alias); "
+        "a card needs far fewer"
+    )
+    assert time.monotonic() - started < 1.0

@@ -1,7 +1,8 @@
 """Fuzz: random mutations of COCO detection, COCO captions, VQAv2 and JSONL files (missing keys,
-wrong types, negative, NaN and huge numbers, duplicates, enormous strings, truncation) end in a
-DataError naming the file, or in Examples with what was skipped counted: never an exception from
-inside a library, never a hang. The cases are seeded, so a failure reproduces."""
+wrong types, negative, NaN and huge numbers, duplicates, enormous strings, values nested deeper
+than the readers' bound, truncation) end in a DataError naming the file, or in Examples with
+what was skipped counted: never an exception from inside a library, never a hang. The cases are
+seeded, so a failure reproduces."""
 
 from __future__ import annotations
 
@@ -20,7 +21,25 @@ from pipeline.errors import DataError
 from pipeline.sources import SourceContext, get
 
 CASES_PER_FORMAT = 120
-VALUES = [None, "x", -1, 0, 1.5, float("nan"), float("inf"), 1e308, -(10**30), [], {}, True, "a" * 100_000]
+DEEP = [[]]
+for _ in range(100):  # deeper than sources/nesting.py lets through
+    DEEP = [DEEP]
+VALUES = [
+    None,
+    "x",
+    -1,
+    0,
+    1.5,
+    float("nan"),
+    float("inf"),
+    1e308,
+    -(10**30),
+    [],
+    {},
+    True,
+    "a" * 100_000,
+    DEEP,
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
 """Fuzz: every field of the recipe schema, given values of the wrong type, is refused with its
-dotted path (RecipeError), never accepted, never a traceback from inside pydantic or yaml."""
+dotted path (RecipeError), never accepted, never a traceback from inside pydantic or yaml; and an
+alias bomb (a "billion laughs") as the value of any key of a recipe or a data card is refused by
+name at once, before anything expands it."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import typing
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel
+from yaml_bombs import BILLION_LAUGHS
 
-from pipeline.errors import RecipeError
+from pipeline.data.cards import load_card
+from pipeline.errors import DataError, RecipeError
 from pipeline.recipe import Recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +90,44 @@ def test_a_wrong_type_is_refused_with_its_path(key, value):
     with pytest.raises(RecipeError) as e:
         load_recipe(DEMO, [f"{key}={value}"])
     assert f"{DEMO}: {key}" in str(e.value), str(e.value)
+
+
+BOMB = "the YAML expands to more than 100000 values through aliases (&anchor/*alias); {} needs far fewer"
+PLACE = "bomb-goes-here"
+
+
+def _set(raw: dict, key: str, value: str) -> None:
+    node: typing.Any = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if node is None:
+            raise AssertionError(key)
+    node[parts[-1]] = value
+
+
+@pytest.mark.parametrize("key", sorted({k for k, _ in CASES}))
+def test_an_alias_bomb_under_any_key_of_a_recipe_is_refused_at_once(tmp_path: Path, key: str) -> None:
+    raw = yaml.safe_load(DEMO.read_text())
+    _set(raw, key, PLACE)
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml.safe_dump(raw).replace(PLACE, BILLION_LAUGHS))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    assert str(e.value) == f"{path}: {BOMB.format('a recipe')}"
+
+
+CARD_KEYS = ["name", "tasks", "format", "license", "homepage", "citation", "splits", "obtain", "label_map"]
+
+
+@pytest.mark.parametrize("key", CARD_KEYS)
+def test_an_alias_bomb_under_any_key_of_a_data_card_is_refused_at_once(tmp_path: Path, key: str) -> None:
+    text = (ROOT / "data_cards/shapes.md").read_text()
+    end = text.index("\n---", 3)
+    meta = yaml.safe_load(text[4:end])
+    meta[key] = PLACE
+    path = tmp_path / "card.md"
+    path.write_text(f"---\n{yaml.safe_dump(meta).replace(PLACE, BILLION_LAUGHS)}---{text[end + 4 :]}")
+    with pytest.raises(DataError) as e:
+        load_card(path)
+    assert str(e.value) == f"file {path}: {BOMB.format('a card')}"

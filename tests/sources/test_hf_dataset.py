@@ -11,7 +11,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Sequence, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Json, List, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
@@ -618,3 +618,19 @@ def test_default_columns_are_the_image_and_every_tasks_columns() -> None:
 def test_every_task_has_a_row_reader() -> None:
     assert set(hf_dataset._ROWS) == set(tasks.names())
     assert hf_dataset.CAPTION_FIELD == "caption"  # Example.caption: a JSONL key and a default column
+
+
+def test_json_values_nested_past_the_bound_are_refused(ctx: SourceContext, tmp_path: Path) -> None:
+    # a Json column holds any JSON: a value of a thousand levels made the error message's repr a
+    # RecursionError, and seventy levels printed every bracket
+    deep: object = "a shape"
+    for _ in range(70):
+        deep = [deep]
+    image = {"bytes": _png((4, 4)), "path": None}
+    features = Features({"image": ImageFeature(), "caption": Json()})
+    path = _save(tmp_path / "json", {"image": [image, image], "caption": ["a shape", deep]}, features)
+    with pytest.raises(DataError) as err:
+        list(read_hf_dataset(ctx, path=path, from_disk=True, task="caption", image_cache=tmp_path / "c"))
+    assert str(err.value) == (
+        f"file {path} [train], record row 1: nesting deeper than 64 levels; an annotation nests a handful"
+    )

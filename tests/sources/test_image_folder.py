@@ -112,3 +112,35 @@ def test_broken_images_are_skipped(ctx: SourceContext, tree: Path, bad_images) -
         "n02102040/nested/c.jpeg",
     ]
     assert ctx.tally.skipped == {"unreadable image": 1}
+
+
+def test_symlinks_are_followed_inside_the_root_once_and_counted_otherwise(
+    ctx: SourceContext, tree: Path, make_image, tmp_path: Path
+) -> None:
+    # os.walk(followlinks=True) read files outside the root, and a link back up the tree read it
+    # again and again: 7 images became 326 records, circles labelled "square"
+    outside = tmp_path / "outside"
+    make_image("a.jpg", root=outside)
+    make_image("stash/s.jpg", root=tree / ".stash")  # a hidden folder inside the root
+    fish, dog = tree / "n01440764", tree / "n02102040"
+    (fish / "out_dir").symlink_to(outside, target_is_directory=True)
+    (fish / "out.jpg").symlink_to(outside / "a.jpg")
+    (fish / "out.txt").symlink_to(outside / "a.jpg")  # out, but no image: ignored as any .txt is
+    (tree / "outcls").symlink_to(outside, target_is_directory=True)  # a class folder out: no class
+    (dog / "up").symlink_to(tree, target_is_directory=True)  # a loop through the root
+    (dog / "self").symlink_to(dog / "self")  # a loop that resolves to nothing
+    (fish / "twin").symlink_to(dog / "nested", target_is_directory=True)  # another class's folder
+    (fish / "stash").symlink_to(tree / ".stash" / "stash", target_is_directory=True)  # followed
+    (fish / "same.jpg").symlink_to(fish / "z.jpg")  # a file inside the root: kept
+    examples = list(read_image_folder(ctx, root=tree))
+    assert [(e.id, e.label) for e in examples] == [
+        ("n01440764/same.jpg", "n01440764"),
+        ("n01440764/stash/s.jpg", "n01440764"),
+        ("n01440764/z.jpg", "n01440764"),
+        ("n02102040/a.png", "n02102040"),
+        ("n02102040/b.JPEG", "n02102040"),
+        ("n02102040/nested/c.jpeg", "n02102040"),
+    ]
+    assert examples[0].categories == ["n01440764", "n02102040"]
+    assert ctx.tally.skipped == {"symlink out of the root": 3, "symlink loop": 1, "folder read already": 2}
+    assert ctx.tally.examples == 6

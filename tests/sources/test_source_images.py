@@ -21,7 +21,7 @@ from pipeline.sources.images import (
     prefetch_checks,
     read_json,
 )
-from pipeline.sources.paths import Paths, confine
+from pipeline.sources.paths import OUT_OF_ROOT, SYMLINK_LOOP, Paths, confine, outside
 
 # ---------------------------------------------------------------------------- confine
 
@@ -91,6 +91,38 @@ def test_symlinks_out_of_root_are_refused_file_or_folder(tmp_path: Path, confine
     for relpath in ("ok.jpg", "inside.jpg", "sub/missing.jpg", "up/ok.jpg", "missing/x.jpg"):
         assert confine_(root, relpath, **where) == confine(root, relpath, **where)
         assert paths.confine(root, relpath, **where) == str(confine(root, relpath, **where))
+
+
+@pytest.mark.parametrize("confine_", CONFINES)
+def test_a_symlink_loop_is_refused_not_taken_for_a_missing_image(tmp_path: Path, confine_) -> None:
+    # a plain realpath returns a loop's own path, which lies inside the root: the image was then
+    # skipped as "missing image", which sends a person looking for a file that is there
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "self.jpg").symlink_to(root / "self.jpg")
+    (root / "a").symlink_to(root / "b", target_is_directory=True)
+    (root / "b").symlink_to(root / "a", target_is_directory=True)
+    for relpath in ("self.jpg", "a/x.jpg", "b/c/x.jpg"):
+        with pytest.raises(DataError) as err:
+            confine_(root, relpath, file="anns.json", record=3, field="file_name")
+        assert str(err.value) == (
+            f"file anns.json, record 3, field 'file_name': image path {relpath!r} is a symlink loop: "
+            "it never reaches a file"
+        )
+
+
+def test_outside_says_why_a_listed_path_may_not_be_read(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    (root / "ok.jpg").write_bytes(b"x")
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    (root / "in.jpg").symlink_to(root / "ok.jpg")
+    (root / "out.jpg").symlink_to(tmp_path / "secret.jpg")
+    (root / "up").symlink_to(tmp_path, target_is_directory=True)
+    (root / "loop").symlink_to(root / "loop")
+    assert [outside(root, root / name) for name in ("ok.jpg", "in.jpg", "sub", "missing.jpg")] == [None] * 4
+    assert outside(root, root / "out.jpg") == outside(root, root / "up") == OUT_OF_ROOT
+    assert outside(root, root / "loop") == outside(root, root / "loop" / "x.jpg") == SYMLINK_LOOP
 
 
 def test_paths_behind_a_symlinked_root_are_inside(tmp_path: Path) -> None:
@@ -265,6 +297,18 @@ def test_read_json_names_file_line_and_column(tmp_path: Path) -> None:
         read_json(path)
     with pytest.raises(DataError, match="not found"):
         read_json(tmp_path / "absent.json")
+
+
+def test_an_annotation_file_that_cannot_be_opened_is_a_data_error(tmp_path: Path) -> None:
+    # a symlink loop was an OSError from inside the reader (a traceback), not a named error
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError) as err:
+        read_json(loop)
+    assert str(err.value) == f"file {loop}: the path is a symlink loop: it never reaches a file"
+    with pytest.raises(DataError) as err:
+        read_json(tmp_path)
+    assert str(err.value) == f"file {tmp_path}: a folder, not a file"
 
 
 def test_load_truncated_flag_is_restored(bad_images) -> None:

@@ -90,3 +90,15 @@ def test_a_train_only_data_set_stops_before_a_model_is_built(tmp_path: Path, mon
     summary = loop.train(carved, progress=False)
     n_train = len(build(carved, progress=False).load()["train"])
     assert 0 < n_train < 12 and summary.steps == math.ceil(n_train / 3)  # one pass in batches of 3
+
+
+def test_resuming_over_a_run_whose_recipe_is_an_alias_bomb_is_refused_by_name(tmp_path: Path):
+    from yaml_bombs import BILLION_LAUGHS
+
+    (tmp_path / "recipe.yaml").write_text(f"name: {BILLION_LAUGHS}\n")
+    with pytest.raises(UvftError) as err:
+        setup.check_resume_recipe(_recipe(), tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'recipe.yaml'}: the YAML expands to more than 100000 values through aliases "
+        "(&anchor/*alias); a recipe needs far fewer"
+    )
