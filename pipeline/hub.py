@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipeline import formats, loader, models, tasks
+from pipeline import formats, loader, models, runfolder, tasks
 from pipeline.errors import UvftError
 from pipeline.evaluation.run import sample_notes
 from pipeline.evaluation.score import metric_at, same_records
@@ -81,9 +79,7 @@ def run_dir_of(folder: Path) -> Path:
 
 def run_record(run: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(recipe.yaml, summary.json) of a run folder as data, None where a file is absent."""
-    recipe_file, summary_file = run / "recipe.yaml", run / "summary.json"
-    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else None
-    return recipe, (json.loads(summary_file.read_text()) if summary_file.is_file() else None)
+    return runfolder.read_recipe(run), runfolder.read_summary(run)
 
 
 def eval_metrics(folder: Path, split: str = "val") -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -32,6 +32,7 @@ from pydantic import (
 
 from pipeline.errors import RecipeError
 from pipeline.records import TASKS
+from pipeline.runfolder import yaml_problem
 
 Family = Literal["florence2", "paligemma"]
 
@@ -301,7 +302,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise RecipeError(f"not valid YAML: {e}", file=path) from None
+        raise RecipeError(f"not valid YAML ({yaml_problem(e)})", file=path) from None
     if not isinstance(raw, dict):
         raise RecipeError("a recipe must be a YAML mapping at the top level", file=path)
     raw = apply_overrides(raw, overrides, file=path)

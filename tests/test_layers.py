@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 
 # lowest first; a module belongs to the longest prefix that names it
 LAYERS = [
-    ("pipeline.errors", "pipeline.records", "pipeline.registry", "pipeline.failpoints", "pipeline.families"),
+    ("pipeline.errors", "pipeline.records", "pipeline.registry", "pipeline.failpoints", "pipeline.families",
+     "pipeline.runfolder"),  # runfolder: what a run folder records (recipe.yaml, summary.json), read
     ("pipeline.metrics",),  # the fields' reference metrics: functions of plain values
     ("pipeline.tasks",),  # the table of tasks: a task's `score` calls its metric
     # a recipe checks its sources' options; the demo set makes files in the formats the sources read

@@ -139,6 +139,17 @@ def test_duplicate_source_names(tmp_path: Path):
         load_recipe(_write(tmp_path, raw))
 
 
+def test_yaml_errors_are_one_line(tmp_path: Path):
+    p = tmp_path / "cut.yaml"
+    p.write_text("name: demo\nmodel: {family: florence2\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert (
+        str(e.value)
+        == f"{p}: not valid YAML (line 3, column 1: expected ',' or '}}', but got '<stream end>')"
+    )
+
+
 def test_yaml_is_loaded_safely(tmp_path: Path):
     p = tmp_path / "evil.yaml"
     p.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")

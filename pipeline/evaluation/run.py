@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import loader, tasks
+from pipeline import loader, runfolder, tasks
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.predict import eval_generation_config, predict
@@ -46,11 +46,10 @@ def evaluate_run(
     sample = sample_split(ds, limit, recipe.eval.seed)
     rows_in = list(ds.select(sample.indices) if limit is not None else ds)
     run_dir = recipe.run_dir
-    summary_path = run_dir / "summary.json"
     if recipe.model.id is not None:
         base_model = recipe.model.id
-    elif summary_path.is_file():
-        base_model = json.loads(summary_path.read_text())["base_model"]
+    elif (recorded := runfolder.summary_base(run_dir)) is not None:
+        base_model = loader.resolve_base(recorded, run_dir)
     elif adapter is None:
         # the tiny model (and its base stage) without a run: built, or read from the cache
         from pipeline.runtime import make_accelerator
@@ -99,9 +98,7 @@ def _write_report(out: Path, rows, metrics, *, run_dir: Path, split: str, is_bas
 
     base_file = evidence_dir(run_dir, None, split) / "metrics.json"
     base_metrics = json.loads(base_file.read_text()) if (not is_base and base_file.is_file()) else None
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    write_report(out, rows, metrics, base_metrics=base_metrics, summary=summary)
+    write_report(out, rows, metrics, base_metrics=base_metrics, summary=runfolder.read_summary(run_dir))
 
 
 def print_metrics(metrics: dict[str, Any], base_metrics: dict[str, Any] | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import models
+from pipeline import models, runfolder
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
@@ -156,9 +156,11 @@ def _finetune(
     _finish(run)
     if run.main:
         logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
-    summary = _summary(run, base=base, trainable=trainable, total=total, dropped=dropped)
+    # a local base by its absolute path: the run's files resolve from any folder, not only this one
+    recorded = runfolder.recorded_base(base)
+    summary = _summary(run, base=recorded, trainable=trainable, total=total, dropped=dropped)
     if run.main:
-        spec = spec_from_records(recipe.model.family, base, recipe.adapter.method, train_ds)
+        spec = spec_from_records(recipe.model.family, recorded, recipe.adapter.method, train_ds)
         ckpt.save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary.__dict__, spec)
     accelerator.wait_for_everyone()
     if cfg.trackers:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline import models, tasks
+from pipeline import models, runfolder, tasks
 from pipeline.data.collate import Collator, drop_long_targets, measure_targets
 from pipeline.data.mixture import MixtureSampler, bucket_keys, groups_from_sources
 from pipeline.errors import UvftError
@@ -69,12 +69,9 @@ RESUMABLE = (
 def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
     """Refuse to resume a run with a recipe that changes what decides it, listing the changes;
     the run's recipe.yaml is then rewritten by the resumed run, so what it records stays true."""
-    import yaml
-
-    saved = run_dir / "recipe.yaml"
-    if not saved.is_file():
+    before = runfolder.read_recipe(run_dir)
+    if before is None:
         return
-    before = yaml.safe_load(saved.read_text())
     diffs = [d for d in changes(before, recipe) if not d[0].startswith(RESUMABLE)]
     if diffs:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diffs[:8])
