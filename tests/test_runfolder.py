@@ -15,6 +15,7 @@ from tiny_runs import train_tiny_run
 from pipeline import loader, runfolder
 from pipeline.cli import main
 from pipeline.errors import UvftError
+from pipeline.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_ADVICE = (
@@ -175,6 +176,33 @@ def test_a_damaged_recipe_given_to_eval_is_one_error_line(trained: Path, tmp_pat
     assert capsys.readouterr().err == (
         f"error: {recipe}: not valid YAML (line 3, column 1: expected ',' or '}}', but got '<stream end>')\n"
     )
+
+
+def test_resuming_an_older_checkpoint_with_a_damaged_run_recipe_is_one_error_line(
+    trained: Path, tmp_path, monkeypatch, capsys
+):
+    """A checkpoint from before checkpoints kept their recipe is compared with the run's recipe.yaml:
+    damaged, it is one line that says where a copy is."""
+    run = _copy_run(trained, tmp_path / "run", checkpoints=True)
+    for step in ckpt.checkpoint_dirs(run):  # as uvft wrote them before: format 2, no recipe.yaml
+        (step / "recipe.yaml").unlink()
+        state = json.loads((step / "state.json").read_text())
+        (step / "state.json").write_text(json.dumps({**state, "format": 2}))
+        ckpt.write_manifest(step)
+    want = _damage(run, "partial recipe")
+    assert "the recipe the run was trained with" in want  # no checkpoint holds a copy
+    monkeypatch.chdir(trained)
+    args = [
+        "finetune",
+        str(trained / "run/recipe.yaml"),
+        f"output_dir={run}",
+        "--resume",
+        "auto",
+        "--no-progress",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == want
 
 
 def test_a_pickled_adapter_is_refused_by_eval_as_by_predict(trained: Path, tmp_path, monkeypatch, capsys):

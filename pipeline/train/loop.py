@@ -101,7 +101,7 @@ def _finetune(
     """Policy and set-up (pipeline.train.setup): run folder, accelerator, records, base model,
     adapter, data, optimizer, resume; then the loop and the run's end."""
     cfg, run_dir = recipe.train, recipe.run_dir
-    setup.run_folder_policy(recipe, resume, overwrite)
+    resume_from = setup.run_folder_policy(recipe, resume, overwrite)
     accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
     with accelerator.main_process_first():  # records are built once, on the main process first
         records = build(recipe, progress=progress and accelerator.is_main_process).load()
@@ -141,7 +141,7 @@ def _finetune(
         shift=models.get(recipe.model.family).DECODER_ONLY,
         resumed=False,
     )
-    _resume(run, ckpt.resolve_resume(resume, run_dir))
+    _resume(run, resume_from)
     if run.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(dump(recipe))
