@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from pipeline import models, runfolder
 from pipeline.data.build import build
+from pipeline.data.mixture import MixtureMismatch
 from pipeline.errors import UvftError
 from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
 from pipeline.evaluation.score import headline
@@ -372,7 +373,17 @@ def _resume(run: Run, path: Path | None) -> None:
     saved = ckpt.load_checkpoint(
         path, accelerator=run.accelerator, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler
     )
-    run.sampler.load_state_dict(saved.pop("sampler"))
+    try:
+        run.sampler.load_state_dict(saved.pop("sampler"))
+    except MixtureMismatch as e:
+        changed = e.data_changes()
+        if changed is None:
+            raise UvftError(f"cannot resume from {path}: {e}") from None
+        raise UvftError(
+            f"cannot resume from {path}: the training data changed since this checkpoint ({changed}), "
+            "so the run cannot continue the batches it was drawing; restore the data it trained on, "
+            "or start over with --overwrite or another output_dir"
+        ) from None
     run.meter.load(saved.pop("window", None), main=run.main)  # the loss-logging window in progress
     run.state.load_state_dict(saved)
     run.resumed, run.start_step = True, run.state.step

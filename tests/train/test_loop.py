@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -247,6 +248,24 @@ def test_resume_compares_with_the_recipe_the_checkpoint_was_trained_with(
     (newest / "recipe.yaml").unlink()
     ckpt.write_manifest(newest)
     assert ckpt.verify_checkpoint(newest) == "recipe.yaml is missing"
+
+
+def test_resume_after_the_data_changed_says_which_source_and_what_to_do(shapes_root, cache, tmp_path):
+    data = tmp_path / "shapes"
+    shutil.copytree(shapes_root, data)
+    run = tmp_path / "run"
+    loop.train(recipe_for(data, cache, run, "train.steps=2", "train.save_every=1"), progress=False)
+    gone = sorted((data / "imagefolder/train").rglob("*.png"))[0]
+    gone.unlink()  # an annotation edited under the run: the image-folder source has one image less
+    with pytest.raises(UvftError) as e:
+        loop.train(
+            recipe_for(data, cache, run, "train.steps=4", "train.save_every=1"), resume="auto", progress=False
+        )
+    assert str(e.value) == (
+        f"cannot resume from {run}/checkpoints/step-000002: the training data changed since this checkpoint "
+        "(shapes_classes: 24 records then, 23 records now), so the run cannot continue the batches it "
+        "was drawing; restore the data it trained on, or start over with --overwrite or another output_dir"
+    )
 
 
 def test_due_and_the_task_loss_meter():
