@@ -14,6 +14,7 @@ import copy
 import difflib
 import inspect
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -123,6 +124,12 @@ class MixtureSection(_Strict):
     def _weights_given(self) -> MixtureSection:
         if self.strategy == "weights" and not self.weights:
             raise ValueError("strategy 'weights' needs mixture.weights (source name -> weight)")
+        if self.strategy != "weights" and self.weights is not None:
+            # the sampler would refuse them at the start of training (data/mixture.py)
+            raise ValueError(
+                f"weights: only strategy 'weights' uses them, and mixture.strategy is {self.strategy!r}: "
+                "set mixture.strategy=weights to use them, or mixture.weights=null to drop them"
+            )
         return self
 
 
@@ -317,6 +324,11 @@ def validate(raw: dict[str, Any], file: str | Path | None = None) -> Recipe:
         loc = ".".join(str(p) for p in err["loc"])
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         msg = _no_such_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "value_error":  # our validators': "key.path: message" names the key
+            msg = msg.removeprefix("Value error, ")
+            key, sep, rest = msg.partition(": ")
+            if sep and re.fullmatch(r"[\w.]+", key):
+                loc, msg = f"{loc}.{key}" if loc else key, rest
         raise RecipeError(f"{msg}{more}", path=loc, file=file) from None
     validate_sources(recipe, file=file)
     return recipe

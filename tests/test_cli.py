@@ -123,6 +123,20 @@ def test_check_exits_2_with_the_problems_in_its_verdict(
     assert lines[1:] == ["1 problem: recipe"]
 
 
+def test_mixture_weights_with_another_strategy_fail_check_and_build_naming_the_key(
+    capsys: pytest.CaptureFixture[str],
+):
+    recipe = str(ROOT / "recipes/demo.yaml")
+    said = (
+        f"{recipe}: mixture.weights: only strategy 'weights' uses them, and mixture.strategy is 'uniform': "
+        "set mixture.strategy=weights to use them, or mixture.weights=null to drop them"
+    )
+    assert main(["check", recipe, "mixture.strategy=uniform"]) == 2
+    assert capsys.readouterr().out.splitlines() == [f"problem  {said}", "1 problem: recipe"]
+    assert main(["build", recipe, "mixture.strategy=uniform"]) == 2
+    assert capsys.readouterr().err == f"error: {said}\n"
+
+
 def test_console_script_help():
     # the installed `uvft` entry point, as a user runs it
     script = Path(sys.executable).parent / "uvft"
