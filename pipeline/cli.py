@@ -37,6 +37,52 @@ QUIET_LOGS = {  # logger -> message starts, of transformers' logged notices
 }
 
 
+def at_least(low: int) -> Any:
+    """An argparse type: a whole number >= `low` (a batch of 0 or a negative limit is refused while
+    the command line is read, before anything is loaded)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {n}")
+        return n
+
+    parse.__name__ = f"whole number >= {low}"  # what argparse names in its own messages
+    return parse
+
+
+def fraction(*, above_zero: bool = False) -> Any:
+    """An argparse type: a number in [0, 1] ((0, 1] with `above_zero`); NaN is none."""
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (0.0 < x <= 1.0 if above_zero else 0.0 <= x <= 1.0):
+            raise argparse.ArgumentTypeError(
+                f"must be {'above 0 and at most' if above_zero else 'between 0 and'} 1, got {text}"
+            )
+        return x
+
+    parse.__name__ = "number"
+    return parse
+
+
+class _MinMax(argparse.Action):
+    """Two numbers MIN MAX, refused unless MIN <= MAX."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
+    ) -> None:
+        if values[0] > values[1]:
+            parser.error(f"argument {option}: MIN {values[0]:g} is above MAX {values[1]:g}")
+        setattr(namespace, self.dest, tuple(values))
+
+
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "recipe", nargs="?", default=DEFAULT_RECIPE, help=f"recipe YAML (default: {DEFAULT_RECIPE})"
@@ -98,9 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     who.add_argument("--base", action="store_true", help="evaluate the base model without the adapter")
     p.add_argument("--split", default="val")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N records per task")
+    p.add_argument("--limit", type=at_least(1), metavar="N", help="at most N records per task")
     p.add_argument(
-        "--batch-size", type=int, help="generation batch size (default: the recipe's eval.batch_size)"
+        "--batch-size",
+        type=at_least(1),
+        help="generation batch size (default: the recipe's eval.batch_size)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
@@ -175,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threshold",
-        type=float,
+        type=fraction(),
         metavar="SCORE",
         help="detection, grounding: drop boxes scoring below SCORE (0-1), listed as dropped",
     )
@@ -184,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", type=Path, metavar="JSONL", help="--images: write here (default: stdout)")
     p.add_argument("--json", action="store_true", help="--image: print JSON instead of text")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=at_least(1), default=16)
     p.add_argument("--device", help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_predict)
@@ -196,18 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("data/shapes"), help="output folder (default: data/shapes)"
     )
     # unset options take the generator's own defaults (pipeline/demo/shapes.py: generate)
-    d.add_argument("--n-train", type=int)
-    d.add_argument("--n-val", type=int)
-    d.add_argument("--image-size", type=int)
-    d.add_argument("--max-shapes", type=int)
+    d.add_argument("--n-train", type=at_least(0))
+    d.add_argument("--n-val", type=at_least(0))
+    d.add_argument("--image-size", type=at_least(32), help="pixels (at least 32: shapes stay recognisable)")
+    d.add_argument("--max-shapes", type=at_least(1))
     d.add_argument(
         "--shape-size",
-        type=float,
+        type=fraction(above_zero=True),
         nargs=2,
+        action=_MinMax,
         metavar=("MIN", "MAX"),
-        help="a shape's side as fractions of the image side",
+        help="a shape's side as fractions of the image side (0 < MIN <= MAX <= 1)",
     )
-    d.add_argument("--seed", type=int)
+    d.add_argument("--seed", type=at_least(0))
     d.add_argument(
         "--extra-tasks",
         nargs="+",
@@ -367,8 +416,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.out is not None and args.image is None:
         raise UvftError("--out draws one image: use it with --image")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise UvftError(f"--threshold {args.threshold:g}: a box score is between 0 and 1")
     if args.threshold is not None and args.task is not None and args.task not in BOX_TASKS:
         raise UvftError(f"--threshold is for the tasks answered with boxes ({', '.join(BOX_TASKS)})")
     items = read_items(

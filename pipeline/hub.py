@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import folders, formats, loader, models, tasks
-from pipeline.errors import RecipeError, UvftError
+from pipeline import folders, formats, loader, models, runfolder, tasks
+from pipeline.errors import UvftError
 from pipeline.evaluation.run import sample_notes
 from pipeline.evaluation.score import metric_at, same_records
 from pipeline.models.spec import ModelSpec, weights_folder
-from pipeline.recipe import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +79,7 @@ def run_dir_of(folder: Path) -> Path:
 
 def run_record(run: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(recipe.yaml, summary.json) of a run folder as data, None where a file is absent."""
-    recipe_file, summary_file = run / "recipe.yaml", run / "summary.json"
-    recipe = None
-    if recipe_file.is_file():  # a run folder from the hub is anyone's: its YAML is bounded too
-        recipe = load_yaml(recipe_file.read_text(), lambda message: RecipeError(message, file=recipe_file))
-    return recipe, (json.loads(summary_file.read_text()) if summary_file.is_file() else None)
+    return runfolder.read_recipe(run), runfolder.read_summary(run)
 
 
 def eval_metrics(folder: Path, split: str = "val") -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import models
+from pipeline import models, runfolder
 from pipeline.errors import UvftError
 from pipeline.families import FAMILIES
 from pipeline.models.spec import ModelSpec, load_spec, spec_from_records, weights_folder
@@ -251,9 +251,14 @@ def adapter_base(folder: Path, spec: ModelSpec | None = None) -> str:
 
 
 def resolve_base(name: str, folder: Path) -> str:
-    """A base model name as from_pretrained takes it: an existing folder, or a hub id."""
-    if name and Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
+    """A base model name as from_pretrained takes it: an existing folder, or a hub id. `name` is
+    what the run folder `folder` (or `<run>/best`, `<run>/model` in it) records: a folder is found
+    from anywhere (pipeline.runfolder.local_base; older runs recorded it relative to where they
+    trained)."""
+    for run in (folder, folder.parent):
+        local = runfolder.local_base(name, run)
+        if local is not None:
+            return str(local)
     if HUB_ID.match(name):
         return name
     raise UvftError(
@@ -291,7 +296,7 @@ def spec_for(folder: Path) -> ModelSpec:
         if spec is not None:
             return spec
     for where in (folder, folder.parent):
-        if (where / "recipe.yaml").is_file():
+        if (where / runfolder.RECIPE).is_file():
             return _spec_from_run(where)
     family = _family_from_config(folder)
     raise UvftError(
@@ -302,13 +307,12 @@ def spec_for(folder: Path) -> ModelSpec:
 
 def _spec_from_run(run_dir: Path) -> ModelSpec:
     from pipeline.data.build import build
-    from pipeline.recipe import load_recipe
+    from pipeline.recipe import validate
 
-    recipe = load_recipe(run_dir / "recipe.yaml")
+    recipe = validate(runfolder.read_recipe(run_dir) or {}, file=run_dir / runfolder.RECIPE)
     logger.info("%s has no uvft.json: rebuilding it from its recipe and records", run_dir)
     records = build(recipe, progress=False).load()
-    summary = run_dir / "summary.json"
-    base = recipe.model.id or (json.loads(summary.read_text())["base_model"] if summary.is_file() else "")
+    base = recipe.model.id or runfolder.summary_base(run_dir) or ""
     return spec_from_records(
         recipe.model.family, base, recipe.adapter.method, records[recipe.data.train_split]
     )

@@ -14,6 +14,7 @@ import copy
 import difflib
 import inspect
 import os
+import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import RecipeError, UvftError
+from pipeline.errors import RecipeError
 from pipeline.records import TASKS
+from pipeline.safe_yaml import load_yaml, yaml_problem
 
 Family = Literal["florence2", "paligemma"]
 
@@ -123,6 +125,12 @@ class MixtureSection(_Strict):
     def _weights_given(self) -> MixtureSection:
         if self.strategy == "weights" and not self.weights:
             raise ValueError("strategy 'weights' needs mixture.weights (source name -> weight)")
+        if self.strategy != "weights" and self.weights is not None:
+            # the sampler would refuse them at the start of training (data/mixture.py)
+            raise ValueError(
+                f"weights: only strategy 'weights' uses them, and mixture.strategy is {self.strategy!r}: "
+                "set mixture.strategy=weights to use them, or mixture.weights=null to drop them"
+            )
         return self
 
 
@@ -293,79 +301,6 @@ def expand_path(p: str | Path) -> Path:
 
 # --- loading -------------------------------------------------------------------------------------
 
-# Bounds on a YAML document (a recipe, a data card's front matter, a run's recipe.yaml), far above
-# what one holds (the demo recipe: ~150 values, 5 levels) and far below what costs time or memory.
-MAX_YAML_VALUES = 100_000
-MAX_YAML_DEPTH = 64
-
-
-def load_yaml(text: str, error: Callable[[str], UvftError], *, what: str = "a recipe") -> Any:
-    """`yaml.safe_load(text)`, bounded. safe_load refuses tags, not aliases: ten lines of anchors
-    and aliases (a "billion laughs") build a value that every later walk of it (a copy, validation,
-    a hash) expands to billions. So the document's nodes are counted first, as if every alias were
-    written out, each node once (a node's count is memoised, so counting is linear in the text):
-    more than MAX_YAML_VALUES, deeper than MAX_YAML_DEPTH, or an alias inside its own anchor is
-    `error(message)` (its caller names the file), before anything is built. Plain anchors, aliases
-    and merge keys (`<<: *base`) load as yaml.safe_load loads them; yaml.YAMLError passes through
-    for the caller to word. `what` ends the message: "...; a recipe needs far fewer"."""
-    loader = yaml.SafeLoader(text)
-    try:
-        try:
-            node = loader.get_single_node()
-        except RecursionError:  # the composer recurses per level: hundreds of levels end here
-            raise error(_too_deep(what)) from None
-        if node is None:
-            return None
-        _check_expansion(node, error, what)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-def _check_expansion(root: yaml.Node, error: Callable[[str], UvftError], what: str) -> None:
-    """Count `root`'s values and levels with aliases expanded (see load_yaml), without recursion."""
-    count: dict[int, int] = {}  # id(node) -> values it expands to, itself included
-    height: dict[int, int] = {}  # id(node) -> levels it expands to
-    open_: set[int] = set()  # the nodes whose children are being counted: the path from the root
-    todo: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while todo:
-        node, children_done = todo.pop()
-        key = id(node)
-        children = _yaml_children(node)
-        if children_done:
-            open_.discard(key)
-            count[key] = 1 + sum(count[id(c)] for c in children)
-            height[key] = 1 + max((height[id(c)] for c in children), default=0)
-            if count[key] > MAX_YAML_VALUES:
-                # as many nodes written out: a big document, not aliases
-                how = "holds" if len(count) > MAX_YAML_VALUES else "expands to"
-                through = "" if how == "holds" else " through aliases (&anchor/*alias)"
-                raise error(
-                    f"the YAML {how} more than {MAX_YAML_VALUES} values{through}; {what} needs far fewer"
-                )
-            if height[key] > MAX_YAML_DEPTH:
-                raise error(_too_deep(what))
-        elif key in open_:
-            raise error(
-                "an alias (&anchor/*alias) stands inside the value it names: it would expand without end"
-            )
-        elif key not in count:
-            open_.add(key)
-            todo.append((node, True))
-            todo.extend((child, False) for child in children)
-
-
-def _too_deep(what: str) -> str:
-    return f"the YAML nests deeper than {MAX_YAML_DEPTH} levels; {what} needs a handful"
-
-
-def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return node.value
-    return []
-
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Load, override and validate a recipe; raise RecipeError naming the file and the key path."""
@@ -375,7 +310,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         raw = load_yaml(path.read_text(), lambda message: RecipeError(message, file=path))
     except yaml.YAMLError as e:
-        raise RecipeError(f"not valid YAML: {e}", file=path) from None
+        raise RecipeError(f"not valid YAML ({yaml_problem(e)})", file=path) from None
     if not isinstance(raw, dict):
         raise RecipeError("a recipe must be a YAML mapping at the top level", file=path)
     raw = apply_overrides(raw, overrides, file=path)
@@ -390,6 +325,11 @@ def validate(raw: dict[str, Any], file: str | Path | None = None) -> Recipe:
         loc = ".".join(str(p) for p in err["loc"])
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         msg = _no_such_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "value_error":  # our validators': "key.path: message" names the key
+            msg = msg.removeprefix("Value error, ")
+            key, sep, rest = msg.partition(": ")
+            if sep and re.fullmatch(r"[\w.]+", key):
+                loc, msg = f"{loc}.{key}" if loc else key, rest
         raise RecipeError(f"{msg}{more}", path=loc, file=file) from None
     validate_sources(recipe, file=file)
     return recipe

@@ -123,6 +123,82 @@ def test_check_exits_2_with_the_problems_in_its_verdict(
     assert lines[1:] == ["1 problem: recipe"]
 
 
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["eval", "--batch-size", "0"], "uvft eval: error: argument --batch-size: must be at least 1, got 0"),
+        (
+            ["eval", "--batch-size", "-2"],
+            "uvft eval: error: argument --batch-size: must be at least 1, got -2",
+        ),
+        (["eval", "--limit", "-1"], "uvft eval: error: argument --limit: must be at least 1, got -1"),
+        (["eval", "--limit", "0"], "uvft eval: error: argument --limit: must be at least 1, got 0"),
+        (["eval", "--limit", "1.5"], "uvft eval: error: argument --limit: '1.5' is not a whole number"),
+        (
+            ["predict", "--model", "m", "--image", "i", "--batch-size", "0"],
+            "uvft predict: error: argument --batch-size: must be at least 1, got 0",
+        ),
+        (
+            ["predict", "--model", "m", "--image", "i", "--threshold", "-0.1"],
+            "uvft predict: error: argument --threshold: must be between 0 and 1, got -0.1",
+        ),
+        (
+            ["predict", "--model", "m", "--image", "i", "--threshold", "nan"],
+            "uvft predict: error: argument --threshold: must be between 0 and 1, got nan",
+        ),
+        (
+            ["data", "demo", "--n-train", "-1"],
+            "uvft data demo: error: argument --n-train: must be at least 0, got -1",
+        ),
+        (
+            ["data", "demo", "--n-val", "-5"],
+            "uvft data demo: error: argument --n-val: must be at least 0, got -5",
+        ),
+        (
+            ["data", "demo", "--image-size", "8"],
+            "uvft data demo: error: argument --image-size: must be at least 32, got 8",
+        ),
+        (
+            ["data", "demo", "--max-shapes", "0"],
+            "uvft data demo: error: argument --max-shapes: must be at least 1, got 0",
+        ),
+        (
+            ["data", "demo", "--shape-size", "0", "0.5"],
+            "uvft data demo: error: argument --shape-size: must be above 0 and at most 1, got 0",
+        ),
+        (
+            ["data", "demo", "--shape-size", "0.6", "0.3"],
+            "uvft data demo: error: argument --shape-size: MIN 0.6 is above MAX 0.3",
+        ),
+        (
+            ["data", "demo", "--seed", "-1"],
+            "uvft data demo: error: argument --seed: must be at least 0, got -1",
+        ),
+    ],
+)
+def test_numbers_out_of_range_are_refused_while_the_command_line_is_read(
+    args: list[str], error: str, capsys: pytest.CaptureFixture[str]
+):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == error
+
+
+def test_mixture_weights_with_another_strategy_fail_check_and_build_naming_the_key(
+    capsys: pytest.CaptureFixture[str],
+):
+    recipe = str(ROOT / "recipes/demo.yaml")
+    said = (
+        f"{recipe}: mixture.weights: only strategy 'weights' uses them, and mixture.strategy is 'uniform': "
+        "set mixture.strategy=weights to use them, or mixture.weights=null to drop them"
+    )
+    assert main(["check", recipe, "mixture.strategy=uniform"]) == 2
+    assert capsys.readouterr().out.splitlines() == [f"problem  {said}", "1 problem: recipe"]
+    assert main(["build", recipe, "mixture.strategy=uniform"]) == 2
+    assert capsys.readouterr().err == f"error: {said}\n"
+
+
 def test_console_script_help():
     # the installed `uvft` entry point, as a user runs it
     script = Path(sys.executable).parent / "uvft"

@@ -411,8 +411,12 @@ def test_uvft_predict_filters_boxes_and_says_what_it_dropped(
         capsys.readouterr().err
         == "error: --threshold is for the tasks answered with boxes (detection, grounding)\n"
     )
-    assert cli.main([*args, "--threshold", "1.5"]) == 2
-    assert capsys.readouterr().err == "error: --threshold 1.5: a box score is between 0 and 1\n"
+    with pytest.raises(SystemExit) as e:  # refused while the command line is read (tests/test_cli.py)
+        cli.main([*args, "--threshold", "1.5"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "uvft predict: error: argument --threshold: must be between 0 and 1, got 1.5"
+    )
 
 
 def test_uvft_predict_hides_other_libraries_notices_unless_verbose(trained_run: TrainedRun, tmp_path: Path):

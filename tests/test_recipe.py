@@ -10,7 +10,7 @@ import pytest
 import yaml
 from yaml_bombs import BILLION_LAUGHS
 
-from pipeline import recipe as recipe_module
+from pipeline import safe_yaml
 from pipeline.errors import RecipeError
 from pipeline.recipe import Recipe, TinySection, apply_overrides, load_recipe, load_yaml, reader_params
 
@@ -140,6 +140,46 @@ def test_duplicate_source_names(tmp_path: Path):
     raw["data"]["sources"][1]["name"] = raw["data"]["sources"][0]["name"]
     with pytest.raises(RecipeError, match="duplicate source name"):
         load_recipe(_write(tmp_path, raw))
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "temperature", "proportional"])
+def test_mixture_weights_without_strategy_weights_are_refused_naming_the_key(strategy: str):
+    # the sampler would refuse them only when training starts; the recipe says so at load time
+    with pytest.raises(RecipeError) as e:
+        load_recipe(ROOT / "recipes/demo.yaml", [f"mixture.strategy={strategy}"])
+    assert e.value.path == "mixture.weights"
+    assert str(e.value) == (
+        f"{ROOT / 'recipes/demo.yaml'}: mixture.weights: only strategy 'weights' uses them, and "
+        f"mixture.strategy is {strategy!r}: set mixture.strategy=weights to use them, or "
+        "mixture.weights=null to drop them"
+    )
+    assert load_recipe(ROOT / "recipes/demo.yaml", [f"mixture.strategy={strategy}", "mixture.weights=null"])
+
+
+def test_validators_messages_name_their_key_without_pydantics_prefix(tmp_path: Path):
+    raw = _demo_raw()
+    raw["data"]["sources"][1]["name"] = raw["data"]["sources"][0]["name"]
+    with pytest.raises(RecipeError) as e:
+        load_recipe(_write(tmp_path, raw))
+    assert e.value.path == "data.sources.1.name"
+    assert (
+        str(e.value)
+        == f"{tmp_path / 'r.yaml'}: data.sources.1.name: duplicate source name 'shapes_detection'"
+    )
+    with pytest.raises(RecipeError) as e:
+        load_recipe(ROOT / "recipes/demo.yaml", ["mixture.weights={nope: 1}"])
+    assert e.value.path == "mixture.weights" and "Value error" not in str(e.value)
+
+
+def test_yaml_errors_are_one_line(tmp_path: Path):
+    p = tmp_path / "cut.yaml"
+    p.write_text("name: demo\nmodel: {family: florence2\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert (
+        str(e.value)
+        == f"{p}: not valid YAML (line 3, column 1: expected ',' or '}}', but got '<stream end>')"
+    )
 
 
 def test_yaml_is_loaded_safely(tmp_path: Path):
@@ -334,7 +374,7 @@ def test_aliases_that_never_end_or_nest_too_deep_are_refused(tmp_path: Path):
 
 
 def test_a_big_document_without_aliases_is_said_to_hold_too_much(monkeypatch):
-    monkeypatch.setattr(recipe_module, "MAX_YAML_VALUES", 20)
+    monkeypatch.setattr(safe_yaml, "MAX_YAML_VALUES", 20)
     error = RecipeError  # the message alone
     with pytest.raises(RecipeError, match=r"^the YAML holds more than 20 values; a recipe needs far fewer$"):
         load_yaml("[" + ", ".join(["1"] * 20) + "]", error)

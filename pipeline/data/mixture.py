@@ -107,6 +107,33 @@ def _check_weights(names: list[str], weights: Mapping[str, float] | None) -> lis
     return out
 
 
+class MixtureMismatch(ValueError):
+    """A saved sampler state that does not fit this sampler: `key` of the state differs (`saved`,
+    `now`: the two states). `data_changes` says it in words when the training data changed."""
+
+    def __init__(self, message: str, *, key: str, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.key, self.saved, self.now = key, saved, now
+
+    def data_changes(self) -> str | None:
+        """The training sources' changes between the two states ("shapes_vqa: 24 records then, 20
+        now"), or None when the difference is not in the data (a seed, the bucketing)."""
+        if self.key not in ("sources", "source_sizes", "groups_digest"):
+            return None
+        then = dict(zip(self.saved["sources"], self.saved["source_sizes"], strict=False))
+        now = dict(zip(self.now["sources"], self.now["source_sizes"], strict=False))
+        parts = [
+            f"{s}: {_records(then.get(s))} then, {_records(now.get(s))} now"
+            for s in dict.fromkeys([*then, *now])
+            if then.get(s) != now.get(s)
+        ]
+        return "; ".join(parts) or "the same sources and sizes, but other records"
+
+
+def _records(n: int | None) -> str:
+    return "absent" if n is None else f"{n} record{'s' if n != 1 else ''}"
+
+
 def _name_key(name: str) -> int:
     # stable across processes and Python runs, unlike hash()
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
@@ -400,9 +427,12 @@ class MixtureSampler(torch.utils.data.Sampler[int]):
                 hint = (
                     f" (set mixture.bucket_batches={state[key]} to resume)" if key == "bucket_batches" else ""
                 )
-                raise ValueError(
+                raise MixtureMismatch(
                     f"mixture state does not match this sampler: {key} is {state[key]!r} in the "
-                    f"checkpoint but {mine[key]!r} now; the sequence cannot be continued exactly{hint}"
+                    f"checkpoint but {mine[key]!r} now; the sequence cannot be continued exactly{hint}",
+                    key=key,
+                    saved=state,
+                    now=mine,
                 )
         if not np.allclose(state["probabilities"], mine["probabilities"], rtol=1e-12, atol=0):
             raise ValueError(

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import folders, loader, tasks
+from pipeline import folders, loader, runfolder, tasks
 from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.predict import eval_generation_config, predict
@@ -53,11 +53,10 @@ def evaluate_run(
     if not rows_in:
         raise UvftError(f"split {split!r} has no records to evaluate")
     run_dir = recipe.run_dir
-    summary_path = run_dir / "summary.json"
     if recipe.model.id is not None:
         base_model = recipe.model.id
-    elif summary_path.is_file():
-        base_model = json.loads(summary_path.read_text())["base_model"]
+    elif (recorded := runfolder.summary_base(run_dir)) is not None:
+        base_model = loader.resolve_base(recorded, run_dir)
     elif adapter is None:
         # the tiny model (and its base stage) without a run: built, or read from the cache
         from pipeline.runtime import make_accelerator
@@ -112,9 +111,7 @@ def _write_report(out: Path, rows, metrics, *, run_dir: Path, split: str, is_bas
 
     base_file = evidence_dir(run_dir, None, split) / "metrics.json"
     base_metrics = json.loads(base_file.read_text()) if (not is_base and base_file.is_file()) else None
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    write_report(out, rows, metrics, base_metrics=base_metrics, summary=summary)
+    write_report(out, rows, metrics, base_metrics=base_metrics, summary=runfolder.read_summary(run_dir))
 
 
 def print_metrics(metrics: dict[str, Any], base_metrics: dict[str, Any] | None = None) -> None:

@@ -2,8 +2,10 @@
 
 A checkpoint folder `checkpoints/step-000120/` holds the trainable weights (`weights/`: the
 adapter, or the full model, as safetensors), `optimizer.pt`, `scheduler.pt`, one `rng-<rank>.pt`
-per process, and `state.json` (step, sampler position, counters). It is written under a hidden
-temporary name and renamed when complete, so a kill during a save never leaves a folder that
+per process, `state.json` (step, sampler position, counters) and `recipe.yaml`, the resolved recipe
+it was trained with (what resume compares a recipe with: the run's own recipe.yaml is rewritten by
+each run, and may be lost). It is written under a hidden temporary name and renamed when complete,
+with a manifest of every file written last, so a kill during a save never leaves a folder that
 resume would pick. Tensors are loaded back with `torch.load(weights_only=True)`.
 
 The models a run leaves for generation (`<run>/best`, and the final adapter or `<run>/model`) are
@@ -29,12 +31,15 @@ from pipeline.failpoints import failpoint
 from pipeline.models.generation import generation_config
 from pipeline.models.spec import ModelSpec
 from pipeline.recipe import Recipe, dump
+from pipeline.runfolder import RECIPE
 
 logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
-FORMAT = 2  # state.json's `format`: 2 = checkpoints with a manifest
+# state.json's `format`: 2 = checkpoints with a manifest, 3 = with the recipe they were trained with
+FORMAT = 3
+MANIFEST_FORMAT, RECIPE_FORMAT = 2, 3
 FULL_WEIGHTS = "model.safetensors"  # a full fine-tune's checkpoint weights, under in-memory names
 
 
@@ -92,7 +97,8 @@ def write_manifest(folder: Path) -> None:
 
 def verify_checkpoint(path: Path) -> str | None:
     """None when the checkpoint is whole; else what is wrong with which file. Checkpoints written
-    before manifests existed (no `format` in state.json) are checked for state.json only."""
+    before manifests existed (no `format` in state.json) are checked for state.json only, and
+    those written before checkpoints kept their recipe (format 2) have no recipe.yaml."""
     if not path.is_dir():
         return "no such folder"
     state_file = path / "state.json"
@@ -116,8 +122,11 @@ def verify_checkpoint(path: Path) -> str | None:
         state = json.loads(state_file.read_text())
     except ValueError as e:
         return f"state.json does not parse ({e})"
-    if not manifest.is_file() and isinstance(state, dict) and state.get("format", 1) >= FORMAT:
+    written = state.get("format", 1) if isinstance(state, dict) else 1
+    if not manifest.is_file() and written >= MANIFEST_FORMAT:
         return f"{MANIFEST} is missing"  # written with one: its loss means the folder was tampered with
+    if not (path / RECIPE).is_file() and written >= RECIPE_FORMAT:
+        return f"{RECIPE} is missing"
     return None
 
 
@@ -160,10 +169,11 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     keep_last: int,
+    recipe: str,
     rng: dict[str, Any] | None = None,
 ) -> Path:
-    """Save on every process (RNG per rank: `rng`, else the current one), weights and optimizer on
-    the main one; atomic rename."""
+    """Save on every process (RNG per rank: `rng`, else the current one), weights, optimizer and
+    `recipe` (the resolved recipe's YAML, as the run trains it) on the main one; atomic rename."""
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
@@ -179,6 +189,7 @@ def save_checkpoint(
         try:
             torch.save(rng if rng is not None else rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
             if accelerator.is_main_process:
+                (tmp / RECIPE).write_text(recipe)  # listed in the manifest like the rest
                 full_state = {"step": step, "format": FORMAT, **state}
                 _write_main(tmp, accelerator, model, optimizer, scheduler, full_state)
             failpoint("checkpoint.write")

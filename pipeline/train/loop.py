@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import folders, models
+from pipeline import folders, models, runfolder
 from pipeline.data.build import build
+from pipeline.data.mixture import MixtureMismatch
 from pipeline.errors import UvftError
 from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
 from pipeline.evaluation.score import headline
@@ -107,7 +108,7 @@ def _finetune(
     """Policy and set-up (pipeline.train.setup): run folder, accelerator, records, base model,
     adapter, data, optimizer, resume; then the loop and the run's end."""
     cfg, run_dir = recipe.train, recipe.run_dir
-    setup.run_folder_policy(recipe, resume, overwrite)
+    resume_from = setup.run_folder_policy(recipe, resume, overwrite)
     accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
     with accelerator.main_process_first():  # records are built once, on the main process first
         records = build(recipe, progress=progress and accelerator.is_main_process).load()
@@ -147,7 +148,7 @@ def _finetune(
         shift=models.get(recipe.model.family).DECODER_ONLY,
         resumed=False,
     )
-    _resume(run, ckpt.resolve_resume(resume, run_dir))
+    _resume(run, resume_from)
     if run.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(dump(recipe))
@@ -162,9 +163,11 @@ def _finetune(
     _finish(run)
     if run.main:
         logger.info("task mixture, planned vs realised:\n%s", sampler.share_table())
-    summary = _summary(run, base=base, trainable=trainable, total=total, dropped=dropped)
+    # a local base by its absolute path: the run's files resolve from any folder, not only this one
+    recorded = runfolder.recorded_base(base)
+    summary = _summary(run, base=recorded, trainable=trainable, total=total, dropped=dropped)
     if run.main:
-        spec = spec_from_records(recipe.model.family, base, recipe.adapter.method, train_ds)
+        spec = spec_from_records(recipe.model.family, recorded, recipe.adapter.method, train_ds)
         ckpt.save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary.__dict__, spec)
     accelerator.wait_for_everyone()
     if cfg.trackers:
@@ -385,7 +388,17 @@ def _resume(run: Run, path: Path | None) -> None:
     saved = ckpt.load_checkpoint(
         path, accelerator=run.accelerator, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler
     )
-    run.sampler.load_state_dict(saved.pop("sampler"))
+    try:
+        run.sampler.load_state_dict(saved.pop("sampler"))
+    except MixtureMismatch as e:
+        changed = e.data_changes()
+        if changed is None:
+            raise UvftError(f"cannot resume from {path}: {e}") from None
+        raise UvftError(
+            f"cannot resume from {path}: the training data changed since this checkpoint ({changed}), "
+            "so the run cannot continue the batches it was drawing; restore the data it trained on, "
+            "or start over with --overwrite or another output_dir"
+        ) from None
     run.meter.load(saved.pop("window", None), main=run.main)  # the loss-logging window in progress
     run.state.load_state_dict(saved)
     run.resumed, run.start_step = True, run.state.step

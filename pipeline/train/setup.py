@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline import models, tasks
+from pipeline import models, runfolder, tasks
 from pipeline.data.collate import Collator, drop_long_targets, measure_targets
 from pipeline.data.mixture import MixtureSampler, bucket_keys, groups_from_sources
-from pipeline.errors import RecipeError, UvftError
+from pipeline.errors import UvftError
 from pipeline.evaluation.score import first_per_task
-from pipeline.recipe import Recipe, changes, load_yaml
+from pipeline.recipe import Recipe, changes
 from pipeline.runtime import model_dtype
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.signals import ignore_stop_signals, stop_signals_blocked
@@ -28,11 +28,10 @@ from pipeline.train.signals import ignore_stop_signals, stop_signals_blocked
 logger = logging.getLogger(__name__)
 
 
-def run_folder_policy(recipe: Recipe, resume: str | None, overwrite: bool) -> None:
-    """A folder with checkpoints is resumed (with an unchanged recipe) or explicitly overwritten."""
+def run_folder_policy(recipe: Recipe, resume: str | None, overwrite: bool) -> Path | None:
+    """A folder with checkpoints is resumed (with an unchanged recipe) or explicitly overwritten.
+    Returns the checkpoint to resume from (None: a fresh run)."""
     existing = ckpt.checkpoint_dirs(recipe.run_dir)
-    if existing and resume is not None:
-        check_resume_recipe(recipe, recipe.run_dir)
     if existing and resume is None:
         if not overwrite:
             raise UvftError(
@@ -40,6 +39,10 @@ def run_folder_policy(recipe: Recipe, resume: str | None, overwrite: bool) -> No
                 "to continue that run, --overwrite to start over, or set output_dir"
             )
         shutil.rmtree(recipe.run_dir / "checkpoints", ignore_errors=True)  # never resume into stale ones
+    resume_from = ckpt.resolve_resume(resume, recipe.run_dir)
+    if resume_from is not None:
+        check_resume_recipe(recipe, resume_from)
+    return resume_from
 
 
 # What may change when a run is resumed: how long it goes on (the LR schedule is then laid over
@@ -66,21 +69,35 @@ RESUMABLE = (
 )
 
 
-def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
-    """Refuse to resume a run with a recipe that changes what decides it, listing the changes;
-    the run's recipe.yaml is then rewritten by the resumed run, so what it records stays true."""
-    saved = run_dir / "recipe.yaml"
-    if not saved.is_file():
-        return
-    before = load_yaml(saved.read_text(), lambda message: RecipeError(message, file=saved))
-    diffs = [d for d in changes(before, recipe) if not d[0].startswith(RESUMABLE)]
+def check_resume_recipe(recipe: Recipe, checkpoint: Path) -> None:
+    """Refuse to resume from `checkpoint` with a recipe that changes what decides the run, listing
+    the changes. The recipe compared with is the one the checkpoint was trained with (its
+    recipe.yaml); a checkpoint written before checkpoints kept one is compared with its run's
+    recipe.yaml, which each run rewrites (so what it records stays true)."""
+    saved, source = runfolder.read_recipe(checkpoint), checkpoint / runfolder.RECIPE
+    if saved is None:
+        run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else recipe.run_dir
+        saved, source = runfolder.read_recipe(run_dir), run_dir / runfolder.RECIPE
+        if saved is None:
+            logger.warning(
+                "%s was written before checkpoints kept their recipe, and %s is gone: the recipe it "
+                "was trained with is unknown, so this one is not compared with it",
+                checkpoint,
+                source,
+            )
+            return
+        logger.warning(
+            "%s was written before checkpoints kept their recipe: comparing with %s", checkpoint, source
+        )
+    diffs = [d for d in changes(saved, recipe) if not d[0].startswith(RESUMABLE)]
     if diffs:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diffs[:8])
         more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
         raise UvftError(
-            f"cannot resume {run_dir} with a changed recipe: {listed}{more}. These decide the run "
-            "already trained; start over with --overwrite or another output_dir. What may change on "
-            "resume: train.steps (to extend a run), save/log/eval settings, data.root, data.cache_dir"
+            f"cannot resume {checkpoint} with a changed recipe: {listed}{more} (compared with {source}). "
+            "These decide the run already trained; start over with --overwrite or another output_dir. "
+            "What may change on resume: train.steps (to extend a run), save/log/eval settings, "
+            "data.root, data.cache_dir"
         )
 
 

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.data.mixture import MixtureSampler
 from pipeline.evaluation.evaluator import GenerationEvaluator
-from pipeline.recipe import Recipe
+from pipeline.recipe import Recipe, dump
 from pipeline.records import TASKS
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.signals import StopRequest
@@ -70,6 +70,7 @@ class Run:
             scheduler=self.scheduler,
             state=state,
             keep_last=cfg.keep_last,
+            recipe=dump(self.recipe),
             rng=rng,
         )
         self.saved_at = step

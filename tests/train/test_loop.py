@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from loop_runs import interrupt_after_forward, losses, recipe_for
 
 from pipeline.errors import UvftError
 from pipeline.models.loss import token_losses
+from pipeline.recipe import dump
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import loop
 from pipeline.train.signals import TrainingStopped
@@ -189,6 +191,81 @@ def test_resume_refuses_a_changed_recipe_and_allows_extending(shapes_root, cache
     summary = loop.train(longer, resume="auto", progress=False)
     assert summary.steps == 6 and [v["step"] for v in summary.val] == [0, 4, 6]
     assert "steps: 6" in (run / "recipe.yaml").read_text()
+
+
+def test_resume_compares_with_the_recipe_the_checkpoint_was_trained_with(
+    shapes_root, cache, tmp_path, caplog
+):
+    """With the run's recipe.yaml gone, a changed recipe is still refused: each checkpoint keeps the
+    recipe it was trained with. A checkpoint from before that is compared with the run's, saying so."""
+    run = tmp_path / "run"
+    trained = recipe_for(shapes_root, cache, run, "train.steps=2", "train.save_every=1")
+    loop.train(trained, progress=False)
+    latest = run / "checkpoints" / "step-000002"
+    assert (latest / "recipe.yaml").read_text() == dump(trained)
+    assert "recipe.yaml" in json.loads((latest / "manifest.json").read_text())["files"]
+    (run / "recipe.yaml").unlink()
+    changed = (
+        "train.steps=2",
+        "train.save_every=1",
+        "train.lr=0.01",
+        "train.weight_decay=0.1",
+        "adapter.dropout=0.2",
+    )
+    with pytest.raises(UvftError) as e:
+        loop.train(recipe_for(shapes_root, cache, run, *changed), resume="auto", progress=False)
+    assert str(e.value) == (
+        f"cannot resume {latest} with a changed recipe: adapter.dropout: 0.0 -> 0.2; train.lr: 0.0005 -> "
+        f"0.01; train.weight_decay: 0.0 -> 0.1 (compared with {latest}/recipe.yaml). These decide the run "
+        "already trained; start over with --overwrite or another output_dir. What may change on resume: "
+        "train.steps (to extend a run), save/log/eval settings, data.root, data.cache_dir"
+    )
+    assert not (run / "recipe.yaml").exists()  # nothing was rewritten as if the run had used them
+
+    # a checkpoint written before checkpoints kept their recipe (format 2): the run's recipe.yaml
+    (latest / "recipe.yaml").unlink()
+    state = json.loads((latest / "state.json").read_text())
+    (latest / "state.json").write_text(json.dumps({**state, "format": 2}))
+    ckpt.write_manifest(latest)
+    (run / "recipe.yaml").write_text(dump(trained))
+    with caplog.at_level("WARNING"), pytest.raises(UvftError, match=rf"compared with {run}/recipe\.yaml\)"):
+        loop.train(recipe_for(shapes_root, cache, run, *changed), resume="auto", progress=False)
+    assert f"{latest} was written before checkpoints kept their recipe: comparing with {run}/recipe.yaml" in (
+        caplog.text
+    )
+    # without either, the recipe cannot be compared: resumed, with a warning that says so
+    (run / "recipe.yaml").unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        summary = loop.train(
+            recipe_for(shapes_root, cache, run, "train.steps=3", "train.save_every=1"),
+            resume="auto",
+            progress=False,
+        )
+    assert summary.steps == 3 and "the recipe it was trained with is unknown" in caplog.text
+    # a checkpoint of the current format without its recipe was tampered with: damaged, skipped
+    newest = run / "checkpoints" / "step-000003"
+    (newest / "recipe.yaml").unlink()
+    ckpt.write_manifest(newest)
+    assert ckpt.verify_checkpoint(newest) == "recipe.yaml is missing"
+
+
+def test_resume_after_the_data_changed_says_which_source_and_what_to_do(shapes_root, cache, tmp_path):
+    data = tmp_path / "shapes"
+    shutil.copytree(shapes_root, data)
+    run = tmp_path / "run"
+    loop.train(recipe_for(data, cache, run, "train.steps=2", "train.save_every=1"), progress=False)
+    gone = sorted((data / "imagefolder/train").rglob("*.png"))[0]
+    gone.unlink()  # an annotation edited under the run: the image-folder source has one image less
+    with pytest.raises(UvftError) as e:
+        loop.train(
+            recipe_for(data, cache, run, "train.steps=4", "train.save_every=1"), resume="auto", progress=False
+        )
+    assert str(e.value) == (
+        f"cannot resume from {run}/checkpoints/step-000002: the training data changed since this checkpoint "
+        "(shapes_classes: 24 records then, 23 records now), so the run cannot continue the batches it "
+        "was drawing; restore the data it trained on, or start over with --overwrite or another output_dir"
+    )
 
 
 def test_due_and_the_task_loss_meter():
