@@ -391,12 +391,9 @@ def test_check_refuses_an_alias_bomb_at_once_in_bounded_memory(tmp_path: Path, o
     import subprocess
     import sys
 
-    from yaml_bombs import BILLION_LAUGHS
+    from yaml_bombs import demo_recipe_with_bomb
 
-    text = (ROOT / "recipes/demo.yaml").read_text()
-    assert old in text
-    path = tmp_path / "bomb.yaml"
-    path.write_text(text.replace(old, new.replace("BOMB", BILLION_LAUGHS), 1))
+    path = demo_recipe_with_bomb(tmp_path, old, new)
     proc = subprocess.run(
         [sys.executable, "-c", _CHECK, str(path)],
         capture_output=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from yaml_bombs import BILLION_LAUGHS
+from yaml_bombs import BILLION_LAUGHS, demo_recipe_with_bomb
 
 from pipeline import safe_yaml
 from pipeline.errors import RecipeError
@@ -337,10 +337,7 @@ def test_anchors_aliases_and_merge_keys_still_load(tmp_path: Path):
 )
 def test_an_alias_bomb_inside_a_value_is_refused_at_once(tmp_path: Path, old: str, new: str):
     # safe_load built it in microseconds; `uvft check` then ran out of memory expanding it
-    text = (ROOT / "recipes/demo.yaml").read_text()
-    assert old in text
-    path = tmp_path / "bomb.yaml"
-    path.write_text(text.replace(old, new.replace("BOMB", BILLION_LAUGHS), 1))
+    path = demo_recipe_with_bomb(tmp_path, old, new)
     started = time.monotonic()
     with pytest.raises(RecipeError) as err:
         load_recipe(path)

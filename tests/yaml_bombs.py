@@ -15,3 +15,15 @@ def laughs(levels: int = LEVELS) -> str:
 
 
 BILLION_LAUGHS = laughs()
+
+
+def demo_recipe_with_bomb(folder, old: str, new: str):
+    """recipes/demo.yaml with `old` replaced by `new`, whose BOMB is the billion laughs, written
+    to `folder`/bomb.yaml (returned)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "recipes/demo.yaml").read_text()
+    assert old in text
+    path = Path(folder) / "bomb.yaml"
+    path.write_text(text.replace(old, new.replace("BOMB", BILLION_LAUGHS), 1))
+    return path
