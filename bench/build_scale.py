@@ -15,7 +15,8 @@ child process (python -c, the baseline's tree or this checkout first on sys.path
 reports the seconds of the `build()` call and its peak RSS (getrusage ru_maxrss); the cached
 rebuild runs in the same child right after. Both builds write to separate cache folders; the
 benchmark then compares their records: same splits, same features, and Arrow tables equal
-(`pa.Table.equals`: same rows, same order, same values).
+(`pa.Table.equals`: same rows, same order, same values) on the columns both have: the record
+schema has grown since the baseline, and the newer columns are checked against uvft's schema.
 
     python bench/build_scale.py [--scale 1.0] [--baseline-ref ec0125a] [--skip-baseline]
 """
@@ -233,18 +234,53 @@ def run_build(code_root: Path, recipe: Path) -> dict:
 
 
 def same_records(a: Path, b: Path) -> tuple[bool, str]:
+    """Whether the baseline's records (`a`) are uvft's (`b`) on what both have. The record schema
+    has grown since the baseline (columns: crowd, phrase, polygons, text, regions, language; an
+    object's area): every value the baseline wrote must be uvft's, row for row and in order
+    (Arrow arrays equal; a list of structs compared field by field on the baseline's fields, with
+    the same list lengths), and what only uvft writes must be in uvft's record schema
+    (records.record_features). A column or field only the baseline has is a difference."""
     from datasets import load_from_disk
+
+    from pipeline.records import record_features
 
     da, db = load_from_disk(str(a / "records")), load_from_disk(str(b / "records"))
     if sorted(da) != sorted(db):
         return False, f"splits differ: {sorted(da)} vs {sorted(db)}"
+    schema = record_features()
     for split in da:
-        x, y = da[split], db[split]
-        if x.features != y.features:
-            return False, f"{split}: features differ"
-        if not x.data.table.equals(y.data.table):
-            return False, f"{split}: Arrow tables differ ({len(x)} vs {len(y)} rows)"
-    return True, "identical: same splits, features, rows in order (pa.Table.equals)"
+        x, y = da[split].data.table, db[split].data.table
+        if len(x) != len(y):
+            return False, f"{split}: {len(x)} vs {len(y)} rows"
+        new = [c for c in y.column_names if c not in x.column_names]
+        for c in x.column_names:
+            if c not in y.column_names or not _same_values(x.column(c), y.column(c)):
+                return False, f"{split}: column {c!r} differs"
+        if any(c not in schema for c in new) or set(y.column_names) != set(schema):
+            return False, f"{split}: uvft's columns are not its record schema's"
+    return True, (
+        f"identical on everything the baseline writes ({len(x.column_names)} columns, pa arrays equal, "
+        f"rows in order); uvft's newer columns ({', '.join(new)}) are its record schema's"
+    )
+
+
+def _same_values(a, b) -> bool:
+    """Arrow arrays equal, or (a list of structs that gained fields) equal on `a`'s fields."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+    b = b.combine_chunks() if isinstance(b, pa.ChunkedArray) else b
+    if a.type == b.type:
+        return a.equals(b)
+    lists = pa.types.is_list(a.type) and pa.types.is_list(b.type)
+    if not (lists and pa.types.is_struct(a.type.value_type) and pa.types.is_struct(b.type.value_type)):
+        return False
+    if a.null_count != b.null_count or not pc.list_value_length(a).equals(pc.list_value_length(b)):
+        return False
+    fields, theirs = [f.name for f in a.type.value_type], {f.name for f in b.type.value_type}
+    fa, fb = a.flatten(), b.flatten()
+    return all(n in theirs and _same_values(fa.field(n), fb.field(n)) for n in fields)
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# bench/results, or UVFT_BENCH_RESULTS (the smoke run writes to a temporary folder)
+RESULTS = Path(os.environ.get("UVFT_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 ROOT = Path(__file__).resolve().parent.parent
 
 
