@@ -64,6 +64,7 @@ of a `Json` column that nests deeper than 64 levels (sources/nesting.py).
 
 from __future__ import annotations
 
+import abc
 import functools
 import hashlib
 import logging
@@ -356,7 +357,7 @@ class _Split:
 # ---------------------------------------------------------------------------- one reader per task
 
 
-class _Rows:
+class _Rows(abc.ABC):
     """How one task reads the split: made by its entry in `_ROWS` from the split's features (which
     resolves and checks the columns it needs), then one row at a time."""
 
@@ -366,10 +367,11 @@ class _Rows:
     def read_ahead(self, ds: Any) -> None:
         """Read what must be known before the first row (detection's category names); most tasks
         need nothing."""
+        return None
 
+    @abc.abstractmethod
     def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
         """The Example's task fields of one row, or None after counting why the row is skipped."""
-        raise NotImplementedError(f"{type(self).__name__} reads no rows")
 
 
 @dataclass
