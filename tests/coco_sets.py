@@ -27,17 +27,23 @@ def coco_set(root: Path, boxes: str, *, image_size: tuple[int, int] = (64, 48)) 
             anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": bbox})
     coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
     (root / "instances.json").write_text(json.dumps(coco))
-    recipe = root / "r.yaml"
-    recipe.write_text(
-        f"""name: t
-model: {{family: paligemma, id: null}}
-data:
-  root: {root}
-  cache_dir: {root / "cache"}
-  sources:
+    recipe = tiny_recipe(
+        root / "r.yaml",
+        root,
+        """\
     - name: my_boxes
       format: coco_detection
-      splits: {{train: {{annotations: instances.json, images: images}}}}
-"""
+      splits: {train: {annotations: instances.json, images: images}}
+""",
+        cache=root / "cache",
     )
     return recipe
+
+
+def tiny_recipe(path: Path, root: Path, sources: str, *, cache: Path | None = None) -> Path:
+    """Write a recipe to `path`: PaliGemma's tiny model, data under `root` (records cached in
+    `cache`), reading `sources` (the YAML list under data.sources, indented by four)."""
+    cache_dir = f"  cache_dir: {cache}\n" if cache is not None else ""
+    head = f"name: t\nmodel: {{family: paligemma, id: null}}\ndata:\n  root: {root}\n{cache_dir}  sources:\n"
+    path.write_text(head + sources)
+    return path

@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from coco_sets import tiny_recipe
 from hub_server import fake_hub_fixture  # noqa: F401
 from PIL import Image
 
@@ -35,22 +36,19 @@ def _dataset(root: Path) -> Path:
         "categories": [{"id": 1, "name": "box"}],
     }
     (root / "instances.json").write_text(json.dumps(coco))
-    recipe = root / "r.yaml"
-    recipe.write_text(
-        f"""name: t
-model: {{family: paligemma, id: null}}
-data:
-  root: {root}
-  sources:
+    recipe = tiny_recipe(
+        root / "r.yaml",
+        root,
+        """\
     - name: boxes
       format: coco_detection
       splits:
-        train: {{annotations: instances.json, images: images}}
-        val: {{annotations: instances.json, images: images}}
+        train: {annotations: instances.json, images: images}
+        val: {annotations: instances.json, images: images}
     - name: kinds
       format: image_folder
-      splits: {{train: {{root: classes}}, val: {{root: classes}}}}
-"""
+      splits: {train: {root: classes}, val: {root: classes}}
+""",
     )
     return recipe
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from coco_sets import coco_set as _coco_set
+from coco_sets import tiny_recipe
 
 from pipeline import formats
 from pipeline.data.build import build, print_stats
@@ -284,21 +285,18 @@ def test_coco_records_field_by_field(tmp_path: Path):
             {"annotations": [{"question_id": 5, "image_id": 2, "answers": answers, "answer_type": "yes/no"}]}
         )
     )
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(
-        f"""name: t
-model: {{family: paligemma, id: null}}
-data:
-  root: {root}
-  cache_dir: {tmp_path / "cache"}
-  sources:
-    - {{name: det, format: coco_detection, splits: {{train: {{annotations: inst.json, images: images}}}}}}
-    - {{name: cap, format: coco_captions, splits: {{train: {{annotations: caps.json, images: images}}}}}}
+    recipe = tiny_recipe(
+        tmp_path / "r.yaml",
+        root,
+        """\
+    - {name: det, format: coco_detection, splits: {train: {annotations: inst.json, images: images}}}
+    - {name: cap, format: coco_captions, splits: {train: {annotations: caps.json, images: images}}}
     - name: vqa
       format: vqav2
-      options: {{image_pattern: "{{image_id}}.jpg"}}
-      splits: {{train: {{questions: q.json, annotations: a.json, images: images}}}}
-"""
+      options: {image_pattern: "{image_id}.jpg"}
+      splits: {train: {questions: q.json, annotations: a.json, images: images}}
+""",
+        cache=tmp_path / "cache",
     )
     rows = build(load_recipe(recipe), progress=False).load()["train"].to_list()
     img = {i: str(root / "images" / f"{i}.jpg") for i in (1, 2)}
@@ -481,16 +479,13 @@ def test_blank_captions_in_most_annotations_fail_the_build(tmp_path: Path):
             {"id": 2 * i + 1, "image_id": i, "caption": " "},
         ]
     (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
-    recipe = root / "r.yaml"
-    recipe.write_text(
-        f"""name: t
-model: {{family: paligemma, id: null}}
-data:
-  root: {root}
-  cache_dir: {root / "cache"}
-  sources:
-    - {{name: caps, format: coco_captions, splits: {{val: {{annotations: captions.json, images: images}}}}}}
-"""
+    recipe = tiny_recipe(
+        root / "r.yaml",
+        root,
+        """\
+    - {name: caps, format: coco_captions, splits: {val: {annotations: captions.json, images: images}}}
+""",
+        cache=root / "cache",
     )
     with pytest.raises(DataError) as e:
         build(load_recipe(recipe), progress=False)
