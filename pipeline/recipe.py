@@ -147,6 +147,10 @@ class TrainSection(_Strict):
     max_grad_norm: Float | None = Field(1.0, gt=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, no on CPU
     gradient_checkpointing: bool = False
+    # torch.compile of the step's forward and loss (and so their backward): faster steps after a
+    # one-off compile of about a minute on a CPU, which short runs do not earn back
+    # (bench/train_step.py); the held-out loss and generation stay eager
+    compile: bool = False
     num_workers: Int = Field(2, ge=0)
     pin_memory: bool | None = None  # None: when CUDA is used
     persistent_workers: bool = True
@@ -162,7 +166,7 @@ class TrainSection(_Strict):
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
     wandb_project: str | None = None
 
-    _OMIT_AT_DEFAULT = ("epochs",)
+    _OMIT_AT_DEFAULT = ("epochs", "compile")
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -129,7 +129,7 @@ def _finetune(
     # Accelerate wraps the model (DDP) and the optimizer. Not prepared: the loader (the sampler
     # already gives each process its slice of the global sequence) and the scheduler (Accelerate
     # would step it once per process; our steps are global steps).
-    optimizer = make_optimizer(model, cfg, cuda=accelerator.device.type == "cuda")
+    optimizer = make_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     run = Run(
         recipe=recipe,
@@ -147,6 +147,7 @@ def _finetune(
         meter=TaskLossMeter(accelerator.device),
         shift=models.get(recipe.model.family).DECODER_ONLY,
         resumed=False,
+        compiled_losses=setup.compiled_losses(recipe, accelerator),
     )
     _resume(run, resume_from)
     if run.main:
@@ -252,9 +253,10 @@ def _step(run: Run, batches) -> None:
     if acc.num_processes > 1:
         global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
     finite = torch.ones((), dtype=torch.bool, device=acc.device)  # read once, after the window
+    losses = run.compiled_losses or token_losses  # train.compile: the same function, compiled
     for batch in window:
         with acc.accumulate(run.model), acc.autocast():
-            loss_sum, n_tok = token_losses(run.model, batch, shift=run.shift)
+            loss_sum, n_tok = losses(run.model, batch, shift=run.shift)
             # Accelerate divides by grad_accum and DDP averages over processes: undo both so the
             # gradient is that of (sum of token losses) / (tokens in the global batch).
             loss = loss_sum.sum() * acc.num_processes * cfg.grad_accum / max(global_tokens, 1)

@@ -8,7 +8,7 @@ from transformers import get_scheduler
 from pipeline.recipe import TrainSection
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainSection, *, cuda: bool) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; no weight decay on biases and norms (the usual split)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -19,8 +19,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainSection, *, cuda: bool) -> 
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    # fused AdamW is one kernel per step on CUDA; it does not exist for CPU tensors
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=cuda or None)
+    # fused AdamW: one kernel per step on CUDA; on the CPU (torch >= 2.4) a quarter of the
+    # for-each implementation's time on LoRA's many small tensors (bench/train_step.py)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainSection):

@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from pipeline.data.collate import Collator, drop_long_targets, measure_targets
 from pipeline.data.mixture import MixtureSampler, bucket_keys, groups_from_sources
 from pipeline.errors import UvftError
 from pipeline.evaluation.score import first_per_task
+from pipeline.models.loss import token_losses
 from pipeline.recipe import Recipe, changes
 from pipeline.runtime import model_dtype
 from pipeline.train import checkpoint as ckpt
@@ -60,6 +62,7 @@ RESUMABLE = (
     "train.pin_memory",
     "train.persistent_workers",
     "train.max_nonfinite",
+    "train.compile",  # the same step, kernels fused (losses equal to float rounding)
     "eval.",
     "data.root",
     "data.cache_dir",
@@ -220,6 +223,66 @@ def build_model(recipe: Recipe, base_model: str, accelerator: Any):
             100 * trainable / total,
         )
     return model, processor, trainable, total
+
+
+def compiled_losses(
+    recipe: Recipe, accelerator: Any
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:
+    """With train.compile, the training step's `token_losses` under torch.compile (forward, loss
+    and their backward fused by Inductor); None without it. Compiled once, with dynamic sizes
+    from the first batch on, so that every step runs the same kernels whatever came before it: a
+    run resumed mid-way computes what the uninterrupted one did, to the bit (kernels specialised
+    on the first batch's sizes and then recompiled would depend on where a process began). The
+    image's sizes stay static: they never vary, and symbolic ones fail in Inductor's convolution
+    lowering on Florence-2's DaViT. Only the step is compiled: the held-out loss (eval mode, no
+    grad) and generation would each compile again for a handful of calls."""
+    if not recipe.train.compile:
+        return None
+    check_compiler(accelerator.device)
+    # dynamo's compiled code hangs on token_losses' code object, with a cache of a few entries per
+    # model: a process that trains again (the tiny model's base stage, then the run) starts afresh
+    torch._dynamo.reset()
+    # the graph breaks inside transformers' forward (a .item() check, boolean indexing) are
+    # upstream's, handled, and not for the user to act on
+    logging.getLogger("torch._dynamo.variables.tensor").setLevel(logging.ERROR)
+    if accelerator.is_main_process:
+        logger.info("train.compile: the first step compiles the model (about a minute on a CPU)")
+    # Inductor's CPU kernels accumulate some gradients with atomic adds across threads: two
+    # identical runs then differ in the last bits, and a resumed run cannot equal one that never
+    # stopped. Asked for deterministic algorithms when it compiles the forward and, at the first
+    # backward, the backward, it writes kernels that reproduce. The process keeps the setting
+    # (warn_only: an eager op without a deterministic version warns instead of failing)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    compiled = torch.compile(token_losses, dynamic=True)
+
+    def step_losses(model: torch.nn.Module, batch: dict[str, Any], *, shift: bool):
+        pixels = batch.get("pixel_values")
+        if isinstance(pixels, torch.Tensor):
+            torch._dynamo.mark_static(pixels)
+        return compiled(model, batch, shift=shift)
+
+    return step_losses
+
+
+def check_compiler(device: torch.device) -> None:
+    """train.compile needs what Inductor builds kernels with: a C++ compiler for the CPU, Triton for
+    CUDA. Without it the first step would fail deep inside torch: say so before anything loads."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise UvftError("train.compile needs Triton on CUDA (pip install triton), or train.compile=false")
+    elif device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+
+        try:
+            get_cpp_compiler()
+        except InvalidCxxCompiler as e:
+            raise UvftError(
+                f"train.compile needs a C++ compiler on the CPU (g++ or clang++, or set CXX): {e}; "
+                "or set train.compile=false"
+            ) from None
 
 
 def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:

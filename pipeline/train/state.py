@@ -5,6 +5,7 @@ checkpoint), the per-task sums of token losses (`TaskLossMeter`) and what a run 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class Run:
     meter: TaskLossMeter
     shift: bool
     resumed: bool
+    compiled_losses: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None  # train.compile's token_losses
     start_step: int = 0
     saved_at: int | None = None  # the step of this process's latest save
     # "forward" until the optimizer steps (nothing of the step applied yet; the RNG as the step
@@ -120,8 +122,8 @@ class TaskLossMeter:
         counts = torch.cat([self.counts, self.counts.sum().view(1)])
         sums, counts = accelerator.reduce(sums, "sum"), accelerator.reduce(counts, "sum")
         self.sums.zero_(), self.counts.zero_()
-        names = [*TASKS, "all"]
-        return {names[i]: float(sums[i] / counts[i]) for i in range(len(names)) if counts[i] > 0}
+        names, means, seen = [*TASKS, "all"], (sums / counts).tolist(), (counts > 0).tolist()
+        return {name: mean for name, mean, s in zip(names, means, seen, strict=True) if s}
 
     def state(self, accelerator: Any) -> list[list[float]]:
         """The window in progress summed over processes (a checkpoint's `window`)."""

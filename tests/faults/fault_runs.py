@@ -13,6 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 16
+# UVFT_FAULTS_COMPILE=1 runs the whole suite, its reference run included, with train.compile on
+# (tests/faults/test_compile_faults.py runs part of it so under -m slow)
+COMPILE = ["train.compile=true"] if os.environ.get("UVFT_FAULTS_COMPILE") == "1" else []
 
 
 def run_args(shapes_root: Path, cache: Path, out: Path, *extra: str) -> list[str]:
@@ -40,6 +43,7 @@ def run_args(shapes_root: Path, cache: Path, out: Path, *extra: str) -> list[str
         "eval.max_new_tokens=8",
         "eval.metric=mean",
         "adapter.dropout=0.1",
+        *COMPILE,
         *extra,
     ]
 
