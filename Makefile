@@ -9,7 +9,7 @@ ARGS ?=
 # On a GPU machine: make setup TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test test-slow lint format data finetune eval push demo-data check bench soak clean
+.PHONY: setup test test-slow lint format data finetune eval push demo-data check bench bench-gpu soak clean
 
 setup: $(BIN)/uvft
 
@@ -59,9 +59,15 @@ demo-data: setup
 check: setup
 	$(BIN)/uvft check $(RECIPE) $(ARGS)
 
-# every CPU benchmark, one after another, then the table of their ratios (bench/results/); GPU: bench/gpu.py
+# every CPU benchmark, one after another, then the table of their ratios (bench/results/); GPU: bench-gpu
 bench: setup
 	$(BIN)/python bench/run_all.py $(ARGS)
+
+# on a CUDA machine: bench/gpu.py (the step and the whole loop, both families at full depth, with and
+# without train.compile, MFU), then the GPU-marked tests
+bench-gpu: setup
+	$(BIN)/python bench/gpu.py $(ARGS)
+	$(BIN)/python -m pytest -q -m gpu
 
 # resident memory over 10x the recipe's steps (about 20 min for the demo): bench/results/soak.png
 soak: setup

@@ -26,13 +26,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from common import report
+from real_widths import ARCH, IMAGE
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline import models
 from pipeline.models.loss import IGNORE_INDEX, token_losses
 
-ARCH = {"florence2": "microsoft/Florence-2-base", "paligemma": "google/paligemma2-3b-pt-224"}
-IMAGE = {"florence2": 768, "paligemma": 224}
 # one record of each task, as the COCO-scale mixture has them: (prompt tokens, target tokens)
 ROWS = {"classification": (9, 2), "vqa": (12, 3), "caption": (4, 14), "detection": (4, 60)}
 

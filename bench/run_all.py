@@ -25,21 +25,26 @@ import common
 from common import machine, table
 
 HERE = Path(__file__).resolve().parent
-# name -> arguments; gpu.py runs only on a CUDA machine (`python bench/gpu.py`)
+# name -> arguments; gpu.py runs only on a CUDA machine (`make bench-gpu`)
 BENCHMARKS = {
     "padding": [],
     "loss_flops": [],
-    "train_step": [],
+    "train_step": [],  # tiny, 50M and the released widths, eager and compiled: ~15 min of the ~28
+    "step_profile": [],
     "coco_eval": [],
     "resume": [],
-    "build_scale": [],  # COCO-2017 scale: ~6 min of the ~12 (the data is generated once, to /tmp)
+    "build_scale": [],  # COCO-2017 scale: ~6 min (the data is generated once, to /tmp)
     "data_path": [],
 }
 # the same benchmarks at a size that takes seconds: what breaks shows, the figures mean nothing
 SMOKE = {
     "padding": ["--steps", "20"],
     "loss_flops": ["--batch", "1", "--families", "florence2"],
-    "train_step": ["--steps", "3", "--warmup", "1", "--sizes", "tiny", "--n-train", "16"],
+    "train_step": [
+        *("--steps", "3", "--warmup", "1", "--sizes", "tiny", "--n-train", "16", "--no-compile"),
+        *("--real", "florence2", "--real-steps", "2", "--real-batch", "1"),
+    ],
+    "step_profile": ["--size", "tiny", "--steps", "3", "--warmup", "1", "--batch", "4"],
     "coco_eval": ["--images", "20"],
     "resume": ["--n-train", "16"],
     "build_scale": ["--scale", "0.002"],

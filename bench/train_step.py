@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import real_widths
 import torch
 from common import demo_recipe, report
 from PIL import Image
@@ -29,7 +31,7 @@ from pipeline import models
 from pipeline.demo import shapes
 from pipeline.models.common import IMAGE_TOKEN
 from pipeline.train import loop, setup
-from pipeline.train.optim import make_optimizer, make_scheduler
+from pipeline.train.optim import make_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -60,7 +62,9 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _recipe(data: Path, cache: Path, out: Path, family: str, size: dict[str, Any], steps: int, batch: int):
+def _recipe(
+    data: Path, cache: Path, out: Path, family: str, size: dict[str, Any], steps: int, batch: int, *extra: str
+):
     size_json = f"{size!r}".replace("'", '"')
     return demo_recipe(
         data,
@@ -71,16 +75,47 @@ def _recipe(data: Path, cache: Path, out: Path, family: str, size: dict[str, Any
         f"train.steps={steps}",
         f"train.batch_size={batch}",
         f"train.save_every={steps}",
+        *extra,
+    )
+
+
+# the released models' recipes train LoRA r 16 on attention and MLP (dropout 0 here, so that the two
+# loops' losses stay comparable step by step); no embedding copies (those are for the tiny tokenizer)
+REAL_ADAPTER = [
+    "adapter.preset=attention_mlp",
+    "adapter.r=16",
+    "adapter.alpha=32",
+    "adapter.dropout=0.0",
+    "adapter.modules_to_save=null",
+]
+
+
+def _real_recipe(
+    data: Path, cache: Path, out: Path, family: str, folder: Path, steps: int, batch: int, *extra: str
+):
+    return demo_recipe(
+        data,
+        cache,
+        out,
+        f"model.family={family}",
+        f"model.id={folder}",
+        *REAL_ADAPTER,
+        f"train.steps={steps}",
+        f"train.batch_size={batch}",
+        f"train.save_every={steps}",
+        *extra,
     )
 
 
 def run_uvft(recipe) -> tuple[list[float], list[float], Any]:
-    """Per-step end times and losses of uvft's loop, and its Run (for the rows it drew)."""
+    """Per-step end times (after the time the first step began) and losses of uvft's loop, and what
+    it ran (its Run, for the rows it drew)."""
     real, times, holder = loop._step, [], {}
 
     def timed(run, batches):
-        holder.setdefault("run", run)
-        holder.setdefault("rows", []).append(run.sampler.position)
+        if "run" not in holder:
+            holder["run"] = run
+            times.append(time.perf_counter())
         real(run, batches)
         times.append(time.perf_counter())
 
@@ -89,7 +124,7 @@ def run_uvft(recipe) -> tuple[list[float], list[float], Any]:
         summary = loop.train(recipe, progress=False)
     finally:
         loop._step = real
-    return times, [e["loss"] for e in summary.losses], holder
+    return times[1:], [e["loss"] for e in summary.losses], {**holder, "start": times[0]}
 
 
 def guide_collate(processor: Any, family: str):
@@ -119,7 +154,9 @@ def run_naive(recipe, base_model: str, rows: list[dict[str, Any]]) -> tuple[list
     set_seed(recipe.train.seed)
     model, processor = models.get(family).load(base_model)
     model = setup.apply_adapter(model, recipe)  # the same LoRA, initialised from the same seed
-    opt = make_optimizer(model, recipe.train, cuda=False)
+    # as the guides write it: AdamW over the trainable parameters, torch's default implementation
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
     sched = make_scheduler(opt, recipe.train)
     loader = torch.utils.data.DataLoader(
         rows, batch_size=recipe.train.batch_size, shuffle=False, collate_fn=guide_collate(processor, family)
@@ -138,50 +175,61 @@ def run_naive(recipe, base_model: str, rows: list[dict[str, Any]]) -> tuple[list
     return times, losses
 
 
-def measure(
-    size: str, family: str, steps: int, warmup: int, batch: int, data: Path, tmp: Path, repeats: int
-) -> dict:
-    """Both loops `repeats` times, alternating (uvft, naive, uvft, naive, ...); each loop's fastest
-    run counts (the slower ones lost time to the machine, not to the loop)."""
+def measure(make_recipe, steps: int, warmup: int, batch: int, repeats: int, compiled: bool) -> dict:
+    """The eager loops `repeats` times, alternating (uvft, naive, uvft, ...); each loop's fastest
+    run counts (the slower ones lost time to the machine, not to the loop). uvft with train.compile
+    runs once, after the first uvft run, compiling from an empty Inductor cache (main() points it at
+    a new folder): its compile time is what a user's first run pays."""
 
-    def span(run: tuple[list[float], list[float]]) -> float:
+    def span(run: tuple) -> float:
         return run[0][-1] - run[0][warmup - 1]
 
-    def fastest(a, b):
-        return a if b is None or span(a) < span(b) else b
+    def settling(run: tuple) -> float:  # the warm-up steps' time over their steady-state cost
+        return run[0][warmup - 1] - run[2] - warmup * span(run) / (steps - warmup)
 
-    def recipe(rep: int):
-        return _recipe(
-            data, tmp / "cache", tmp / f"run-{size}-{rep}", family, SIZES[size][family], steps, batch
-        )
+    best: dict[str, tuple] = {}
 
-    u_times, u_losses, holder = run_uvft(recipe(0))
+    def keep(name: str, run: tuple) -> None:
+        if name not in best or span(run) < span(best[name]):
+            best[name] = run
+
+    times, losses, holder = run_uvft(make_recipe("uvft-0"))
+    keep("uvft", (times, losses, holder["start"]))
     run = holder["run"]
     rows = [run.loader.dataset[i] for i in run.sampler.global_rows(0, steps * batch)]
-    base_model = run.recipe.model.id or str(_base(recipe(0)))
-    uvft, naive = (u_times, u_losses), None
+    base_model = run.recipe.model.id or str(_base(make_recipe("uvft-0")))
+    compile_s: list[float] = []
     for rep in range(repeats):
-        naive = fastest(run_naive(recipe(0), base_model, rows), naive)
-        if rep + 1 < repeats:
-            t, losses, _ = run_uvft(recipe(rep + 1))
-            uvft = fastest((t, losses), uvft)
-    (u_times, u_losses), (n_times, n_losses) = uvft, naive
+        if rep:
+            times, losses, holder = run_uvft(make_recipe(f"uvft-{rep}"))
+            keep("uvft", (times, losses, holder["start"]))
+        if compiled and not rep:
+            times, losses, holder = run_uvft(make_recipe("compiled", "train.compile=true"))
+            keep("compiled", (times, losses, holder["start"]))
+            compile_s.append(settling((times, losses, holder["start"])) - settling(best["uvft"]))
+        n_times, n_losses = run_naive(make_recipe("naive"), base_model, rows)
+        keep("naive", (n_times, n_losses, n_times[0]))
     tokens = sum(
-        models.get(family).target_lengths(run.processor, [r["target"] for r in rows[warmup * batch :]])
+        models.get(run.recipe.model.family).target_lengths(
+            run.processor, [r["target"] for r in rows[warmup * batch :]]
+        )
     )
-    u_s, n_s = u_times[-1] - u_times[warmup - 1], n_times[-1] - n_times[warmup - 1]
     samples = (steps - warmup) * batch
-    total = models.count_parameters(run.model)[1]
-    return {
-        "params": total,
-        "uvft_samples_s": samples / u_s,
-        "naive_samples_s": samples / n_s,
-        "uvft_tokens_s": tokens / u_s,
-        "naive_tokens_s": tokens / n_s,
-        "max_loss_diff": max(abs(a - b) for a, b in zip(u_losses, n_losses, strict=True)),
-        "last_losses": (u_losses[-1], n_losses[-1]),
-        "ratio": n_s / u_s,
-    }
+    out: dict[str, Any] = {"params": models.count_parameters(run.model)[1]}
+    for name, r in best.items():
+        out[name] = {"samples_s": samples / span(r), "tokens_s": tokens / span(r), "losses": r[1]}
+        out[name]["ratio"] = span(best["naive"]) / span(r)
+        out[name]["max_loss_diff"] = max(abs(a - b) for a, b in zip(r[1], best["naive"][1], strict=True))
+    if compiled:
+        saved = (span(best["uvft"]) - span(best["compiled"])) / (steps - warmup)
+        out["compiled"]["compile_s"] = compile_s
+        out["compiled"]["vs_eager"] = span(best["uvft"]) / span(best["compiled"])
+        out["compiled"]["vs_eager_loss_diff"] = max(
+            abs(a - b) for a, b in zip(best["compiled"][1], best["uvft"][1], strict=True)
+        )
+        # steps after which the compiled run is ahead, its first-run compile paid
+        out["compiled"]["break_even_steps"] = math.ceil(compile_s[0] / saved) if saved > 0 else None
+    return out
 
 
 def _base(recipe) -> Path:
@@ -200,27 +248,91 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=2, help="runs of each loop, alternating; the fastest counts"
     )
-    ap.add_argument("--sizes", default="tiny,50m")
+    ap.add_argument("--sizes", default="tiny,50m", help="tiny, 50m (empty: none)")
     ap.add_argument("--family", default="paligemma", choices=["paligemma", "florence2"])
+    ap.add_argument(
+        "--real",
+        default="paligemma,florence2",
+        help="families timed at their released widths, one block per stack (empty: none)",
+    )
+    ap.add_argument("--real-steps", type=int, default=4, help="steps per loop at real widths (one warm-up)")
+    ap.add_argument("--real-batch", type=int, default=4)
+    ap.add_argument("--no-compile", action="store_true", help="leave out the train.compile runs")
     ap.add_argument("--n-train", type=int, default=200)
     args = ap.parse_args()
-    rows, out = [], {}
+    compiled = not args.no_compile
+    table_rows, out = [], {}
     with tempfile.TemporaryDirectory() as tmp:
+        # the first compiled run compiles from nothing, as a user's first run does
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
         data = Path(tmp) / "shapes"
         shapes.generate(data, n_train=args.n_train, n_val=16, image_size=64, progress=False)
-        for size in args.sizes.split(","):
+        runs: list[tuple[str, Any, int, int, int, int]] = []
+        for size in filter(None, args.sizes.split(",")):
             batch, steps = (16, args.steps) if size == "tiny" else (8, max(args.warmup + 4, args.steps // 4))
-            m = measure(size, args.family, steps, args.warmup, batch, data, Path(tmp), args.repeats)
-            out[size] = m
-            name = f"{args.family} {size} ({m['params'] / 1e6:.1f}M), batch {batch}"
-            rows.append([name, "naive", m["naive_samples_s"], m["naive_tokens_s"], 1.0, ""])
-            rows.append(
-                [name, "uvft", m["uvft_samples_s"], m["uvft_tokens_s"], m["ratio"], m["max_loss_diff"]]
-            )
-    ratio = ", ".join(f"{s} {v['ratio']:.2f}x" for s, v in out.items())
-    headers = ["model", "loop", "samples/s", "target tokens/s", "vs naive", "max |loss diff| per step"]
-    assert all(math.isfinite(v["max_loss_diff"]) for v in out.values())
-    report("train_step", headers, rows, f"ratio (uvft / naive samples/s): {ratio}", summary=out)
+            dims = SIZES[size][args.family]
+
+            def make(tag, *extra, size=size, dims=dims, steps=steps, batch=batch):
+                out = Path(tmp) / f"run-{size}-{tag}"
+                return _recipe(data, Path(tmp) / "cache", out, args.family, dims, steps, batch, *extra)
+
+            runs.append((f"{args.family} {size}", make, steps, args.warmup, batch, args.repeats))
+        for family in filter(None, args.real.split(",")):
+            folder = Path(tmp) / f"real-{family}"
+
+            def make(tag, *extra, family=family, folder=folder):
+                if not folder.exists():
+                    texts = _texts(_recipe(data, Path(tmp) / "cache", Path(tmp) / "texts", family, {}, 1, 1))
+                    real_widths.build_folder(family, folder, texts)
+                steps, batch = args.real_steps, args.real_batch
+                out = Path(tmp) / f"real-{family}-{tag}"
+                return _real_recipe(data, Path(tmp) / "cache", out, family, folder, steps, batch, *extra)
+
+            name = f"{real_widths.ARCH[family]} widths, 1 block per stack"
+            runs.append((name, make, args.real_steps, 1, args.real_batch, 1))
+        for name, make, steps, warmup, batch, repeats in runs:
+            m = measure(make, steps, warmup, batch, repeats, compiled)
+            out[name] = m
+            label = f"{name} ({m['params'] / 1e6:.1f}M), batch {batch}"
+            for loop_name, key in (("naive", "naive"), ("uvft", "uvft"), ("uvft, train.compile", "compiled")):
+                if key in m:
+                    r = m[key]
+                    compile_s = ""
+                    if "compile_s" in r:
+                        even = r["break_even_steps"]
+                        pays = f"pays after {even:,} steps" if even else "never pays"
+                        compile_s = f"{r['compile_s'][0]:.0f} ({pays}; {r['vs_eager']:.2f}x eager)"
+                    diff = "" if key == "naive" else r["max_loss_diff"]
+                    table_rows.append(
+                        [label, loop_name, r["samples_s"], r["tokens_s"], r["ratio"], diff, compile_s]
+                    )
+
+    def line(m: dict) -> str:
+        text = f"{m['uvft']['ratio']:.2f}x"
+        if "compiled" in m:
+            text += f" (compiled {m['compiled']['ratio']:.2f}x)"
+        return text
+
+    ratio = "; ".join(f"{name} {line(m)}" for name, m in out.items())
+    headers = [
+        "model",
+        "loop",
+        "samples/s",
+        "target tokens/s",
+        "vs naive",
+        "max |loss diff| vs naive",
+        "compile s (first run; vs eager uvft)",
+    ]
+    assert all(math.isfinite(m[k]["max_loss_diff"]) for m in out.values() for k in ("uvft", "naive"))
+    report("train_step", headers, table_rows, f"ratio (uvft / naive samples/s): {ratio}", summary=out)
+
+
+def _texts(recipe) -> list[str]:
+    """The training records' prompts and targets: what the real-width model's tokenizer is built on."""
+    from pipeline.data.build import build
+
+    train = build(recipe, progress=False).load()[recipe.data.train_split]
+    return [*train["prompt"], *train["target"]]
 
 
 if __name__ == "__main__":

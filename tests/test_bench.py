@@ -58,3 +58,25 @@ def test_records_compare_on_what_the_baseline_wrote():
     assert not _same_values(old, shifted)  # same values, other rows
     assert not _same_values(pa.array(["a", "b"]), pa.array(["a", "c"]))
     assert _same_values(pa.chunked_array([pa.array(["a"]), pa.array(["b"])]), pa.array(["a", "b"]))
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_its_code_on_the_cpu(tmp_path):
+    """bench/gpu.py --cpu-check: both parts (the step, the whole loop eager and compiled) at one block
+    per stack on the CPU, so the script is known to run before a GPU is lent to time it."""
+    args = ["--cpu-check", "--families", "florence2", "--batch", "1", "--steps", "1", "--warmup", "1"]
+    args += ["--loop-steps", "3", "--loop-warmup", "1", "--workers", "0"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench/gpu.py"), *args],
+        cwd=ROOT,
+        env={**os.environ, "UVFT_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu_cpu_check.json").read_text())["summary"]
+    expected = ["step/florence2/baseline", "step/florence2/uvft"]
+    expected += ["loop/florence2/eager", "loop/florence2/train.compile"]
+    assert list(summary) == expected
+    assert all(v["mfu"] > 0 and v["s_per_step"] > 0 for v in summary.values())
