@@ -71,7 +71,7 @@ def train(
     throughout (by the first process of a launch; `locked`: the caller holds it): a second
     `uvft finetune` of the same output_dir is refused, naming the process that trains it."""
     lock = folders.locked(recipe.run_dir, "uvft finetune") if _rank_zero() and not locked else None
-    with lock or contextlib.nullcontext(), StopRequest() as stop:
+    with lock or contextlib.nullcontext(), StopRequest() as stop, setup.deterministic_when_compiled(recipe):
         try:
             summary = _finetune(recipe, resume, progress, accelerator, cpu, overwrite, stop)
             if stop.requested:

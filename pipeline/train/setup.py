@@ -4,12 +4,13 @@ task-balanced sampler, the training and held-out loaders). loop._finetune calls 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,12 +248,6 @@ def compiled_losses(
     logging.getLogger("torch._dynamo.variables.tensor").setLevel(logging.ERROR)
     if accelerator.is_main_process:
         logger.info("train.compile: the first step compiles the model (about a minute on a CPU)")
-    # Inductor's CPU kernels accumulate some gradients with atomic adds across threads: two
-    # identical runs then differ in the last bits, and a resumed run cannot equal one that never
-    # stopped. Asked for deterministic algorithms when it compiles the forward and, at the first
-    # backward, the backward, it writes kernels that reproduce. The process keeps the setting
-    # (warn_only: an eager op without a deterministic version warns instead of failing)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     compiled = torch.compile(token_losses, dynamic=True)
 
     def step_losses(model: torch.nn.Module, batch: dict[str, Any], *, shift: bool):
@@ -262,6 +257,28 @@ def compiled_losses(
         return compiled(model, batch, shift=shift)
 
     return step_losses
+
+
+@contextlib.contextmanager
+def deterministic_when_compiled(recipe: Recipe) -> Iterator[None]:
+    """With train.compile, deterministic algorithms for the run (the setting before it restored
+    after). Inductor's CPU kernels accumulate some gradients with atomic adds across threads: two
+    identical runs then differ in the last bits, and a resumed run cannot equal one that never
+    stopped. Asked for deterministic algorithms when it compiles the forward and, at the first
+    backward, the backward, it writes kernels that reproduce (warn_only: an eager op without a
+    deterministic version warns instead of failing)."""
+    if not recipe.train.compile:
+        yield
+        return
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def check_compiler(device: torch.device) -> None:
