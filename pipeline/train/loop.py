@@ -110,6 +110,8 @@ def _finetune(
     cfg, run_dir = recipe.train, recipe.run_dir
     resume_from = setup.run_folder_policy(recipe, resume, overwrite)
     accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
+    if cfg.compile:  # a machine that cannot compile is told before records, base and model load
+        setup.check_compiler(accelerator.device)
     with accelerator.main_process_first():  # records are built once, on the main process first
         records = build(recipe, progress=progress and accelerator.is_main_process).load()
     setup.check_splits(recipe, records)

@@ -36,14 +36,29 @@ def test_without_compile_nothing_is_compiled():
     assert setup.compiled_losses(recipe, make_accelerator(recipe, cpu=True, log=False)) is None
 
 
-def test_a_machine_without_a_cpp_compiler_is_told_before_anything_loads(monkeypatch):
+def test_a_machine_without_a_cpp_compiler_is_told_before_anything_loads():
     from torch._inductor import config
 
-    monkeypatch.setattr(config.cpp, "cxx", ("/nonexistent/g++",))
-    with pytest.raises(
-        UvftError, match=r"train.compile needs a C\+\+ compiler on the CPU .*train.compile=false"
+    with (
+        config.patch({"cpp.cxx": ("/nonexistent/g++",)}),
+        pytest.raises(
+            UvftError, match=r"train.compile needs a C\+\+ compiler on the CPU .*train.compile=false"
+        ),
     ):
         setup.check_compiler(torch.device("cpu"))
+
+
+def test_a_run_without_a_cpp_compiler_stops_before_its_records_are_built(tmp_path):
+    from torch._inductor import config
+
+    missing = [
+        f"data.root={tmp_path / 'nothing here'}",
+        f"output_dir={tmp_path / 'run'}",
+        "train.compile=true",
+    ]
+    with config.patch({"cpp.cxx": ("/nonexistent/g++",)}), pytest.raises(UvftError, match=r"C\+\+ compiler"):
+        loop.train(load_recipe(ROOT / "recipes/demo.yaml", missing), progress=False, cpu=True)
+    assert not (tmp_path / "nothing here").exists()  # the demo data was not generated, nor records built
 
 
 def test_compile_may_change_when_a_run_is_resumed(tmp_path):
