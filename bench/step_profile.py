@@ -25,12 +25,10 @@ from typing import Any
 
 import torch
 from common import report
-from train_step import SIZES, _base, _recipe, guide_collate
+from train_step import SIZES, _base, _recipe, guide_setup, run_uvft
 
-from pipeline import models
 from pipeline.demo import shapes
-from pipeline.train import loop, setup, signals
-from pipeline.train.optim import make_scheduler
+from pipeline.train import loop, signals
 
 PHASES = ("data", "to device", "forward", "loss", "backward", "optimizer", "bookkeeping")
 
@@ -153,22 +151,9 @@ def profile_uvft(recipe, warmup: int) -> dict[str, float]:
 
 
 def profile_naive(recipe, base_model: str, rows: list[dict[str, Any]], warmup: int) -> dict[str, float]:
-    from accelerate.utils import set_seed
-
-    family = recipe.model.family
-    set_seed(recipe.train.seed)
-    model, processor = models.get(family).load(base_model)
-    model = setup.apply_adapter(model, recipe)
-    # as the guides write it: AdamW over the trainable parameters, torch's default implementation
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
-    sched = make_scheduler(opt, recipe.train)
-    loader = torch.utils.data.DataLoader(
-        rows, batch_size=recipe.train.batch_size, shuffle=False, collate_fn=guide_collate(processor, family)
-    )
+    model, opt, sched, loader = guide_setup(recipe, base_model, rows)
     clock = Clock(warmup)
     forward_clock(model, clock)
-    model.train()
     batches = iter(loader)
     while True:
         with clock.phase("data"):
@@ -206,19 +191,7 @@ def main() -> None:
                 data, Path(tmp) / "cache", Path(tmp) / name, args.family, size, args.steps, args.batch
             )
 
-        holder: dict[str, Any] = {}
-        real_step = loop._step
-
-        def first(run, batches):
-            holder.setdefault("run", run)
-            real_step(run, batches)
-
-        loop._step = first
-        try:
-            loop.train(recipe("rows"), progress=False)
-        finally:
-            loop._step = real_step
-        run = holder["run"]
+        run = run_uvft(recipe("rows"))[2]["run"]  # the rows uvft draws, for the naive loop
         rows = [run.loader.dataset[i] for i in run.sampler.global_rows(0, args.steps * args.batch)]
         base = run.recipe.model.id or str(_base(recipe("rows")))
         naive = profile_naive(recipe("naive"), base, rows, args.warmup)

@@ -147,7 +147,8 @@ def guide_collate(processor: Any, family: str):
     return collate
 
 
-def run_naive(recipe, base_model: str, rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+def guide_setup(recipe, base_model: str, rows: list[dict[str, Any]]):
+    """The naive loop's (model, optimizer, scheduler, loader), as the guides write them, on `rows`."""
     from accelerate.utils import set_seed
 
     family = recipe.model.family
@@ -162,6 +163,11 @@ def run_naive(recipe, base_model: str, rows: list[dict[str, Any]]) -> tuple[list
         rows, batch_size=recipe.train.batch_size, shuffle=False, collate_fn=guide_collate(processor, family)
     )
     model.train()
+    return model, opt, sched, loader
+
+
+def run_naive(recipe, base_model: str, rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    model, opt, sched, loader = guide_setup(recipe, base_model, rows)
     times, losses = [], []
     for batch in loader:
         loss = model(**batch).loss

@@ -238,8 +238,7 @@ def compiled_losses(
     lowering on Florence-2's DaViT. Only the step is compiled: the held-out loss (eval mode, no
     grad) and generation would each compile again for a handful of calls."""
     if not recipe.train.compile:
-        return None
-    check_compiler(accelerator.device)
+        return None  # (the loop checked the compiler before anything loaded: check_compiler)
     # dynamo's compiled code hangs on token_losses' code object, with a cache of a few entries per
     # model: a process that trains again (the tiny model's base stage, then the run) starts afresh
     torch._dynamo.reset()
