@@ -29,7 +29,7 @@ import torch
 from common import demo_recipe, report
 from loss_flops import ROWS, baseline_losses, batch
 from torch.utils.flop_counter import FlopCounterMode
-from train_step import REAL_ADAPTER, _texts, run_uvft
+from train_step import _real_recipe, _texts, run_uvft
 
 from pipeline import models
 from pipeline.demo import shapes
@@ -166,20 +166,10 @@ def loop_part(families, args, device: str, layers: int | None, peak: float, tmp:
         real_widths.build_folder(family, folder, texts, layers=layers, dtype=dtype, device=device)
 
         def recipe(tag: str, *extra: str, family=family, folder=folder):
-            return demo_recipe(
-                data,
-                tmp / "cache",
-                tmp / f"run-{family}-{tag}",
-                f"model.family={family}",
-                f"model.id={folder}",
-                *REAL_ADAPTER,
-                f"train.steps={steps}",
-                f"train.batch_size={batch_size}",
-                f"train.save_every={steps}",
-                "train.log_every=10",
-                f"train.num_workers={args.workers}",
-                "train.val_batches=1",
-                *extra,
+            out, loop_settings = tmp / f"run-{family}-{tag}", ("train.log_every=10", "train.val_batches=1")
+            workers = f"train.num_workers={args.workers}"
+            return _real_recipe(
+                data, tmp / "cache", out, family, folder, steps, batch_size, *loop_settings, workers, *extra
             )
 
         flops = counted_flops(recipe("flops", f"train.steps={warmup + 2}"), warmup + 2)
