@@ -62,6 +62,7 @@ import math
 import shutil
 import string
 import subprocess
+import tempfile
 from collections.abc import Callable, Sequence
 from numbers import Real
 from typing import Any
@@ -179,10 +180,11 @@ def _check_regions(items: Any, index: int, side: str, with_score: bool) -> list[
     return out
 
 
-def _meteor() -> Any:
+def _meteor(errors: Any) -> Any:
     """pycocoevalcap's ``Meteor`` (its command, its protocol), with the JVM in its own session: a
     Ctrl-C or SIGTERM sent to a training job's process group, which the trainer turns into a clean
-    stop, must not kill it mid-evaluation."""
+    stop, must not kill it mid-evaluation. Its stderr goes to the file ``errors``: a pipe nobody
+    reads could fill up and stall it on a long evaluation."""
     import os
     import threading
 
@@ -197,7 +199,7 @@ def _meteor() -> Any:
                 cwd=os.path.dirname(os.path.abspath(meteor.__file__)),  # the jar's path is relative
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=errors,
                 start_new_session=True,
             )
             self.lock = threading.Lock()
@@ -222,19 +224,22 @@ def meteor_scores(pairs: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
 
     gts = {i: [line(r) for r in refs] for i, (_, refs) in enumerate(pairs)}
     res = {i: [line(c)] for i, (c, _) in enumerate(pairs)}
-    scorer = _meteor()
-    try:
-        _, scores = scorer.compute_score(gts, res)
-    except (ValueError, OSError) as err:  # the JVM died: an empty line, or a broken pipe
-        scorer.meteor_p.kill()
-        why = scorer.meteor_p.stderr.read().decode(errors="replace").strip().splitlines()[-1:] or [str(err)]
-        raise RuntimeError(f"METEOR (java -jar meteor-1.5.jar) failed: {why[0]}") from err
-    finally:
-        if scorer.lock.locked():  # compute_score holds it when it fails; its __del__ takes it again
-            scorer.lock.release()
-        scorer.meteor_p.stdin.close()
-        scorer.meteor_p.kill()
-        scorer.meteor_p.wait()
+    with tempfile.TemporaryFile() as errors:
+        scorer = _meteor(errors)
+        try:
+            _, scores = scorer.compute_score(gts, res)
+        except (ValueError, OSError) as err:  # the JVM died: an empty line, or a broken pipe
+            scorer.meteor_p.kill()
+            scorer.meteor_p.wait()
+            errors.seek(0)
+            why = errors.read().decode(errors="replace").strip().splitlines()[-1:] or [str(err)]
+            raise RuntimeError(f"METEOR (java -jar meteor-1.5.jar) failed: {why[0]}") from err
+        finally:
+            if scorer.lock.locked():  # compute_score holds it when it fails; its __del__ takes it again
+                scorer.lock.release()
+            scorer.meteor_p.stdin.close()
+            scorer.meteor_p.kill()
+            scorer.meteor_p.wait()
     return [float(s) for s in scores]
 
 
