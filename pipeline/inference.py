@@ -306,7 +306,9 @@ def read_items(
             if box is not None and not (
                 isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)
             ):
-                raise UvftError(f"{path}: line {n}: field 'region' must be 4 numbers, x1, y1, x2, y2 in pixels")
+                raise UvftError(
+                    f"{path}: line {n}: field 'region' must be 4 numbers, x1, y1, x2, y2 in pixels"
+                )
             names = ("task", "question", "classes", "phrase", "language", "level", "region")
             given = {k: row.get(k) for k in names}
             items.append(item(path.parent / row["image"], f"{path}: line {n}", **given))

@@ -11,6 +11,7 @@ from pipeline.demo.draw import COLORS, OCR_MAX_WORDS, REFER_SHAPES, SHAPES
 from pipeline.demo.layout import (
     CAPTIONS_DE,
     CAPTIONS_DE_SET,
+    DETAILED_CAPTIONS,
     OCR_JSONL,
     OCR_SET,
     README,
@@ -18,7 +19,11 @@ from pipeline.demo.layout import (
     REFER_INSTANCES,
     REFER_REFS,
     REFER_SET,
+    REGION_OCR_JSONL,
+    REGIONS_SET,
     SPLITS,
+    VG_IMAGES,
+    VG_REGIONS,
 )
 
 
@@ -100,5 +105,28 @@ top to bottom, joined by spaces) and regions (each word's text and tight pixel b
 
 {CAPTIONS_DE.format(split="{train,val}")}: COCO captions of the main images, five per image, the
 translations of the English five ("ein roter Kreis und zwei blaue Rauten").
+""")
+    if REGIONS_SET in extra:
+        g = summary[REGIONS_SET]
+        rows = "\n".join(
+            f"| {split} | {g['regions'][split]} | {g['captions'][split]} | {g['words'][split]} |"
+            for split in SPLITS
+        )
+        parts.append(f"""## Regions (Florence-2's region tasks)
+
+About the referring scenes and the OCR images above:
+
+- {VG_REGIONS.format(split="{train,val}")} and {VG_IMAGES.format(split="{train,val}")}: Visual
+  Genome 1.2's layout, one region per shape (x, y, width, height) described by its colour, its
+  shape and, where its box lies on one side of all others, where it is ("red circle on the left");
+  image_data.json's urls end in the file names under images/refer_<split>/.
+- {DETAILED_CAPTIONS.format(split="{train,val}")}: per scene a caption of level "detailed" (every
+  shape, left to right, in one sentence) and one of level "paragraph" (a sentence per shape).
+- {REGION_OCR_JSONL.format(split="{train,val}")}: one line per word of the OCR images: task
+  region_to_ocr, its box as `region` and the word as `text`.
+
+| split | regions | captions | words |
+|-------|---------|----------|-------|
+{rows}
 """)
     return "".join(part + "\n" for part in parts)

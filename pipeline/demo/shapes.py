@@ -23,6 +23,12 @@ the demo exercises the same readers as COCO, VQAv2 and Imagenette:
                    out/ocr/ocr_<split>.jsonl                     text in reading order, word boxes
     "captions_de"  out/annotations/captions_<split>_de.json      German captions of the main images,
                                                                  translations of the English five
+    "regions"      out/regions/<split>/region_descriptions.json  each referring scene's shapes described
+                   out/regions/<split>/image_data.json           region by region, as Visual Genome ships
+                   out/regions/captions_<split>.jsonl            a detailed caption and a paragraph of
+                                                                 each scene (caption levels)
+                   out/ocr/region_ocr_<split>.jsonl              each OCR word: its box -> the word
+                   (needs "refer" and "ocr": it describes their images)
 
 Everything is a pure function of the arguments: each image draws from its own generator seeded by
 (seed, image_id) (the extra image sets by (seed, image_id, purpose), so they leave the main set's
@@ -66,6 +72,7 @@ from pipeline.demo.layout import (
     CAPTIONS,
     CAPTIONS_DE,
     CAPTIONS_DE_SET,
+    DETAILED_CAPTIONS,
     EXTRA_TASKS,
     FORMATS,
     IMAGES,
@@ -81,6 +88,9 @@ from pipeline.demo.layout import (
     REFER_INSTANCES,
     REFER_REFS,
     REFER_SET,
+    REGION_OCR_JSONL,
+    REGIONS_NEEDS,
+    REGIONS_SET,
     SPLITS,
 )
 from pipeline.demo.readme import write_readme
@@ -90,15 +100,19 @@ from pipeline.demo.texts import (
     CaptionPlan,
     caption_plan,
     captions,
+    detailed_caption,
     human_answers,
     most_frequent,
+    paragraph,
     pick_phrases,
     questions,
     referring_phrases,
+    region_description,
     render_captions,
     render_captions_de,
 )
 from pipeline.demo.writers import (
+    caption_line,
     coco_annotation,
     coco_caption,
     coco_categories,
@@ -107,14 +121,19 @@ from pipeline.demo.writers import (
     ocr_line,
     png_bytes,
     refcoco_ref,
+    region_ocr_lines,
+    vg_image,
+    vg_region,
     vqa_annotation,
     vqa_question,
     write_coco_captions,
     write_coco_instances,
     write_image_folder_image,
     write_json,
+    write_lines,
     write_ocr_jsonl,
     write_refcoco,
+    write_visual_genome,
     write_vqav2,
 )
 from pipeline.errors import DataError
@@ -187,6 +206,10 @@ def canonical_params(params: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(extra) - set(EXTRA_TASKS))
     if unknown:
         raise ValueError(f"unknown extra task(s) {', '.join(unknown)}; known: {', '.join(EXTRA_TASKS)}")
+    if REGIONS_SET in extra and not set(REGIONS_NEEDS) <= set(extra):
+        raise ValueError(
+            f"extra task {REGIONS_SET} describes the images of {' and '.join(REGIONS_NEEDS)}: name them too"
+        )
     if extra:
         out["extra_tasks"] = [t for t in EXTRA_TASKS if t in extra]
     return out
@@ -274,6 +297,8 @@ def _write_all(root: Path, params: dict[str, Any], progress: bool) -> dict[str, 
     if OCR_SET in extra:
         summary[OCR_SET] = _write_ocr(root, params, ranges, bar)
         summary["counts"]["jsonl"] = summary[OCR_SET]["images"]
+    if REGIONS_SET in extra:
+        summary[REGIONS_SET] = _write_regions(root, params, ranges)
     bar.close()
     return summary
 
@@ -445,6 +470,39 @@ def _write_ocr(
         write_ocr_jsonl(root, split, lines)
         stats["images"][split] = len(ranges[split])
         stats["words"][split] = n_words
+    return stats
+
+
+def _write_regions(root: Path, params: dict[str, Any], ranges: dict[str, range]) -> dict[str, dict[str, int]]:
+    """Florence-2's region tasks on the referring scenes and the OCR images (drawn again from their
+    own streams, so the same scenes): each shape's description in Visual Genome's layout, a
+    detailed caption and a paragraph per scene (JSONL with levels), and one JSONL line per word."""
+    size, seed = params["image_size"], params["seed"]
+    stats: dict[str, dict[str, int]] = {"regions": {}, "captions": {}, "words": {}}
+    region_id = 1
+    for split in SPLITS:
+        images, regions, captions, words = [], {}, [], []
+        for image_id in ranges[split]:
+            _, scene = draw_refer_scene(np.random.default_rng([seed, image_id, _REFER_STREAM]), size)
+            file_name = f"{image_id:06d}.png"
+            images.append(vg_image(image_id, file_name, size))
+            regions[image_id] = []
+            for shape in scene:
+                regions[image_id].append(
+                    vg_region(region_id, image_id, region_description(shape, scene), shape.box)
+                )
+                region_id += 1
+            image = f"{REFER_IMAGES.format(split=split)}/{file_name}"
+            captions.append(caption_line(f"{image_id}-detailed", image, detailed_caption(scene), "detailed"))
+            captions.append(caption_line(f"{image_id}-paragraph", image, paragraph(scene), "paragraph"))
+            _, found = draw_ocr_image(np.random.default_rng([seed, image_id, _OCR_STREAM]), size)
+            words += region_ocr_lines(image_id, f"{OCR_IMAGES.format(split=split)}/{file_name}", found)
+        write_visual_genome(root, split, images, regions)
+        write_lines(root / DETAILED_CAPTIONS.format(split=split), captions)
+        write_lines(root / REGION_OCR_JSONL.format(split=split), words)
+        stats["regions"][split] = sum(len(r) for r in regions.values())
+        stats["captions"][split] = len(captions)
+        stats["words"][split] = len(words)
     return stats
 
 

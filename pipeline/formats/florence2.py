@@ -2,8 +2,9 @@
 
 Prompts. Caption and detection use Florence's own task tokens, `<CAPTION>` and `<OD>`, which
 `Florence2Processor` expands into its pretraining sentences; a caption's level chooses among
-`<CAPTION>`, `<DETAILED_CAPTION>` (level "detailed") and `<MORE_DETAILED_CAPTION>` ("paragraph"). Florence has no task token for VQA
-or classification, so those use plain sentences in the style of its task prompts:
+`<CAPTION>`, `<DETAILED_CAPTION>` (level "detailed") and `<MORE_DETAILED_CAPTION>` ("paragraph").
+Florence has no task token for VQA or classification, so those use plain sentences in the style
+of its task prompts:
 
 - vqa: `VQA_PROMPT` = "Answer the question: {question}"
 - classification: `CLASSIFICATION_PROMPT` = "What category does the image belong to?"
@@ -76,7 +77,11 @@ SEGMENTATION_PROMPT = "<REFERRING_EXPRESSION_SEGMENTATION>"  # + the phrase
 OCR_PROMPT = "<OCR>"
 OCR_REGION_PROMPT = "<OCR_WITH_REGION>"
 # a caption's level (Example.level, None: brief) -> its task token
-CAPTION_PROMPTS = {None: CAPTION_PROMPT, "detailed": "<DETAILED_CAPTION>", "paragraph": "<MORE_DETAILED_CAPTION>"}
+CAPTION_PROMPTS = {
+    None: CAPTION_PROMPT,
+    "detailed": "<DETAILED_CAPTION>",
+    "paragraph": "<MORE_DETAILED_CAPTION>",
+}
 DENSE_REGION_CAPTION_PROMPT = "<DENSE_REGION_CAPTION>"
 REGION_PROPOSAL_PROMPT = "<REGION_PROPOSAL>"
 OPEN_VOCABULARY_PROMPT = "<OPEN_VOCABULARY_DETECTION>"  # + the class
@@ -88,7 +93,11 @@ REGION_PROMPTS = {
     "region_to_segmentation": "<REGION_TO_SEGMENTATION>",
 }
 # the region tasks answered in words, and the Example field holding the answer
-REGION_ANSWER_FIELD = {"region_to_category": "label", "region_to_description": "caption", "region_to_ocr": "text"}
+REGION_ANSWER_FIELD = {
+    "region_to_category": "label",
+    "region_to_description": "caption",
+    "region_to_ocr": "text",
+}
 # the task tokens the tiny tokenizer carries as special tokens (the processor expands every task
 # token into its sentence before tokenizing, so the others need none)
 TASK_TOKENS = (CAPTION_PROMPT, DETECTION_PROMPT)
@@ -265,14 +274,12 @@ def _parse_proposals(text: str, size: ImageSize) -> tuple[list[Object], int]:
     """Region proposals: every four location tokens a box (no label: category ""), as the
     post-processor reads `<REGION_PROPOSAL>`; text between them, an invalid token and a truncated
     run count one error each."""
-    objects: list[Object] = []
     errors = 0
     run: list[int | None] = []
     for piece in FLORENCE.split(text):
         if not isinstance(piece, str):
             run.append(piece)
-            continue
-        if piece.strip():
+        elif piece.strip():
             errors += 1
     boxes, bad = FLORENCE.boxes(run, size)
     return [Object(box, "") for box in boxes], errors + bad

@@ -48,7 +48,15 @@ import logging
 import re
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, check_named, check_phrase, refuse, reserved, text_pair, writable_label
+from pipeline.formats import (
+    Prediction,
+    check_named,
+    check_phrase,
+    refuse,
+    reserved,
+    text_pair,
+    writable_label,
+)
 from pipeline.formats.loc import PALI, SPECIAL_MARKERS, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object
 

@@ -48,7 +48,9 @@ class DenseRegionCaption(BoxTask):
         text = majority([o["category"] for objs in train.values(self.NAME, "objects") for o in objs])
         if text is None:
             return None
-        preds = [[{"bbox": [0.0, 0.0, *map(float, r["image_size"])], "caption": text, "score": 1.0}] for r in rows]
+        preds = [
+            [{"bbox": [0.0, 0.0, *map(float, r["image_size"])], "caption": text, "score": 1.0}] for r in rows
+        ]
         m = dense_caption_map(preds, [_regions(r["references"]["objects"]) for r in rows])
         return {"text": text, "map": m["map"], "det_map": m["det_map"]}
 

@@ -33,7 +33,9 @@ class RegionToCategory(Task):
         truth = [r["references"]["label"] for r in rows]
         metrics = classification_metrics([r["parsed"]["text"] for r in rows], truth)
         for r in rows:
-            r["score"] = float(normalize_label(r["parsed"]["text"]) == normalize_label(r["references"]["label"]))
+            r["score"] = float(
+                normalize_label(r["parsed"]["text"]) == normalize_label(r["references"]["label"])
+            )
         return metrics
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.records import Example
-from pipeline.tasks.task import Baseline
 from pipeline.tasks.segmentation import Segmentation
+from pipeline.tasks.task import Baseline
 
 if TYPE_CHECKING:  # annotations only
     from pipeline.tasks.task import PromptInputs, Row, TrainColumns

@@ -33,14 +33,21 @@ def boxes(*items):
 
 
 def test_caption_levels_are_scored_apart():
-    brief = [row(f"b{i}", "caption", {"text": t}, {"captions": [r]}) for i, (t, r) in enumerate([("a red circle", "a red circle"), ("a blue star", "a green square")])]
+    brief = [
+        row(f"b{i}", "caption", {"text": t}, {"captions": [r]})
+        for i, (t, r) in enumerate([("a red circle", "a red circle"), ("a blue star", "a green square")])
+    ]
     detailed = [
         row(f"d{i}", "caption", {"text": t}, {"captions": [r], "level": "detailed"})
-        for i, (t, r) in enumerate([("a big red circle on grey", "a big red circle on grey"), ("x", "a small star")])
+        for i, (t, r) in enumerate(
+            [("a big red circle on grey", "a big red circle on grey"), ("x", "a small star")]
+        )
     ]
     m = score_tasks(brief + detailed, {})["caption"]
     want_brief = caption_metrics(["a red circle", "a blue star"], [["a red circle"], ["a green square"]])
-    want_detailed = caption_metrics(["a big red circle on grey", "x"], [["a big red circle on grey"], ["a small star"]])
+    want_detailed = caption_metrics(
+        ["a big red circle on grey", "x"], [["a big red circle on grey"], ["a small star"]]
+    )
     assert set(m["by_level"]) == {"brief", "detailed"}
     assert m["by_level"]["brief"]["cider"] == pytest.approx(want_brief["cider"])
     assert m["by_level"]["detailed"]["cider"] == pytest.approx(want_detailed["cider"])
@@ -51,13 +58,18 @@ def test_caption_levels_are_scored_apart():
 
 
 def test_open_vocabulary_map_over_the_named_classes_and_its_baseline():
+    circle = {"categories": ["circle"], "objects": [{"bbox": LEFT, "category": "circle", "area": None}]}
     rows = [
         # the named circle found exactly; a square the prompt did not ask for is left out
-        row("a", "open_vocabulary_detection", {"objects": boxes((LEFT, "circle", 0.9), (RIGHT, "square", 0.8))},
-            {"categories": ["circle"], "objects": [{"bbox": LEFT, "category": "circle", "area": None}]}),
+        row(
+            "a",
+            "open_vocabulary_detection",
+            {"objects": boxes((LEFT, "circle", 0.9), (RIGHT, "square", 0.8))},
+            circle,
+        ),
         # nothing of the named star in the image, nothing predicted
         row("b", "open_vocabulary_detection", {"objects": []}, {"categories": ["star"], "objects": []}),
-    ]  # fmt: skip
+    ]
     metrics = score_tasks(rows, {})
     m = metrics["open_vocabulary_detection"]
     assert m["map_50"] == pytest.approx(1.0) and m["map"] == pytest.approx(1.0)
@@ -72,7 +84,12 @@ def test_open_vocabulary_map_over_the_named_classes_and_its_baseline():
 def test_region_proposal_recall_and_the_sliding_window_baseline():
     from pipeline.tasks.region_proposal import grid_boxes
 
-    refs = {"objects": [{"bbox": LEFT, "category": "circle", "area": None}, {"bbox": [0.0, 0.0, 10.0, 10.0], "category": "star", "area": None}]}
+    refs = {
+        "objects": [
+            {"bbox": LEFT, "category": "circle", "area": None},
+            {"bbox": [0.0, 0.0, 10.0, 10.0], "category": "star", "area": None},
+        ]
+    }
     rows = [row("a", "region_proposal", {"objects": boxes((LEFT, "", 0.9))}, refs)]
     metrics = score_tasks(rows, {})
     m = metrics["region_proposal"]
@@ -97,7 +114,10 @@ def test_region_to_category_accuracy_and_majority_baseline():
     assert [r["score"] for r in rows] == [1.0, 1.0, 0.0]
     train = {"task": ["region_to_category"] * 3 + ["caption"], "label": ["circle", "circle", "star", None]}
     trivial_baselines(metrics, train, rows)
-    assert metrics["region_to_category"]["majority_baseline"] == {"label": "circle", "accuracy": pytest.approx(2 / 3)}
+    assert metrics["region_to_category"]["majority_baseline"] == {
+        "label": "circle",
+        "accuracy": pytest.approx(2 / 3),
+    }
 
 
 def test_region_to_description_cider_and_majority_baseline():
@@ -127,10 +147,11 @@ def test_region_to_ocr_character_error_rate():
 
 def test_region_to_segmentation_iou_and_the_region_box_baseline():
     triangle = [0.0, 0.0, 50.0, 0.0, 0.0, 50.0]  # half of LEFT
+    refs = {"region": LEFT, "polygons": [triangle], "objects": []}
     rows = [
-        row("a", "region_to_segmentation", {"polygons": [triangle]}, {"region": LEFT, "polygons": [triangle], "objects": []}),
-        row("b", "region_to_segmentation", {"polygons": []}, {"region": LEFT, "polygons": [triangle], "objects": []}),
-    ]  # fmt: skip
+        row("a", "region_to_segmentation", {"polygons": [triangle]}, refs),
+        row("b", "region_to_segmentation", {"polygons": []}, refs),
+    ]
     metrics = score_tasks(rows, {})
     assert metrics["region_to_segmentation"]["mean_iou"] == pytest.approx(0.5)
     trivial_baselines(metrics, {"task": [], "target": []}, rows)

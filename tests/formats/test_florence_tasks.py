@@ -83,7 +83,9 @@ def test_a_level_is_checked():
 
 
 def test_dense_region_caption_exact_round_trip_and_post_processor(post_processed):
-    ex = example("dense_region_caption", objects=[Object(CIRCLE.bbox, "a big circle"), Object(SQUARE.bbox, "a square")])
+    ex = example(
+        "dense_region_caption", objects=[Object(CIRCLE.bbox, "a big circle"), Object(SQUARE.bbox, "a square")]
+    )
     prompt, target = florence2.render(ex)
     assert prompt == "<DENSE_REGION_CAPTION>"
     assert target == "a square<loc_0><loc_0><loc_100><loc_100>a big circle" + REGION_TOKENS  # raster order
@@ -91,7 +93,9 @@ def test_dense_region_caption_exact_round_trip_and_post_processor(post_processed
     assert ours.errors == 0
     assert [o.category for o in ours.objects] == reference["labels"] == ["a square", "a big circle"]
     assert truncated(ours.objects) == reference["bboxes"]
-    with pytest.raises(DataError, match=r"record ex1, field 'task': dense_region_caption is not supported for PaliGemma"):
+    with pytest.raises(
+        DataError, match=r"record ex1, field 'task': dense_region_caption is not supported for PaliGemma"
+    ):
         pali.render(ex)
 
 
@@ -115,7 +119,11 @@ def test_region_proposal_exact_round_trip_and_post_processor(post_processed):
 
 
 def test_open_vocabulary_detection_florence2(post_processed):
-    ex = example("open_vocabulary_detection", categories=["circle"], objects=[CIRCLE, Object((0.0, 0.0, 64.0, 48.0), "circle")])
+    ex = example(
+        "open_vocabulary_detection",
+        categories=["circle"],
+        objects=[CIRCLE, Object((0.0, 0.0, 64.0, 48.0), "circle")],
+    )
     prompt, target = florence2.render(ex)
     assert prompt == "<OPEN_VOCABULARY_DETECTION>circle"
     assert target == "circle<loc_0><loc_0><loc_100><loc_100>circle" + REGION_TOKENS
@@ -148,7 +156,9 @@ def test_open_vocabulary_detection_refusals_name_the_field():
         florence2.render(two)
     other = example("open_vocabulary_detection", categories=["star"], objects=[CIRCLE])
     for fmt in (florence2, pali):
-        with pytest.raises(DataError, match=r"record ex1, field 'objects\[0\].category'.*'circle' is not among"):
+        with pytest.raises(
+            DataError, match=r"record ex1, field 'objects\[0\].category'.*'circle' is not among"
+        ):
             fmt.render(other)
 
 
@@ -175,7 +185,9 @@ def test_region_to_text_exact_round_trip_and_post_processor(post_processed, task
     assert florence2.parse(REGION_TOKENS, task, SIZE).errors == 1  # no answer
     assert florence2.parse(answer + "<loc_1><loc_2>", task, SIZE).errors == 1  # not four tokens
     assert florence2.parse(answer + REGION_TOKENS + "more", task, SIZE).errors == 1  # text after them
-    with pytest.raises(DataError, match=rf"record ex1, field 'task': {task} is not supported for PaliGemma.*{token}"):
+    with pytest.raises(
+        DataError, match=rf"record ex1, field 'task': {task} is not supported for PaliGemma.*{token}"
+    ):
         pali.render(ex)
 
 
