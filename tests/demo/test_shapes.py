@@ -587,21 +587,35 @@ def test_the_regions_set_describes_the_refer_scenes_and_the_ocr_words(extended: 
         assert set(files) == set(refer)
         for image in regions:
             assert refer[image["id"]]["file_name"] == f"refer_{split}/{files[image['id']]}"
-            anns = sorted((a for a in inst["annotations"] if a["image_id"] == image["id"]), key=lambda a: a["id"])
+            anns = sorted(
+                (a for a in inst["annotations"] if a["image_id"] == image["id"]), key=lambda a: a["id"]
+            )
             # one region per shape, its box the annotation's, its phrase naming the shape
-            assert [[r["x"], r["y"], r["width"], r["height"]] for r in image["regions"]] == [a["bbox"] for a in anns]
+            assert [[r["x"], r["y"], r["width"], r["height"]] for r in image["regions"]] == [
+                a["bbox"] for a in anns
+            ]
             for r, a in zip(image["regions"], anns, strict=True):
                 assert names[a["category_id"]] in r["phrase"].split()
         assert summary["regions"]["regions"][split] == sum(len(r["regions"]) for r in regions)
-        lines = [json.loads(x) for x in (out / layout.DETAILED_CAPTIONS.format(split=split)).read_text().splitlines()]
+        lines = [
+            json.loads(x)
+            for x in (out / layout.DETAILED_CAPTIONS.format(split=split)).read_text().splitlines()
+        ]
         assert [x["level"] for x in lines] == ["detailed", "paragraph"] * len(refer)
         assert all(x["task"] == "caption" and len(x["captions"]) == 1 for x in lines)
         # one region_to_ocr line per word of the OCR set, its box the word's
         ocr = [json.loads(x) for x in (out / shapes.OCR_JSONL.format(split=split)).read_text().splitlines()]
-        words = [json.loads(x) for x in (out / layout.REGION_OCR_JSONL.format(split=split)).read_text().splitlines()]
+        words = [
+            json.loads(x)
+            for x in (out / layout.REGION_OCR_JSONL.format(split=split)).read_text().splitlines()
+        ]
         want = [(o["image"], w["bbox"], w["text"]) for o in ocr for w in o["regions"]]
         assert [(w["image"], w["region"], w["text"]) for w in words] == want
         assert {w["task"] for w in words} == {"region_to_ocr"}
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
 
 
 def test_the_regions_set_needs_the_images_it_describes(tmp_path: Path) -> None:
