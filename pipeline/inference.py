@@ -90,8 +90,8 @@ class Model:
         progress: bool = True,
         threshold: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Predict for items `{"image", "task", "question"?, "classes"?, "phrase"?, "language"?}`,
-        batched by task.
+        """Predict for items `{"image", "task", "question"?, "classes"?, "phrase"?, "language"?,
+        "level"?, "region"?}`, batched by task.
 
         Each result has `task`, `prompt`, `generated_text`, `image_size` ([width, height] after
         EXIF orientation), `parse_errors`, and per task: `caption`; `answer`; `objects`
