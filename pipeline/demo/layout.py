@@ -41,6 +41,7 @@ REFER_REFS = "refer/refs(unc).p"
 OCR_IMAGES = "ocr_{split}"  # relative to images/, as the JSONL's image paths are
 OCR_JSONL = "ocr/ocr_{split}.jsonl"
 CAPTIONS_DE = "annotations/captions_{split}_de.json"
+REGIONS_INSTANCES = "regions/instances_{split}.json"  # COCO instances of the referring scenes, per split
 VG_REGIONS = "regions/{split}/region_descriptions.json"  # Visual Genome 1.2's files, one pair per split
 VG_IMAGES = "regions/{split}/image_data.json"
 DETAILED_CAPTIONS = "regions/captions_{split}.jsonl"  # detailed captions and paragraphs of the scenes

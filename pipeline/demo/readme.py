@@ -20,6 +20,7 @@ from pipeline.demo.layout import (
     REFER_REFS,
     REFER_SET,
     REGION_OCR_JSONL,
+    REGIONS_INSTANCES,
     REGIONS_SET,
     SPLITS,
     VG_IMAGES,
@@ -116,6 +117,9 @@ translations of the English five ("ein roter Kreis und zwei blaue Rauten").
 
 About the referring scenes and the OCR images above:
 
+- {REGIONS_INSTANCES.format(split="{train,val}")}: COCO instances of the referring scenes, one file
+  per split (`file_name` relative to images/, polygon `segmentation`s): region proposals,
+  open-vocabulary detection, region -> category and region -> mask.
 - {VG_REGIONS.format(split="{train,val}")} and {VG_IMAGES.format(split="{train,val}")}: Visual
   Genome 1.2's layout, one region per shape (x, y, width, height) described by its colour, its
   shape and, where its box lies on one side of all others, where it is ("red circle on the left");

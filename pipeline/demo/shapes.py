@@ -23,7 +23,9 @@ the demo exercises the same readers as COCO, VQAv2 and Imagenette:
                    out/ocr/ocr_<split>.jsonl                     text in reading order, word boxes
     "captions_de"  out/annotations/captions_<split>_de.json      German captions of the main images,
                                                                  translations of the English five
-    "regions"      out/regions/<split>/region_descriptions.json  each referring scene's shapes described
+    "regions"      out/regions/instances_<split>.json            COCO instances of the referring scenes,
+                                                                 per split (their region tasks)
+                   out/regions/<split>/region_descriptions.json  each referring scene's shapes described
                    out/regions/<split>/image_data.json           region by region, as Visual Genome ships
                    out/regions/captions_<split>.jsonl            a detailed caption and a paragraph of
                                                                  each scene (caption levels)
@@ -89,6 +91,7 @@ from pipeline.demo.layout import (
     REFER_REFS,
     REFER_SET,
     REGION_OCR_JSONL,
+    REGIONS_INSTANCES,
     REGIONS_NEEDS,
     REGIONS_SET,
     SPLITS,
@@ -298,7 +301,7 @@ def _write_all(root: Path, params: dict[str, Any], progress: bool) -> dict[str, 
         summary[OCR_SET] = _write_ocr(root, params, ranges, bar)
         summary["counts"]["jsonl"] = summary[OCR_SET]["images"]
     if REGIONS_SET in extra:
-        summary[REGIONS_SET] = _write_regions(root, params, ranges)
+        summary[REGIONS_SET] = _write_regions(root, params, ranges, categories)
     bar.close()
     return summary
 
@@ -473,30 +476,42 @@ def _write_ocr(
     return stats
 
 
-def _write_regions(root: Path, params: dict[str, Any], ranges: dict[str, range]) -> dict[str, dict[str, int]]:
+def _write_regions(
+    root: Path, params: dict[str, Any], ranges: dict[str, range], categories: list[dict[str, Any]]
+) -> dict[str, dict[str, int]]:
     """Florence-2's region tasks on the referring scenes and the OCR images (drawn again from their
-    own streams, so the same scenes): each shape's description in Visual Genome's layout, a
-    detailed caption and a paragraph per scene (JSONL with levels), and one JSONL line per word."""
+    own streams, so the same scenes): COCO instances of the scenes per split (proposals,
+    open-vocabulary detection, region -> category / mask), each shape's description in Visual
+    Genome's layout, a detailed caption and a paragraph per scene (JSONL with levels), and one
+    JSONL line per word."""
     size, seed = params["image_size"], params["seed"]
+    cat_id = {c["name"]: c["id"] for c in categories}
     stats: dict[str, dict[str, int]] = {"regions": {}, "captions": {}, "words": {}}
     region_id = 1
     for split in SPLITS:
-        images, regions, captions, words = [], {}, [], []
+        images, coco_images, annotations, regions, captions, words = [], [], [], {}, [], []
         for image_id in ranges[split]:
             _, scene = draw_refer_scene(np.random.default_rng([seed, image_id, _REFER_STREAM]), size)
             file_name = f"{image_id:06d}.png"
+            image = f"{REFER_IMAGES.format(split=split)}/{file_name}"
             images.append(vg_image(image_id, file_name, size))
+            coco_images.append(coco_image(image_id, image, size))
             regions[image_id] = []
             for shape in scene:
-                regions[image_id].append(
-                    vg_region(region_id, image_id, region_description(shape, scene), shape.box)
+                description = region_description(shape, scene)
+                regions[image_id].append(vg_region(region_id, image_id, description, shape.box))
+                polygons = [list(shape.polygon)]
+                annotations.append(
+                    coco_annotation(region_id, image_id, cat_id[shape.kind], shape.box, shape.area, polygons)
                 )
                 region_id += 1
-            image = f"{REFER_IMAGES.format(split=split)}/{file_name}"
             captions.append(caption_line(f"{image_id}-detailed", image, detailed_caption(scene), "detailed"))
             captions.append(caption_line(f"{image_id}-paragraph", image, paragraph(scene), "paragraph"))
             _, found = draw_ocr_image(np.random.default_rng([seed, image_id, _OCR_STREAM]), size)
             words += region_ocr_lines(image_id, f"{OCR_IMAGES.format(split=split)}/{file_name}", found)
+        instances = root / REGIONS_INSTANCES.format(split=split)
+        instances.parent.mkdir(parents=True, exist_ok=True)
+        write_coco_instances(instances, coco_images, annotations, categories)
         write_visual_genome(root, split, images, regions)
         write_lines(root / DETAILED_CAPTIONS.format(split=split), captions)
         write_lines(root / REGION_OCR_JSONL.format(split=split), words)

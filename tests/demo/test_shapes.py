@@ -642,3 +642,20 @@ def test_region_descriptions_and_leveled_captions_worded() -> None:
         "The image shows two shapes on a light background. The red circle is on the left. "
         "The red square is on the right. They are all red."
     )
+
+
+def test_the_regions_set_writes_the_refer_scenes_per_split_as_coco_instances(
+    extended: tuple[Path, dict],
+) -> None:
+    out, _ = extended
+    everything = json.loads((out / shapes.REFER_INSTANCES).read_text())
+    for split in shapes.SPLITS:
+        inst = json.loads((out / layout.REGIONS_INSTANCES.format(split=split)).read_text())
+        images = [im for im in everything["images"] if im["file_name"].startswith(f"refer_{split}/")]
+        assert inst["images"] == images and inst["categories"] == everything["categories"]
+        ids = {im["id"] for im in images}
+        want = [a for a in everything["annotations"] if a["image_id"] in ids]
+        strip = ("id",)  # annotation ids run over both splits in refer/instances.json
+        assert [{k: v for k, v in a.items() if k not in strip} for a in inst["annotations"]] == [
+            {k: v for k, v in a.items() if k not in strip} for a in want
+        ]
