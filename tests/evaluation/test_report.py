@@ -279,7 +279,12 @@ def test_new_tasks_follow_detection_in_order():
     from pipeline import tasks
 
     order = tasks.names()
-    assert order[order.index("detection") :] == ("detection", "grounding", "segmentation", "ocr")
+    assert order[order.index("detection") : order.index("ocr") + 1] == (
+        "detection",
+        "grounding",
+        "segmentation",
+        "ocr",
+    )
 
 
 def test_new_task_metrics_markdown_order_and_flattening(tmp_path):
