@@ -314,6 +314,16 @@ def clip_objects(
     return kept
 
 
+def clip_region(
+    region: Box, size: ImageSize, tally: Tally, *, record: str, written: str = "xyxy"
+) -> Box | None:
+    """The region a region_to_* prompt gives, clipped to the image by the rules (and counts) of
+    `clip_objects`; None when it has no area left inside the image ("zero-area box dropped"): the
+    caller skips the example."""
+    kept = clip_objects([Object(region, "region")], size, tally, record=record, written=written)
+    return kept[0].bbox if kept else None
+
+
 # ---------------------------------------------------------------------------- JSON
 
 
@@ -468,6 +478,35 @@ def coco_images(data: Any, file: Path) -> dict[Any, dict[str, Any]]:
             raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")
         infos[image_id] = info
     return infos
+
+
+def coco_segmentation(
+    seg: Any, tally: Tally, *, file: str | Path, record: str
+) -> tuple[list[list[float]], dict[str, Any] | None]:
+    """A COCO annotation's `segmentation` as (polygons, rle): flat polygons (degenerate ones dropped
+    and counted, as parse_polygons does) or an RLE dict, checked; neither when absent."""
+    if seg is None:
+        return [], None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        size_ok = type(size) is list and len(size) == 2 and all(type(v) is int and v >= 0 for v in size)
+        counts_ok = type(counts) is str or (type(counts) is list and all(type(c) is int for c in counts))
+        if not (size_ok and counts_ok):
+            raise DataError(
+                "an RLE segmentation needs 'size' [height, width] and 'counts' (a string or integers)",
+                file=file,
+                record=record,
+                field=COCO_SEGMENTATION,
+            )
+        return [], seg
+    if not isinstance(seg, list):
+        raise DataError(
+            f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}",
+            file=file,
+            record=record,
+            field=COCO_SEGMENTATION,
+        )
+    return parse_polygons(seg, tally, file=file, record=record, field=COCO_SEGMENTATION), None
 
 
 # ---------------------------------------------------------------------------- fields of the unified tasks
