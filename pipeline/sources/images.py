@@ -369,8 +369,9 @@ def parse_json(
         raise DataError(f"not UTF-8 text: {e}", file=file, record=record) from None
 
 
-def json_list_items(path: Path, key: str) -> Iterator[Any]:
-    """The items of the list `key` of a JSON file's top-level object, parsed one at a time by
+def json_list_items(path: Path, key: str | None) -> Iterator[Any]:
+    """The items of the list `key` of a JSON file's top-level object (key None: of the top-level
+    list itself, as Visual Genome writes its files), parsed one at a time by
     ijson (its C backend), so a file is never held parsed whole (VQAv2's train annotations: 2.5 GB
     parsed at once). The bytes are counted as ijson reads them (nesting.DepthCheckedFile): nesting
     past the bound is a DataError before ijson, whose memory grows with the square of the depth,
@@ -381,7 +382,8 @@ def json_list_items(path: Path, key: str) -> Iterator[Any]:
     import ijson
 
     with open_data_file(path) as f:
-        yield from ijson.items(DepthCheckedFile(f, file=path), f"{key}.item", use_float=True)
+        prefix = "item" if key is None else f"{key}.item"
+        yield from ijson.items(DepthCheckedFile(f, file=path), prefix, use_float=True)
 
 
 def require(obj: Any, key: str, *, file: str | Path, record: str | int | None, what: str = "record") -> Any:
