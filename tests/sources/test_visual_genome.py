@@ -239,6 +239,7 @@ def test_bad_files_and_parameters(ctx, vg) -> None:
     with pytest.raises(DataError, match="escapes") as err:
         vg(ctx, image_data=escape)
     assert (err.value.record, err.value.field) == ("image 1", "url")
+    (vg.root / "image_data.json").write_text(json.dumps(IMAGE_DATA))
     (vg.root / "region_descriptions.json").write_text("[{")
     with pytest.raises(DataError, match="invalid JSON"):
         list(
