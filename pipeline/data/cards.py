@@ -3,7 +3,7 @@
 The front matter (between two `---` lines at the top) has these keys:
 
     name      str                  the card's name (used in warnings)
-    tasks     [str]                of classification, caption, vqa, detection
+    tasks     [str]                of records.TASKS
     format    str | [str]          the uvft reader(s) for the files; a list when one source is
                                    written in several formats (the shapes demo set)
     license   str
@@ -29,7 +29,10 @@ from pipeline.errors import DataError
 from pipeline.recipe import load_yaml
 from pipeline.records import TASKS
 
-FORMATS = ("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco")
+FORMATS = (
+    *("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco"),
+    "visual_genome",
+)
 _REQUIRED = ("name", "tasks", "format", "license", "homepage", "citation", "splits", "obtain")
 _OPTIONAL = ("label_map",)
 
