@@ -46,3 +46,4 @@ VG_REGIONS = "regions/{split}/region_descriptions.json"  # Visual Genome 1.2's f
 VG_IMAGES = "regions/{split}/image_data.json"
 DETAILED_CAPTIONS = "regions/captions_{split}.jsonl"  # detailed captions and paragraphs of the scenes
 REGION_OCR_JSONL = "ocr/region_ocr_{split}.jsonl"  # one line per word: its box -> the word
+OCR_TEXT_JSONL = "ocr/ocr_text_{split}.jsonl"  # the OCR images' text without regions (`<OCR>`)

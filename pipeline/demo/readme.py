@@ -14,6 +14,7 @@ from pipeline.demo.layout import (
     DETAILED_CAPTIONS,
     OCR_JSONL,
     OCR_SET,
+    OCR_TEXT_JSONL,
     README,
     README_TITLE,
     REFER_INSTANCES,
@@ -128,6 +129,8 @@ About the referring scenes and the OCR images above:
   shape, left to right, in one sentence) and one of level "paragraph" (a sentence per shape).
 - {REGION_OCR_JSONL.format(split="{train,val}")}: one line per word of the OCR images: task
   region_to_ocr, its box as `region` and the word as `text`.
+- {OCR_TEXT_JSONL.format(split="{train,val}")}: the OCR images' text without regions (task ocr,
+  Florence-2's `<OCR>`).
 
 | split | regions | captions | words |
 |-------|---------|----------|-------|

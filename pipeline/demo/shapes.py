@@ -30,6 +30,7 @@ the demo exercises the same readers as COCO, VQAv2 and Imagenette:
                    out/regions/captions_<split>.jsonl            a detailed caption and a paragraph of
                                                                  each scene (caption levels)
                    out/ocr/region_ocr_<split>.jsonl              each OCR word: its box -> the word
+                   out/ocr/ocr_text_<split>.jsonl                the OCR images' text without regions
                    (needs "refer" and "ocr": it describes their images)
 
 Everything is a pure function of the arguments: each image draws from its own generator seeded by
@@ -83,6 +84,7 @@ from pipeline.demo.layout import (
     OCR_IMAGES,
     OCR_JSONL,
     OCR_SET,
+    OCR_TEXT_JSONL,
     PARAMS_FILE,
     README,
     README_TITLE,
@@ -122,6 +124,7 @@ from pipeline.demo.writers import (
     coco_image,
     make_image_folder,
     ocr_line,
+    ocr_text_line,
     png_bytes,
     refcoco_ref,
     region_ocr_lines,
@@ -489,7 +492,7 @@ def _write_regions(
     stats: dict[str, dict[str, int]] = {"regions": {}, "captions": {}, "words": {}}
     region_id = 1
     for split in SPLITS:
-        images, coco_images, annotations, regions, captions, words = [], [], [], {}, [], []
+        images, coco_images, annotations, regions, captions, words, texts = [], [], [], {}, [], [], []
         for image_id in ranges[split]:
             _, scene = draw_refer_scene(np.random.default_rng([seed, image_id, _REFER_STREAM]), size)
             file_name = f"{image_id:06d}.png"
@@ -508,13 +511,16 @@ def _write_regions(
             captions.append(caption_line(f"{image_id}-detailed", image, detailed_caption(scene), "detailed"))
             captions.append(caption_line(f"{image_id}-paragraph", image, paragraph(scene), "paragraph"))
             _, found = draw_ocr_image(np.random.default_rng([seed, image_id, _OCR_STREAM]), size)
-            words += region_ocr_lines(image_id, f"{OCR_IMAGES.format(split=split)}/{file_name}", found)
+            ocr_image = f"{OCR_IMAGES.format(split=split)}/{file_name}"
+            words += region_ocr_lines(image_id, ocr_image, found)
+            texts.append(ocr_text_line(image_id, ocr_image, found))
         instances = root / REGIONS_INSTANCES.format(split=split)
         instances.parent.mkdir(parents=True, exist_ok=True)
         write_coco_instances(instances, coco_images, annotations, categories)
         write_visual_genome(root, split, images, regions)
         write_lines(root / DETAILED_CAPTIONS.format(split=split), captions)
         write_lines(root / REGION_OCR_JSONL.format(split=split), words)
+        write_lines(root / OCR_TEXT_JSONL.format(split=split), texts)
         stats["regions"][split] = sum(len(r) for r in regions.values())
         stats["captions"][split] = len(captions)
         stats["words"][split] = len(words)

@@ -246,6 +246,13 @@ def region_ocr_lines(
     ]
 
 
+def ocr_text_line(image_id: int, image: str, regions: list[tuple[str, tuple[int, int, int, int]]]) -> str:
+    """An OCR image's text alone, no regions (Florence-2's `<OCR>` rather than `<OCR_WITH_REGION>`)."""
+    return jsonl_line(
+        {"id": image_id, "task": OCR, "image": image, "text": " ".join(word for word, _ in regions)}
+    )
+
+
 def caption_line(line_id: str, image: str, text: str, level: str) -> str:
     """A caption of a given level as one JSONL line (`image` relative to images/)."""
     return jsonl_line({"id": line_id, "task": CAPTION, "image": image, "captions": [text], "level": level})

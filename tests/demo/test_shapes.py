@@ -612,6 +612,8 @@ def test_the_regions_set_describes_the_refer_scenes_and_the_ocr_words(extended: 
         want = [(o["image"], w["bbox"], w["text"]) for o in ocr for w in o["regions"]]
         assert [(w["image"], w["region"], w["text"]) for w in words] == want
         assert {w["task"] for w in words} == {"region_to_ocr"}
+        texts = [json.loads(x) for x in read_lines(out / layout.OCR_TEXT_JSONL.format(split=split))]
+        assert [{**o, "regions": []} for o in ocr] == [{**t, "regions": []} for t in texts]
 
 
 def read_lines(path: Path) -> list[str]:
