@@ -10,7 +10,10 @@ The front matter (between two `---` lines at the top) has these keys:
     homepage  str
     citation  str                  BibTeX
     splits    {split: int}         examples the reader yields per split, for a one-format card;
-              | {format: {split: int}}   keyed by format first when the card lists several
+              | {format: {split: int}}   keyed by format first when the card lists several;
+                                   `format:task` for a reader asked for another task than its
+                                   default (coco_detection:region_to_category), which the build
+                                   otherwise does not check
     obtain    {...} | str          how to download and where files go (free form for people)
     label_map {str: str}           optional: folder or class id -> readable name
 
@@ -190,7 +193,7 @@ def _counts(value: Any, formats: list[str], path: Path) -> dict[str, dict[str, i
             )
         return {formats[0]: _split_counts(value, path, "splits")}
     for fmt in value:
-        if fmt not in formats:
+        if fmt.split(":")[0] not in formats:  # `format:task`: a reader's count for another task
             raise DataError(
                 f"counts for {fmt!r}, which is not in the card's format list ({', '.join(formats)})",
                 file=path,

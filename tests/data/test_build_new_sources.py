@@ -142,3 +142,21 @@ def test_coco_region_to_category_is_refused_for_paligemma(tmp_path: Path, coco_r
     with pytest.raises(DataError, match="region_to_category is not supported for PaliGemma") as err:
         build(load_recipe(recipe), progress=False)
     assert (err.value.record, err.value.field) == ("1/7", "task")
+
+
+def test_a_card_counts_a_readers_default_task_unless_it_names_the_other(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.data.build import _card_key
+
+    def src(fmt, **options):
+        return SimpleNamespace(format=fmt, params=lambda split: options)
+
+    assert _card_key(src("coco_detection"), "train") == "coco_detection"
+    assert _card_key(src("coco_detection", task="detection"), "train") == "coco_detection"
+    assert (
+        _card_key(src("coco_detection", task="region_to_category"), "train")
+        == "coco_detection:region_to_category"
+    )
+    assert _card_key(src("refcoco", task="grounding"), "train") == "refcoco"  # refcoco's default
+    assert _card_key(src("jsonl"), "train") == "jsonl"
