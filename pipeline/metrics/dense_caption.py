@@ -51,13 +51,14 @@ Where this module and the references differ:
   from ``torch.arange(0, 1, 0.01)`` in float32; IoU from torchvision (no "+1" on inclusive
   boxes). ``meteor_thresholds=(0, 0.05, 0.1, 0.15, 0.2, 0.25)`` gives its threshold set here.
 
-Inputs, one entry per image: predictions ``[{"bbox": xyxy, "caption": str, "score": float}]``
-(score optional) and references ``[{"bbox": xyxy, "caption": str}]``; items may also be objects
+Inputs, one entry per image: predictions ``[{"bbox": xyxy, "description": str, "score": float}]``
+(score optional) and references ``[{"bbox": xyxy, "description": str}]``; items may also be objects
 with those attributes. Boxes are in pixels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import string
@@ -161,10 +162,10 @@ def _check_regions(items: Any, index: int, side: str, with_score: bool) -> list[
         if box is None:
             raise ValueError(f"{where} has no bbox")
         box = _check_box(box, where)
-        caption = _get(item, "caption")
+        caption = _get(item, "description")
         if not isinstance(caption, str):
-            raise ValueError(f"{where}.caption {caption!r} is not a string")
-        region: dict[str, Any] = {"bbox": box, "caption": caption}
+            raise ValueError(f"{where}.description {caption!r} is not a string")
+        region: dict[str, Any] = {"bbox": box, "description": caption}
         if with_score:
             score = _get(item, "score")
             score = 1.0 if score is None else score
@@ -175,7 +176,7 @@ def _check_regions(items: Any, index: int, side: str, with_score: bool) -> list[
             if box[2] < box[0] or box[3] < box[1]:
                 raise ValueError(f"{where}.bbox {list(box)} has x2 < x1 or y2 < y1")
             if not caption.strip():
-                raise ValueError(f"{where}.caption is empty")
+                raise ValueError(f"{where}.description is empty")
         out.append(region)
     return out
 
@@ -237,7 +238,8 @@ def meteor_scores(pairs: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
         finally:
             if scorer.lock.locked():  # compute_score holds it when it fails; its __del__ takes it again
                 scorer.lock.release()
-            scorer.meteor_p.stdin.close()
+            with contextlib.suppress(OSError):  # a dead JVM: the flush of what is left breaks the pipe
+                scorer.meteor_p.stdin.close()
             scorer.meteor_p.kill()
             scorer.meteor_p.wait()
     return [float(s) for s in scores]
@@ -279,7 +281,10 @@ def dense_caption_map(
         groups = merge_boxes([r["bbox"] for r in refs])
         # a merged reference: the mean of its boxes, all their captions
         merged = [
-            (np.mean([refs[k]["bbox"] for k in g], axis=0).tolist(), [norm(refs[k]["caption"]) for k in g])
+            (
+                np.mean([refs[k]["bbox"] for k in g], axis=0).tolist(),
+                [norm(refs[k]["description"]) for k in g],
+            )
             for g in groups
         ]
         taken = [False] * len(merged)
@@ -293,7 +298,7 @@ def dense_caption_map(
             overlaps.append(best)
             if best_j >= 0 and not taken[best_j]:
                 taken[best_j] = True
-                pairs.append((norm(p["caption"]), merged[best_j][1]))
+                pairs.append((norm(p["description"]), merged[best_j][1]))
             else:
                 pairs.append(None)
         num_refs += len(merged)
@@ -335,8 +340,10 @@ def dense_caption_map(
 
 
 _BOX = datasets.List(datasets.Value("float64"))
-_PRED = datasets.List({"bbox": _BOX, "caption": datasets.Value("string"), "score": datasets.Value("float64")})
-_REF = datasets.List({"bbox": _BOX, "caption": datasets.Value("string")})
+_PRED = datasets.List(
+    {"bbox": _BOX, "description": datasets.Value("string"), "score": datasets.Value("float64")}
+)
+_REF = datasets.List({"bbox": _BOX, "description": datasets.Value("string")})
 _DESCRIPTION = (
     "Dense captioning mAP (IoU x METEOR thresholds), DenseCap's definition; see the module docstring."
 )
@@ -346,8 +353,8 @@ _CITATION = """@inproceedings{johnson2016densecap,
   booktitle={CVPR}, year={2016}}"""
 _INPUTS = """
 Args:
-    predictions: list (one per image) of [{"bbox": [x1, y1, x2, y2], "caption": str, "score": float}].
-    references: list (one per image) of [{"bbox": [x1, y1, x2, y2], "caption": str}].
+    predictions: list (one per image) of [{"bbox": [x1, y1, x2, y2], "description": str, "score": float}].
+    references: list (one per image) of [{"bbox": [x1, y1, x2, y2], "description": str}].
     iou_thresholds, meteor_thresholds, normalize, scorer: as ``dense_caption_map``.
 Returns: the dict of ``dense_caption_map``.
 """
@@ -363,7 +370,7 @@ def _fill_scores(batch: Sequence[Any] | None) -> list[list[dict[str, Any]]] | No
         for o in items or []:
             score = _get(o, "score")
             score = 1.0 if score is None else score
-            rows.append({"bbox": _get(o, "bbox"), "caption": _get(o, "caption"), "score": score})
+            rows.append({"bbox": _get(o, "bbox"), "description": _get(o, "description"), "score": score})
         out.append(rows)
     return out
 
@@ -372,7 +379,8 @@ def _plain(batch: Sequence[Any] | None) -> list[list[dict[str, Any]]] | None:
     if batch is None:
         return None
     return [
-        [{"bbox": _get(o, "bbox"), "caption": _get(o, "caption")} for o in items or []] for items in batch
+        [{"bbox": _get(o, "bbox"), "description": _get(o, "description")} for o in items or []]
+        for items in batch
     ]
 
 

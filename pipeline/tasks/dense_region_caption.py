@@ -49,7 +49,8 @@ class DenseRegionCaption(BoxTask):
         if text is None:
             return None
         preds = [
-            [{"bbox": [0.0, 0.0, *map(float, r["image_size"])], "caption": text, "score": 1.0}] for r in rows
+            [{"bbox": [0.0, 0.0, *map(float, r["image_size"])], "description": text, "score": 1.0}]
+            for r in rows
         ]
         m = dense_caption_map(preds, [_regions(r["references"]["objects"]) for r in rows])
         return {"text": text, "map": m["map"], "det_map": m["det_map"]}
@@ -61,7 +62,7 @@ class DenseRegionCaption(BoxTask):
 
 def _regions(objects: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Objects as the metric's regions: the description is the object's category."""
-    return [{"bbox": o["bbox"], "caption": o["category"], "score": o.get("score", 1.0)} for o in objects]
+    return [{"bbox": o["bbox"], "description": o["category"], "score": o.get("score", 1.0)} for o in objects]
 
 
 TASK = DenseRegionCaption()

@@ -34,7 +34,7 @@ def table(scores: dict[str, float]):
 
 
 def region(box, caption, score=None):
-    r = {"bbox": box, "caption": caption}
+    r = {"bbox": box, "description": caption}
     if score is not None:
         r["score"] = score
     return r
@@ -226,11 +226,11 @@ def test_normalize_caption():
     [
         ([[region((0, 0, 1), "x", 1.0)]], [[]], r"example 0: predictions\[0\]\.bbox"),
         ([[], [region((0, 0, 1, float("nan")), "x")]], [[], []], r"example 1: predictions\[0\]\.bbox"),
-        ([[region((0, 0, 1, 1), None, 1.0)]], [[]], r"example 0: predictions\[0\]\.caption"),
+        ([[region((0, 0, 1, 1), None, 1.0)]], [[]], r"example 0: predictions\[0\]\.description"),
         ([[region((0, 0, 1, 1), "x", "high")]], [[]], r"example 0: predictions\[0\]\.score"),
         ([[]], [[region((0, 0, 1, 1), "x"), region((5, 0, 1, 1), "y")]], r"example 0: references\[1\]\.bbox"),
-        ([[]], [[region((0, 0, 1, 1), "  ")]], r"example 0: references\[0\]\.caption is empty"),
-        ([[]], [[{"caption": "x"}]], r"example 0: references\[0\] has no bbox"),
+        ([[]], [[region((0, 0, 1, 1), "  ")]], r"example 0: references\[0\]\.description is empty"),
+        ([[]], [[{"description": "x"}]], r"example 0: references\[0\] has no bbox"),
         ([["not a region list"]], [[]], r"example 0: predictions\[0\] has no bbox"),
         ([[]], [[], []], "1 prediction lists but 2 reference lists"),
     ],
