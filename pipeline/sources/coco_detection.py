@@ -203,7 +203,7 @@ def read_coco_detection(
             ctx.tally.repair("negative image excluded", record)
             continue
         path = paths[image_id]
-        if task == DETECTION:
+        if task in (DETECTION, tasks.REGION_PROPOSAL):  # an example per image, its boxes
             size = check_image(path, ctx, record=record)
             if size is None:
                 continue
@@ -212,19 +212,10 @@ def read_coco_detection(
             if anns and not objects:
                 ctx.tally.repair("image without usable boxes excluded", record)
                 continue
+            vocab = vocabulary if task == DETECTION else []  # proposals name no class
             yield ctx.example(
-                str(image_id), path, size, task=DETECTION, objects=objects, categories=vocabulary, crowd=crowd
+                str(image_id), path, size, task=task, objects=objects, categories=vocab, crowd=crowd
             )
-        elif task == tasks.REGION_PROPOSAL:
-            size = check_image(path, ctx, record=record)
-            if size is None:
-                continue
-            _check_size(ctx, info, size, record)
-            objects, crowd = _split_crowd(ctx, anns, size, record)
-            if anns and not objects:
-                ctx.tally.repair("image without usable boxes excluded", record)
-                continue
-            yield ctx.example(str(image_id), path, size, task=task, objects=objects, crowd=crowd)
         elif task == tasks.OPEN_VOCABULARY_DETECTION:
             negatives = negatives_per_image if keep_negatives else 0
             yield from _open_vocabulary(ctx, image_id, path, info, anns, categories, negatives, seed)

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.records import Example
-from pipeline.tasks.task import Baseline, CardMetric, Headline, Task, majority
+from pipeline.tasks.classification import majority_label, score_labels
+from pipeline.tasks.task import Baseline, CardMetric, Headline, Task
 
 if TYPE_CHECKING:  # annotations only
     from pipeline.tasks.task import PromptInputs, Row, TrainColumns
@@ -28,25 +29,17 @@ class RegionToCategory(Task):
         return {"region": record["region"], "label": record["label"]}
 
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        from pipeline.metrics.classification import classification_metrics, normalize_label
+        from pipeline.metrics.classification import classification_metrics
 
         truth = [r["references"]["label"] for r in rows]
         metrics = classification_metrics([r["parsed"]["text"] for r in rows], truth)
-        for r in rows:
-            r["score"] = float(
-                normalize_label(r["parsed"]["text"]) == normalize_label(r["references"]["label"])
-            )
+        score_labels(rows)
         return metrics
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:
-        """The most frequent training category given to every region (top-1 accuracy)."""
-        from pipeline.metrics.classification import normalize_label
-
-        label = majority(train.values(self.NAME, "label"))
-        if label is None:
-            return None
-        hits = sum(normalize_label(r["references"]["label"]) == normalize_label(label) for r in rows)
-        return {"label": label, "accuracy": hits / len(rows)}
+        """The most frequent training category given to every region (top-1 accuracy); the
+        label column, as the target also holds the region's location tokens."""
+        return majority_label(rows, train.values(self.NAME, "label"))
 
     def prompt_example(self, given: PromptInputs) -> Example:
         given.no_language(self.NAME)
