@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -18,6 +19,7 @@ from pipeline.demo.layout import EXTRA_TASKS
 from pipeline.errors import UvftError
 from pipeline.families import DEFAULT_FAMILY, FAMILIES
 from pipeline.folders import disk_full
+from pipeline.records import CAPTION_LEVELS
 from pipeline.train.signals import TrainingStopped
 
 DEFAULT_RECIPE = "recipes/demo.yaml"
@@ -70,6 +72,21 @@ def fraction(*, above_zero: bool = False) -> Any:
 
     parse.__name__ = "number"
     return parse
+
+
+def box_argument(text: str) -> list[float]:
+    """An argparse type: a box `x1,y1,x2,y2` (four numbers; that it fits the image is checked
+    once the image is read)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not four numbers x1,y1,x2,y2") from None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not four numbers x1,y1,x2,y2")
+    return values
+
+
+box_argument.__name__ = "box"
 
 
 class _MinMax(argparse.Action):
@@ -201,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR|LIST.txt|FILE.jsonl",
         help="many images: a folder, a text file of paths, or JSON lines "
-        "{image, task?, question?, classes?, phrase?, language?}",
+        "{image, task?, question?, classes?, phrase?, language?, level?, region?}",
     )
     p.add_argument(
         "--task",
@@ -212,6 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", help="the question, for --task vqa")
     p.add_argument("--phrase", help="the expression to locate, for --task grounding or segmentation")
     p.add_argument("--language", help="caption / vqa: the language to answer in (PaliGemma; default en)")
+    p.add_argument(
+        "--level", choices=CAPTION_LEVELS, help="caption: how much detail (default brief; as trained)"
+    )
+    p.add_argument(
+        "--region",
+        type=box_argument,
+        metavar="X1,Y1,X2,Y2",
+        help="region_to_category / _description / _ocr / _segmentation: the box asked about, in pixels",
+    )
     p.add_argument(
         "--classes",
         action="append",
@@ -425,6 +451,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         classes=parse_classes(args.classes),
         phrase=args.phrase,
         language=args.language,
+        level=args.level,
+        region=args.region,
     )
     model = load_model(args.model, revision=args.revision, device=args.device)
     for item in items:

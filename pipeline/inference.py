@@ -59,11 +59,15 @@ class Model:
         classes: Sequence[str] | None = None,
         phrase: str | None = None,
         language: str | None = None,
+        level: str | None = None,
+        region: Sequence[float] | None = None,
         threshold: float | None = None,
     ) -> dict[str, Any]:
         """One image, one task: see `predict_many` for the result's fields. `phrase`: what grounding
         and segmentation locate; `language`: of a caption or answer (PaliGemma; default en);
-        `threshold`: the lowest box score kept (detection, grounding)."""
+        `level`: a caption's (brief, detailed, paragraph); `region`: the x1, y1, x2, y2 box in
+        pixels a region_to_* task asks about; `threshold`: the lowest box score kept (detection,
+        grounding)."""
         if threshold is not None and not isinstance(tasks.get(task), BoxTask):
             raise UvftError(f"a threshold is for the tasks answered with boxes ({', '.join(BOX_TASKS)})")
         item = {
@@ -73,6 +77,8 @@ class Model:
             "classes": classes,
             "phrase": phrase,
             "language": language,
+            "level": level,
+            "region": region,
         }
         return self.predict_many([item], progress=False, threshold=threshold)[0]
 
@@ -84,8 +90,8 @@ class Model:
         progress: bool = True,
         threshold: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Predict for items `{"image", "task", "question"?, "classes"?, "phrase"?, "language"?}`,
-        batched by task.
+        """Predict for items `{"image", "task", "question"?, "classes"?, "phrase"?, "language"?,
+        "level"?, "region"?}`, batched by task.
 
         Each result has `task`, `prompt`, `generated_text`, `image_size` ([width, height] after
         EXIF orientation), `parse_errors`, and per task: `caption`; `answer`; `objects`
@@ -136,6 +142,9 @@ class Model:
                 classes=classes or None,
                 phrase=item.get("phrase"),
                 language=item.get("language"),
+                level=item.get("level"),
+                region=item.get("region"),
+                image_size=image.size,
             )
             # a closed-set task's candidates: the given classes, else the training classes
             labels = classes or (self.spec.task(task).classes if tasks.get(task).CLOSED_SET else [])
@@ -240,12 +249,15 @@ def read_items(
     classes: Sequence[str] | None = None,
     phrase: str | None = None,
     language: str | None = None,
+    level: str | None = None,
+    region: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
     """What to predict on: one image, a folder of images (sorted, not recursive), a text file of
     image paths (one a line; relative to the file's folder; `#` comments), or JSON lines
-    `{"image", "task"?, "question"?, "classes"?, "phrase"?, "language"?}` (paths relative to the
-    file's folder). The command line's task / question / classes (a list, or one comma-separated
-    string) / phrase / language fill what a line does not say."""
+    `{"image", "task"?, "question"?, "classes"?, "phrase"?, "language"?, "level"?, "region"?}`
+    (paths relative to the file's folder). The command line's task / question / classes (a list,
+    or one comma-separated string) / phrase / language / level / region fill what a line does not
+    say."""
     from pipeline.sources.images import parse_json
 
     path = Path(path)
@@ -261,6 +273,8 @@ def read_items(
             "classes": given.get("classes") or class_list,
             "phrase": given.get("phrase") or phrase,
             "language": given.get("language") or language,
+            "level": given.get("level") or level,
+            "region": given.get("region") or region,
         }
 
     if path.is_dir():
@@ -288,7 +302,15 @@ def read_items(
             names = row.get("classes")
             if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
                 raise UvftError(f"{path}: line {n}: field 'classes' must be a list of names")
-            given = {k: row.get(k) for k in ("task", "question", "classes", "phrase", "language")}
+            box = row.get("region")
+            if box is not None and not (
+                isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)
+            ):
+                raise UvftError(
+                    f"{path}: line {n}: field 'region' must be 4 numbers, x1, y1, x2, y2 in pixels"
+                )
+            names = ("task", "question", "classes", "phrase", "language", "level", "region")
+            given = {k: row.get(k) for k in names}
             items.append(item(path.parent / row["image"], f"{path}: line {n}", **given))
         if not items:
             raise UvftError(f"{path}: no lines")

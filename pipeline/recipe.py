@@ -214,7 +214,7 @@ class DemoSection(_Strict):
     shape_size: tuple[Float, Float] = (0.3, 0.6)  # a shape's side, as fractions of the image side
     seed: Int = 0
     # the opt-in sets of the grounding / segmentation, OCR and German-caption tasks (demo/shapes.py)
-    extra_tasks: list[Literal["refer", "ocr", "captions_de"]] = Field(default_factory=list)
+    extra_tasks: list[Literal["refer", "ocr", "captions_de", "regions"]] = Field(default_factory=list)
 
     # no extras: the dump a recipe had before they existed (shapes.json keys on it too)
     _OMIT_AT_DEFAULT = ("extra_tasks",)

@@ -15,7 +15,16 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # new tasks go at the end: checkpoints keep per-task loss sums by position in this tuple
-TASKS = ("classification", "caption", "vqa", "detection", "grounding", "segmentation", "ocr")
+TASKS = (
+    *("classification", "caption", "vqa", "detection", "grounding", "segmentation", "ocr"),
+    *("dense_region_caption", "region_proposal", "open_vocabulary_detection"),
+    *("region_to_category", "region_to_description", "region_to_ocr", "region_to_segmentation"),
+)
+# the tasks whose prompt gives a region of the image (Example.region) to say something about
+REGION_TASKS = ("region_to_category", "region_to_description", "region_to_ocr", "region_to_segmentation")
+# a caption's level of detail (Example.level), each its own prompt (Florence-2's `<CAPTION>`,
+# `<DETAILED_CAPTION>`, `<MORE_DETAILED_CAPTION>`); None is the first: a brief caption
+CAPTION_LEVELS = ("brief", "detailed", "paragraph")
 # the tasks whose prompts may carry a language (PaliGemma's `caption {lang}`, `answer {lang} ...`)
 LANGUAGE_TASKS = ("caption", "vqa")
 DEFAULT_LANGUAGE = "en"  # a text without a language is English
@@ -82,6 +91,10 @@ class Example:
     text: str | None = None  # ocr: all the text of the image in reading order
     regions: list[Region] = field(default_factory=list)  # ocr: text with quads (OCR with regions)
     language: str | None = None  # caption, vqa: ISO 639-1 code of the text; None: English
+    level: str | None = None  # caption: "detailed" or "paragraph" (CAPTION_LEVELS); None: brief
+    # region_to_*: the region the prompt gives (absolute x1, y1, x2, y2 in pixels); the answer is
+    # `label` (category), `caption` (description), `text` (ocr) or `polygons` (segmentation)
+    region: Box | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -94,6 +107,13 @@ class Example:
             "grounding": not self.phrase or not self.objects,
             "segmentation": not self.phrase or not self.polygons,
             "ocr": self.text is None,
+            "dense_region_caption": False,
+            "region_proposal": False,
+            "open_vocabulary_detection": not self.categories,  # the classes the prompt names
+            "region_to_category": self.region is None or self.label is None,
+            "region_to_description": self.region is None or self.caption is None,
+            "region_to_ocr": self.region is None or self.text is None,
+            "region_to_segmentation": self.region is None or not self.polygons,
         }[self.task]
         if missing:
             raise ValueError(f"example {self.id}: a {self.task} example lacks its target field")
@@ -101,6 +121,14 @@ class Example:
             raise ValueError(
                 f"example {self.id}: a language is only for {' and '.join(LANGUAGE_TASKS)} examples"
             )
+        if self.level == CAPTION_LEVELS[0]:
+            self.level = None  # brief is the default: one way to write it
+        if self.level is not None and (self.task != "caption" or self.level not in CAPTION_LEVELS):
+            raise ValueError(
+                f"example {self.id}: a level is one of {', '.join(CAPTION_LEVELS)}, for caption examples"
+            )
+        if self.region is not None and self.task not in REGION_TASKS:
+            raise ValueError(f"example {self.id}: a region is only for {', '.join(REGION_TASKS)} examples")
 
 
 @dataclass
@@ -129,6 +157,8 @@ class Record:
     text: str | None = None
     regions: list[dict[str, Any]] = field(default_factory=list)  # [{"text", "quad"}]
     language: str | None = None
+    level: str | None = None
+    region: list[float] = field(default_factory=list)  # x1, y1, x2, y2; empty: none
 
     @classmethod
     def from_example(cls, ex: Example, family: str, prompt: str, target: str) -> Record:
@@ -155,6 +185,8 @@ class Record:
             text=ex.text,
             regions=[{"text": r.text, "quad": [float(v) for v in r.quad]} for r in ex.regions],
             language=ex.language,
+            level=ex.level,
+            region=[] if ex.region is None else [float(v) for v in ex.region],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,6 +227,8 @@ def record_features():
             "text": Value("string"),
             "regions": List({"text": Value("string"), "quad": List(Value("float64"))}),
             "language": Value("string"),
+            "level": Value("string"),
+            "region": List(Value("float64")),
         }
     )
 
@@ -209,7 +243,7 @@ class RecordColumns:
     """
 
     _TEXT = ("id", "source", "task", "split", "family", "image", "prompt", "target")
-    _OPTIONAL = ("label", "question", "answer_type", "phrase", "text", "language")
+    _OPTIONAL = ("label", "question", "answer_type", "phrase", "text", "language", "level")
 
     def __init__(self) -> None:
         self.text: dict[str, list[str | None]] = {k: [] for k in (*self._TEXT, *self._OPTIONAL)}
@@ -226,6 +260,9 @@ class RecordColumns:
         self.region_offsets: list[int] = [0]
         self.region_texts: list[str] = []
         self.quad_values: list[float] = []
+        # the region a region_to_* prompt gives: x1, y1, x2, y2 per record that has one
+        self.given_offsets: list[int] = [0]
+        self.given_values: list[float] = []
 
     def __len__(self) -> int:
         return len(self.sizes) // 2
@@ -247,8 +284,12 @@ class RecordColumns:
             ("phrase", ex.phrase),
             ("text", ex.text),
             ("language", ex.language),
+            ("level", ex.level),
         ):
             t[key].append(value)
+        if ex.region is not None:
+            self.given_values += (float(v) for v in ex.region)
+        self.given_offsets.append(len(self.given_values))
         self.sizes += (int(ex.image_size[0]), int(ex.image_size[1]))
         for key, values in (
             ("captions", ex.captions),
@@ -307,6 +348,7 @@ class RecordColumns:
             [pa.array(self.region_texts, pa.string()), quads], names=["text", "quad"]
         )
         columns["regions"] = listed(self.region_offsets, regions, "regions")
+        columns["region"] = listed(self.given_offsets, pa.array(self.given_values, pa.float64()), "region")
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 

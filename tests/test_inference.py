@@ -129,6 +129,8 @@ def test_read_items_from_a_folder_a_list_and_json_lines(tmp_path: Path):
         '{"image": "b.png", "classes": ["x", "y"]}\n'
         '{"image": "b.png", "task": "grounding", "phrase": "the red circle"}\n'
         '{"image": "b.png", "task": "caption", "language": "de"}\n'
+        '{"image": "b.png", "task": "region_to_category", "region": [1, 2, 5, 6]}\n'
+        '{"image": "b.png", "task": "caption", "level": "detailed"}\n'
     )
     items = read_items(tmp_path / "many.jsonl", "detection", classes=["circle", "square"], phrase="a star")
     assert items[0] == {
@@ -138,13 +140,20 @@ def test_read_items_from_a_folder_a_list_and_json_lines(tmp_path: Path):
         "classes": ["circle", "square"],
         "phrase": "a star",
         "language": None,
+        "level": None,
+        "region": None,
     }
     assert items[1]["task"] == "detection" and items[1]["classes"] == ["x", "y"]
     assert (items[2]["task"], items[2]["phrase"]) == ("grounding", "the red circle")
     assert (items[3]["task"], items[3]["language"]) == ("caption", "de")
+    assert (items[4]["task"], items[4]["region"]) == ("region_to_category", [1, 2, 5, 6])
+    assert (items[5]["task"], items[5]["level"]) == ("caption", "detailed")
     (tmp_path / "bad.jsonl").write_text('{"image": "a.jpg"}\n{"task": "vqa"}\n')
     with pytest.raises(UvftError, match=r"bad.jsonl: line 2: field 'image'"):
         read_items(tmp_path / "bad.jsonl", "caption")
+    (tmp_path / "box.jsonl").write_text('{"image": "a.jpg", "region": [1, 2, 3]}\n')
+    with pytest.raises(UvftError, match=r"box.jsonl: line 1: field 'region' must be 4 numbers"):
+        read_items(tmp_path / "box.jsonl", "region_to_category")
     (tmp_path / "missing.txt").write_text("a.jpg\nnope.png\n")
     with pytest.raises(UvftError, match=r"missing.txt:2: image .*nope.png does not exist"):
         read_items(tmp_path / "missing.txt", "caption")
@@ -409,7 +418,8 @@ def test_uvft_predict_filters_boxes_and_says_what_it_dropped(
     assert cli.main([*args[:-1], "caption", "--threshold", "0.5"]) == 2
     assert (
         capsys.readouterr().err
-        == "error: --threshold is for the tasks answered with boxes (detection, grounding)\n"
+        == "error: --threshold is for the tasks answered with boxes (detection, grounding, "
+        "dense_region_caption, region_proposal, open_vocabulary_detection)\n"
     )
     with pytest.raises(SystemExit) as e:  # refused while the command line is read (tests/test_cli.py)
         cli.main([*args, "--threshold", "1.5"])

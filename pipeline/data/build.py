@@ -261,7 +261,7 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                     logger.warning(warning)
                     stats.warnings.append(warning)
                 if card is not None:
-                    warning = _check_card(card, src.format, split, tally.examples)
+                    warning = _check_card(card, _card_key(src, split), split, tally.examples)
                     if warning:
                         logger.warning(warning)
                         stats.warnings.append(warning)
@@ -403,6 +403,18 @@ def _load_card(card_path: str | None, stats: BuildStats, source: str):
     card = load_card(expand_path(card_path))
     stats.licenses[source] = card.license
     return card
+
+
+def _card_key(src: Any, split: str) -> str:
+    """What a card's counts are keyed by for this source: its format, or `format:task` when the
+    source asks its reader for another task than the reader's default (coco_detection reads five
+    tasks, each yielding another count of examples)."""
+    import inspect
+
+    task = src.params(split).get("task")
+    param = inspect.signature(sources.get(src.format)).parameters.get("task")
+    default = None if param is None else param.default
+    return src.format if task is None or task == default else f"{src.format}:{task}"
 
 
 def _check_card(card: Any, fmt: str, split: str, actual: int) -> str | None:

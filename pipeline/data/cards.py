@@ -3,14 +3,17 @@
 The front matter (between two `---` lines at the top) has these keys:
 
     name      str                  the card's name (used in warnings)
-    tasks     [str]                of classification, caption, vqa, detection
+    tasks     [str]                of records.TASKS
     format    str | [str]          the uvft reader(s) for the files; a list when one source is
                                    written in several formats (the shapes demo set)
     license   str
     homepage  str
     citation  str                  BibTeX
     splits    {split: int}         examples the reader yields per split, for a one-format card;
-              | {format: {split: int}}   keyed by format first when the card lists several
+              | {format: {split: int}}   keyed by format first when the card lists several;
+                                   `format:task` for a reader asked for another task than its
+                                   default (coco_detection:region_to_category), which the build
+                                   otherwise does not check
     obtain    {...} | str          how to download and where files go (free form for people)
     label_map {str: str}           optional: folder or class id -> readable name
 
@@ -29,7 +32,10 @@ from pipeline.errors import DataError
 from pipeline.recipe import load_yaml
 from pipeline.records import TASKS
 
-FORMATS = ("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco")
+FORMATS = (
+    *("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco"),
+    "visual_genome",
+)
 _REQUIRED = ("name", "tasks", "format", "license", "homepage", "citation", "splits", "obtain")
 _OPTIONAL = ("label_map",)
 
@@ -187,7 +193,7 @@ def _counts(value: Any, formats: list[str], path: Path) -> dict[str, dict[str, i
             )
         return {formats[0]: _split_counts(value, path, "splits")}
     for fmt in value:
-        if fmt not in formats:
+        if fmt.split(":")[0] not in formats:  # `format:task`: a reader's count for another task
             raise DataError(
                 f"counts for {fmt!r}, which is not in the card's format list ({', '.join(formats)})",
                 file=path,

@@ -15,7 +15,12 @@ PARAMS_FILE = "shapes.json"  # the generator's arguments, written with the set
 REFER_SET = "refer"
 OCR_SET = "ocr"  # a user-facing option value, kept as spelled in recipes (the set, not the task)
 CAPTIONS_DE_SET = "captions_de"
-EXTRA_TASKS = (REFER_SET, OCR_SET, CAPTIONS_DE_SET)
+# the referring scenes described region by region (Visual Genome's layout), in detailed captions
+# and paragraphs (JSONL), and the OCR words one region each (JSONL): Florence-2's region tasks.
+# It writes about the "refer" and "ocr" images, so it needs both sets.
+REGIONS_SET = "regions"
+EXTRA_TASKS = (REFER_SET, OCR_SET, CAPTIONS_DE_SET, REGIONS_SET)
+REGIONS_NEEDS = (REFER_SET, OCR_SET)
 
 # Every image set lies under IMAGES, and each names its images relative to it, so one folder
 # serves every reader (the readers' `images` parameter).
@@ -36,3 +41,9 @@ REFER_REFS = "refer/refs(unc).p"
 OCR_IMAGES = "ocr_{split}"  # relative to images/, as the JSONL's image paths are
 OCR_JSONL = "ocr/ocr_{split}.jsonl"
 CAPTIONS_DE = "annotations/captions_{split}_de.json"
+REGIONS_INSTANCES = "regions/instances_{split}.json"  # COCO instances of the referring scenes, per split
+VG_REGIONS = "regions/{split}/region_descriptions.json"  # Visual Genome 1.2's files, one pair per split
+VG_IMAGES = "regions/{split}/image_data.json"
+DETAILED_CAPTIONS = "regions/captions_{split}.jsonl"  # detailed captions and paragraphs of the scenes
+REGION_OCR_JSONL = "ocr/region_ocr_{split}.jsonl"  # one line per word: its box -> the word
+OCR_TEXT_JSONL = "ocr/ocr_text_{split}.jsonl"  # the OCR images' text without regions (`<OCR>`)

@@ -11,14 +11,21 @@ from pipeline.demo.draw import COLORS, OCR_MAX_WORDS, REFER_SHAPES, SHAPES
 from pipeline.demo.layout import (
     CAPTIONS_DE,
     CAPTIONS_DE_SET,
+    DETAILED_CAPTIONS,
     OCR_JSONL,
     OCR_SET,
+    OCR_TEXT_JSONL,
     README,
     README_TITLE,
     REFER_INSTANCES,
     REFER_REFS,
     REFER_SET,
+    REGION_OCR_JSONL,
+    REGIONS_INSTANCES,
+    REGIONS_SET,
     SPLITS,
+    VG_IMAGES,
+    VG_REGIONS,
 )
 
 
@@ -100,5 +107,33 @@ top to bottom, joined by spaces) and regions (each word's text and tight pixel b
 
 {CAPTIONS_DE.format(split="{train,val}")}: COCO captions of the main images, five per image, the
 translations of the English five ("ein roter Kreis und zwei blaue Rauten").
+""")
+    if REGIONS_SET in extra:
+        g = summary[REGIONS_SET]
+        rows = "\n".join(
+            f"| {split} | {g['regions'][split]} | {g['captions'][split]} | {g['words'][split]} |"
+            for split in SPLITS
+        )
+        parts.append(f"""## Regions (Florence-2's region tasks)
+
+About the referring scenes and the OCR images above:
+
+- {REGIONS_INSTANCES.format(split="{train,val}")}: COCO instances of the referring scenes, one file
+  per split (`file_name` relative to images/, polygon `segmentation`s): region proposals,
+  open-vocabulary detection, region -> category and region -> mask.
+- {VG_REGIONS.format(split="{train,val}")} and {VG_IMAGES.format(split="{train,val}")}: Visual
+  Genome 1.2's layout, one region per shape (x, y, width, height) described by its colour, its
+  shape and, where its box lies on one side of all others, where it is ("red circle on the left");
+  image_data.json's urls end in the file names under images/refer_<split>/.
+- {DETAILED_CAPTIONS.format(split="{train,val}")}: per scene a caption of level "detailed" (every
+  shape, left to right, in one sentence) and one of level "paragraph" (a sentence per shape).
+- {REGION_OCR_JSONL.format(split="{train,val}")}: one line per word of the OCR images: task
+  region_to_ocr, its box as `region` and the word as `text`.
+- {OCR_TEXT_JSONL.format(split="{train,val}")}: the OCR images' text without regions (task ocr,
+  Florence-2's `<OCR>`).
+
+| split | regions | captions | words |
+|-------|---------|----------|-------|
+{rows}
 """)
     return "".join(part + "\n" for part in parts)

@@ -23,6 +23,15 @@ the demo exercises the same readers as COCO, VQAv2 and Imagenette:
                    out/ocr/ocr_<split>.jsonl                     text in reading order, word boxes
     "captions_de"  out/annotations/captions_<split>_de.json      German captions of the main images,
                                                                  translations of the English five
+    "regions"      out/regions/instances_<split>.json            COCO instances of the referring scenes,
+                                                                 per split (their region tasks)
+                   out/regions/<split>/region_descriptions.json  each referring scene's shapes described
+                   out/regions/<split>/image_data.json           region by region, as Visual Genome ships
+                   out/regions/captions_<split>.jsonl            a detailed caption and a paragraph of
+                                                                 each scene (caption levels)
+                   out/ocr/region_ocr_<split>.jsonl              each OCR word: its box -> the word
+                   out/ocr/ocr_text_<split>.jsonl                the OCR images' text without regions
+                   (needs "refer" and "ocr": it describes their images)
 
 Everything is a pure function of the arguments: each image draws from its own generator seeded by
 (seed, image_id) (the extra image sets by (seed, image_id, purpose), so they leave the main set's
@@ -66,6 +75,7 @@ from pipeline.demo.layout import (
     CAPTIONS,
     CAPTIONS_DE,
     CAPTIONS_DE_SET,
+    DETAILED_CAPTIONS,
     EXTRA_TASKS,
     FORMATS,
     IMAGES,
@@ -74,6 +84,7 @@ from pipeline.demo.layout import (
     OCR_IMAGES,
     OCR_JSONL,
     OCR_SET,
+    OCR_TEXT_JSONL,
     PARAMS_FILE,
     README,
     README_TITLE,
@@ -81,6 +92,10 @@ from pipeline.demo.layout import (
     REFER_INSTANCES,
     REFER_REFS,
     REFER_SET,
+    REGION_OCR_JSONL,
+    REGIONS_INSTANCES,
+    REGIONS_NEEDS,
+    REGIONS_SET,
     SPLITS,
 )
 from pipeline.demo.readme import write_readme
@@ -90,31 +105,41 @@ from pipeline.demo.texts import (
     CaptionPlan,
     caption_plan,
     captions,
+    detailed_caption,
     human_answers,
     most_frequent,
+    paragraph,
     pick_phrases,
     questions,
     referring_phrases,
+    region_description,
     render_captions,
     render_captions_de,
 )
 from pipeline.demo.writers import (
+    caption_line,
     coco_annotation,
     coco_caption,
     coco_categories,
     coco_image,
     make_image_folder,
     ocr_line,
+    ocr_text_line,
     png_bytes,
     refcoco_ref,
+    region_ocr_lines,
+    vg_image,
+    vg_region,
     vqa_annotation,
     vqa_question,
     write_coco_captions,
     write_coco_instances,
     write_image_folder_image,
     write_json,
+    write_lines,
     write_ocr_jsonl,
     write_refcoco,
+    write_visual_genome,
     write_vqav2,
 )
 from pipeline.errors import DataError
@@ -187,6 +212,10 @@ def canonical_params(params: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(extra) - set(EXTRA_TASKS))
     if unknown:
         raise ValueError(f"unknown extra task(s) {', '.join(unknown)}; known: {', '.join(EXTRA_TASKS)}")
+    if REGIONS_SET in extra and not set(REGIONS_NEEDS) <= set(extra):
+        raise ValueError(
+            f"extra task {REGIONS_SET} describes the images of {' and '.join(REGIONS_NEEDS)}: name them too"
+        )
     if extra:
         out["extra_tasks"] = [t for t in EXTRA_TASKS if t in extra]
     return out
@@ -274,6 +303,8 @@ def _write_all(root: Path, params: dict[str, Any], progress: bool) -> dict[str, 
     if OCR_SET in extra:
         summary[OCR_SET] = _write_ocr(root, params, ranges, bar)
         summary["counts"]["jsonl"] = summary[OCR_SET]["images"]
+    if REGIONS_SET in extra:
+        summary[REGIONS_SET] = _write_regions(root, params, ranges, categories)
     bar.close()
     return summary
 
@@ -445,6 +476,54 @@ def _write_ocr(
         write_ocr_jsonl(root, split, lines)
         stats["images"][split] = len(ranges[split])
         stats["words"][split] = n_words
+    return stats
+
+
+def _write_regions(
+    root: Path, params: dict[str, Any], ranges: dict[str, range], categories: list[dict[str, Any]]
+) -> dict[str, dict[str, int]]:
+    """Florence-2's region tasks on the referring scenes and the OCR images (drawn again from their
+    own streams, so the same scenes): COCO instances of the scenes per split (proposals,
+    open-vocabulary detection, region -> category / mask), each shape's description in Visual
+    Genome's layout, a detailed caption and a paragraph per scene (JSONL with levels), and one
+    JSONL line per word."""
+    size, seed = params["image_size"], params["seed"]
+    cat_id = {c["name"]: c["id"] for c in categories}
+    stats: dict[str, dict[str, int]] = {"regions": {}, "captions": {}, "words": {}}
+    region_id = 1
+    for split in SPLITS:
+        images, coco_images, annotations, regions, captions, words, texts = [], [], [], {}, [], [], []
+        for image_id in ranges[split]:
+            _, scene = draw_refer_scene(np.random.default_rng([seed, image_id, _REFER_STREAM]), size)
+            file_name = f"{image_id:06d}.png"
+            image = f"{REFER_IMAGES.format(split=split)}/{file_name}"
+            images.append(vg_image(image_id, file_name, size))
+            coco_images.append(coco_image(image_id, image, size))
+            regions[image_id] = []
+            for shape in scene:
+                description = region_description(shape, scene)
+                regions[image_id].append(vg_region(region_id, image_id, description, shape.box))
+                polygons = [list(shape.polygon)]
+                annotations.append(
+                    coco_annotation(region_id, image_id, cat_id[shape.kind], shape.box, shape.area, polygons)
+                )
+                region_id += 1
+            captions.append(caption_line(f"{image_id}-detailed", image, detailed_caption(scene), "detailed"))
+            captions.append(caption_line(f"{image_id}-paragraph", image, paragraph(scene), "paragraph"))
+            _, found = draw_ocr_image(np.random.default_rng([seed, image_id, _OCR_STREAM]), size)
+            ocr_image = f"{OCR_IMAGES.format(split=split)}/{file_name}"
+            words += region_ocr_lines(image_id, ocr_image, found)
+            texts.append(ocr_text_line(image_id, ocr_image, found))
+        instances = root / REGIONS_INSTANCES.format(split=split)
+        instances.parent.mkdir(parents=True, exist_ok=True)
+        write_coco_instances(instances, coco_images, annotations, categories)
+        write_visual_genome(root, split, images, regions)
+        write_lines(root / DETAILED_CAPTIONS.format(split=split), captions)
+        write_lines(root / REGION_OCR_JSONL.format(split=split), words)
+        write_lines(root / OCR_TEXT_JSONL.format(split=split), texts)
+        stats["regions"][split] = sum(len(r) for r in regions.values())
+        stats["captions"][split] = len(captions)
+        stats["words"][split] = len(words)
     return stats
 
 

@@ -225,6 +225,37 @@ def referring_phrases(target: Shape, scene: list[Shape]) -> list[str]:
     return phrases
 
 
+def region_description(target: Shape, scene: list[Shape]) -> str:
+    """How a region is described (Visual Genome's short phrases): its colour and shape, and where it
+    is when its box lies on one side of every other box ("red circle on the left")."""
+    others = [s for s in scene if s is not target]
+    for after, beyond in DIRECTIONS.values():
+        if others and all(beyond(target.box, o.box) for o in others):
+            return f"{target.color} {target.kind} {after}"
+    return f"{target.color} {target.kind}"
+
+
+def detailed_caption(scene: list[Shape]) -> str:
+    """A detailed caption (Florence-2's `<DETAILED_CAPTION>`): one sentence naming every shape
+    from left to right, with its colour and where it is."""
+    parts = [f"a {region_description(s, scene)}" for s in _left_to_right(scene)]
+    return f"A drawing of {_number(len(scene))} shapes: {_join(parts)}."
+
+
+def paragraph(scene: list[Shape]) -> str:
+    """A paragraph (Florence-2's `<MORE_DETAILED_CAPTION>`): the scene, then a sentence per shape
+    from left to right, then what the shapes have in common."""
+    sentences = [f"The image shows {_number(len(scene))} shapes on a light background."]
+    for s in _left_to_right(scene):
+        where = region_description(s, scene).removeprefix(s.phrase).strip()
+        sentences.append(f"The {s.phrase} is {where or 'beside the others'}.")
+    colors = {s.color for s in scene}
+    sentences.append(
+        "They are all " + scene[0].color + "." if len(colors) == 1 else "Each has its own colour."
+    )
+    return " ".join(sentences)
+
+
 def pick_phrases(rng: np.random.Generator, target: Shape, scene: list[Shape]) -> list[str]:
     """Two or three of `target`'s phrases (fewer where fewer exist), as people give 2-3 per object."""
     phrases = referring_phrases(target, scene)

@@ -1,6 +1,7 @@
 """The shapes set's on-disk formats, one writer per format, each laying out its files exactly as the
 real source does so the same readers take them: COCO instances and captions, VQAv2's questions and
-annotations, ImageFolder, RefCOCO's refs pickle + instances, and OCR as JSONL. The entry builders
+annotations, ImageFolder, RefCOCO's refs pickle + instances, Visual Genome's region descriptions,
+and OCR, region OCR and leveled captions as JSONL. The entry builders
 (`coco_annotation`, `vqa_annotation`, ...) fix each record's key order, which the set's bytes
 depend on; the writers fix the files' encoding. PNGs carry no metadata and JSON is written in a
 fixed key order, so the bytes depend on the content alone."""
@@ -22,11 +23,13 @@ from pipeline.demo.layout import (
     OCR_JSONL,
     REFER_INSTANCES,
     REFER_REFS,
+    VG_IMAGES,
+    VG_REGIONS,
     VQA_ANNOTATIONS,
     VQA_QUESTIONS,
 )
 from pipeline.sources.images import COCO_CAPTION, COCO_SEGMENTATION
-from pipeline.tasks import OCR
+from pipeline.tasks import CAPTION, OCR, REGION_TO_OCR
 
 _INFO = {"description": "uvft synthetic shapes", "version": "1.0", "contributor": "uvft"}
 _LICENSES = [{"id": 1, "name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"}]
@@ -39,7 +42,7 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_json(path: Path, obj: dict[str, Any]) -> None:
+def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n", encoding="utf-8")
 
 
@@ -207,10 +210,91 @@ def ocr_line(image_id: int, image: str, regions: list[tuple[str, tuple[int, int,
         "text": " ".join(word for word, _ in regions),
         "regions": [{"text": word, "bbox": list(box)} for word, box in regions],
     }
-    return json.dumps(line, ensure_ascii=True, separators=(",", ":")) + "\n"
+    return jsonl_line(line)
 
 
 def write_ocr_jsonl(root: Path, split: str, lines: list[str]) -> None:
     path = root / OCR_JSONL.format(split=split)
     path.parent.mkdir(exist_ok=True)
     path.write_text("".join(lines), encoding="utf-8")
+
+
+def jsonl_line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def region_ocr_lines(
+    image_id: int, image: str, regions: list[tuple[str, tuple[int, int, int, int]]]
+) -> list[str]:
+    """One JSONL line per word of an OCR image: its box (the region asked about) and the word."""
+    return [
+        jsonl_line(
+            {
+                "id": f"{image_id}-{k}",
+                "task": REGION_TO_OCR,
+                "image": image,
+                "region": list(box),
+                "text": word,
+            }
+        )
+        for k, (word, box) in enumerate(regions)
+    ]
+
+
+def ocr_text_line(image_id: int, image: str, regions: list[tuple[str, tuple[int, int, int, int]]]) -> str:
+    """An OCR image's text alone, no regions (Florence-2's `<OCR>` rather than `<OCR_WITH_REGION>`)."""
+    return jsonl_line(
+        {"id": image_id, "task": OCR, "image": image, "text": " ".join(word for word, _ in regions)}
+    )
+
+
+def caption_line(line_id: str, image: str, text: str, level: str) -> str:
+    """A caption of a given level as one JSONL line (`image` relative to images/)."""
+    return jsonl_line({"id": line_id, "task": CAPTION, "image": image, "captions": [text], "level": level})
+
+
+# --- Visual Genome -----------------------------------------------------------------------------------
+
+VG_URL = (
+    "https://cs.stanford.edu/people/rak248/VG_100K/{}"  # as image_data.json's urls; the reader uses the name
+)
+
+
+def vg_image(image_id: int, file_name: str, size: int) -> dict[str, Any]:
+    return {
+        "width": size,
+        "url": VG_URL.format(file_name),
+        "height": size,
+        "image_id": image_id,
+        "coco_id": None,
+        "flickr_id": None,
+    }
+
+
+def vg_region(region_id: int, image_id: int, phrase: str, box: tuple[int, int, int, int]) -> dict[str, Any]:
+    """One region of region_descriptions.json (x, y, width, height in pixels, as VG writes them)."""
+    x1, y1, x2, y2 = box
+    return {
+        "region_id": region_id,
+        "width": x2 - x1,
+        "height": y2 - y1,
+        "image_id": image_id,
+        "phrase": phrase,
+        "y": y1,
+        "x": x1,
+    }
+
+
+def write_visual_genome(
+    root: Path, split: str, images: list[dict[str, Any]], regions: dict[int, list[dict[str, Any]]]
+) -> None:
+    """region_descriptions.json (per image: {"regions", "id"}) and image_data.json, as VG 1.2 ships them."""
+    path = root / VG_REGIONS.format(split=split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, [{"regions": regions[i["image_id"]], "id": i["image_id"]} for i in images])
+    write_json(root / VG_IMAGES.format(split=split), images)

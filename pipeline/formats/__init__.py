@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -26,14 +27,17 @@ class Prediction:
     errors: int = 0
 
 
-def text_pair(ex: Example, *, caption: str, vqa: str, classification: str) -> tuple[str, str]:
+def text_pair(
+    ex: Example, *, caption: Mapping[str | None, str], vqa: str, classification: str
+) -> tuple[str, str]:
     """(prompt, target) of a caption, vqa or classification Example, given a family's prompts
-    (`vqa` holds `{question}`; both may hold `{lang}`, the example's language, default "en"): the
-    text tasks render alike in every family."""
+    (`caption` by level, None the brief one; `vqa` holds `{question}`; both may hold `{lang}`, the
+    example's language, default "en"): the text tasks render alike in every family. A family
+    without a prompt for a caption's level refuses it before calling this."""
     lang = ex.language or DEFAULT_LANGUAGE
     if ex.task == "caption":
         assert ex.caption is not None  # Example guarantees each task's target field
-        return caption.format(lang=lang), ex.caption
+        return caption[ex.level].format(lang=lang), ex.caption
     if ex.task == "vqa":
         assert ex.question is not None and ex.answer is not None
         return vqa.format(question=ex.question, lang=lang), ex.answer
@@ -64,6 +68,26 @@ def check_phrase(ex: Example, forbidden: str) -> str:
             field="phrase",
         )
     return phrase
+
+
+def check_named(ex: Example, named: list[str]) -> None:
+    """An open-vocabulary example's objects are all of the classes its prompt names (a box of
+    another class would be trained as an answer to a question that did not ask for it)."""
+    wanted = set(named)
+    for i, o in enumerate(ex.objects):
+        if o.category not in wanted:
+            raise DataError(
+                f"object {o.category!r} is not among the classes the prompt names "
+                f"({', '.join(map(repr, named))})",
+                record=ex.id,
+                field=f"objects[{i}].category",
+            )
+
+
+def refuse(ex: Example, family: str, reason: str, field: str = "task") -> DataError:
+    """The build's refusal of what a family cannot write, with the reason, naming the record."""
+    what = f"a {ex.level} caption" if field == "level" else ex.task
+    return DataError(f"{what} is not supported for {family}: {reason}", record=ex.id, field=field)
 
 
 def get(family: str) -> ModuleType:

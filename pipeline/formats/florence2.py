@@ -1,8 +1,10 @@
 """Florence-2's text format: render an Example to (prompt, target), parse a generation back.
 
 Prompts. Caption and detection use Florence's own task tokens, `<CAPTION>` and `<OD>`, which
-`Florence2Processor` expands into its pretraining sentences. Florence has no task token for VQA
-or classification, so those use plain sentences in the style of its task prompts:
+`Florence2Processor` expands into its pretraining sentences; a caption's level chooses among
+`<CAPTION>`, `<DETAILED_CAPTION>` (level "detailed") and `<MORE_DETAILED_CAPTION>` ("paragraph").
+Florence has no task token for VQA or classification, so those use plain sentences in the style
+of its task prompts:
 
 - vqa: `VQA_PROMPT` = "Answer the question: {question}"
 - classification: `CLASSIFICATION_PROMPT` = "What category does the image belong to?"
@@ -22,6 +24,18 @@ pretraining sentences:
 - ocr: `<OCR>` -> the text; with regions, `<OCR_WITH_REGION>` -> `text<loc_x1><loc_y1>..<loc_y4>`
   per region (a quad, clockwise from the top-left), and the parsed text is the regions' texts
   joined by spaces.
+
+- dense_region_caption: `<DENSE_REGION_CAPTION>` -> `description<loc_x1><loc_y1><loc_x2><loc_y2>`
+  per region (raster order), parsed as detection is, the description in the category's place;
+- region_proposal: `<REGION_PROPOSAL>` -> `<loc_x1><loc_y1><loc_x2><loc_y2>` per box, no labels
+  (parsed boxes have category "");
+- open_vocabulary_detection: `<OPEN_VOCABULARY_DETECTION>{class}` -> `class<loc>x4` per object;
+  the task token takes one text, so an example names exactly one class;
+- region_to_category, region_to_description, region_to_ocr: `<REGION_TO_…>` followed by the
+  region's four location tokens -> the answer (`label`, `caption`, `text`) followed by the same four
+  tokens, as Florence-2 answers them (`car<loc_52><loc_332><loc_932><loc_774>`); parse keeps the
+  text before the tokens;
+- region_to_segmentation: `<REGION_TO_SEGMENTATION><loc>x4` -> the mask's polygons, as segmentation.
 
 A caption or question's `language` changes nothing: Florence-2 was pretrained in English only
 (the recipe check warns).
@@ -44,7 +58,7 @@ import logging
 from collections.abc import Sequence
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, check_phrase, reserved, text_pair, writable_label
+from pipeline.formats import Prediction, check_named, check_phrase, reserved, text_pair, writable_label
 from pipeline.formats.loc import FLORENCE, SPECIAL_MARKERS, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object, Region
 
@@ -62,6 +76,28 @@ GROUNDING_PROMPT = "<CAPTION_TO_PHRASE_GROUNDING>"  # + the phrase
 SEGMENTATION_PROMPT = "<REFERRING_EXPRESSION_SEGMENTATION>"  # + the phrase
 OCR_PROMPT = "<OCR>"
 OCR_REGION_PROMPT = "<OCR_WITH_REGION>"
+# a caption's level (Example.level, None: brief) -> its task token
+CAPTION_PROMPTS = {
+    None: CAPTION_PROMPT,
+    "detailed": "<DETAILED_CAPTION>",
+    "paragraph": "<MORE_DETAILED_CAPTION>",
+}
+DENSE_REGION_CAPTION_PROMPT = "<DENSE_REGION_CAPTION>"
+REGION_PROPOSAL_PROMPT = "<REGION_PROPOSAL>"
+OPEN_VOCABULARY_PROMPT = "<OPEN_VOCABULARY_DETECTION>"  # + the class
+# region_to_* -> its task token, followed by the region's four location tokens
+REGION_PROMPTS = {
+    "region_to_category": "<REGION_TO_CATEGORY>",
+    "region_to_description": "<REGION_TO_DESCRIPTION>",
+    "region_to_ocr": "<REGION_TO_OCR>",
+    "region_to_segmentation": "<REGION_TO_SEGMENTATION>",
+}
+# the region tasks answered in words, and the Example field holding the answer
+REGION_ANSWER_FIELD = {
+    "region_to_category": "label",
+    "region_to_description": "caption",
+    "region_to_ocr": "text",
+}
 # the task tokens the tiny tokenizer carries as special tokens (the processor expands every task
 # token into its sentence before tokenizing, so the others need none)
 TASK_TOKENS = (CAPTION_PROMPT, DETECTION_PROMPT)
@@ -112,26 +148,45 @@ def render(example: Example) -> tuple[str, str]:
     """The (prompt, target) pair Florence-2 is trained on for one Example."""
     ex = example
     if ex.task in ("caption", "vqa", "classification"):
-        return text_pair(ex, caption=CAPTION_PROMPT, vqa=VQA_PROMPT, classification=CLASSIFICATION_PROMPT)
-    if ex.task == "detection":
-        parts = []
-        for obj in sort_objects(ex.objects, ex.image_size, FLORENCE.bins):
-            _check_category(ex, obj.category)
-            parts.append(obj.category + FLORENCE.encode(obj.bbox, ex.image_size))
-        return DETECTION_PROMPT, "".join(parts)
+        return text_pair(ex, caption=CAPTION_PROMPTS, vqa=VQA_PROMPT, classification=CLASSIFICATION_PROMPT)
+    if ex.task in ("detection", "dense_region_caption"):
+        prompt = DETECTION_PROMPT if ex.task == "detection" else DENSE_REGION_CAPTION_PROMPT
+        return prompt, _labelled_boxes(ex, ex.objects)
+    if ex.task == "region_proposal":
+        boxes = sort_objects(ex.objects, ex.image_size, FLORENCE.bins)
+        return REGION_PROPOSAL_PROMPT, "".join(FLORENCE.encode(o.bbox, ex.image_size) for o in boxes)
+    if ex.task == "open_vocabulary_detection":
+        name = _named_class(ex)
+        return OPEN_VOCABULARY_PROMPT + name, _labelled_boxes(ex, ex.objects)
     if ex.task == "grounding":
         phrase = check_phrase(ex, "<")
         boxes = sort_objects(ex.objects, ex.image_size, FLORENCE.bins)
         return GROUNDING_PROMPT + phrase, phrase + "".join(
             FLORENCE.encode(o.bbox, ex.image_size) for o in boxes
         )
-    if ex.task == "segmentation":
-        phrase = check_phrase(ex, "<")
+    if ex.task in ("segmentation", "region_to_segmentation"):
+        if ex.task == "segmentation":
+            prompt = SEGMENTATION_PROMPT + check_phrase(ex, "<")
+        else:
+            prompt = REGION_PROMPTS[ex.task] + _region_tokens(ex)
         try:
             target = polygons_text(ex.polygons, ex.image_size)
         except ValueError as err:
             raise DataError(str(err), record=ex.id, field="polygons") from None
-        return SEGMENTATION_PROMPT + phrase, target
+        return prompt, target
+    if ex.task in REGION_ANSWER_FIELD:
+        # as Florence-2 answers these: the answer, then the region it was asked about
+        name = REGION_ANSWER_FIELD[ex.task]
+        answer = getattr(ex, name)
+        if not writable_label(answer, "<"):
+            raise DataError(
+                f"{name} {answer!r} cannot be written in a Florence-2 target "
+                "(it must be non-empty, without surrounding spaces, without '<')",
+                record=ex.id,
+                field=name,
+            )
+        tokens = _region_tokens(ex)
+        return REGION_PROMPTS[ex.task] + tokens, answer + tokens
     assert ex.task == "ocr" and ex.text is not None
     if not ex.regions:
         return OCR_PROMPT, ex.text
@@ -148,22 +203,86 @@ def render(example: Example) -> tuple[str, str]:
     return OCR_REGION_PROMPT, "".join(parts)
 
 
+def _labelled_boxes(ex: Example, objects: Sequence[Object]) -> str:
+    """`label<loc_x1><loc_y1><loc_x2><loc_y2>` per object in raster order (detection, dense region
+    captions, open-vocabulary detection)."""
+    parts = []
+    for obj in sort_objects(objects, ex.image_size, FLORENCE.bins):
+        _check_category(ex, obj.category)
+        parts.append(obj.category + FLORENCE.encode(obj.bbox, ex.image_size))
+    return "".join(parts)
+
+
+def _named_class(ex: Example) -> str:
+    """The one class an open-vocabulary prompt names (`<OPEN_VOCABULARY_DETECTION>` takes one text),
+    every object being of it."""
+    if len(ex.categories) != 1:
+        raise DataError(
+            f"Florence-2's <OPEN_VOCABULARY_DETECTION> names one class, not {len(ex.categories)} "
+            f"({', '.join(map(repr, ex.categories))}): give one example per class",
+            record=ex.id,
+            field="categories",
+        )
+    name = ex.categories[0]
+    _check_category(ex, name)
+    check_named(ex, ex.categories)
+    return name
+
+
+def _region_tokens(ex: Example) -> str:
+    assert ex.region is not None  # Example guarantees a region_to_* example its region
+    return FLORENCE.encode(ex.region, ex.image_size)
+
+
 def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
     """Read a Florence-2 generation (special markers may remain) back into a Prediction."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    if task in ("detection", "grounding"):
+    if task in ("detection", "grounding", "dense_region_caption", "open_vocabulary_detection"):
         objects, errors = _parse_detection(strip_markers(text), image_size)
         if errors:
             logger.debug("florence2 %s: %d unparsable pieces in %r", task, errors, text)
         return Prediction(task=task, text=text, objects=objects, errors=errors)
-    if task == "segmentation":
+    if task == "region_proposal":
+        objects, errors = _parse_proposals(strip_markers(text), image_size)
+        return Prediction(task=task, text=text, objects=objects, errors=errors)
+    if task in ("segmentation", "region_to_segmentation"):
         polygons, errors = parse_polygons(text, image_size)
         return Prediction(task=task, text=text, polygons=polygons, errors=errors)
+    if task in REGION_ANSWER_FIELD:
+        return _parse_region_answer(text, task)
     if task == "ocr" and FLORENCE.pattern.search(text):
         regions, errors = parse_regions(text, image_size)
         return Prediction(task=task, text=" ".join(r.text for r in regions), regions=regions, errors=errors)
     return Prediction(task=task, text=strip_markers(text))
+
+
+def _parse_region_answer(text: str, task: str) -> Prediction:
+    """A region_to_category / _description / _ocr answer: the text before the region's location
+    tokens, which Florence-2 writes after its answer (the post-processor's pure text keeps them).
+    No text, a run of other than four location tokens, and text after them count one error each."""
+    pieces = FLORENCE.split(strip_markers(text))
+    first = next((i for i, p in enumerate(pieces) if not isinstance(p, str)), len(pieces))
+    answer, rest = "".join(map(str, pieces[:first])).strip(), pieces[first:]
+    tokens = sum(not isinstance(p, str) for p in rest)
+    stray = any(isinstance(p, str) and p.strip() for p in rest)
+    errors = int(not answer) + int(tokens not in (0, 4)) + int(stray)
+    return Prediction(task=task, text=answer, errors=errors)
+
+
+def _parse_proposals(text: str, size: ImageSize) -> tuple[list[Object], int]:
+    """Region proposals: every four location tokens a box (no label: category ""), as the
+    post-processor reads `<REGION_PROPOSAL>`; text between them, an invalid token and a truncated
+    run count one error each."""
+    errors = 0
+    run: list[int | None] = []
+    for piece in FLORENCE.split(text):
+        if not isinstance(piece, str):
+            run.append(piece)
+        elif piece.strip():
+            errors += 1
+    boxes, bad = FLORENCE.boxes(run, size)
+    return [Object(box, "") for box in boxes], errors + bad
 
 
 def parse_regions(text: str, size: ImageSize) -> tuple[list[Region], int]:

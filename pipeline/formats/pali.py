@@ -2,7 +2,9 @@
 
 Prompts follow PaliGemma's pretraining prefixes (big_vision):
 
-- caption: `CAPTION_PROMPT` = "caption {lang}", the example's language ("en" when it has none)
+- caption: `CAPTION_PROMPT` = "caption {lang}", the example's language ("en" when it has none);
+  a detailed caption (level "detailed") `DESCRIBE_PROMPT` = "describe {lang}", PaliGemma's prefix
+  for longer captions; a paragraph (level "paragraph") is refused: PaliGemma has one longer prefix
 - vqa: `VQA_PROMPT` = "answer {lang} {question}"
 - classification: `CLASSIFICATION_PROMPT` = "answer en what category does this image belong to?"
   (PaliGemma has no classification prefix; a VQA question reuses the "answer en" skill)
@@ -14,8 +16,11 @@ Prompts follow PaliGemma's pretraining prefixes (big_vision):
   by " ; " (PaliGemma's referring-expression format), parsed as detection is
 - ocr: "ocr", target the text (PaliGemma's OCR writes no regions: an example's regions are not
   rendered)
-- segmentation: refused (`SEGMENTATION_UNSUPPORTED`): PaliGemma writes masks as `<segNNN>` codes of
-  a VQ-VAE that is not part of the Hugging Face checkpoints
+- open_vocabulary_detection: as detection, the prompt naming the example's classes
+  (`detect a ; b`), every object of one of them
+- refused at build time, each with its reason (`UNSUPPORTED`): segmentation (PaliGemma writes masks
+  as `<segNNN>` codes of a VQ-VAE that is not part of the Hugging Face checkpoints), and what its
+  pretraining has no prompt for: dense region captions, region proposals and the region_to_* tasks
 
 Targets. Caption, vqa and classification targets are `caption`, `answer` and `label`. A
 detection target is PaliGemma's detection output: `<locY1><locX1><locY2><locX2> category` per
@@ -43,7 +48,15 @@ import logging
 import re
 
 from pipeline.errors import DataError
-from pipeline.formats import Prediction, check_phrase, reserved, text_pair, writable_label
+from pipeline.formats import (
+    Prediction,
+    check_named,
+    check_phrase,
+    refuse,
+    reserved,
+    text_pair,
+    writable_label,
+)
 from pipeline.formats.loc import PALI, SPECIAL_MARKERS, sort_objects, strip_markers
 from pipeline.records import TASKS, Example, ImageSize, Object
 
@@ -54,6 +67,9 @@ LOCATIONS = PALI  # <loc0000>..<loc1023>, y1 x1 y2 x2
 DETECTION_LISTS_CATEGORIES = True  # `detect a ; b`: the prompt names what to look for
 PROMPTS_NAME_LANGUAGE = True  # `caption de`, `answer de ...`
 CAPTION_PROMPT = "caption {lang}"  # {lang}: the example's language, default "en"
+DESCRIBE_PROMPT = "describe {lang}"  # a detailed caption: PaliGemma's longer-caption prefix
+# a caption's level (Example.level, None: brief) -> its prompt; paragraphs have none (refused)
+CAPTION_PROMPTS = {None: CAPTION_PROMPT, "detailed": DESCRIBE_PROMPT}
 VQA_PROMPT = "answer {lang} {question}"
 CLASSIFICATION_PROMPT = "answer en what category does this image belong to?"
 DETECTION_PREFIX = "detect"
@@ -117,9 +133,15 @@ def _prompt(categories: tuple[str, ...]) -> str | None:
 def render(example: Example) -> tuple[str, str]:
     """The (prompt, target) pair PaliGemma is trained on for one Example."""
     ex = example
+    if ex.task in UNSUPPORTED:
+        raise refuse(ex, "PaliGemma", UNSUPPORTED[ex.task])
+    if ex.task == "caption" and ex.level not in CAPTION_PROMPTS:
+        raise refuse(ex, "PaliGemma", PARAGRAPH_UNSUPPORTED, field="level")
     if ex.task in ("caption", "vqa", "classification"):
-        return text_pair(ex, caption=CAPTION_PROMPT, vqa=VQA_PROMPT, classification=CLASSIFICATION_PROMPT)
-    if ex.task == "detection":
+        return text_pair(ex, caption=CAPTION_PROMPTS, vqa=VQA_PROMPT, classification=CLASSIFICATION_PROMPT)
+    if ex.task in ("detection", "open_vocabulary_detection"):
+        if ex.task == "open_vocabulary_detection":
+            check_named(ex, ex.categories)
         parts = []
         for obj in sort_objects(ex.objects, ex.image_size, PALI.bins):
             _check_category(ex, obj.category, "objects")
@@ -131,16 +153,34 @@ def render(example: Example) -> tuple[str, str]:
         return f"{DETECTION_PREFIX} {phrase}", SEPARATOR.join(
             f"{PALI.encode(o.bbox, ex.image_size)} {phrase}" for o in boxes
         )
-    if ex.task == "segmentation":
-        raise DataError(SEGMENTATION_UNSUPPORTED, record=ex.id, field="task")
     assert ex.task == "ocr" and ex.text is not None
     return OCR_PROMPT, ex.text  # PaliGemma's `ocr` writes the text only: regions are not rendered
 
 
 SEGMENTATION_UNSUPPORTED = (
-    "segmentation is not supported for PaliGemma: its masks are 16 <segNNN> tokens of a VQ-VAE whose "
-    "encoder and decoder ship with big_vision (vae-oid.npz), not with the Hugging Face checkpoints, "
-    "and uvft does not carry them; train segmentation with model.family: florence2 (polygons)"
+    "its masks are 16 <segNNN> tokens of a VQ-VAE whose encoder and decoder ship with big_vision "
+    "(vae-oid.npz), not with the Hugging Face checkpoints, and uvft does not carry them; train "
+    "segmentation with model.family: florence2 (polygons)"
+)
+_NO_REGIONS = (
+    "its pretraining has no prompt that gives a region of the image (Florence-2's {token} does); "
+    "train it with model.family: florence2"
+)
+# the tasks PaliGemma's pretraining has no equivalent of, and why (the build refuses them)
+UNSUPPORTED = {
+    "segmentation": SEGMENTATION_UNSUPPORTED,
+    "dense_region_caption": "its pretraining has no prompt for boxes with free-text descriptions "
+    "(Florence-2's <DENSE_REGION_CAPTION> does); train it with model.family: florence2",
+    "region_proposal": "its pretraining has no prompt for boxes without classes (`detect` names what to "
+    "find; Florence-2's <REGION_PROPOSAL> does); train it with model.family: florence2",
+    "region_to_category": _NO_REGIONS.format(token="<REGION_TO_CATEGORY>"),
+    "region_to_description": _NO_REGIONS.format(token="<REGION_TO_DESCRIPTION>"),
+    "region_to_ocr": _NO_REGIONS.format(token="<REGION_TO_OCR>"),
+    "region_to_segmentation": _NO_REGIONS.format(token="<REGION_TO_SEGMENTATION>"),
+}
+PARAGRAPH_UNSUPPORTED = (
+    "its pretraining has one prompt for longer captions, `describe {lang}`; give these captions "
+    "level: detailed to train them under it"
 )
 
 
@@ -148,7 +188,7 @@ def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
     """Read a PaliGemma generation (special markers may remain) back into a Prediction."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    if task not in ("detection", "grounding"):
+    if task not in ("detection", "grounding", "open_vocabulary_detection"):
         return Prediction(task=task, text=strip_markers(text))
     objects, errors = _parse_detection(_SEG_RE.sub("", strip_markers(text)), image_size)
     if errors:

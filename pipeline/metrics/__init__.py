@@ -1,6 +1,7 @@
 """Each field's reference metric (detection, classification, vqa, caption, grounding,
-segmentation, ocr): plain functions of plain values and offline evaluate.Metric, below the task
-table (pipeline/tasks/), whose `score` calls them. Nothing here knows a record, a model or a run."""
+segmentation, ocr, dense_caption, proposals): plain functions of plain values and offline
+evaluate.Metric, below the task table (pipeline/tasks/), whose `score` calls them. Nothing here
+knows a record, a model or a run."""
 
 from __future__ import annotations
 

@@ -199,8 +199,9 @@ class Size(TinySize):
     vision_depths: tuple[int, ...] = (1, 1)
     vision_heads: tuple[int, ...] = (2, 4)
     window_size: int = 4
-    # location tokens start with sinusoidal embeddings of their bin (see init_location_embeddings);
-    # DaViT's convolutions and Florence-2's 2-D position table carry the image geometry
+    # geometry a pretrained model knows: location tokens start with sinusoidal embeddings of their
+    # bin, and the projector's 2-D position table (row and column) with sine-cosine ones on the
+    # image features' scale (see init_geometry)
     geometry_prior: bool = True
     dropout: float = 0.0  # the real checkpoints use 0.1; 0 keeps tiny-model tests deterministic
 
@@ -352,7 +353,7 @@ def build_tiny(out_dir: Path, texts: Iterable[str], *, image_size: int = 64, see
         torch.manual_seed(seed)
         model = Florence2ForConditionalGeneration(config)
     if dims.geometry_prior:
-        init_location_embeddings(model, processor.tokenizer.convert_tokens_to_ids(fmt.FLORENCE.tokens()))
+        init_geometry(model, processor.tokenizer)
     tok = processor.tokenizer
     # as the real checkpoints: start from </s>, force <s> first and </s> at the length limit
     model.generation_config = GenerationConfig(
@@ -368,6 +369,33 @@ def build_tiny(out_dir: Path, texts: Iterable[str], *, image_size: int = 64, see
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def init_geometry(model, tokenizer) -> None:
+    """Random weights know nothing of space; a pretrained Florence-2 does. Give the tiny model the
+    two priors that matter for boxes and regions: smooth location-token embeddings (neighbouring
+    bins alike) and sine-cosine rows and columns in the projector's 2-D position table.
+
+    The table is the only place Florence-2 says where an image token is: DaViT has no position
+    embedding, and BART's learned 1-D positions are added before a LayerNorm at std 0.02. Its
+    random rows (std 0.02, mean |x| 0.016) are added to DaViT's output (mean |x| 0.4 at init, 1.5
+    after 400 base steps), so position is drowned out and stays so (bench/florence_pixels.py);
+    unit sine-cosine waves are on the features' scale, as PaliGemma's patch positions are."""
+    init_location_embeddings(model, tokenizer.convert_tokens_to_ids(fmt.FLORENCE.tokens()))
+    table = model.model.multi_modal_projector.image_position_embed
+    with torch.no_grad():
+        for emb in (table.row_embeddings, table.column_embeddings):
+            emb.weight.copy_(sincos_1d(*emb.weight.shape).to(emb.weight.dtype))
+
+
+def sincos_1d(positions: int, dim: int) -> torch.Tensor:
+    """(positions, dim) fixed sine-cosine embeddings of 0..positions-1, sines then cosines, with
+    frequencies 1/10000^(k/(dim/2)): one axis of common.sincos_2d's table (row or column)."""
+    if dim % 2:
+        raise ValueError(f"sincos_1d needs an even dim, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
+    angles = torch.arange(positions, dtype=torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
 # ---------------------------------------------------------------------------- real architecture, fewer layers

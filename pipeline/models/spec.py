@@ -69,17 +69,32 @@ class ModelSpec:
         classes: Sequence[str] | None = None,
         phrase: str | None = None,
         language: str | None = None,
+        level: str | None = None,
+        region: Sequence[float] | None = None,
+        image_size: tuple[int, int] = (1, 1),
     ) -> str:
         """The exact prompt training wrote for `task`, rendered by the family's format module.
 
         PaliGemma's detection prompt lists categories: `classes` (open vocabulary) or the
         training vocabulary. A VQA prompt needs `question`; grounding and segmentation need
-        `phrase`; caption and VQA take a `language` (PaliGemma's prompts name it; default "en").
+        `phrase`; caption and VQA take a `language` (PaliGemma's prompts name it; default "en"),
+        caption a `level` (brief, detailed, paragraph); the region_to_* tasks need `region` (x1, y1,
+        x2, y2 in pixels of an image of `image_size`, which its location tokens depend on).
         A question, phrase or class holding a special token of the family is a DataError.
         OCR uses the prompt it was trained with (Florence-2: `<OCR>` or `<OCR_WITH_REGION>`).
         """
         spec = self.task(task)
-        given = PromptInputs(question, list(classes) if classes else list(spec.classes), phrase, language)
+        if level is not None and task != tasks.CAPTION:
+            raise UvftError(f"a level is only for captions (task {task})")
+        given = PromptInputs(
+            question,
+            list(classes) if classes else list(spec.classes),
+            phrase,
+            language,
+            level,
+            region,
+            (int(image_size[0]), int(image_size[1])),
+        )
         example = tasks.get(task).prompt_example(given)
         if example is None:  # the task predicts with the prompt it was trained with
             return spec.prompt

@@ -28,7 +28,10 @@ Reader = Callable[..., Iterator[Example]]
 SOURCES: Registry[Reader] = Registry("source")
 register = SOURCES.register
 
-_MODULES = ("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco")
+_MODULES = (
+    *("coco_detection", "coco_captions", "vqav2", "image_folder", "jsonl", "hf_dataset", "refcoco"),
+    "visual_genome",
+)
 
 
 def get(name: str) -> Reader:

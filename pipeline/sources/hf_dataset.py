@@ -9,16 +9,28 @@ defaults (a default column that the dataset lacks is simply not used, except whe
 
     image        "image"        required; an Image feature, or a string path
     id           (row index)    map it (e.g. {"id": "question_id"}) to use a column; must be unique
-    label        "label"        classification, required; ClassLabel ints become names
-    captions     "captions"     caption: a list of str, used when the column exists, else
-    caption      "caption"      a str or a list of str; the first caption is trained on
+    label        "label"        classification, region_to_category, required; ClassLabel ints
+                                  become names
+    captions     "captions"     caption, region_to_description: a list of str, used when the
+    caption      "caption"        column exists, else a str or a list of str; the first caption
+                                  is trained on
+    level        "level"        caption, optional: "brief" (as None), "detailed" or "paragraph"
+                                  (records.CAPTION_LEVELS) per row
     question     "question"     vqa, required
     answers      "answers"      vqa: list of str, or list of {"answer": str, "answer_id"?: int}
     answer       "answer"       vqa: str; default most_frequent_answer(answers)
     answer_type  "answer_type"  vqa, optional
-    objects      "objects"      detection, required: a list of {bbox, category} or, as
-    bbox         "bbox"           `Sequence({...})` stores it, {bbox: [...], category: [...]};
-    category     "category"       category is a ClassLabel int or a str
+    objects      "objects"      detection, open_vocabulary_detection, dense_region_caption,
+    bbox         "bbox"           region_proposal, required: a list of {bbox, category} or, as
+    category     "category"       `Sequence({...})` stores it, {bbox: [...], category: [...]};
+                                  category is a ClassLabel int or a str. dense_region_caption:
+                                  the category is the region's description (a sub-field
+                                  "description" is read when there is no "category");
+                                  region_proposal: the category is optional (default "object",
+                                  kept, never rendered)
+    categories   "categories"   open_vocabulary_detection, required: the classes the prompt
+                                  names per row, a non-empty list of str; every object's category
+                                  must be one of them
     phrase       "phrase"       grounding/segmentation, required: the referring expression
     bboxes       "bboxes"       grounding/segmentation: a list of boxes per row, used when the
     bbox         "bbox"           column exists, else a column of one box per row; required
@@ -28,7 +40,14 @@ defaults (a default column that the dataset lacks is simply not used, except whe
                                   ClassLabel int or a str); None or blank: the phrase
     polygons     "polygons"     segmentation, required: a list of flat [x1, y1, x2, y2, ...]
                                   polygons in pixels
-    text         "text"         ocr, required: all the text of the image
+    polygons     "polygons"     region_to_segmentation, required, as for segmentation; with
+    category     "category"       optional: the object's category (its box: the region)
+    text         "text"         ocr, region_to_ocr, required: all the text of the image (of the
+                                  region)
+    region       "region"       region_to_category, region_to_description, region_to_ocr,
+                                  region_to_segmentation, required: the region the prompt gives,
+                                  four finite numbers in `bbox_format` (x1, y1, x2, y2 by
+                                  default), absolute pixels
     regions      "regions"      ocr, optional: a list of {text, quad} (8 numbers, clockwise from
                                   top-left) or {text, bbox} (in `bbox_format`), or the struct of
                                   lists a Sequence({...}) stores
@@ -37,10 +56,12 @@ defaults (a default column that the dataset lacks is simply not used, except whe
 
 So `bbox` and `category` name sub-fields of `objects` for detection and columns of their own
 for grounding and segmentation. Boxes are read in `bbox_format` ("xyxy" or "xywh", absolute
-pixels), then clipped to the real image like every other source; region quads and polygons are
+pixels), then clipped to the real image like every other source, and so is a `region` (a row
+whose region has no area left inside the image is skipped, "no usable region"); region quads and polygons are
 kept as given. Texts (phrase, text, region texts) are stripped. categories: the ClassLabel names
 of the label (classification) or object category (detection) feature, else the sorted distinct
-values in the split (grounding, segmentation and ocr Examples carry none).
+values in the split (the other tasks' Examples carry none, but open_vocabulary_detection's own
+classes).
 
 Images: the image column is read undecoded ({"bytes", "path"}). A `path` that is an existing
 absolute file (e.g. `load_dataset("imagefolder", ...)`) is referenced as is; otherwise the bytes
@@ -49,16 +70,19 @@ be a file). A relative path without bytes is looked up under `images`.
 
 Skipped and counted: "missing label" (None, or ClassLabel's -1), "image without captions",
 "question without answers", "missing box" (grounding: no box in the row), "no usable box"
-(grounding: no box has area inside the image), "missing polygons" (segmentation: none, or only
-degenerate ones), "image without text" (ocr: None or blank), "missing image" (no bytes and no
-file), unusable image files.
+(grounding: no box has area inside the image), "missing polygons" (segmentation,
+region_to_segmentation: none, or only degenerate ones), "image without text" (ocr, region_to_ocr:
+None or blank), "no usable region" (region_to_*), "missing image" (no bytes and no file),
+unusable image files.
 Repaired: "empty caption dropped", "box clipped", "zero-area box dropped", "degenerate polygon
 dropped" (fewer than three points), "empty region dropped" (a region with blank text). When one
 of them hits more than `data.max_repair_fraction` of a split's captions, boxes, polygons or
 regions (and at least 3), or boxes lie inside [0, 1] (normalised), the build fails naming the
 likely cause, e.g. xyxy boxes read with `bbox_format: xywh` (sources/repairs.py).
 Errors (DataError naming the dataset and split, the row and the field): a blank or non-string
-question or phrase, malformed boxes, polygons or regions, a language that is not a code, a value
+question or phrase, malformed boxes, polygons or regions, a language that is not a code, a level
+that is not a caption level, a missing or malformed region, an open-vocabulary row without
+classes or with an object of a class it does not name, a blank description, a value
 of a `Json` column that nests deeper than 64 levels (sources/nesting.py).
 """
 
@@ -76,13 +100,14 @@ from typing import Annotated, Any
 
 from pipeline import tasks
 from pipeline.errors import DataError
-from pipeline.records import CAPTION_FIELD, LANGUAGE_TASKS, TASKS, Box, Example, Object, Tally
+from pipeline.records import CAPTION_FIELD, CAPTION_LEVELS, LANGUAGE_TASKS, TASKS, Box, Example, Object, Tally
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
     ImageCheck,
     check_image,
     clip_objects,
+    clip_region,
     id_sort_key,
     image_format_suffix,
     language_code,
@@ -270,7 +295,15 @@ def _examples(
         size = check_image(path_, ctx, record=record, cache=checks)
         if size is None:
             continue
-        if fields.get("objects"):
+        if "region" in fields:  # a region_to_* row: its region clipped as boxes are
+            region = clip_region(fields["region"], size, ctx.tally, record=record, written=split.bbox_format)
+            if region is None:
+                ctx.tally.skip("no usable region", f"{record}: the region has no area inside the image")
+                continue
+            fields["region"] = region
+            # region_to_segmentation: the object's box is the region
+            fields["objects"] = [Object(region, o.category) for o in fields.get("objects", [])]
+        elif fields.get("objects"):
             fields["objects"] = clip_objects(
                 fields["objects"], size, ctx.tally, record=record, written=split.bbox_format
             )
@@ -324,6 +357,18 @@ class _Split:
         raise DataError(
             f"expected a class name or index, got {value!r}", file=self.where, record=record, field=field
         )
+
+    def region(self, row: dict[str, Any], column: str, record: str) -> Box:
+        """The region of a region_to_* row: four numbers in `bbox_format` (clipped later)."""
+        value = row[column]
+        if value is None:
+            raise DataError(
+                "expected the region the prompt gives, got None",
+                file=self.where,
+                record=record,
+                field="region",
+            )
+        return parse_box(value, fmt=self.bbox_format, file=self.where, record=record, field="region")
 
     def image_path(self, value: Any, record: str) -> Path | None:
         """The image file of one row (see the module docstring), or None after counting a skip."""
@@ -402,37 +447,60 @@ class _Classification(_Rows):
 class _Caption(_Rows):
     split: _Split
     columns: list[str]
+    level: str | None  # the column of a caption's level, if any
 
     @classmethod
     def resolve(cls, split: _Split, ds: Any) -> _Caption:
-        col = split.column("captions", required=False) or split.column(CAPTION_FIELD, required=False)
-        if col is None:
-            raise DataError(
-                f"dataset has no caption column ({split.cols['captions']!r} or "
-                f"{split.cols[CAPTION_FIELD]!r}); columns: {sorted(split.features)}",
-                file=split.where,
-                field=CAPTION_FIELD,
-            )
-        return cls(split, [col])
+        col = _caption_column(split)
+        level = split.column("level", required=False)
+        return cls(split, [c for c in (col, level) if c], level)
 
     def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
-        value = row[self.columns[0]]
-        raw = [value] if isinstance(value, str) else value or []
-        if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        fields = _caption_fields(self.split, row[self.columns[0]], record)
+        if fields is None or self.level is None:
+            return fields
+        level = row[self.level]
+        if level is not None and level not in CAPTION_LEVELS:
             raise DataError(
-                f"expected str or list of str, got {value!r}",
+                f"a caption's level is one of {', '.join(CAPTION_LEVELS)} (or None), got {level!r}",
                 file=self.split.where,
                 record=record,
-                field=CAPTION_FIELD,
+                field="level",
             )
-        captions = [c.strip() for c in raw if c.strip()]
-        self.split.tally.count_read(EMPTY_CAPTION, len(raw))
-        if len(captions) < len(raw):
-            self.split.tally.repair(EMPTY_CAPTION, record, n=len(raw) - len(captions))
-        if not captions:
-            self.split.tally.skip("image without captions", record)
-            return None
-        return {CAPTION_FIELD: captions[0], "captions": captions}
+        return {**fields, "level": level}
+
+
+def _caption_column(split: _Split) -> str:
+    """The column of the captions: `captions` when the dataset has it, else `caption`."""
+    col = split.column("captions", required=False) or split.column(CAPTION_FIELD, required=False)
+    if col is None:
+        raise DataError(
+            f"dataset has no caption column ({split.cols['captions']!r} or "
+            f"{split.cols[CAPTION_FIELD]!r}); columns: {sorted(split.features)}",
+            file=split.where,
+            field=CAPTION_FIELD,
+        )
+    return col
+
+
+def _caption_fields(split: _Split, value: Any, record: str) -> dict[str, Any] | None:
+    """`caption` and `captions` from a caption column's value, or None after counting the skip."""
+    raw = [value] if isinstance(value, str) else value or []
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        raise DataError(
+            f"expected str or list of str, got {value!r}",
+            file=split.where,
+            record=record,
+            field=CAPTION_FIELD,
+        )
+    captions = [c.strip() for c in raw if c.strip()]
+    split.tally.count_read(EMPTY_CAPTION, len(raw))
+    if len(captions) < len(raw):
+        split.tally.repair(EMPTY_CAPTION, record, n=len(raw) - len(captions))
+    if not captions:
+        split.tally.skip("image without captions", record)
+        return None
+    return {CAPTION_FIELD: captions[0], "captions": captions}
 
 
 @dataclass
@@ -541,10 +609,102 @@ class _Detection(_Rows):
         return [
             Object(
                 parse_box(box, fmt=self.split.bbox_format, file=where, record=record, field="bbox"),
-                self.split.category_name(cat, self.names, record, "category"),
+                self._category(cat, record),
             )
             for box, cat in pairs
         ]
+
+    def _category(self, value: Any, record: str) -> str:
+        return self.split.category_name(value, self.names, record, "category")
+
+
+@dataclass
+class _Boxes(_Detection):
+    """dense_region_caption, region_proposal and open_vocabulary_detection: objects as detection
+    reads them, without the split's vocabulary. A dense region's category is its description
+    (stripped; blank is an error); a proposal's category is optional; an open-vocabulary row names
+    its classes in `categories`, and its objects must be of them."""
+
+    task: str = ""
+    named: str | None = None  # open_vocabulary_detection: the column of the classes the prompt names
+
+    @classmethod
+    def resolve_task(cls, split: _Split, ds: Any, *, task: str) -> _Boxes:
+        objects = split.column("objects", required=True)
+        struct = _inner(split.features[objects])
+        if not isinstance(struct, dict):
+            raise DataError(f"column {objects!r} is not a list of objects", file=split.where, field="objects")
+        bbox_key, category_key = split.cols["bbox"], split.cols["category"]
+        if (
+            task == tasks.DENSE_REGION_CAPTION
+            and category_key not in struct
+            and "category" not in split.explicit
+        ):
+            category_key = "description"  # a dense caption's other natural name
+        if bbox_key not in struct:
+            raise DataError(
+                f"column {objects!r} has no sub-field {bbox_key!r} for bbox", file=split.where, field="bbox"
+            )
+        if category_key not in struct:
+            if task != tasks.REGION_PROPOSAL or "category" in split.explicit:
+                raise DataError(
+                    f"column {objects!r} has no sub-field {category_key!r} for category",
+                    file=split.where,
+                    field="category",
+                )
+            category_key = None  # a proposal needs no class
+        names = _class_names(struct[category_key]) if category_key else None
+        named = split.column("categories", required=True) if task == tasks.OPEN_VOCABULARY_DETECTION else None
+        columns = [c for c in (objects, named) if c]
+        return cls(split, columns, objects, bbox_key, category_key, names, task=task, named=named)
+
+    def read_ahead(self, ds: Any) -> None:
+        return None  # no vocabulary: descriptions are free text, proposals have none, classes are per row
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        objects = self._objects(row[self.objects], record)
+        if self.named is None:
+            return {"objects": objects}
+        where, named = self.split.where, row[self.named]
+        if (
+            not isinstance(named, list)
+            or not named
+            or not all(isinstance(c, str) and c.strip() for c in named)
+        ):
+            raise DataError(
+                f"expected the classes the prompt names, a non-empty list of str, got {named!r}",
+                file=where,
+                record=record,
+                field="categories",
+            )
+        for i, o in enumerate(objects):
+            if o.category not in named:
+                raise DataError(
+                    f"object {i}: category {o.category!r} is not among the row's categories {named}",
+                    file=where,
+                    record=record,
+                    field="category",
+                )
+        return {"categories": list(named), "objects": objects}
+
+    def _category(self, value: Any, record: str) -> str:
+        if self.category_key is None or (value is None and self.task == tasks.REGION_PROPOSAL):
+            return PROPOSAL_CATEGORY
+        name = super()._category(value, record)
+        if self.task == tasks.DENSE_REGION_CAPTION:
+            name = name.strip()
+            if not name:
+                raise DataError(
+                    "a region's description must be non-empty, got a blank one",
+                    file=self.split.where,
+                    record=record,
+                    field="category",
+                )
+        return name
+
+
+# region_proposal: an object's category when the row gives none (kept, never rendered)
+PROPOSAL_CATEGORY = "object"
 
 
 @dataclass
@@ -633,6 +793,73 @@ class _Ocr(_Rows):
         }
 
 
+@dataclass
+class _Region(_Rows):
+    """The region_to_* tasks: the region the prompt gives, and the answer: a label
+    (region_to_category), captions (region_to_description), text (region_to_ocr) or polygons with
+    an optional category (region_to_segmentation)."""
+
+    split: _Split
+    columns: list[str]
+    task: str
+    region: str
+    answer: str  # the label, caption, text or polygons column
+    names: list[str] | None = None  # the label's (or category's) ClassLabel names
+    category: str | None = None  # region_to_segmentation: the object's category column
+
+    @classmethod
+    def resolve_task(cls, split: _Split, ds: Any, *, task: str) -> _Region:
+        region = split.column("region", required=True)
+        category, names = None, None
+        if task == tasks.REGION_TO_CATEGORY:
+            answer = split.column("label", required=True)
+            names = _class_names(split.features[answer])
+        elif task == tasks.REGION_TO_DESCRIPTION:
+            answer = _caption_column(split)
+        elif task == tasks.REGION_TO_OCR:
+            answer = split.column("text", required=True)
+        else:
+            answer = split.column("polygons", required=True)
+            category = split.column("category", required=False)
+            names = _class_names(split.features[category]) if category else None
+        columns = [c for c in (region, answer, category) if c]
+        return cls(split, columns, task, region, answer, names, category)
+
+    def fields(self, row: dict[str, Any], record: str) -> dict[str, Any] | None:
+        split, value = self.split, row[self.answer]
+        fields: dict[str, Any] = {"region": split.region(row, self.region, record)}
+        if self.task == tasks.REGION_TO_CATEGORY:
+            if value is None or (self.names is not None and value == -1):
+                split.tally.skip("missing label", record)
+                return None
+            return {**fields, "label": split.category_name(value, self.names, record, "label")}
+        if self.task == tasks.REGION_TO_DESCRIPTION:
+            captions = _caption_fields(split, value, record)
+            return None if captions is None else {**fields, **captions}
+        if self.task == tasks.REGION_TO_OCR:
+            if value is not None and not isinstance(value, str):
+                raise DataError(
+                    f"expected a string, got {value!r}", file=split.where, record=record, field="text"
+                )
+            if not value or not value.strip():
+                split.tally.skip("region without text", record)
+                return None
+            return {**fields, "text": value.strip()}
+        polygons = _polygons(value, split.tally, split.where, record)
+        if not polygons:
+            split.tally.skip("missing polygons", record)
+            return None
+        fields["polygons"] = polygons
+        cat = row[self.category] if self.category else None
+        if isinstance(cat, str):
+            cat = cat.strip() or None
+        if cat is not None:  # the object's box is the region, clipped with it
+            fields["objects"] = [
+                Object(fields["region"], split.category_name(cat, self.names, record, "category"))
+            ]
+        return fields
+
+
 # task -> what resolves its columns from the split (checking them) and reads its rows
 _ROWS: dict[str, Callable[[_Split, Any], _Rows]] = {
     tasks.CLASSIFICATION: _Classification.resolve,
@@ -642,6 +869,11 @@ _ROWS: dict[str, Callable[[_Split, Any], _Rows]] = {
     tasks.GROUNDING: functools.partial(_Referring.resolve, boxes_required=True, polygons=False),
     tasks.SEGMENTATION: functools.partial(_Referring.resolve, boxes_required=False, polygons=True),
     tasks.OCR: _Ocr.resolve,
+    **{
+        task: functools.partial(_Boxes.resolve_task, task=task)
+        for task in (tasks.DENSE_REGION_CAPTION, tasks.REGION_PROPOSAL, tasks.OPEN_VOCABULARY_DETECTION)
+    },
+    **{task: functools.partial(_Region.resolve_task, task=task) for task in tasks.REGION_TASKS},
 }
 
 

@@ -314,6 +314,16 @@ def clip_objects(
     return kept
 
 
+def clip_region(
+    region: Box, size: ImageSize, tally: Tally, *, record: str, written: str = "xyxy"
+) -> Box | None:
+    """The region a region_to_* prompt gives, clipped to the image by the rules (and counts) of
+    `clip_objects`; None when it has no area left inside the image ("zero-area box dropped"): the
+    caller skips the example."""
+    kept = clip_objects([Object(region, "region")], size, tally, record=record, written=written)
+    return kept[0].bbox if kept else None
+
+
 # ---------------------------------------------------------------------------- JSON
 
 
@@ -359,8 +369,9 @@ def parse_json(
         raise DataError(f"not UTF-8 text: {e}", file=file, record=record) from None
 
 
-def json_list_items(path: Path, key: str) -> Iterator[Any]:
-    """The items of the list `key` of a JSON file's top-level object, parsed one at a time by
+def json_list_items(path: Path, key: str | None) -> Iterator[Any]:
+    """The items of the list `key` of a JSON file's top-level object (key None: of the top-level
+    list itself, as Visual Genome writes its files), parsed one at a time by
     ijson (its C backend), so a file is never held parsed whole (VQAv2's train annotations: 2.5 GB
     parsed at once). The bytes are counted as ijson reads them (nesting.DepthCheckedFile): nesting
     past the bound is a DataError before ijson, whose memory grows with the square of the depth,
@@ -371,7 +382,8 @@ def json_list_items(path: Path, key: str) -> Iterator[Any]:
     import ijson
 
     with open_data_file(path) as f:
-        yield from ijson.items(DepthCheckedFile(f, file=path), f"{key}.item", use_float=True)
+        prefix = "item" if key is None else f"{key}.item"
+        yield from ijson.items(DepthCheckedFile(f, file=path), prefix, use_float=True)
 
 
 def require(obj: Any, key: str, *, file: str | Path, record: str | int | None, what: str = "record") -> Any:
@@ -468,6 +480,35 @@ def coco_images(data: Any, file: Path) -> dict[Any, dict[str, Any]]:
             raise DataError("duplicate image id", file=file, record=f"image {image_id}", field="id")
         infos[image_id] = info
     return infos
+
+
+def coco_segmentation(
+    seg: Any, tally: Tally, *, file: str | Path, record: str
+) -> tuple[list[list[float]], dict[str, Any] | None]:
+    """A COCO annotation's `segmentation` as (polygons, rle): flat polygons (degenerate ones dropped
+    and counted, as parse_polygons does) or an RLE dict, checked; neither when absent."""
+    if seg is None:
+        return [], None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        size_ok = type(size) is list and len(size) == 2 and all(type(v) is int and v >= 0 for v in size)
+        counts_ok = type(counts) is str or (type(counts) is list and all(type(c) is int for c in counts))
+        if not (size_ok and counts_ok):
+            raise DataError(
+                "an RLE segmentation needs 'size' [height, width] and 'counts' (a string or integers)",
+                file=file,
+                record=record,
+                field=COCO_SEGMENTATION,
+            )
+        return [], seg
+    if not isinstance(seg, list):
+        raise DataError(
+            f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}",
+            file=file,
+            record=record,
+            field=COCO_SEGMENTATION,
+        )
+    return parse_polygons(seg, tally, file=file, record=record, field=COCO_SEGMENTATION), None
 
 
 # ---------------------------------------------------------------------------- fields of the unified tasks

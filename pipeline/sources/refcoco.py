@@ -82,10 +82,10 @@ from pipeline.sources.images import (
     clip_objects,
     coco_categories,
     coco_images,
+    coco_segmentation,
     id_sort_key,
     parse_box,
     parse_json,
-    parse_polygons,
     prefetch_checks,
     read_data_file,
     read_json,
@@ -274,7 +274,8 @@ def read_refcoco(
         ann_record = f"annotation {ref['ann_id']}"
         raw_box = require(ann, "bbox", file=inst_file, record=ann_record, what="an annotation")
         bbox = parse_box(raw_box, fmt="xywh", file=inst_file, record=ann_record, field="bbox")
-        polygons, rle = _segmentation(ann.get(COCO_SEGMENTATION), tally, file=inst_file, record=ann_record)
+        seg = ann.get(COCO_SEGMENTATION)
+        polygons, rle = coco_segmentation(seg, tally, file=inst_file, record=ann_record)
 
         image = images_seen.get(image_id)
         if image is None:
@@ -392,34 +393,6 @@ def _phrases(sentences: list[dict[str, Any]], tally: Tally, *, record: str) -> l
         else:
             tally.repair(EMPTY_PHRASE, f"{record}: sentence {i}")
     return phrases
-
-
-def _segmentation(
-    seg: Any, tally: Tally, *, file: Path, record: str
-) -> tuple[list[list[float]], dict[str, Any] | None]:
-    """(polygons, rle): a list of flat polygons, or an RLE dict; neither when absent."""
-    if seg is None:
-        return [], None
-    if isinstance(seg, dict):
-        size, counts = seg.get("size"), seg.get("counts")
-        size_ok = type(size) is list and len(size) == 2 and all(type(v) is int and v >= 0 for v in size)
-        counts_ok = type(counts) is str or (type(counts) is list and all(type(c) is int for c in counts))
-        if not (size_ok and counts_ok):
-            raise DataError(
-                "an RLE segmentation needs 'size' [height, width] and 'counts' (a string or integers)",
-                file=file,
-                record=record,
-                field=COCO_SEGMENTATION,
-            )
-        return [], seg
-    if not isinstance(seg, list):
-        raise DataError(
-            f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}",
-            file=file,
-            record=record,
-            field=COCO_SEGMENTATION,
-        )
-    return parse_polygons(seg, tally, file=file, record=record, field=COCO_SEGMENTATION), None
 
 
 def _image(

@@ -25,6 +25,7 @@ EMPTY_ANSWER = "empty answer dropped"
 EMPTY_PHRASE = "empty phrase dropped"
 DEGENERATE_POLYGON = "degenerate polygon dropped"
 EMPTY_REGION = "empty region dropped"
+EMPTY_DESCRIPTION = "empty description dropped"
 # text repairs of the build's check of user text (formats/reserved.py): choices, never systematic
 LINE_BREAK = "line break or tab replaced by a space"
 RESERVED_CATEGORY = "category holding a special token dropped from the vocabulary"
@@ -44,6 +45,7 @@ SYSTEMATIC: dict[str, tuple[str, str]] = {
         "or nested one list too deep?",
     ),
     EMPTY_REGION: ("regions", "is the region text in another key than 'text'?"),
+    EMPTY_DESCRIPTION: ("region descriptions", "is the description in another key than 'phrase'?"),
 }
 
 

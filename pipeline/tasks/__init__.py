@@ -12,11 +12,30 @@ check), its render and parse in each format module, its row parsing in the reade
 
 from __future__ import annotations
 
-from pipeline.records import LANGUAGE_TASKS, TASKS
-from pipeline.tasks import caption, classification, detection, grounding, ocr, segmentation, vqa
+from pipeline.records import LANGUAGE_TASKS, REGION_TASKS, TASKS
+from pipeline.tasks import (
+    caption,
+    classification,
+    dense_region_caption,
+    detection,
+    grounding,
+    ocr,
+    open_vocabulary_detection,
+    region_proposal,
+    region_to_category,
+    region_to_description,
+    region_to_ocr,
+    region_to_segmentation,
+    segmentation,
+    vqa,
+)
 from pipeline.tasks.task import Task, TrainColumns
 
-_MODULES = (classification, caption, vqa, detection, grounding, segmentation, ocr)
+_MODULES = (
+    *(classification, caption, vqa, detection, grounding, segmentation, ocr),
+    *(dense_region_caption, region_proposal, open_vocabulary_detection),
+    *(region_to_category, region_to_description, region_to_ocr, region_to_segmentation),
+)
 TABLE: dict[str, Task] = {m.TASK.NAME: m.TASK for m in _MODULES}  # in records.TASKS order (a test)
 
 # the names as symbols, for code that must name one task (a reader of one task's format)
@@ -27,14 +46,29 @@ DETECTION = detection.TASK.NAME
 GROUNDING = grounding.TASK.NAME
 SEGMENTATION = segmentation.TASK.NAME
 OCR = ocr.TASK.NAME
+DENSE_REGION_CAPTION = dense_region_caption.TASK.NAME
+REGION_PROPOSAL = region_proposal.TASK.NAME
+OPEN_VOCABULARY_DETECTION = open_vocabulary_detection.TASK.NAME
+REGION_TO_CATEGORY = region_to_category.TASK.NAME
+REGION_TO_DESCRIPTION = region_to_description.TASK.NAME
+REGION_TO_OCR = region_to_ocr.TASK.NAME
+REGION_TO_SEGMENTATION = region_to_segmentation.TASK.NAME
 
 __all__ = [
     "CAPTION",
     "CLASSIFICATION",
+    "DENSE_REGION_CAPTION",
     "DETECTION",
     "GROUNDING",
     "LANGUAGE_TASKS",
     "OCR",
+    "OPEN_VOCABULARY_DETECTION",
+    "REGION_PROPOSAL",
+    "REGION_TASKS",
+    "REGION_TO_CATEGORY",
+    "REGION_TO_DESCRIPTION",
+    "REGION_TO_OCR",
+    "REGION_TO_SEGMENTATION",
     "SEGMENTATION",
     "TABLE",
     "TASKS",

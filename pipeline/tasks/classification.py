@@ -33,7 +33,7 @@ class Classification(Task):
         return {"label": record["label"], "categories": record["categories"]}
 
     def score(self, rows: list[Row], records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        from pipeline.metrics.classification import classification_metrics, normalize_label
+        from pipeline.metrics.classification import classification_metrics
 
         labels = sorted({c for r in rows for c in r["references"]["categories"]}) or None
         truth = [r["references"]["label"] for r in rows]
@@ -41,21 +41,12 @@ class Classification(Task):
         closed = [r["parsed"].get("closed_set") for r in rows]
         if all(c is not None for c in closed):
             metrics["closed_set"] = classification_metrics([c["label"] for c in closed], truth, labels=labels)
-        for r in rows:
-            r["score"] = float(
-                normalize_label(r["parsed"]["text"]) == normalize_label(r["references"]["label"])
-            )
+        score_labels(rows)
         return metrics
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any] | None:
         """The most frequent training class given to every image (top-1 accuracy)."""
-        from pipeline.metrics.classification import normalize_label
-
-        label = majority(train.values(self.NAME, "target"))
-        if label is None:
-            return None
-        hits = sum(normalize_label(r["references"]["label"]) == normalize_label(label) for r in rows)
-        return {"label": label, "accuracy": hits / len(rows)}
+        return majority_label(rows, train.values(self.NAME, "target"))
 
     def prompt_example(self, given: PromptInputs) -> Example:
         given.no_language(self.NAME)
@@ -76,6 +67,25 @@ class Classification(Task):
             text += f" (closed-set over {len(scores)} classes; generated: {result['generated_label']!r})\n"
             text += "\n".join(f"  {name:<20} log-likelihood {score:.3f}" for name, score in top)
         return text
+
+
+def score_labels(rows: list[Row]) -> None:
+    """Each row's score: 1.0 when its generated label is the reference's (normalised), else 0.0."""
+    from pipeline.metrics.classification import normalize_label
+
+    for r in rows:
+        r["score"] = float(normalize_label(r["parsed"]["text"]) == normalize_label(r["references"]["label"]))
+
+
+def majority_label(rows: list[Row], train_labels: list[Any]) -> dict[str, Any] | None:
+    """The most frequent training label given to every row, and its top-1 accuracy."""
+    from pipeline.metrics.classification import normalize_label
+
+    label = majority(train_labels)
+    if label is None:
+        return None
+    hits = sum(normalize_label(r["references"]["label"]) == normalize_label(label) for r in rows)
+    return {"label": label, "accuracy": hits / len(rows)}
 
 
 TASK = Classification()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from pipeline.errors import UvftError
-from pipeline.records import LANGUAGE_TASKS, Example
+from pipeline.records import LANGUAGE_TASKS, Box, Example, ImageSize
 
 Row = dict[str, Any]  # one generations.jsonl row: id, source, task, parsed, references, image_size...
 
@@ -65,11 +65,29 @@ class PromptInputs:
     classes: Sequence[str] = ()  # the given classes, else the training vocabulary
     phrase: str | None = None
     language: str | None = None
+    level: str | None = None  # a caption's level of detail (records.CAPTION_LEVELS)
+    region: Sequence[float] | None = None  # region_to_*: x1, y1, x2, y2 in pixels of the image
+    image_size: ImageSize = (1, 1)  # the image predicted on (a region's tokens depend on it)
 
     def phrase_for(self, task: str) -> str:
         if not (self.phrase and self.phrase.strip()):
             raise UvftError(f"task {task} needs a phrase (--phrase), the expression to locate")
         return self.phrase.strip()
+
+    def region_for(self, task: str) -> Box:
+        """The given region, inside the image and with an area, as a box."""
+        if self.region is None:
+            raise UvftError(f"task {task} needs a region (--region x1,y1,x2,y2 in pixels)")
+        if len(self.region) != 4:
+            raise UvftError(f"a region is 4 numbers, x1,y1,x2,y2 in pixels, not {len(self.region)}")
+        x1, y1, x2, y2 = (float(v) for v in self.region)
+        w, h = self.image_size
+        if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
+            raise UvftError(
+                f"region {x1:g},{y1:g},{x2:g},{y2:g} is not a box inside the {w} x {h} image "
+                "(x1 < x2, y1 < y2, in pixels)"
+            )
+        return (x1, y1, x2, y2)
 
     def no_language(self, task: str) -> None:
         """Refuse a language for a task whose prompts carry none."""
@@ -150,9 +168,9 @@ class Task(ABC):
         """The rows of a prediction in a report card, after the generated text."""
         return text_rows(parsed)
 
-    def example(self, **fields: Any) -> Example:
+    def example(self, image_size: ImageSize = (1, 1), **fields: Any) -> Example:
         """An Example of this task with no image, for rendering a prompt."""
-        return Example(id="predict", task=self.NAME, image="", image_size=(1, 1), **fields)
+        return Example(id="predict", task=self.NAME, image="", image_size=image_size, **fields)
 
 
 class BoxTask(Task):

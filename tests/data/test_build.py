@@ -303,6 +303,7 @@ def test_coco_records_field_by_field(tmp_path: Path):
     base = {"family": "paligemma", "split": "train", "label": None, "captions": [], "question": None}
     base |= {"answers": [], "answer_type": None, "objects": [], "categories": [], "crowd": []}
     base |= {"phrase": None, "polygons": [], "text": None, "regions": [], "language": None}
+    base |= {"level": None, "region": []}
     det = "detect dog ; cat"  # the vocabulary in category id order
     want = [
         {**base, "id": "1", "source": "det", "task": "detection", "image": img[1], "image_size": [40, 30],

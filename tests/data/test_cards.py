@@ -13,7 +13,15 @@ from pipeline.errors import DataError
 from pipeline.records import TASKS
 
 CARDS = Path(__file__).resolve().parents[2] / "data_cards"
-EXPECTED = {"shapes", "coco2017_detection", "coco2017_captions", "vqav2", "imagenette", "refcoco"}
+EXPECTED = {
+    "shapes",
+    "coco2017_detection",
+    "coco2017_captions",
+    "vqav2",
+    "imagenette",
+    "refcoco",
+    "visual_genome",
+}
 
 GOOD = """---
 name: tiny
@@ -59,6 +67,7 @@ def test_known_counts() -> None:
     assert expected_count(cards["coco2017_captions"], "coco_captions", "val") == 5000
     assert expected_count(cards["vqav2"], "vqav2", "val") == 214354
     assert expected_count(cards["imagenette"], "image_folder", "train") == 9469
+    assert expected_count(cards["visual_genome"], "visual_genome", "val") == 5000
     assert len(cards["imagenette"].label_map) == 10
     shapes = cards["shapes"]
     assert shapes.formats == ["coco_detection", "coco_captions", "vqav2", "image_folder"]

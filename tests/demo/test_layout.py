@@ -38,7 +38,7 @@ def test_the_layout_loads_without_the_generator():
 def test_the_command_offers_the_extra_sets(capsys: pytest.CaptureFixture[str]):
     parser = build_parser()
     args = parser.parse_args(["data", "demo", "--extra-tasks", *layout.EXTRA_TASKS])
-    assert args.extra_tasks == ["refer", "ocr", "captions_de"]
+    assert args.extra_tasks == ["refer", "ocr", "captions_de", "regions"]
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "demo", "--extra-tasks", "depth"])
     err = capsys.readouterr().err

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data.cards import load_card
-from pipeline.demo import shapes
+from pipeline.demo import layout, shapes
 from pipeline.errors import DataError
 from pipeline.records import Tally
 from pipeline.sources.refcoco import load_refs, read_refcoco
@@ -311,9 +311,9 @@ def test_extended_set_is_deterministic_and_leaves_the_main_set_alone(
 ) -> None:
     out, summary = extended
     again = tmp_path / "again"
-    shapes.generate(again, **{**EXTENDED, "extra_tasks": ["captions_de", "ocr", "refer"]})
+    shapes.generate(again, **{**EXTENDED, "extra_tasks": ["regions", "captions_de", "ocr", "refer"]})
     assert tree_hash(again) == tree_hash(out)
-    assert shapes.written_params(out)["extra_tasks"] == ["refer", "ocr", "captions_de"]
+    assert shapes.written_params(out)["extra_tasks"] == ["refer", "ocr", "captions_de", "regions"]
     # every file of the default set is there, byte for byte: the extra streams are separate
     plain, _ = demo
     for p in plain.rglob("*"):
@@ -321,8 +321,8 @@ def test_extended_set_is_deterministic_and_leaves_the_main_set_alone(
             assert p.read_bytes() == (out / p.relative_to(plain)).read_bytes(), p
     readme = (out / "README.md").read_text()
     table = (plain / "README.md").read_text().split("| split |")[1].split("License:")[0]
-    assert table in readme and "extra_tasks=('refer', 'ocr', 'captions_de')" in readme
-    for section in ("## Referring expressions", "## OCR", "## German captions"):
+    assert table in readme and "extra_tasks=('refer', 'ocr', 'captions_de', 'regions')" in readme
+    for section in ("## Referring expressions", "## OCR", "## German captions", "## Regions"):
         assert section in readme
     refs = load_refs(out / shapes.REFER_REFS)
     assert summary["counts"]["refcoco"] == dict(Counter(r["split"] for r in refs))
@@ -572,3 +572,92 @@ def test_german_captions_of_fixed_scenes() -> None:
     de = shapes.captions(np.random.default_rng(5), several, "de")
     plan = shapes.caption_plan(np.random.default_rng(5), several)
     assert en == shapes.render_captions(several, plan) and de == shapes.render_captions_de(several, plan)
+
+
+def test_the_regions_set_describes_the_refer_scenes_and_the_ocr_words(extended: tuple[Path, dict]) -> None:
+    out, summary = extended
+    inst = json.loads((out / shapes.REFER_INSTANCES).read_text())
+    names = {c["id"]: c["name"] for c in inst["categories"]}
+    for split in shapes.SPLITS:
+        regions = json.loads((out / layout.VG_REGIONS.format(split=split)).read_text())
+        images = json.loads((out / layout.VG_IMAGES.format(split=split)).read_text())
+        assert [r["id"] for r in regions] == [i["image_id"] for i in images]
+        files = {i["image_id"]: i["url"].rsplit("/", 1)[1] for i in images}
+        refer = {im["id"]: im for im in inst["images"] if im["file_name"].startswith(f"refer_{split}/")}
+        assert set(files) == set(refer)
+        for image in regions:
+            assert refer[image["id"]]["file_name"] == f"refer_{split}/{files[image['id']]}"
+            anns = sorted(
+                (a for a in inst["annotations"] if a["image_id"] == image["id"]), key=lambda a: a["id"]
+            )
+            # one region per shape, its box the annotation's, its phrase naming the shape
+            assert [[r["x"], r["y"], r["width"], r["height"]] for r in image["regions"]] == [
+                a["bbox"] for a in anns
+            ]
+            for r, a in zip(image["regions"], anns, strict=True):
+                assert names[a["category_id"]] in r["phrase"].split()
+        assert summary["regions"]["regions"][split] == sum(len(r["regions"]) for r in regions)
+        lines = [
+            json.loads(x)
+            for x in (out / layout.DETAILED_CAPTIONS.format(split=split)).read_text().splitlines()
+        ]
+        assert [x["level"] for x in lines] == ["detailed", "paragraph"] * len(refer)
+        assert all(x["task"] == "caption" and len(x["captions"]) == 1 for x in lines)
+        # one region_to_ocr line per word of the OCR set, its box the word's
+        ocr = [json.loads(x) for x in (out / shapes.OCR_JSONL.format(split=split)).read_text().splitlines()]
+        words = [
+            json.loads(x)
+            for x in (out / layout.REGION_OCR_JSONL.format(split=split)).read_text().splitlines()
+        ]
+        want = [(o["image"], w["bbox"], w["text"]) for o in ocr for w in o["regions"]]
+        assert [(w["image"], w["region"], w["text"]) for w in words] == want
+        assert {w["task"] for w in words} == {"region_to_ocr"}
+        texts = [json.loads(x) for x in read_lines(out / layout.OCR_TEXT_JSONL.format(split=split))]
+        assert [{**o, "regions": []} for o in ocr] == [{**t, "regions": []} for t in texts]
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_the_regions_set_needs_the_images_it_describes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="regions describes the images of refer and ocr"):
+        shapes.generate(tmp_path / "s", **{**SMALL, "extra_tasks": ["regions", "refer"]})
+
+
+def test_region_descriptions_and_leveled_captions_worded() -> None:
+    from pipeline.demo.draw import Shape
+    from pipeline.demo.texts import detailed_caption, paragraph, region_description
+
+    circle = Shape("circle", "red", (0, 20, 10, 30), 80)
+    star = Shape("star", "blue", (30, 0, 40, 10), 50)
+    square = Shape("square", "red", (30, 30, 40, 40), 100)
+    scene = [star, circle, square]
+    assert region_description(circle, scene) == "red circle on the left"
+    assert region_description(star, scene) == "blue star at the top"
+    assert region_description(square, scene) == "red square at the bottom"
+    assert detailed_caption(scene) == (
+        "A drawing of three shapes: a red circle on the left, a blue star at the top "
+        "and a red square at the bottom."
+    )
+    assert paragraph([circle, square]) == (
+        "The image shows two shapes on a light background. The red circle is on the left. "
+        "The red square is on the right. They are all red."
+    )
+
+
+def test_the_regions_set_writes_the_refer_scenes_per_split_as_coco_instances(
+    extended: tuple[Path, dict],
+) -> None:
+    out, _ = extended
+    everything = json.loads((out / shapes.REFER_INSTANCES).read_text())
+    for split in shapes.SPLITS:
+        inst = json.loads((out / layout.REGIONS_INSTANCES.format(split=split)).read_text())
+        images = [im for im in everything["images"] if im["file_name"].startswith(f"refer_{split}/")]
+        assert inst["images"] == images and inst["categories"] == everything["categories"]
+        ids = {im["id"] for im in images}
+        want = [a for a in everything["annotations"] if a["image_id"] in ids]
+        strip = ("id",)  # annotation ids run over both splits in refer/instances.json
+        assert [{k: v for k, v in a.items() if k not in strip} for a in inst["annotations"]] == [
+            {k: v for k, v in a.items() if k not in strip} for a in want
+        ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import load_model
+from pipeline import load_model, tasks
 from pipeline.demo import shapes
 from pipeline.evaluation.run import evaluate_run
 from pipeline.recipe import load_recipe
@@ -54,7 +54,11 @@ def test_florence2_grounding_segmentation_ocr_end_to_end(data, tmp_path):
     assert {"grounding", "segmentation", "ocr", "caption", "detection"} <= set(summary.val[-1])
     assert {"grounding/accuracy", "segmentation/mean_iou", "ocr/cer", "mean"} <= set(summary.evals[-1])
     out, metrics = evaluate_run(recipe, adapter=recipe.run_dir, limit=3, batch_size=4, progress=False)
-    assert metrics["counts"] == {"caption": 3, "detection": 3, "grounding": 3, "ocr": 3, "segmentation": 3}
+    # every task of Florence-2's vocabulary, each scored with its baseline beside it
+    assert metrics["counts"] == {t: 3 for t in tasks.names() if t not in ("classification", "vqa")}
+    for task in metrics["counts"]:
+        baseline = tasks.get(task).BASELINE
+        assert baseline is None or metrics[task][baseline.key], task
     g, s, o = metrics["grounding"], metrics["segmentation"], metrics["ocr"]
     assert g["num_examples"] == 3 and set(g["per_source"]) == {"shapes_grounding"}
     assert set(g["whole_image_baseline"]) == {"accuracy", "mean_iou"}
@@ -67,7 +71,11 @@ def test_florence2_grounding_segmentation_ocr_end_to_end(data, tmp_path):
     assert (
         "polygons" in by_task["segmentation"]["parsed"] and by_task["segmentation"]["references"]["polygons"]
     )
-    assert by_task["ocr"]["prompt"] == "<OCR_WITH_REGION>" and "regions" in by_task["ocr"]["parsed"]
+    assert {r["prompt"] for r in rows if r["task"] == "ocr"} <= {"<OCR_WITH_REGION>", "<OCR>"}
+    assert by_task["region_to_category"]["prompt"].startswith("<REGION_TO_CATEGORY><loc_")
+    assert len(by_task["region_to_category"]["references"]["region"]) == 4
+    assert by_task["open_vocabulary_detection"]["prompt"].startswith("<OPEN_VOCABULARY_DETECTION>")
+    assert by_task["dense_region_caption"]["prompt"] == "<DENSE_REGION_CAPTION>"
     assert all(isinstance(r["score"], float) for r in rows)
     html = (out / "report.html").read_text()
     for task in ("grounding", "segmentation", "ocr"):
@@ -80,8 +88,12 @@ def test_florence2_grounding_segmentation_ocr_end_to_end(data, tmp_path):
         {"image": str(image), "task": "grounding", "phrase": "the red circle"},
         {"image": str(image), "task": "segmentation", "phrase": "the red circle"},
         {"image": str(data / "images" / "ocr_val" / "000016.png"), "task": "ocr"},
+        {"image": str(image), "task": "region_to_category", "region": [0, 0, 32, 32]},
+        {"image": str(image), "task": "caption", "level": "paragraph"},
     ]
     got = model.predict_many(items, progress=False)
+    assert got[3]["prompt"] == "<REGION_TO_CATEGORY><loc_0><loc_0><loc_500><loc_500>" and "label" in got[3]
+    assert got[4]["prompt"] == "<MORE_DETAILED_CAPTION>" and "caption" in got[4]
     assert got[0]["prompt"] == "<CAPTION_TO_PHRASE_GROUNDING>the red circle" and "objects" in got[0]
     assert got[1]["prompt"] == "<REFERRING_EXPRESSION_SEGMENTATION>the red circle" and "polygons" in got[1]
     assert got[2]["prompt"] == "<OCR_WITH_REGION>" and "regions" in got[2]

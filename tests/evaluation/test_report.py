@@ -279,7 +279,12 @@ def test_new_tasks_follow_detection_in_order():
     from pipeline import tasks
 
     order = tasks.names()
-    assert order[order.index("detection") :] == ("detection", "grounding", "segmentation", "ocr")
+    assert order[order.index("detection") : order.index("ocr") + 1] == (
+        "detection",
+        "grounding",
+        "segmentation",
+        "ocr",
+    )
 
 
 def test_new_task_metrics_markdown_order_and_flattening(tmp_path):
@@ -785,3 +790,16 @@ def test_plot_legends_beside_the_curves():
     assert legend.x1 <= fig.bbox.x1  # and inside the image
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vqa", "detection", "loss"]
     assert curves_figure(SUMMARY["losses"], ["loss/ocr"], "loss") is None
+
+
+def test_a_region_task_draws_the_region_it_asked_about(tmp_path):
+    from pipeline.evaluation.report.gallery import ASKED_COLOR
+
+    refs = {"region": REF_BOX, "label": "circle"}
+    parsed = {"text": "circle", "objects": [], "errors": 0}
+    region = gen(tmp_path, "r2c-0", "region_to_category", 1.0, refs=refs, parsed=parsed)
+    image = render_example_image(region)
+    scale = 4  # a 64 px image is shown at 256
+    x1, y1, x2, y2 = (v * scale for v in REF_BOX)
+    assert image.getpixel((x2 - 1, (y1 + y2) // 2)) == ASKED_COLOR  # its right edge
+    assert image.getpixel(((x1 + x2) // 2, (y1 + y2) // 2)) == (0, 0, 0)  # an outline, not a fill

@@ -157,6 +157,25 @@ def test_forward_loss_finite_and_training_lowers_it(tiny_path, batch_of):
     assert losses[1] < losses[0] and losses[-1] < losses[0] - 0.1, losses
 
 
+def test_the_models_own_loss_equals_uvfts_on_the_same_batch(tiny_path, batch_of):
+    """Florence2ForConditionalGeneration given `labels` (it shifts them into decoder inputs itself)
+    and uvft's loss on uvft's batch (decoder inputs built by encode_batch, logits only at label
+    positions) are one number: the installed transformers does not shift the labels a second time
+    (it did from Sept 2025 to June 2026, transformers #46897), and uvft's decoder inputs are the
+    ones the model builds."""
+    from pipeline.models.loss import token_losses
+
+    model, processor = florence2.load(tiny_path("florence2"))
+    model.eval()
+    batch = batch_of("florence2", processor)
+    assert (batch["labels"] == -100).any()  # padding in the batch: the ignored positions agree too
+    with torch.no_grad():
+        sums, counts = token_losses(model, batch, shift=False)
+        inputs = {k: v for k, v in batch.items() if k != "decoder_input_ids"}
+        own = model(**inputs).loss
+    assert float(own) == pytest.approx(float(sums.sum() / counts.sum()), rel=1e-6)
+
+
 def test_generate_starts_with_forced_bos(loaded, batch_of):
     model, processor = loaded
     batch = batch_of("florence2", processor)

@@ -612,6 +612,9 @@ def test_default_columns_are_the_image_and_every_tasks_columns() -> None:
         "text": "text",
         "regions": "regions",
         "language": "language",
+        "level": "level",
+        "categories": "categories",
+        "region": "region",
     }
 
 

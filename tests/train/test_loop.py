@@ -278,12 +278,22 @@ def test_due_and_the_task_loss_meter():
 
     meter = TaskLossMeter(torch.device("cpu"))
     meter.add(["vqa", "caption", "vqa"], torch.tensor([2.0, 9.0, 4.0]), torch.tensor([1, 3, 2]))
-    meter.add(["ocr"], torch.tensor([1.0]), torch.tensor([4]))
-    # positions follow records.TASKS: classification caption vqa detection grounding segmentation ocr
-    assert meter.state(One()) == [[0.0, 9.0, 6.0, 0.0, 0.0, 0.0, 1.0], [0.0, 3.0, 3.0, 0.0, 0.0, 0.0, 4.0]]
-    assert meter.means(One()) == {"caption": 3.0, "vqa": 2.0, "ocr": 0.25, "all": 16 / 10}
+    meter.add(["ocr", "region_to_segmentation"], torch.tensor([1.0, 5.0]), torch.tensor([4, 5]))
+    # positions follow records.TASKS: classification caption vqa detection grounding segmentation ocr,
+    # then the seven appended for Florence-2's other task tokens, region_to_segmentation last
+    assert meter.state(One()) == [
+        [0.0, 9.0, 6.0, 0.0, 0.0, 0.0, 1.0, *[0.0] * 6, 5.0],
+        [0.0, 3.0, 3.0, 0.0, 0.0, 0.0, 4.0, *[0.0] * 6, 5.0],
+    ]
+    assert meter.means(One()) == {
+        "caption": 3.0,
+        "vqa": 2.0,
+        "ocr": 0.25,
+        "region_to_segmentation": 1.0,
+        "all": 21 / 15,
+    }
     assert meter.means(One()) == {}  # read, it starts again
-    # a window saved when uvft had four tasks fills their positions (new tasks were appended)
+    # a window saved when uvft had four tasks (or seven) fills their positions (new tasks were appended)
     meter.load([[0.0, 9.0, 6.0, 0.0], [0.0, 3.0, 3.0, 0.0]], main=True)
     assert meter.means(One()) == {"caption": 3.0, "vqa": 2.0, "all": 2.5}
 

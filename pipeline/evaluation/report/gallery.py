@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PRED_COLOR = (230, 25, 75)  # red: what the model predicted
 REF_COLOR = (60, 180, 75)  # green: the reference
+ASKED_COLOR = (0, 130, 200)  # blue: the region a region_to_* prompt asked about
 MIN_SIDE = 256  # small images are upscaled (nearest) so boxes and labels stay readable
 MAX_SIDE = 512  # large ones are downscaled to keep the HTML small
 LINE_WIDTH = 2
@@ -67,7 +68,7 @@ def _display_scale(w: int, h: int) -> float:
 def render_example_image(gen: Generation) -> Image.Image:
     """The example's image, resized for display, with reference then predicted annotations drawn:
     boxes (labelled; a grounding reference with its phrase), segmentation masks as translucent fills
-    with outlines, and OCR text regions as quads."""
+    with outlines, OCR text regions as quads, and the region a region_to_* prompt asked about."""
     image = _load_image(gen)
     ref_w, ref_h = gen.get("image_size") or image.size
     scale = _display_scale(*image.size)
@@ -104,6 +105,11 @@ def render_example_image(gen: Generation) -> Image.Image:
             quad = _points(region.get("quad") or [], sx, sy)
             if len(quad) >= 3:
                 draw.polygon(quad, outline=color, width=LINE_WIDTH)
+    if refs.get("region"):  # the region the prompt gave: what the answer is about
+        x1, y1, x2, y2 = refs["region"]
+        box = [x1 * sx, y1 * sy, max(x1 * sx, x2 * sx), max(y1 * sy, y2 * sy)]
+        draw.rectangle(box, outline=ASKED_COLOR, width=LINE_WIDTH)
+        _draw_label(draw, "asked", box, ASKED_COLOR, above=False, image_size=image.size)
     return image
 
 
@@ -169,6 +175,10 @@ def _references_text(refs: Mapping[str, Any]) -> list[tuple[str, str]]:
         out.append(("text", str(refs["text"])))
     if refs.get("language") is not None:  # absent means English
         out.append(("language", str(refs["language"])))
+    if refs.get("level") is not None:  # absent means brief
+        out.append(("level", str(refs["level"])))
+    if refs.get("region"):
+        out.append(("region asked", ", ".join(f"{v:.0f}" for v in refs["region"])))
     return out
 
 
