@@ -35,6 +35,7 @@ BENCHMARKS = {
     "resume": [],
     "build_scale": [],  # COCO-2017 scale: ~6 min (the data is generated once, to /tmp)
     "data_path": [],
+    "florence_pixels": [],  # the tiny Florence-2's image signal through its stages (issue 23)
 }
 # the same benchmarks at a size that takes seconds: what breaks shows, the figures mean nothing
 SMOKE = {
@@ -49,6 +50,10 @@ SMOKE = {
     "resume": ["--n-train", "16"],
     "build_scale": ["--scale", "0.002"],
     "data_path": ["--images", "16", "--batch", "8"],
+    "florence_pixels": [
+        *("--images", "2", "--override", "data.demo.n_train=32", "--override", "data.demo.n_val=8"),
+        *("--override", "data.root=data/shapes_smoke"),
+    ],
 }
 
 
