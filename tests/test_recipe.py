@@ -87,8 +87,8 @@ def test_misspelt_keys_get_the_close_match_at_their_level(tmp_path: Path):
         (
             "data.sources.0.options.kep_negatives=false",
             "data.sources.0.options.kep_negatives: coco_detection takes no parameter 'kep_negatives'; "
-            "did you mean keep_negatives? it takes: annotations, images, keep_negatives, negatives_per_image, "
-            "seed, task",
+            "did you mean keep_negatives? it takes: annotations, images, keep_negatives, "
+            "negatives_per_image, seed, task",
         ),
         (
             "data.sources.shapes_vq.name=x",
