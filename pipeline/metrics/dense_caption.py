@@ -73,7 +73,7 @@ import evaluate
 import numpy as np
 
 from pipeline.metrics import box_iou, metric_info
-from pipeline.metrics.detection import _get
+from pipeline.metrics.detection import _get, scored_items
 
 IOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 METEOR_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25)
@@ -361,18 +361,7 @@ Returns: the dict of ``dense_caption_map``.
 
 
 def _fill_scores(batch: Sequence[Any] | None) -> list[list[dict[str, Any]]] | None:
-    # an Arrow row needs every field: a missing score is the default 1.0
-    if batch is None:
-        return None
-    out = []
-    for items in batch:
-        rows = []
-        for o in items or []:
-            score = _get(o, "score")
-            score = 1.0 if score is None else score
-            rows.append({"bbox": _get(o, "bbox"), "description": _get(o, "description"), "score": score})
-        out.append(rows)
-    return out
+    return scored_items(batch, ("bbox", "description"))
 
 
 def _plain(batch: Sequence[Any] | None) -> list[list[dict[str, Any]]] | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import datasets
@@ -126,6 +126,35 @@ def build_coco(gts: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[s
     return {"images": images, "annotations": annotations, "categories": categories}, img_ids, cat_ids
 
 
+def scored_items(batch: Sequence[Any] | None, fields: Sequence[str]) -> list[list[dict[str, Any]]] | None:
+    """Per example, its items as dicts of `fields` and a `score` (missing: 1.0): the rows an Arrow
+    batch of an evaluate.Metric needs (every field present)."""
+    if batch is None:
+        return None
+    out = []
+    for items in batch:
+        rows = []
+        for o in items or []:
+            score = _get(o, "score")
+            rows.append({**{f: _get(o, f) for f in fields}, "score": 1.0 if score is None else score})
+        out.append(rows)
+    return out
+
+
+def coco_pair(COCO: Any, gt_dict: dict[str, Any], results: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """(ground truth, detections) as COCO objects of the API `COCO`, indexed, for COCOeval."""
+    coco_gt = COCO()
+    coco_gt.dataset = gt_dict
+    _quiet(coco_gt.createIndex)
+    if results:
+        return coco_gt, _quiet(coco_gt.loadRes, results)
+    # loadRes fails on an empty list; an empty result set scores 0 wherever ground truth exists
+    coco_dt = COCO()
+    coco_dt.dataset = {"images": gt_dict["images"], "categories": gt_dict["categories"], "annotations": []}
+    _quiet(coco_dt.createIndex)
+    return coco_gt, coco_dt
+
+
 def detection_metrics(
     gts: Iterable[Mapping[str, Any]],
     preds: Iterable[Mapping[str, Any]],
@@ -165,20 +194,7 @@ def detection_metrics(
                 }
             )
 
-    coco_gt = COCO()
-    coco_gt.dataset = gt_dict
-    _quiet(coco_gt.createIndex)
-    if results:
-        coco_dt = _quiet(coco_gt.loadRes, results)
-    else:
-        # loadRes fails on an empty list; an empty result set scores 0 wherever ground truth exists
-        coco_dt = COCO()
-        coco_dt.dataset = {
-            "images": gt_dict["images"],
-            "categories": gt_dict["categories"],
-            "annotations": [],
-        }
-        _quiet(coco_dt.createIndex)
+    coco_gt, coco_dt = coco_pair(COCO, gt_dict, results)
 
     out: dict[str, Any] = dict.fromkeys(STAT_KEYS)
     per_class: dict[str, float | None] = dict.fromkeys(cat_ids)
@@ -310,8 +326,11 @@ class DetectionMAP(evaluate.Metric):
         return detection_metrics(references, predictions, backend=backend)
 
 
-def detection_f1(pred: list[dict[str, Any]], ref: list[dict[str, Any]], iou: float = 0.5) -> float:
-    """Per-image F1 at IoU >= 0.5, greedy by score: the per-example score the report ranks by."""
+def detection_f1(
+    pred: list[dict[str, Any]], ref: list[dict[str, Any]], iou: float = 0.5, *, by_class: bool = True
+) -> float:
+    """Per-image F1 at IoU >= 0.5, greedy by score: the per-example score the report ranks by. With
+    `by_class` False a box matches whatever its category (proposals, dense captions' regions)."""
     if not pred and not ref:
         return 1.0
     used: set[int] = set()
@@ -319,7 +338,8 @@ def detection_f1(pred: list[dict[str, Any]], ref: list[dict[str, Any]], iou: flo
     for p in sorted(pred, key=lambda o: -o.get("score", 1.0)):
         best, best_j = iou, None
         for j, g in enumerate(ref):
-            if j not in used and g["category"] == p["category"] and box_iou(p["bbox"], g["bbox"]) >= best:
+            same = not by_class or g["category"] == p["category"]
+            if j not in used and same and box_iou(p["bbox"], g["bbox"]) >= best:
                 best, best_j = box_iou(p["bbox"], g["bbox"]), j
         if best_j is not None:
             used.add(best_j)

@@ -32,7 +32,7 @@ import datasets
 import evaluate
 
 from pipeline.metrics import metric_info
-from pipeline.metrics.detection import _coco_api, _get, _quiet, _xywh, build_coco
+from pipeline.metrics.detection import _coco_api, _get, _quiet, _xywh, build_coco, coco_pair, scored_items
 
 DEFAULT_BACKEND = "pycocotools"
 STAT_KEYS = ("ar_1", "ar_10", "ar_100", "ar_small", "ar_medium", "ar_large")  # COCOeval.stats[6:12]
@@ -129,19 +129,7 @@ def proposal_recall(
     if not gt_dict["images"]:
         return out
     COCO, COCOeval = _coco_api(backend)
-    coco_gt = COCO()
-    coco_gt.dataset = gt_dict
-    _quiet(coco_gt.createIndex)
-    if results:
-        coco_dt = _quiet(coco_gt.loadRes, results)
-    else:  # loadRes fails on an empty list: an empty result set recalls nothing
-        coco_dt = COCO()
-        coco_dt.dataset = {
-            "images": gt_dict["images"],
-            "categories": gt_dict["categories"],
-            "annotations": [],
-        }
-        _quiet(coco_dt.createIndex)
+    coco_gt, coco_dt = coco_pair(COCO, gt_dict, results)
     ev = COCOeval(coco_gt, coco_dt)
     ev.params.useCats = 0
     ev.params.maxDets = [1, 10, 100]
@@ -169,17 +157,7 @@ Returns: the dict of ``proposal_recall``.
 
 
 def _fill_scores(batch: Sequence[Any] | None) -> list[list[dict[str, Any]]] | None:
-    # an Arrow row needs every field: a missing score is the default 1.0
-    if batch is None:
-        return None
-    out = []
-    for items in batch:
-        rows = []
-        for o in items or []:
-            score = _get(o, "score")
-            rows.append({"bbox": _get(o, "bbox"), "score": 1.0 if score is None else score})
-        out.append(rows)
-    return out
+    return scored_items(batch, ("bbox",))
 
 
 def _boxes(batch: Sequence[Any] | None) -> list[list[Any]] | None:

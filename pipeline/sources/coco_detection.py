@@ -87,6 +87,7 @@ from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
     COCO_SEGMENTATION,
+    check_declared_size,
     check_image,
     clip_objects,
     clip_region,
@@ -100,7 +101,6 @@ from pipeline.sources.images import (
     require_id,
     require_list,
 )
-from pipeline.sources.repairs import SIZE_DIFFERS
 from pipeline.tasks import DETECTION
 
 logger = logging.getLogger(__name__)
@@ -245,13 +245,7 @@ def _check_params(file: Path, task: str, negatives_per_image: Any) -> None:
 
 def _check_size(ctx: SourceContext, info: dict[str, Any], size: ImageSize, record: str) -> None:
     """Count an image whose JSON width/height differ from the real image (the real one wins)."""
-    declared = (info.get("width"), info.get("height"))
-    if declared != (None, None):
-        ctx.tally.count_read(SIZE_DIFFERS)
-        if declared != size:
-            ctx.tally.repair(SIZE_DIFFERS, f"{record}: JSON says {declared}, image is {size}")
-            if all(isinstance(v, int | float) and v > 0 for v in declared):
-                ctx.tally.boxes.size_differs(declared, size)
+    check_declared_size(ctx, (info.get("width"), info.get("height")), size, record, "JSON")
 
 
 def _split_crowd(

@@ -31,7 +31,7 @@ from pipeline.errors import DataError
 from pipeline.records import Box, ImageSize, Object, Region, Tally
 from pipeline.sources.context import SourceContext
 from pipeline.sources.nesting import DepthCheckedFile, check_json
-from pipeline.sources.repairs import BOX_CLIPPED, BOX_DROPPED, DEGENERATE_POLYGON, EMPTY_REGION
+from pipeline.sources.repairs import BOX_CLIPPED, BOX_DROPPED, DEGENERATE_POLYGON, EMPTY_REGION, SIZE_DIFFERS
 
 try:  # orjson parses the 450 MB COCO train JSON several times faster; json is the fallback
     import orjson as _orjson
@@ -604,3 +604,17 @@ def language_code(value: Any, *, file: str | Path, record: str | None = None) ->
         record=record,
         field="language",
     )
+
+
+def check_declared_size(
+    ctx: SourceContext, declared: tuple[Any, Any], size: ImageSize, record: str, file: str
+) -> None:
+    """Count an image whose annotation `file` declares another width/height than the real image
+    has (the real one wins; sources/repairs.py decides whether many of them fail the build)."""
+    if declared == (None, None):
+        return
+    ctx.tally.count_read(SIZE_DIFFERS)
+    if declared != size:
+        ctx.tally.repair(SIZE_DIFFERS, f"{record}: {file} says {declared}, image is {size}")
+        if all(isinstance(v, int | float) and v > 0 for v in declared):
+            ctx.tally.boxes.size_differs(declared, size)

@@ -62,6 +62,7 @@ from pipeline.records import Example, Object
 from pipeline.sources import register
 from pipeline.sources.context import SourceContext
 from pipeline.sources.images import (
+    check_declared_size,
     check_image,
     clip_objects,
     clip_region,
@@ -72,7 +73,7 @@ from pipeline.sources.images import (
     require,
     require_id,
 )
-from pipeline.sources.repairs import EMPTY_DESCRIPTION, SIZE_DIFFERS
+from pipeline.sources.repairs import EMPTY_DESCRIPTION
 
 logger = logging.getLogger(__name__)
 
@@ -242,14 +243,7 @@ def _duplicate_key(obj: Object) -> tuple[Any, ...]:
 
 
 def _check_size(ctx: SourceContext, image: _Image, size: tuple[int, int], record: str) -> None:
-    if image.declared != (None, None):
-        ctx.tally.count_read(SIZE_DIFFERS)
-        if image.declared != size:
-            ctx.tally.repair(
-                SIZE_DIFFERS, f"{record}: image_data.json says {image.declared}, image is {size}"
-            )
-            if all(isinstance(v, int | float) and v > 0 for v in image.declared):
-                ctx.tally.boxes.size_differs(image.declared, size)
+    check_declared_size(ctx, image.declared, size, record, "image_data.json")
 
 
 def _dense(

@@ -40,8 +40,7 @@ class RegionProposal(BoxTask):
             [r["image_size"] for r in rows],
         )
         for r in rows:
-            boxes = [{**o, "category": ""} for o in r["parsed"]["objects"]]
-            r["score"] = detection_f1(boxes, [{**o, "category": ""} for o in r["references"]["objects"]])
+            r["score"] = detection_f1(r["parsed"]["objects"], r["references"]["objects"], by_class=False)
         return metrics
 
     def baseline(self, rows: list[Row], train: TrainColumns) -> dict[str, Any]:
