@@ -242,10 +242,6 @@ def _duplicate_key(obj: Object) -> tuple[Any, ...]:
     return (*obj.bbox, re.sub(r"\s+", " ", obj.category).casefold())
 
 
-def _check_size(ctx: SourceContext, image: _Image, size: tuple[int, int], record: str) -> None:
-    check_declared_size(ctx, image.declared, size, record, "image_data.json")
-
-
 def _dense(
     ctx: SourceContext,
     image_id: Any,
@@ -257,7 +253,7 @@ def _dense(
     size = check_image(image.path, ctx, record=record)
     if size is None:
         return
-    _check_size(ctx, image, size, record)
+    check_declared_size(ctx, image.declared, size, record, "image_data.json")
     ctx.tally.count_read(EMPTY_DESCRIPTION, len(regions))
     objects, seen = [], set()
     for rid, phrase, obj in regions:
@@ -301,7 +297,7 @@ def _per_region(
         if size is None:
             continue
         if not checked:
-            _check_size(ctx, image, size, f"image {image_id}")
+            check_declared_size(ctx, image.declared, size, f"image {image_id}", "image_data.json")
             checked = True
         region = clip_region(obj.bbox, size, ctx.tally, record=record, written="xywh")
         if region is None:

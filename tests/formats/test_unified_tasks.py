@@ -7,7 +7,6 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.formats import florence2, pali
-from pipeline.models import florence2 as florence2_model
 from pipeline.records import Example, Object, Region
 
 SIZE = (640, 480)
@@ -20,20 +19,6 @@ WORLD = Region("world", (320.0, 240.0, 480.0, 240.0, 480.0, 288.0, 320.0, 288.0)
 
 def example(task: str, **fields) -> Example:
     return Example(id="ex1", task=task, image="/img.png", image_size=SIZE, **fields)
-
-
-@pytest.fixture(scope="module")
-def post_processed():
-    """(reference, ours): transformers' Florence2Processor.post_process_generation of a rendered
-    target under a task token, and our parse of the same target (one processor for the module)."""
-    processor = florence2_model.build_processor(["a"], image_size=64)
-
-    def run(ex: Example, task_token: str):
-        _, target = florence2.render(ex)
-        reference = processor.post_process_generation(text=target, task=task_token, image_size=SIZE)
-        return reference[task_token], florence2.parse(target, ex.task, SIZE)
-
-    return run
 
 
 def within_half_bin(got, want, bins: int) -> bool:
