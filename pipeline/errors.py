@@ -40,6 +40,7 @@ class RecipeError(UvftError, ValueError):
     def __init__(self, message: str, *, path: str | None = None, file: str | Path | None = None) -> None:
         self.path = path
         self.file = str(file) if file is not None else None
+        self.message = message  # without the file and key prefix
         prefix = ""
         if file is not None:
             prefix += f"{file}: "

@@ -37,6 +37,9 @@ from pipeline.records import TASKS
 from pipeline.safe_yaml import load_yaml, yaml_problem
 
 Family = Literal["florence2", "paligemma"]
+Schedule = Literal["cosine", "linear", "constant"]
+# The top-level key of settings for one family only (see apply_family_settings)
+BY_FAMILY = "by_family"
 
 
 def _not_bool(v: Any) -> Any:
@@ -81,6 +84,11 @@ class TinySection(_Strict):
     base_steps: Int = Field(0, ge=0)
     base_lr: Float = Field(3e-4, gt=0)
     base_sources: list[str] | None = None  # None: every training source
+    # None: the fine-tune's train.schedule. A cosine over a short base stage spends its last third
+    # at a tenth of the rate; the Florence-2 stand-in names colours only with the rate held.
+    base_schedule: Schedule | None = None
+
+    _OMIT_AT_DEFAULT = ("base_schedule",)
 
 
 class ModelSection(_Strict):
@@ -143,7 +151,7 @@ class TrainSection(_Strict):
     lr: Float = Field(1e-4, gt=0)
     weight_decay: Float = Field(0.0, ge=0)
     warmup_steps: Int = Field(0, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Schedule = "cosine"
     max_grad_norm: Float | None = Field(1.0, gt=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, no on CPU
     gradient_checkpointing: bool = False
@@ -318,7 +326,75 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(raw, dict):
         raise RecipeError("a recipe must be a YAML mapping at the top level", file=path)
     raw = apply_overrides(raw, overrides, file=path)
+    raw = apply_family_settings(raw, overrides, file=path)
     return validate(raw, file=path)
+
+
+def apply_family_settings(
+    raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), file: str | Path | None = None
+) -> dict[str, Any]:
+    """Resolve `by_family`: the settings for one model family only, e.g.
+
+        by_family:
+          florence2: {model.tiny.base_schedule: constant, train.lr: 1.0e-3}
+
+    The block of `model.family` is applied key by key, as command-line overrides are (a key may be
+    dotted or nested), and the command line's own overrides are applied again after it, so
+    `train.lr=...` on the command line wins over the recipe's family block. Every family's block is
+    checked, whichever family runs, so a mistake in one fails at once. The result has no
+    `by_family` key: a run folder keeps the recipe it ran."""
+    raw = copy.deepcopy(raw)
+    blocks = raw.pop(BY_FAMILY, None)
+    if blocks is None:
+        return raw
+    families = typing.get_args(Family)
+    if not isinstance(blocks, dict):
+        raise RecipeError("a mapping of model family to that family's settings", path=BY_FAMILY, file=file)
+    for family, block in blocks.items():
+        where = f"{BY_FAMILY}.{family}"
+        if family not in families:
+            raise RecipeError(f"unknown model family; families: {', '.join(families)}", path=where, file=file)
+        if not isinstance(block, dict):
+            raise RecipeError("a mapping of recipe keys to values", path=where, file=file)
+        if "model.family" in flatten(block):
+            raise RecipeError(
+                "the family is what chooses this block: set model.family outside it", path=where, file=file
+            )
+    chosen = (raw.get("model") or {}).get("family")
+    result = _settle(raw, chosen, blocks[chosen], overrides, file) if chosen in blocks else raw
+    validate(result, file=file)  # the recipe that runs first: its own mistakes name no block
+    for family, block in blocks.items():
+        if family != chosen:
+            try:
+                validate(_settle(raw, family, block, overrides, file), file=file)
+            except RecipeError as e:
+                raise RecipeError(
+                    f"{e.message} (with {BY_FAMILY}.{family})", path=e.path, file=file
+                ) from None
+    return result
+
+
+def _settle(
+    raw: dict[str, Any], family: str, block: dict[str, Any], overrides: Any, file: str | Path | None
+) -> dict[str, Any]:
+    """`raw` for `family`: its block's settings, then the command line's overrides again."""
+    out = copy.deepcopy(raw)
+    out.setdefault("model", {})["family"] = family
+    for key, value in (flatten(block) if block else {}).items():
+        parts = key.split(".")
+        node: Any = out
+        for depth, part in enumerate(parts[:-1]):
+            path = f"{BY_FAMILY}.{family}.{'.'.join(parts[: depth + 1])}"
+            node = _step(node, part, create=True, path=path, file=file)
+        if isinstance(node, list):
+            node[_list_index(node, parts[-1], path=f"{BY_FAMILY}.{family}.{key}", file=file)] = value
+        elif isinstance(node, dict):
+            node[parts[-1]] = copy.deepcopy(value)
+        else:
+            raise RecipeError(
+                "cannot set a key inside a scalar value", path=f"{BY_FAMILY}.{family}.{key}", file=file
+            )
+    return apply_overrides(out, overrides, file=file)
 
 
 def validate(raw: dict[str, Any], file: str | Path | None = None) -> Recipe:

@@ -379,3 +379,87 @@ def test_a_big_document_without_aliases_is_said_to_hold_too_much(monkeypatch):
     with pytest.raises(RecipeError, match=r"^the YAML expands to more than 20 values through aliases"):
         load_yaml("[&a [1, 2, 3, 4, 5], *a, *a, *a, *a]", error)
     assert load_yaml("[" + ", ".join(["1"] * 19) + "]", error) == [1] * 19  # 20 values: the list and 19
+
+
+# --- by_family: settings for one model family only ------------------------------------------------
+
+
+def _with_family_block(block: dict) -> dict:
+    raw = _demo_raw()
+    raw.pop("by_family", None)
+    raw["by_family"] = {"florence2": block}
+    return raw
+
+
+def test_a_family_block_applies_to_its_family_only(tmp_path: Path):
+    path = _write(
+        tmp_path, _with_family_block({"train.lr": 1e-3, "model": {"tiny": {"base_schedule": "constant"}}})
+    )
+    pali = load_recipe(path)
+    assert (pali.train.lr, pali.model.tiny.base_schedule) == (5e-4, None)
+    f2 = load_recipe(path, ["model.family=florence2"])
+    assert (f2.train.lr, f2.model.tiny.base_schedule) == (1e-3, "constant")
+    assert "by_family" not in dump_text(f2)  # the run folder keeps the recipe it ran
+
+
+def dump_text(recipe: Recipe) -> str:
+    from pipeline.recipe import dump
+
+    return dump(recipe)
+
+
+def test_the_command_line_wins_over_a_family_block(tmp_path: Path):
+    path = _write(tmp_path, _with_family_block({"train.lr": 1e-3, "train.steps": 1800}))
+    recipe = load_recipe(path, ["model.family=florence2", "train.lr=2e-4"])
+    assert (recipe.train.lr, recipe.train.steps) == (2e-4, 1800)
+
+
+def test_a_family_block_merges_key_by_key(tmp_path: Path):
+    path = _write(tmp_path, _with_family_block({"mixture.weights.shapes_vqa": 4.0}))
+    weights = load_recipe(path, ["model.family=florence2"]).mixture.weights
+    assert weights == {
+        "shapes_detection": 2.0,
+        "shapes_captions": 1.0,
+        "shapes_vqa": 4.0,
+        "shapes_classes": 1.0,
+    }
+
+
+def test_every_family_block_is_checked_whichever_family_runs(tmp_path: Path):
+    path = _write(tmp_path, _with_family_block({"train.lr": -1}))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)  # runs paligemma: the florence2 block is wrong all the same
+    assert e.value.path == "train.lr"
+    assert str(e.value).endswith("(with by_family.florence2)")
+    path = _write(tmp_path, _with_family_block({"train.lr_warmup": 5}))
+    with pytest.raises(RecipeError, match=r"train\.lr_warmup: no such key.*\(with by_family\.florence2\)$"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "path", "message"),
+    [
+        ({"florence": {}}, "by_family.florence", "unknown model family; families: florence2, paligemma"),
+        ({"florence2": ["train.lr=1"]}, "by_family.florence2", "a mapping of recipe keys to values"),
+        ({"florence2": {"model.family": "paligemma"}}, "by_family.florence2", "the family is what chooses"),
+        ({"florence2": {"train.steps.x": 1}}, "by_family.florence2.train.steps.x", "inside a scalar"),
+    ],
+)
+def test_a_bad_family_block_names_its_key(tmp_path: Path, blocks: dict, path: str, message: str):
+    raw = _demo_raw()
+    raw["by_family"] = blocks
+    with pytest.raises(RecipeError) as e:
+        load_recipe(_write(tmp_path, raw))
+    assert e.value.path == path
+    assert message in e.value.message
+
+
+def test_base_schedule_sets_the_base_stage_only(tmp_path: Path):
+    from pipeline.train.base_model import _base_stage
+
+    recipe = load_recipe(ROOT / "recipes/demo.yaml", ["model.tiny.base_schedule=constant"])
+    stage = _base_stage(recipe, tmp_path / "tiny")
+    assert (stage.train.schedule, recipe.train.schedule) == ("constant", "cosine")
+    default = load_recipe(ROOT / "recipes/demo.yaml")
+    assert _base_stage(default, tmp_path / "tiny").train.schedule == "cosine"
+    assert "base_schedule" not in dump_text(default)  # omitted at its default: cached base stages stay valid

@@ -77,6 +77,7 @@ def _base_stage(recipe: Recipe, tiny_folder: Path) -> Recipe:
     stage.adapter = AdapterSection(method="full", freeze_vision=False)
     stage.train.steps, stage.train.epochs = tiny.base_steps, None  # not the fine-tune's epochs
     stage.train.lr = tiny.base_lr
+    stage.train.schedule = tiny.base_schedule or stage.train.schedule
     stage.train.val_every = 0
     stage.eval.every = 0
     stage.train.trackers = []
