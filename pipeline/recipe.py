@@ -85,7 +85,7 @@ class TinySection(_Strict):
     base_lr: Float = Field(3e-4, gt=0)
     base_sources: list[str] | None = None  # None: every training source
     # None: the fine-tune's train.schedule. A cosine over a short base stage spends its last third
-    # at a tenth of the rate; the Florence-2 stand-in names colours only with the rate held.
+    # under 27% of the rate; the Florence-2 stand-in learns colour only with the rate held.
     base_schedule: Schedule | None = None
 
     _OMIT_AT_DEFAULT = ("base_schedule",)
