@@ -361,7 +361,8 @@ def apply_family_settings(
                 "the family is what chooses this block: set model.family outside it", path=where, file=file
             )
     chosen = (raw.get("model") or {}).get("family")
-    result = _settle(raw, chosen, blocks[chosen], overrides, file) if chosen in blocks else raw
+    chosen_known = isinstance(chosen, str) and chosen in blocks  # a wrong type fails in validate
+    result = _settle(raw, chosen, blocks[chosen], overrides, file) if chosen_known else raw
     validate(result, file=file)  # the recipe that runs first: its own mistakes name no block
     for family, block in blocks.items():
         if family != chosen:
