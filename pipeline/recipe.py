@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import logging
 import os
 import re
 import typing
@@ -35,6 +36,8 @@ from pydantic import (
 from pipeline.errors import RecipeError
 from pipeline.records import TASKS
 from pipeline.safe_yaml import load_yaml, yaml_problem
+
+logger = logging.getLogger(__name__)
 
 Family = Literal["florence2", "paligemma"]
 Schedule = Literal["cosine", "linear", "constant"]
@@ -363,6 +366,12 @@ def apply_family_settings(
     chosen = (raw.get("model") or {}).get("family")
     chosen_known = isinstance(chosen, str) and chosen in blocks  # a wrong type fails in validate
     result = _settle(raw, chosen, blocks[chosen], overrides, file) if chosen_known else raw
+    if chosen_known and blocks[chosen]:
+        given = {o.partition("=")[0].strip() for o in overrides}
+        settings = [f"{k}={v}" for k, v in flatten(blocks[chosen]).items() if k not in given]
+        logger.info(
+            "%s.%s sets %s", BY_FAMILY, chosen, ", ".join(settings) or "nothing the command line does not"
+        )
     validate(result, file=file)  # the recipe that runs first: its own mistakes name no block
     for family, block in blocks.items():
         if family != chosen:

@@ -408,10 +408,13 @@ def dump_text(recipe: Recipe) -> str:
     return dump(recipe)
 
 
-def test_the_command_line_wins_over_a_family_block(tmp_path: Path):
+def test_the_command_line_wins_over_a_family_block(tmp_path: Path, caplog):
     path = _write(tmp_path, _with_family_block({"train.lr": 1e-3, "train.steps": 1800}))
-    recipe = load_recipe(path, ["model.family=florence2", "train.lr=2e-4"])
+    with caplog.at_level("INFO", logger="pipeline.recipe"):
+        recipe = load_recipe(path, ["model.family=florence2", "train.lr=2e-4"])
     assert (recipe.train.lr, recipe.train.steps) == (2e-4, 1800)
+    # the log says what the block set, not what the command line overrode
+    assert caplog.messages == ["by_family.florence2 sets train.steps=1800"]
 
 
 def test_a_family_block_merges_key_by_key(tmp_path: Path):
