@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -329,27 +329,34 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(raw, dict):
         raise RecipeError("a recipe must be a YAML mapping at the top level", file=path)
     raw = apply_overrides(raw, overrides, file=path)
-    raw = apply_family_settings(raw, overrides, file=path)
-    return validate(raw, file=path)
+    raw, others = apply_family_settings(raw, overrides, file=path)
+    recipe = validate(raw, file=path)  # the recipe that runs first: its own mistakes name no block
+    for family, other in others:  # settled only now: the recipe that runs is checked first
+        try:
+            validate(other, file=path)
+        except RecipeError as e:
+            raise RecipeError(f"{e.message} (with {BY_FAMILY}.{family})", path=e.path, file=path) from None
+    return recipe
 
 
 def apply_family_settings(
     raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), file: str | Path | None = None
-) -> dict[str, Any]:
-    """Resolve `by_family`: the settings for one model family only, e.g.
+) -> tuple[dict[str, Any], Iterator[tuple[str, dict[str, Any]]]]:
+    """Resolve `by_family`, the settings for one model family only, e.g.
 
         by_family:
           florence2: {model.tiny.base_schedule: constant, train.lr: 1.0e-3}
 
     The block of `model.family` is applied key by key, as command-line overrides are (a key may be
     dotted or nested), and the command line's own overrides are applied again after it, so
-    `train.lr=...` on the command line wins over the recipe's family block. Every family's block is
-    checked, whichever family runs, so a mistake in one fails at once. The result has no
-    `by_family` key: a run folder keeps the recipe it ran."""
+    `train.lr=...` on the command line wins over the recipe's family block. Returns the recipe as
+    it runs, without `by_family` (a run folder keeps the recipe it ran), and, lazily, (family, the
+    recipe as its block would make it) for each other family, for the caller to check after the
+    recipe that runs: a mistake in any block fails at once, whichever family runs."""
     raw = copy.deepcopy(raw)
     blocks = raw.pop(BY_FAMILY, None)
     if blocks is None:
-        return raw
+        return raw, iter(())
     families = typing.get_args(Family)
     if not isinstance(blocks, dict):
         raise RecipeError("a mapping of model family to that family's settings", path=BY_FAMILY, file=file)
@@ -364,24 +371,19 @@ def apply_family_settings(
                 "the family is what chooses this block: set model.family outside it", path=where, file=file
             )
     chosen = (raw.get("model") or {}).get("family")
-    chosen_known = isinstance(chosen, str) and chosen in blocks  # a wrong type fails in validate
-    result = _settle(raw, chosen, blocks[chosen], overrides, file) if chosen_known else raw
-    if chosen_known and blocks[chosen]:
+    chosen_known = isinstance(chosen, str) and chosen in blocks  # a wrong type fails in the caller's validate
+    others = (
+        (f, _settle(raw, f, b, overrides, file)) for f, b in blocks.items() if not chosen_known or f != chosen
+    )
+    if not chosen_known:
+        return raw, others
+    if blocks[chosen]:
         given = {o.partition("=")[0].strip() for o in overrides}
         settings = [f"{k}={v}" for k, v in flatten(blocks[chosen]).items() if k not in given]
         logger.info(
             "%s.%s sets %s", BY_FAMILY, chosen, ", ".join(settings) or "nothing the command line does not"
         )
-    validate(result, file=file)  # the recipe that runs first: its own mistakes name no block
-    for family, block in blocks.items():
-        if family != chosen:
-            try:
-                validate(_settle(raw, family, block, overrides, file), file=file)
-            except RecipeError as e:
-                raise RecipeError(
-                    f"{e.message} (with {BY_FAMILY}.{family})", path=e.path, file=file
-                ) from None
-    return result
+    return _settle(raw, chosen, blocks[chosen], overrides, file), others
 
 
 def _settle(
@@ -391,19 +393,7 @@ def _settle(
     out = copy.deepcopy(raw)
     out.setdefault("model", {})["family"] = family
     for key, value in (flatten(block) if block else {}).items():
-        parts = key.split(".")
-        node: Any = out
-        for depth, part in enumerate(parts[:-1]):
-            path = f"{BY_FAMILY}.{family}.{'.'.join(parts[: depth + 1])}"
-            node = _step(node, part, create=True, path=path, file=file)
-        if isinstance(node, list):
-            node[_list_index(node, parts[-1], path=f"{BY_FAMILY}.{family}.{key}", file=file)] = value
-        elif isinstance(node, dict):
-            node[parts[-1]] = copy.deepcopy(value)
-        else:
-            raise RecipeError(
-                "cannot set a key inside a scalar value", path=f"{BY_FAMILY}.{family}.{key}", file=file
-            )
+        _set(out, key.split("."), copy.deepcopy(value), file=file, prefix=f"{BY_FAMILY}.{family}.")
     return apply_overrides(out, overrides, file=file)
 
 
@@ -540,18 +530,25 @@ def apply_overrides(
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise RecipeError(f"override {item!r} has an empty key", file=file)
-        node: Any = raw
-        for depth, part in enumerate(parts[:-1]):
-            node = _step(node, part, create=True, path=".".join(parts[: depth + 1]), file=file)
-        last = parts[-1]
-        if isinstance(node, list):
-            idx = _list_index(node, last, path=key, file=file)
-            node[idx] = value
-        elif isinstance(node, dict):
-            node[last] = value
-        else:
-            raise RecipeError("cannot set a key inside a scalar value", path=key, file=file)
+        _set(raw, parts, value, file=file)
     return raw
+
+
+def _set(
+    raw: dict[str, Any], parts: list[str], value: Any, *, file: str | Path | None, prefix: str = ""
+) -> None:
+    """Set the value at a dotted key's `parts`, creating mappings on the way; an error names the
+    key (after `prefix`: where it was written, e.g. `by_family.florence2.`)."""
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _step(node, part, create=True, path=prefix + ".".join(parts[: depth + 1]), file=file)
+    path = prefix + ".".join(parts)
+    if isinstance(node, list):
+        node[_list_index(node, parts[-1], path=path, file=file)] = value
+    elif isinstance(node, dict):
+        node[parts[-1]] = value
+    else:
+        raise RecipeError("cannot set a key inside a scalar value", path=path, file=file)
 
 
 def _override_error(key: str, file: str | Path | None) -> Callable[[str], RecipeError]:
