@@ -101,29 +101,41 @@ def spread(x: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def stage_spreads(model, processor, records: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
-    """(stage, spread, scale) through the image path, for one prompt over different images."""
+def run_hooked(
+    model, processor, records: list[dict[str, Any]], modules: dict[str, torch.nn.Module]
+) -> tuple[dict[str, Any], Any, dict[str, torch.Tensor]]:
+    """(each module's output by name, the model's output, the batch) of one forward pass over
+    `records`, all with the first record's prompt (so the image tokens sit at the same positions)."""
     model.eval()
     batch = Collator(processor, "florence2")([{**r, "prompt": records[0]["prompt"]} for r in records])
-    inner = model.model
-    out: dict[str, torch.Tensor] = {}
-
-    def keep(module: torch.nn.Module, name: str) -> Any:
-        return module.register_forward_hook(lambda m, i, o: out.__setitem__(name, o))
-
-    tower, proj = inner.vision_tower, inner.multi_modal_projector
-    hooks = [keep(conv, f"davit{k}.embed") for k, conv in enumerate(tower.convs)]
-    hooks += [keep(blocks[-1], f"davit{k}.blocks") for k, blocks in enumerate(tower.blocks)]
-    hooks += [keep(proj.image_position_embed, "pos_table"), keep(proj.image_projection, "projection")]
-    hooks += [keep(proj.image_proj_norm, "proj_norm")]
-    hooks += [keep(inner.language_model.encoder.layernorm_embedding, "enc.embed_norm")]
+    out: dict[str, Any] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o))
+        for name, m in modules.items()
+    ]
     try:
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "pixel_values")}
-        dec = batch["decoder_input_ids"]
-        res = model(**inputs, decoder_input_ids=dec)
+        res = model(**inputs, decoder_input_ids=batch["decoder_input_ids"])
     finally:
         for h in hooks:
             h.remove()
+    return out, res, batch
+
+
+@torch.no_grad()
+def stage_spreads(model, processor, records: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
+    """(stage, spread, scale) through the image path, for one prompt over different images."""
+    inner = model.model
+    tower, proj = inner.vision_tower, inner.multi_modal_projector
+    modules = {f"davit{k}.embed": conv for k, conv in enumerate(tower.convs)}
+    modules |= {f"davit{k}.blocks": blocks[-1] for k, blocks in enumerate(tower.blocks)}
+    modules |= {
+        "pos_table": proj.image_position_embed,
+        "projection": proj.image_projection,
+        "proj_norm": proj.image_proj_norm,
+        "enc.embed_norm": inner.language_model.encoder.layernorm_embedding,
+    }
+    out, res, batch = run_hooked(model, processor, records, modules)
     image = batch["input_ids"][0] == model.config.image_token_id
     text_emb = inner.language_model.shared(batch["input_ids"][:, ~image])
     rows = []
@@ -190,33 +202,22 @@ def colour_of(text: str) -> str | None:
 def probe_features(model, processor, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """One vector per image at each place of the image path: DaViT's last stage and the projector
     (mean over the image tokens), the BART encoder's output at the image tokens (mean and max)."""
-    model.eval()
-    inner, out, rows = model.model, {}, {}
-    tower, proj = inner.vision_tower, inner.multi_modal_projector
-    hooks = [tower.blocks[-1][-1].register_forward_hook(lambda m, i, o: out.__setitem__("davit", o))]
-    hooks.append(proj.image_proj_norm.register_forward_hook(lambda m, i, o: out.__setitem__("projector", o)))
-    try:
-        for start in range(0, len(records), 32):
-            chunk = records[start : start + 32]
-            batch = Collator(processor, "florence2")([{**r, "prompt": chunk[0]["prompt"]} for r in chunk])
-            inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "pixel_values")}
-            res = model(**inputs, decoder_input_ids=batch["decoder_input_ids"][:, :1])
-            image = batch["input_ids"][0] == model.config.image_token_id
-            davit = out["davit"][0] if isinstance(out["davit"], tuple) else out["davit"]
-            enc = res.encoder_last_hidden_state[:, image]
-            found = {
-                "davit (mean)": davit.float().flatten(2).mean(-1)
-                if davit.dim() == 4
-                else davit.float().mean(1),
-                "projector (mean)": out["projector"].float().mean(1),
-                "encoder image tokens (mean)": enc.float().mean(1),
-                "encoder image tokens (max)": enc.float().amax(1),
-            }
-            for k, v in found.items():
-                rows.setdefault(k, []).append(v)
-    finally:
-        for h in hooks:
-            h.remove()
+    proj = model.model.multi_modal_projector
+    modules = {"davit": model.model.vision_tower.blocks[-1][-1], "projector": proj.image_proj_norm}
+    rows: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(records), 32):
+        out, res, batch = run_hooked(model, processor, records[start : start + 32], modules)
+        image = batch["input_ids"][0] == model.config.image_token_id
+        davit = out["davit"][0] if isinstance(out["davit"], tuple) else out["davit"]
+        enc = res.encoder_last_hidden_state[:, image].float()
+        found = {
+            "davit (mean)": davit.float().flatten(2).mean(-1) if davit.dim() == 4 else davit.float().mean(1),
+            "projector (mean)": out["projector"].float().mean(1),
+            "encoder image tokens (mean)": enc.mean(1),
+            "encoder image tokens (max)": enc.amax(1),
+        }
+        for k, v in found.items():
+            rows.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in rows.items()}
 
 
