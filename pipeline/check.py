@@ -365,9 +365,14 @@ def tiny_description(recipe: Recipe) -> str:
     from pipeline import models  # torch and transformers: only when there is a tiny model to describe
 
     family, tiny = models.get(recipe.model.family), recipe.model.tiny
-    if tiny.base_steps:
-        on = ", ".join(tiny.base_sources) if tiny.base_sources is not None else "every training source"
-        base = f"given a base stage of {tiny.base_steps} steps (model.tiny.base_steps) on {on}"
+    stages = [
+        f"{s.steps} steps on {', '.join(s.sources) if s.sources is not None else 'every training source'}"
+        for s in tiny.stages()
+    ]
+    if tiny.base_stages is not None:
+        base = f"given base stages (model.tiny.base_stages) of {'; then '.join(stages)}"
+    elif stages:
+        base = f"given a base stage of {stages[0].replace(' steps', ' steps (model.tiny.base_steps)', 1)}"
     else:
         base = "with no base stage (model.tiny.base_steps: 0)"
     parameters = _millions(tiny_parameters(recipe.model.family, tiny.size))

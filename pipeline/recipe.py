@@ -74,12 +74,22 @@ class _Strict(BaseModel):
         return data
 
 
+class BaseStage(_Strict):
+    """One stage of the tiny model's base stage: `steps` of full training on `sources` (None: every
+    training source), from the stage before it (the first from the random weights)."""
+
+    steps: Int = Field(gt=0)
+    sources: list[str] | None = None
+
+
 class TinySection(_Strict):
     """The tiny model uvft builds from a config when `model.id` is null (demo and tests).
 
     `size` goes to the family's `build_tiny` (hidden sizes, layers...). With `base_steps` > 0, the
     tiny model is first fully trained for that many steps on the `base_sources` (a stand-in for
     a pretrained foundation model, built once and cached), and the LoRA fine-tune starts from it.
+    `base_stages` says the same as a list, trained in turn, each from the one before (a curriculum:
+    e.g. localisation on single shapes first, then every task); each stage is cached on its own.
     """
 
     size: dict[str, Any] = Field(default_factory=dict)
@@ -90,8 +100,29 @@ class TinySection(_Strict):
     # None: the fine-tune's train.schedule. A cosine over a short base stage spends its last third
     # under 27% of the rate; the Florence-2 stand-in learns colour only with the rate held.
     base_schedule: Schedule | None = None
+    # None: one stage, base_steps on base_sources. Stages share base_lr and base_schedule.
+    base_stages: list[BaseStage] | None = None
 
-    _OMIT_AT_DEFAULT = ("base_schedule",)
+    _OMIT_AT_DEFAULT = ("base_schedule", "base_stages")
+
+    @model_validator(mode="after")
+    def _one_way_to_say_the_stages(self) -> TinySection:
+        if self.base_stages is not None:
+            if not self.base_stages:
+                raise ValueError("base_stages: give at least one stage, or null for none")
+            if self.base_steps or self.base_sources is not None:
+                raise ValueError(
+                    "base_stages is given: leave base_steps (0) and base_sources (null) out, "
+                    "the stages say their own steps and sources"
+                )
+        return self
+
+    def stages(self) -> list[BaseStage]:
+        """The base stages in training order: base_stages, or one of base_steps on base_sources
+        (none when base_steps is 0)."""
+        if self.base_stages is not None:
+            return list(self.base_stages)
+        return [BaseStage(steps=self.base_steps, sources=self.base_sources)] if self.base_steps else []
 
 
 class ModelSection(_Strict):
@@ -299,6 +330,10 @@ class Recipe(_Strict):
         for key, given in (
             ("mixture.weights", list(self.mixture.weights or {})),
             ("model.tiny.base_sources", self.model.tiny.base_sources or []),
+            *(
+                (f"model.tiny.base_stages[{i}].sources", stage.sources or [])
+                for i, stage in enumerate(self.model.tiny.base_stages or [])
+            ),
         ):
             unknown = [n for n in given if n not in names]
             if unknown:

@@ -461,8 +461,57 @@ def test_base_schedule_sets_the_base_stage_only(tmp_path: Path):
     from pipeline.train.base_model import _base_stage
 
     recipe = load_recipe(ROOT / "recipes/demo.yaml", ["model.tiny.base_schedule=constant"])
-    stage = _base_stage(recipe, tmp_path / "tiny")
+    (step,) = recipe.model.tiny.stages()
+    stage = _base_stage(recipe, step, tmp_path / "tiny")
     assert (stage.train.schedule, recipe.train.schedule) == ("constant", "cosine")
     default = load_recipe(ROOT / "recipes/demo.yaml")
-    assert _base_stage(default, tmp_path / "tiny").train.schedule == "cosine"
+    assert _base_stage(default, step, tmp_path / "tiny").train.schedule == "cosine"
     assert "base_schedule" not in dump_text(default)  # omitted at its default: cached base stages stay valid
+    assert "base_stages" not in dump_text(default)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.tiny.base_stages=[]"], "model.tiny.base_stages: give at least one stage, or null for none"),
+        (
+            ["model.tiny.base_stages=[{steps: 5}]"],
+            "model.tiny: base_stages is given: leave base_steps (0) and base_sources (null) out",
+        ),
+        (
+            [
+                "model.tiny.base_steps=0",
+                "model.tiny.base_sources=null",
+                "model.tiny.base_stages=[{steps: 0}]",
+            ],
+            "model.tiny.base_stages.0.steps",
+        ),
+        (
+            [
+                "model.tiny.base_steps=0",
+                "model.tiny.base_sources=null",
+                "model.tiny.base_stages=[{steps: 5, sources: [nope]}]",
+            ],
+            "model.tiny.base_stages[0].sources: unknown source 'nope'",
+        ),
+    ],
+)
+def test_base_stages_are_checked(overrides: list[str], message: str):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(ROOT / "recipes/demo.yaml", overrides)
+    assert message in str(e.value)
+
+
+def test_base_stages_or_one_stage_say_the_same():
+    one = load_recipe(ROOT / "recipes/demo.yaml").model.tiny
+    listed = load_recipe(
+        ROOT / "recipes/demo.yaml",
+        [
+            "model.tiny.base_steps=0",
+            "model.tiny.base_sources=null",
+            "model.tiny.base_stages=[{steps: 2800, sources: [shapes_captions, shapes_detection]}, "
+            "{steps: 10}]",
+        ],
+    ).model.tiny
+    assert one.stages() == listed.stages()[:1] and listed.stages()[1].sources is None
+    assert load_recipe(ROOT / "recipes/demo.yaml", ["model.tiny.base_steps=0"]).model.tiny.stages() == []

@@ -1,8 +1,8 @@
 """What model a run starts from: the recipe's hub id or folder, or uvft's tiny model, built on the
-spot from the records' text and, with model.tiny.base_steps, given a base stage (full training
-that stands in for a pretrained foundation model) cached under a key of everything that decides
-it. This module decides what the base model is and where it lives; it does not train: the loop
-runs a base stage that is not cached yet (loop.base_model_path)."""
+spot from the records' text and, with model.tiny.base_steps (or base_stages), given a base stage
+(full training that stands in for a pretrained foundation model) cached under a key of everything
+that decides it. This module decides what the base model is and where it lives; it does not train:
+the loop runs the base stages that are not cached yet (loop.base_model_path)."""
 
 from __future__ import annotations
 
@@ -13,34 +13,40 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import folders, models
-from pipeline.recipe import AdapterSection, Recipe, dump, expand_path
+from pipeline.recipe import AdapterSection, BaseStage, Recipe, dump, expand_path
 
 
 @dataclass(frozen=True)
 class BaseModel:
     """The model a run starts from (`path`: a hub id or a folder) and, when that is the tiny
-    model's base stage, the recipe of the training that writes it (`stage`, whose output_dir
-    holds `path`)."""
+    model's base stage, the recipes of the trainings that write it (`stages`, in order: each
+    output_dir holds a `model` folder the next starts from; the last one's is `path`)."""
 
     path: str
-    stage: Recipe | None = None
+    stages: tuple[Recipe, ...] = ()
 
     @property
     def trained(self) -> bool:
-        """False for a base stage not cached yet: `stage` must run before `path` can be loaded."""
-        return self.stage is None or (Path(self.path) / "config.json").is_file()
+        """False for a base stage not cached yet: `stages` must run before `path` can be loaded."""
+        return all(stage_trained(s) for s in self.stages)
+
+
+def stage_trained(stage: Recipe) -> bool:
+    """Whether a base stage's model is in its cache folder."""
+    return (Path(stage.output_dir) / "model" / "config.json").is_file()
 
 
 def plan(recipe: Recipe, records: Any, accelerator: Any) -> BaseModel:
     """The recipe's model id; else the tiny model's folder (built here when it is not cached) or,
-    with model.tiny.base_steps, its base stage."""
+    with model.tiny.base_steps or base_stages, its base stages."""
     if recipe.model.id is not None:
         return BaseModel(recipe.model.id)
-    folder = _tiny_model(recipe, records, accelerator)
-    if recipe.model.tiny.base_steps == 0:
-        return BaseModel(str(folder))
-    stage = _base_stage(recipe, folder)
-    return BaseModel(str(Path(stage.output_dir) / "model"), stage)
+    start = _tiny_model(recipe, records, accelerator)
+    stages: list[Recipe] = []
+    for step in recipe.model.tiny.stages():
+        stages.append(_base_stage(recipe, step, start))
+        start = Path(stages[-1].output_dir) / "model"
+    return BaseModel(str(start), tuple(stages))
 
 
 def _tiny_model(recipe: Recipe, records: Any, accelerator: Any) -> Path:
@@ -66,25 +72,29 @@ def _tiny_model(recipe: Recipe, records: Any, accelerator: Any) -> Path:
     return folder
 
 
-def _base_stage(recipe: Recipe, tiny_folder: Path) -> Recipe:
-    """The recipe of the base stage: full training of the tiny model (a stand-in for a pretrained
-    foundation model), its output_dir a cache folder named by a key of everything that decides it."""
+def _base_stage(recipe: Recipe, step: BaseStage, start: Path) -> Recipe:
+    """The recipe of one base stage: full training of the tiny model from `start` (its random
+    weights, or the stage before), its output_dir a cache folder named by a key of everything that
+    decides it. A stage's recipe says that stage alone (base_steps, base_sources), so the first
+    stage of a list is the same cached stage as a one-stage base of its steps and sources."""
     tiny = recipe.model.tiny
     stage = recipe.model_copy(deep=True)
     stage.name, stage.output_dir = "base", None  # the fine-tune's name and folder don't decide the base
-    stage.model.id = str(tiny_folder)
+    stage.model.id = str(start)
+    stage.model.tiny.base_steps, stage.model.tiny.base_sources = step.steps, step.sources
+    stage.model.tiny.base_stages = None
     # full training, and the vision tower too: with random weights it has everything to learn
     stage.adapter = AdapterSection(method="full", freeze_vision=False)
-    stage.train.steps, stage.train.epochs = tiny.base_steps, None  # not the fine-tune's epochs
+    stage.train.steps, stage.train.epochs = step.steps, None  # not the fine-tune's epochs
     stage.train.lr = tiny.base_lr
     stage.train.schedule = tiny.base_schedule or stage.train.schedule
     stage.train.val_every = 0
     stage.eval.every = 0
     stage.train.trackers = []
-    if tiny.base_sources is not None:
-        stage.data.sources = [s for s in stage.data.sources if s.name in tiny.base_sources]
+    if step.sources is not None:
+        stage.data.sources = [s for s in stage.data.sources if s.name in step.sources]
         if stage.mixture.weights:
-            stage.mixture.weights = {k: v for k, v in stage.mixture.weights.items() if k in tiny.base_sources}
-    key = hashlib.sha256((dump(stage) + str(tiny_folder)).encode()).hexdigest()[:16]
+            stage.mixture.weights = {k: v for k, v in stage.mixture.weights.items() if k in step.sources}
+    key = hashlib.sha256((dump(stage) + str(start)).encode()).hexdigest()[:16]
     stage.output_dir = str(expand_path(recipe.data.cache_dir) / "base" / f"{recipe.model.family}-{key}")
     return stage

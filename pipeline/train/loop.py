@@ -362,20 +362,24 @@ def _summary(run: Run, *, base: str, trainable: int, total: int, dropped: int) -
 
 def base_model_path(recipe: Recipe, records: Any, *, progress: bool, accelerator: Any) -> str:
     """The model a run starts from (pipeline.train.base_model decides it). The tiny model's base
-    stage, when it is not cached yet, is trained here first."""
+    stages that are not cached yet are trained here first, in order."""
     base = base_model.plan(recipe, records, accelerator)
-    if base.stage is not None and not base.trained:
+    for i, stage in enumerate(base.stages, 1):
+        if base_model.stage_trained(stage):
+            continue
         logger.info(
-            "base stage: full training of the tiny model for %d steps (cached in %s)",
-            base.stage.train.steps,
-            base.stage.output_dir,
+            "base stage%s: full training of the tiny model for %d steps on %s (cached in %s)",
+            f" {i} of {len(base.stages)}" if len(base.stages) > 1 else "",
+            stage.train.steps,
+            ", ".join(s.name for s in stage.data.sources),
+            stage.output_dir,
         )
         # resume="auto": an interrupted base stage continues where it stopped. Another run that
         # needs the same base stage waits for this one, then finds it trained.
-        lock = folders.locked(Path(base.stage.output_dir), "uvft finetune (base stage)", wait=True)
+        lock = folders.locked(Path(stage.output_dir), "uvft finetune (base stage)", wait=True)
         with lock if _rank_zero() else contextlib.nullcontext():
-            if not base.trained:
-                train(base.stage, resume="auto", progress=progress, accelerator=accelerator, locked=True)
+            if not base_model.stage_trained(stage):
+                train(stage, resume="auto", progress=progress, accelerator=accelerator, locked=True)
     return base.path
 
 

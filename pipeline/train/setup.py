@@ -171,8 +171,9 @@ def banner(recipe: Recipe, train_ds: Any, val_size: int, params: tuple[int, int]
     else:
         tiny = recipe.model.tiny
         model = f"uvft's tiny {family} stand-in (model.id: null): random weights, not a pretrained model"
-        if tiny.base_steps:
-            model += f", after a {tiny.base_steps:,}-step base stage"
+        if tiny.stages():
+            steps = " + ".join(f"{s.steps:,}" for s in tiny.stages())
+            model += f", after a {steps}-step base stage"
     a = recipe.adapter
     adapter = f"LoRA r={a.r}, alpha={a.alpha}, preset {a.preset}" if a.method == "lora" else "full fine-tune"
     counts = Counter(train_ds["task"])

@@ -35,6 +35,7 @@ def _run(recipe_file: str, data: Path, tmp_path: Path):
             "data.demo=null",
             f"output_dir={tmp_path / 'run'}",
             "model.tiny.base_steps=0",
+            "model.tiny.base_stages=null",  # demo_all_tasks.yaml's base stage comes in two parts
             "train.steps=2",
             "train.batch_size=4",
             "train.num_workers=0",

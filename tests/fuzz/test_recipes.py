@@ -85,10 +85,21 @@ def test_the_fuzz_covers_every_section():
     assert len(CASES) > 250 and {"train.lr", "adapter.r", "data.sources.0.format", "eval.metric"} <= keys
 
 
+# lists the demo recipe leaves out, made first so that their items' keys can be set
+MAKE_LIST = {
+    "model.tiny.base_stages.": [
+        "model.tiny.base_steps=0",
+        "model.tiny.base_sources=null",
+        "model.tiny.base_stages=[{steps: 1}]",
+    ],
+}
+
+
 @pytest.mark.parametrize(("key", "value"), CASES)
 def test_a_wrong_type_is_refused_with_its_path(key, value):
+    first = [o for prefix, made in MAKE_LIST.items() if key.startswith(prefix) for o in made]
     with pytest.raises(RecipeError) as e:
-        load_recipe(DEMO, [f"{key}={value}"])
+        load_recipe(DEMO, [*first, f"{key}={value}"])
     assert f"{DEMO}: {key}" in str(e.value), str(e.value)
 
 

@@ -42,7 +42,7 @@ def test_the_tiny_model_is_built_once_in_its_cache_folder(tmp_path):
     recipe = _recipe(tmp_path, "model.tiny.base_steps=0")
     plan = base_model.plan(recipe, RECORDS, OneProcess())
     folder = Path(plan.path)
-    assert plan.stage is None and plan.trained
+    assert plan.stages == () and plan.trained
     assert folder.parent == tmp_path / "tiny" and re.fullmatch(r"paligemma-[0-9a-f]{16}", folder.name)
     assert (folder / "config.json").is_file()
     built = (folder / "config.json").stat().st_mtime_ns
@@ -54,8 +54,8 @@ def test_the_tiny_model_is_built_once_in_its_cache_folder(tmp_path):
 def test_the_base_stage_is_planned_not_trained(tmp_path, family):
     recipe = _recipe(tmp_path, f"model.family={family}", "model.tiny.base_steps=7")
     plan = base_model.plan(recipe, RECORDS, OneProcess())
-    stage = plan.stage
-    assert stage is not None and not plan.trained
+    (stage,) = plan.stages
+    assert not plan.trained
     out = Path(stage.output_dir)
     assert out.parent == tmp_path / "base" and re.fullmatch(rf"{family}-[0-9a-f]{{16}}", out.name)
     assert plan.path == str(out / "model") and not out.exists()  # nothing trained here
@@ -75,10 +75,41 @@ def test_the_base_stage_is_planned_not_trained(tmp_path, family):
 def test_the_base_stage_folder_is_keyed_by_what_decides_it(tmp_path):
     def stage_dir(*overrides: str) -> str:
         recipe = _recipe(tmp_path, "model.tiny.base_steps=7", *overrides)
-        return base_model.plan(recipe, RECORDS, OneProcess()).stage.output_dir
+        (stage,) = base_model.plan(recipe, RECORDS, OneProcess()).stages
+        return stage.output_dir
 
     first = stage_dir()
     # the fine-tune's name, folder and adapter do not decide the base: it is shared
     assert stage_dir("name=other", f"output_dir={tmp_path / 'run'}", "adapter.r=4") == first
     assert stage_dir("model.tiny.base_lr=1e-3") != first
     assert stage_dir("model.tiny.base_steps=8") != first
+
+
+def test_base_stages_chain_each_from_the_one_before(tmp_path):
+    stages = "model.tiny.base_stages=[{steps: 5, sources: [shapes_detection]}, {steps: 3, sources: null}]"
+    recipe = _recipe(tmp_path, "model.tiny.base_steps=0", "model.tiny.base_sources=null", stages)
+    first, second = base_model.plan(recipe, RECORDS, OneProcess()).stages
+    assert (first.train.steps, second.train.steps) == (5, 3)
+    assert [s.name for s in first.data.sources] == ["shapes_detection"]
+    assert first.mixture.weights == {"shapes_detection": 2.0}
+    assert [s.name for s in second.data.sources] == [s.name for s in recipe.data.sources]  # every source
+    assert Path(first.model.id).parent == tmp_path / "tiny"
+    assert second.model.id == str(Path(first.output_dir) / "model")  # the second starts from the first
+    plan = base_model.plan(recipe, RECORDS, OneProcess())
+    assert plan.path == str(Path(second.output_dir) / "model") and not plan.trained
+    # a stage's cache folder is that of the same stage alone: the first is shared with a one-stage base
+    alone = _recipe(tmp_path, "model.tiny.base_steps=5", "model.tiny.base_sources=[shapes_detection]")
+    assert base_model.plan(alone, RECORDS, OneProcess()).stages[0].output_dir == first.output_dir
+    # the first stage trained, the plan is not until the second is too
+    (Path(first.output_dir) / "model").mkdir(parents=True)
+    (Path(first.output_dir) / "model" / "config.json").write_text("{}")
+    assert base_model.stage_trained(first) and not base_model.plan(recipe, RECORDS, OneProcess()).trained
+    # the later stage's settings do not decide the earlier one's folder
+    other = _recipe(
+        tmp_path,
+        "model.tiny.base_steps=0",
+        "model.tiny.base_sources=null",
+        "model.tiny.base_stages=[{steps: 5, sources: [shapes_detection]}, {steps: 9}]",
+    )
+    again = base_model.plan(other, RECORDS, OneProcess()).stages
+    assert again[0].output_dir == first.output_dir and again[1].output_dir != second.output_dir

@@ -149,6 +149,42 @@ def test_base_stage_is_built_once_and_cached(shapes_root, cache, tmp_path, monke
     assert again.base_model == first.base_model and calls == []
 
 
+def test_base_stages_train_in_turn_each_from_the_one_before(shapes_root, cache, tmp_path, monkeypatch):
+    stages = (
+        "model.tiny.base_steps=0",
+        "model.tiny.base_sources=null",
+        # not test_base_stage_is_built_once_and_cached's stage (2 steps on captions), which the cache
+        # would share with this test's first
+        "model.tiny.base_stages=[{steps: 3, sources: [shapes_captions]}, "
+        "{steps: 2, sources: [shapes_detection]}]",
+        "train.steps=1",
+    )
+    trained = []
+    real_train = loop.train
+
+    def spy(recipe, **kwargs):
+        trained.append((recipe.model.id, recipe.train.steps, [s.name for s in recipe.data.sources]))
+        return real_train(recipe, **kwargs)
+
+    monkeypatch.setattr(loop, "train", spy)
+    run = real_train(recipe_for(shapes_root, cache, tmp_path / "a", *stages), progress=False)
+    (first_start, *_), second = trained
+    assert [t[1:] for t in trained] == [(3, ["shapes_captions"]), (2, ["shapes_detection"])]
+    assert Path(first_start).parent.name == "tiny"  # the first from the random weights...
+    first_model = Path(second[0])
+    assert first_model.name == "model" and run.base_model != str(first_model)  # ...the second from the first
+    assert Path(run.base_model).parent.parent == first_model.parent.parent  # both in the base cache
+    summaries = [
+        json.loads((Path(m).parent / "summary.json").read_text()) for m in (first_model, run.base_model)
+    ]
+    assert [s["steps"] for s in summaries] == [3, 2]
+    assert {k for e in summaries[1]["losses"] for k in e if k.startswith("loss/")} == {"loss/detection"}
+    # both cached: a second run trains no stage
+    trained.clear()
+    real_train(recipe_for(shapes_root, cache, tmp_path / "b", *stages), progress=False)
+    assert trained == []
+
+
 def test_resuming_a_finished_run_records_nothing_twice(shapes_root, cache, tmp_path):
     recipe = recipe_for(shapes_root, cache, tmp_path / "a")
     first = loop.train(recipe, progress=False)
