@@ -337,6 +337,12 @@ def test_the_tiny_stand_in_is_said_for_what_it_is():
         "model.id null: uvft's tiny stand-in Florence-2, random weights (~2.0M parameters) with no base "
         "stage (model.tiny.base_steps: 0): "
     )
+    staged = load_recipe(ROOT / "recipes/demo_all_tasks.yaml")
+    assert check.tiny_description(staged).startswith(
+        "model.id null: uvft's tiny stand-in Florence-2, random weights (~2.0M parameters) given base "
+        "stages (model.tiny.base_stages) of 2800 steps on shapes_captions, shapes_detection; then 6000 "
+        "steps on every training source: "
+    )
 
 
 # --- the verdict and finetune's early checks ------------------------------------------------------

@@ -203,6 +203,10 @@ class Size(TinySize):
     # bin, and the projector's 2-D position table (row and column) with sine-cosine ones on the
     # image features' scale (see init_geometry)
     geometry_prior: bool = True
+    # BART's learned 1-D positions (encoder and decoder) start as sine-cosine waves on the token
+    # embeddings' scale, as a pretrained model's are smooth: copying from the prompt (a phrase, a
+    # region's four location tokens) and telling x from y in a polygon need to know where one is
+    text_position_prior: bool = False
     dropout: float = 0.0  # the real checkpoints use 0.1; 0 keeps tiny-model tests deterministic
 
 
@@ -354,6 +358,8 @@ def build_tiny(out_dir: Path, texts: Iterable[str], *, image_size: int = 64, see
         model = Florence2ForConditionalGeneration(config)
     if dims.geometry_prior:
         init_geometry(model, processor.tokenizer)
+    if dims.text_position_prior:
+        init_text_positions(model)
     tok = processor.tokenizer
     # as the real checkpoints: start from </s>, force <s> first and </s> at the length limit
     model.generation_config = GenerationConfig(
@@ -386,6 +392,22 @@ def init_geometry(model, tokenizer) -> None:
     with torch.no_grad():
         for emb in (table.row_embeddings, table.column_embeddings):
             emb.weight.copy_(sincos_1d(*emb.weight.shape).to(emb.weight.dtype))
+
+
+def init_text_positions(model) -> None:
+    """BART's learned position tables (encoder, decoder) as sine-cosine waves of the position, each
+    row rescaled to the mean norm of the random rows it replaces (so no scale changes). Random rows
+    (std 0.02) are as loud as the token embeddings, but say nothing of which positions neighbour
+    which: a tiny model copying a phrase or a region from the prompt, or counting x and y in a
+    polygon, must first learn that order from its data. Rows 0-1 are BART's offset (unused)."""
+    lm = model.model.language_model
+    for table in (lm.encoder.embed_positions, lm.decoder.embed_positions):
+        offset = getattr(table, "offset", 2)
+        weight = table.weight
+        with torch.no_grad():
+            waves = sincos_1d(weight.shape[0] - offset, weight.shape[1])
+            waves *= float(weight.norm(dim=1).mean()) / float(waves.norm(dim=1).mean())
+            weight[offset:] = waves.to(weight.dtype)
 
 
 def sincos_1d(positions: int, dim: int) -> torch.Tensor:

@@ -98,3 +98,29 @@ def test_florence2_encoder_tells_where_the_shape_is(tmp_path, prior, bounds):
     for moved in (1, 2):  # diagonally, and along one axis
         apart = _set_distance(tokens[0], tokens[moved]) / token_distance
         assert bounds[0] < apart < bounds[1], (moved, apart)
+
+
+@pytest.mark.parametrize("prior", [True, False])
+def test_florence2_text_positions_start_as_waves_when_asked(tmp_path, prior):
+    """model.tiny.size.text_position_prior: BART's position tables (encoder, decoder) become
+    sine-cosine waves of the position on the random rows' scale; without it they stay random
+    (std 0.02, as BART initialises them), so neighbouring positions are no more alike than far ones."""
+    from pipeline.models.florence2 import sincos_1d
+
+    family = models.get("florence2")
+    small = {"layers": 1, "d_model": 64, "heads": 2, "ffn": 128, "vision_dims": (32, 64)}
+    out = family.build_tiny(tmp_path, ["<OD>", "a red square"], text_position_prior=prior, **small)
+    model, _ = family.load(out)
+    lm = model.model.language_model
+    for table in (lm.encoder.embed_positions.weight.detach(), lm.decoder.embed_positions.weight.detach()):
+        rows = table[2:]  # BART's offset of 2: position p is row p + 2
+        unit = torch.nn.functional.normalize(rows, dim=1)
+        near = float((unit[:-1] * unit[1:]).sum(1).mean())  # cosine of neighbouring positions
+        if prior:
+            waves = sincos_1d(rows.shape[0], rows.shape[1])
+            scale = float(rows.norm(dim=1).mean() / waves.norm(dim=1).mean())
+            assert torch.allclose(rows, (waves * scale).float(), atol=1e-6)
+            assert scale * float(waves.norm(dim=1).mean()) == pytest.approx(0.02 * math.sqrt(64), rel=0.05)
+            assert near > 0.9
+        else:
+            assert float(rows.std()) == pytest.approx(0.02, rel=0.05) and abs(near) < 0.05
