@@ -365,14 +365,16 @@ def tiny_description(recipe: Recipe) -> str:
     from pipeline import models  # torch and transformers: only when there is a tiny model to describe
 
     family, tiny = models.get(recipe.model.family), recipe.model.tiny
+    key = "model.tiny.base_stages" if tiny.base_stages is not None else "model.tiny.base_steps"
     stages = [
-        f"{s.steps} steps on {', '.join(s.sources) if s.sources is not None else 'every training source'}"
+        f"{s.steps} steps{'' if tiny.base_stages else f' ({key})'} on "
+        f"{', '.join(s.sources) if s.sources is not None else 'every training source'}"
         for s in tiny.stages()
     ]
     if tiny.base_stages is not None:
-        base = f"given base stages (model.tiny.base_stages) of {'; then '.join(stages)}"
+        base = f"given base stages ({key}) of {'; then '.join(stages)}"
     elif stages:
-        base = f"given a base stage of {stages[0].replace(' steps', ' steps (model.tiny.base_steps)', 1)}"
+        base = f"given a base stage of {stages[0]}"
     else:
         base = "with no base stage (model.tiny.base_steps: 0)"
     parameters = _millions(tiny_parameters(recipe.model.family, tiny.size))
