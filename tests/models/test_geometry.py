@@ -62,6 +62,24 @@ def test_florence2_position_table_is_sincos(tiny_path):
         assert torch.allclose(emb.weight, sincos_2d(n, 2 * dim)[::n, :dim].float())
 
 
+def test_florence2_position_table_scale_multiplies_the_waves(tmp_path):
+    """model.tiny.size.image_position_scale: the same waves, quieter (the table is added to DaViT's
+    output before the projector's LayerNorm, so it sets how much of an image token is place)."""
+    family = models.get("florence2")
+    small = {"layers": 1, "d_model": 64, "heads": 2, "ffn": 128, "vision_dims": (32, 64)}
+    tables = {}
+    for scale in (1.0, 0.4):
+        out = family.build_tiny(tmp_path / str(scale), ["<OD>"], image_position_scale=scale, **small)
+        model, _ = family.load(out)
+        embed = model.model.multi_modal_projector.image_position_embed
+        tables[scale] = [e.weight.detach() for e in (embed.row_embeddings, embed.column_embeddings)]
+    for full, quiet in zip(tables[1.0], tables[0.4], strict=True):
+        n, dim = full.shape
+        assert torch.allclose(full, sincos_2d(n, 2 * dim)[::n, :dim].float())
+        assert torch.allclose(quiet, 0.4 * full, atol=1e-7)
+        assert float(quiet.abs().max()) == pytest.approx(0.4, abs=1e-3)  # unit waves, times 0.4
+
+
 def _square_at(x: int, y: int):
     from PIL import Image, ImageDraw
 
