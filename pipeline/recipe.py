@@ -142,13 +142,25 @@ class AdapterSection(_Strict):
 
     method: Literal["lora", "full"] = "lora"
     # attention: language-model attention; attention_mlp: + its MLP; all_linear: every linear
-    # layer of the language model and the projector (never the vision tower unless unfrozen).
+    # layer of the language model and the projector (never the vision tower).
     preset: Literal["attention", "attention_mlp", "all_linear"] = "attention_mlp"
     r: Int = Field(16, gt=0)
     alpha: Int = Field(32, gt=0)
     dropout: Float = Field(0.05, ge=0.0, lt=1.0)
-    freeze_vision: bool = True
+    freeze_vision: bool = True  # false: method full trains the vision tower too
     modules_to_save: list[str] | None = None  # e.g. embeddings + lm_head when tokens were added
+
+    @model_validator(mode="after")
+    def _vision_trains_only_in_full(self) -> AdapterSection:
+        # peft freezes every weight it does not wrap, and no preset wraps the vision tower: with
+        # LoRA, freeze_vision=false would change nothing (measured: same trainable count, same run)
+        if self.method == "lora" and not self.freeze_vision:
+            raise ValueError(
+                "freeze_vision: false trains the vision tower only with adapter.method=full; LoRA's "
+                "presets never adapt it (peft freezes every weight it does not wrap), so it would stay "
+                "frozen: set adapter.method=full, or leave adapter.freeze_vision true"
+            )
+        return self
 
 
 class MixtureSection(_Strict):

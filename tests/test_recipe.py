@@ -262,6 +262,14 @@ def test_mixed_precision_no_survives_yaml():
     assert r.train.mixed_precision == "no"
 
 
+def test_an_unfrozen_vision_tower_needs_a_full_fine_tune():
+    # with LoRA nothing would train it (peft freezes what it does not wrap): refused, not ignored
+    with pytest.raises(RecipeError, match=r"adapter.freeze_vision: false trains the vision tower only with "):
+        load_recipe(ROOT / "recipes/demo.yaml", ["adapter.freeze_vision=false"])
+    full = load_recipe(ROOT / "recipes/demo.yaml", ["adapter.method=full", "adapter.freeze_vision=false"])
+    assert (full.adapter.method, full.adapter.freeze_vision) == ("full", False)
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
