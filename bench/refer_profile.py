@@ -25,6 +25,8 @@ from common import report
 from pycocotools import mask as mask_utils
 
 from pipeline.demo.draw import COLORS, SHAPES
+from pipeline.metrics import box_iou
+from pipeline.metrics.segmentation import polygons_to_rle, usable_polygon
 
 
 def phrase_kind(phrase: str) -> str:
@@ -38,18 +40,14 @@ def phrase_kind(phrase: str) -> str:
     return "side of any shape" if "shape" in words else "side of a class"
 
 
-def box_iou(a: list[float], b: list[float]) -> float:
-    """IoU of two (x1, y1, x2, y2) boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def _mask(polygons: list[list[float]], width: int, height: int) -> Any | None:
+    """The union of the usable polygons as RLE, as the segmentation metric draws them; None if none."""
+    usable = [p for p in polygons if usable_polygon(p)]
+    return polygons_to_rle(usable, width, height) if usable else None
 
 
-def _rle(polygons: list[list[float]], height: int, width: int) -> Any | None:
-    polygons = [p for p in polygons if len(p) >= 6]
-    return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)) if polygons else None
+def _mask_iou(a: Any, b: Any) -> float:
+    return float(mask_utils.iou([a], [b], [0])[0][0])
 
 
 def scene_objects(instances: Path) -> dict[str, list[dict[str, Any]]]:
@@ -63,12 +61,13 @@ def scene_objects(instances: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def profile(rows: list[dict[str, Any]], objects: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """{task: {group: [n, landed, mean IoU, IoU where landed]}} and the polygons' vertex counts."""
+    """{task: {group: [n, landed, mean IoU, IoU where landed]}} and the polygons' vertex counts
+    ({class: {vertices: outputs}})."""
     groups: dict[str, dict[str, list[tuple[bool, float]]]] = {
         "grounding": defaultdict(list),
         "segmentation": defaultdict(list),
     }
-    vertices: Counter = Counter()
+    vertices: dict[str, Counter] = defaultdict(Counter)  # class -> vertex count -> outputs
     for r in rows:
         if r["task"] not in groups:
             continue
@@ -86,16 +85,12 @@ def profile(rows: list[dict[str, Any]], objects: dict[str, list[dict[str, Any]]]
             best = max((box_iou(found[0]["bbox"], b) for b in boxes), default=0.0) if found else 0.0
         else:
             polygons = r["parsed"].get("polygons", [])
-            vertices[(target["category"], sum(len(p) // 2 for p in polygons))] += 1
-            written = _rle(polygons, height, width)
-            truth = _rle(r["references"]["polygons"], height, width)
-            iou = float(mask_utils.iou([written], [truth], [0])[0][0]) if written is not None else 0.0
-            shapes = [_rle(a["segmentation"], height, width) for a in scene]
-            best = (
-                max(float(mask_utils.iou([written], [s], [0])[0][0]) for s in shapes)
-                if written is not None
-                else 0.0
-            )
+            vertices[target["category"]][sum(len(p) // 2 for p in polygons)] += 1
+            written = _mask(polygons, width, height)
+            truth = _mask(r["references"]["polygons"], width, height)
+            shapes = [_mask(a["segmentation"], width, height) for a in scene]
+            iou = _mask_iou(written, truth) if written is not None else 0.0
+            best = max(_mask_iou(written, m) for m in shapes) if written is not None else 0.0
         landed = iou > 0 and iou >= best - 1e-9
         for group in (
             f"class: {target['category']}",
@@ -115,7 +110,10 @@ def profile(rows: list[dict[str, Any]], objects: dict[str, list[dict[str, Any]]]
         }
         for task, by in groups.items()
     }
-    return {"table": table, "vertices": {f"{k[0]} {k[1]}": n for k, n in sorted(vertices.items())}}
+    return {
+        "table": table,
+        "vertices": {kind: dict(sorted(c.items())) for kind, c in sorted(vertices.items())},
+    }
 
 
 def main() -> None:
@@ -136,9 +134,7 @@ def main() -> None:
         for task, by in result["table"].items()
         for group, (n, landed, iou, where) in by.items()
     ]
-    counts: Counter = Counter()
-    for key, n in result["vertices"].items():
-        counts[int(key.rsplit(" ", 1)[1])] += n
+    counts = sum((Counter(c) for c in result["vertices"].values()), Counter())
     print(f"{path}; polygon vertices written: " + ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
     seg = result["table"]["segmentation"]["all"]
     report(
