@@ -219,7 +219,7 @@ def _loop(run: Run, *, progress: bool) -> None:
                 }
                 state.losses.append(entry)
                 _log(acc, {k: v for k, v in entry.items() if k != "step"}, step)
-                tasks = " ".join(f"{t[:4]} {v:.2f}" for t, v in per_task.items())
+                tasks = " ".join(f"{short_task(t)} {v:.2f}" for t, v in per_task.items())
                 bar.set_postfix_str(f"loss {entry['loss']:.3f} | {tasks} | {rate:.1f} samples/s")
             if due(step, cfg.val_every, cfg.steps):
                 _record_val(run, step)
@@ -381,6 +381,14 @@ def base_model_path(recipe: Recipe, records: Any, *, progress: bool, accelerator
             if not base_model.stage_trained(stage):
                 train(stage, resume="auto", progress=progress, accelerator=accelerator, locked=True)
     return base.path
+
+
+def short_task(task: str) -> str:
+    """A task's name in the progress bar: its last word's first 4 letters after the other words'
+    initials ("detection" -> "dete", "region_to_category" -> "rtcate"), so the region tasks stay
+    apart where a 4-letter prefix made them all "regi"."""
+    *head, last = task.split("_")
+    return "".join(w[0] for w in head) + last[:4]
 
 
 def _rank_zero() -> bool:

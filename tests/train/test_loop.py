@@ -345,3 +345,16 @@ def test_train_state_round_trips_through_a_checkpoint_dict():
 def test_the_run_is_built_with_keywords_only():
     with pytest.raises(TypeError, match="positional"):
         Run(None, None)  # twenty fields, several of one type: an order is too easy to get wrong
+
+
+def test_every_task_has_its_own_name_in_the_progress_bar():
+    from pipeline import tasks
+    from pipeline.train.loop import short_task
+
+    shorts = [short_task(t) for t in tasks.names()]
+    assert len(set(shorts)) == len(shorts), shorts
+    assert [short_task(t) for t in ("detection", "region_to_category", "region_proposal")] == [
+        "dete",
+        "rtcate",
+        "rprop",
+    ]
