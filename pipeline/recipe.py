@@ -311,10 +311,15 @@ class DataSection(_Strict):
     # Sources without the validation split (train.val_split) give it this fraction of their training
     # images, drawn by image (all of an image's records go one way) with data.seed; 0: none carved.
     val_fraction: Float = Field(0.0, ge=0.0, lt=1.0)
+    # Polygon targets (segmentation, region -> mask) simplified to within this many pixels of the
+    # source's outline (Douglas-Peucker; formats/outline.py), 0: as the source has them. Each vertex
+    # is two location tokens: a traced outline spends them on sub-pixel steps. Scoring keeps the
+    # source's polygons.
+    polygon_tolerance: Float = Field(0.0, ge=0.0)
     demo: DemoSection | None = None
     sources: list[SourceSection] = Field(min_length=1)
 
-    _OMIT_AT_DEFAULT = ("max_repair_fraction", "val_fraction")
+    _OMIT_AT_DEFAULT = ("max_repair_fraction", "val_fraction", "polygon_tolerance")
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataSection:

@@ -271,6 +271,7 @@ def test_the_defaults_the_readme_lists_are_the_schemas():
         "max_skip_fraction",
         "max_repair_fraction",
         "val_fraction",
+        "polygon_tolerance",
     ):
         assert first[key] == recipe.DataSection.model_fields[key].default, key
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from pipeline import __version__, folders, formats, sources
 from pipeline.errors import DataError
-from pipeline.formats import reserved
+from pipeline.formats import outline, reserved
 from pipeline.recipe import Recipe, expand_path, reader_params
 from pipeline.records import DEFAULT_LANGUAGE, Example, RecordColumns, Tally, record_features
 from pipeline.sources import repairs
@@ -62,6 +62,8 @@ class BuildStats:
     licenses: dict[str, str] = field(default_factory=dict)  # source -> license (from its card)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # data.polygon_tolerance at work: {"tolerance", "outline" (vertices read), "target" (kept)}
+    polygon_vertices: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class BuildStats:
             "licenses": self.licenses,
             "warnings": self.warnings,
             "seconds": self.seconds,
+            **({"polygon_vertices": self.polygon_vertices} if self.polygon_vertices else {}),
         }
 
     @classmethod
@@ -109,6 +112,7 @@ class BuildStats:
             licenses=d["licenses"],
             warnings=d["warnings"],
             seconds=d["seconds"],
+            polygon_vertices=d.get("polygon_vertices", {}),
         )
 
 
@@ -206,6 +210,8 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
     # captions and VQAv2 name the same images
     image_checks: dict[str, Any] = {}
     paths = Paths()
+    tolerance = recipe.data.polygon_tolerance
+    vertices = [0, 0]  # polygon target vertices before and after data.polygon_tolerance
 
     def flush(split: str) -> None:
         if split not in writers:
@@ -239,7 +245,10 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                         if rid in seen_ids:
                             raise DataError("duplicate example id", file=src.name, record=item.id, field="id")
                         seen_ids.add(rid)
-                        prompt, target = fmt.render(item)
+                        shown, before, after = outline.simplified(item, tolerance)
+                        vertices[0] += before
+                        vertices[1] += after
+                        prompt, target = fmt.render(shown)
                         columns = pending.get(ex_split)
                         if columns is None:
                             columns = pending[ex_split] = RecordColumns()
@@ -269,6 +278,8 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
         for split in list(pending):
             if len(pending[split]):
                 flush(split)
+        if vertices[0]:
+            stats.polygon_vertices = {"tolerance": tolerance, "outline": vertices[0], "target": vertices[1]}
         for writer in writers.values():
             writer.finalize()
     finally:
@@ -616,6 +627,11 @@ def print_stats(result: BuildResult, console: Any | None = None) -> None:
         console.print(tt)
     else:
         console.print("target length in tokens: no tokenizer available for this recipe (model.tokenizer)")
+    if v := stats.polygon_vertices:
+        console.print(
+            f"polygon targets within {v['tolerance']:g} px of their outlines (data.polygon_tolerance): "
+            f"{v['outline']:,} vertices -> {v['target']:,}; records keep the outlines for scoring"
+        )
     for source, lic in sorted(stats.licenses.items()):
         console.print(f"license of {source}: {lic}")
     for w in stats.warnings:

@@ -3,13 +3,15 @@ rendered for Florence-2, and refused for PaliGemma where it has no prompt for th
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from rich.console import Console
 
-from pipeline.data.build import build
+from pipeline.data.build import build, print_stats
 from pipeline.errors import DataError
 from pipeline.recipe import load_recipe
 
@@ -160,3 +162,36 @@ def test_a_card_counts_a_readers_default_task_unless_it_names_the_other(tmp_path
     )
     assert _card_key(src("refcoco", task="grounding"), "train") == "refcoco"  # refcoco's default
     assert _card_key(src("jsonl"), "train") == "jsonl"
+
+
+def test_polygon_tolerance_simplifies_the_target_and_keeps_the_outline(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (100, 50), (10, 20, 30)).save(root / "images" / "1.jpg")
+    # a square traced point by point, as annotation tools write outlines, wobbling under a pixel
+    traced = [0, 0, 10, 0.3, 20, 0, 30, 0.2, 40, 0, 40, 20, 40, 40, 20, 40, 0, 40, 0, 20]
+    coco = {
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 100, "height": 50}],
+        "categories": [{"id": 1, "name": "tile"}],
+        "annotations": [
+            {"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, 40, 40], "segmentation": [traced]}
+        ],
+    }  # fmt: skip
+    (root / "instances.json").write_text(json.dumps(coco))
+    source = _COCO.format(name="masks", task="region_to_segmentation", extra="")
+    recipe = _recipe(tmp_path, root, "florence2", source)
+    corners = "<loc_0><loc_0><loc_400><loc_0><loc_400><loc_800><loc_0><loc_800>"
+    for tolerance, target, vertices in (
+        (1.0, corners, {"tolerance": 1.0, "outline": 10, "target": 4}),
+        (0.0, "<loc_0><loc_0><loc_100><loc_6><loc_200><loc_0><loc_300><loc_4><loc_400><loc_0>"
+              "<loc_400><loc_400><loc_400><loc_800><loc_200><loc_800><loc_0><loc_800><loc_0><loc_400>", {}),
+    ):  # fmt: skip
+        result = build(load_recipe(recipe, [f"data.polygon_tolerance={tolerance}"]), progress=False)
+        (row,) = result.load()["train"].to_list()
+        assert row["target"] == target
+        assert row["polygons"] == [[float(v) for v in traced]]  # scored against the source's outline
+        assert result.stats.polygon_vertices == vertices
+        out = io.StringIO()
+        print_stats(result, Console(file=out, width=200))
+        said = "polygon targets within 1 px of their outlines (data.polygon_tolerance): 10 vertices -> 4"
+        assert (said in out.getvalue()) == bool(vertices)
