@@ -80,3 +80,37 @@ def test_the_gpu_benchmark_runs_its_code_on_the_cpu(tmp_path):
     expected += ["loop/florence2/eager", "loop/florence2/train.compile"]
     assert list(summary) == expected
     assert all(v["mfu"] > 0 and v["s_per_step"] > 0 for v in summary.values())
+
+
+def test_region_probe_reads_the_cells_under_a_box():
+    from region_probe import cells_under
+
+    assert cells_under((0, 0, 8, 8), (64, 64), 8) == [0]  # a box ending on a cell edge stays in its cell
+    assert cells_under((7, 0, 9, 8), (64, 64), 8) == [0, 1]
+    assert cells_under((60, 60, 64, 64), (64, 64), 8) == [63]
+    assert cells_under((16, 24, 40, 33), (64, 64), 8) == [26, 27, 28, 34, 35, 36]
+    assert cells_under((0, 0, 32, 16), (128, 64), 8) == [0, 1, 8, 9]  # x and y scale apart
+
+
+def test_region_probe_reads_each_scenes_shapes(tmp_path):
+    from region_probe import scene_regions
+
+    from pipeline.demo import shapes
+    from pipeline.demo.draw import COLORS, SHAPES
+
+    shapes.generate(
+        tmp_path, n_train=4, n_val=2, seed=3, progress=False, extra_tasks=["refer", "ocr", "regions"]
+    )
+    instances = json.loads((tmp_path / "refer" / "instances.json").read_text())
+    for split, n in (("train", 4), ("val", 2)):
+        scenes = scene_regions(tmp_path, split, limit=10)
+        assert len(scenes) == n
+        for scene in scenes:
+            assert Path(scene["image"]).is_file() and scene["size"] == (64, 64)
+            assert 2 <= len(scene["shapes"]) <= 3
+            for s in scene["shapes"]:
+                assert s["colour"] in COLORS and s["kind"] in SHAPES
+                x1, y1, x2, y2 = s["box"]
+                assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
+    shown = sum(len(s["shapes"]) for split in ("train", "val") for s in scene_regions(tmp_path, split, 10))
+    assert shown == len(instances["annotations"])  # every shape of every scene
