@@ -33,6 +33,7 @@ from pipeline.errors import UvftError
 from pipeline.evaluation.run import sample_notes
 from pipeline.evaluation.score import metric_at, same_records
 from pipeline.models.spec import ModelSpec, weights_folder
+from pipeline.models.vqvae import MASK_VAE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -527,7 +528,8 @@ def stage(
             _write_merged(source, tmp)
             spec = ModelSpec(**{**spec.__dict__, "method": "merged", "base_model": published_base or ""})
         else:
-            for name in (*ADAPTER_FILES, *PROCESSOR_FILES) if is_adapter else _model_files(weights):
+            names = (*ADAPTER_FILES, *PROCESSOR_FILES) if is_adapter else _model_files(weights)
+            for name in (*names, MASK_VAE_FILE):  # the mask codec, when the model writes masks as codes
                 if (weights / name).is_file():
                     shutil.copy2(weights / name, tmp / name)
             if is_adapter:
@@ -686,6 +688,8 @@ def _write_merged(source: Path, out: Path) -> loader.Loaded:
     model = m.model.merge_and_unload() if m.is_adapter else m.model
     save_base(model, m.processor, out)
     m.generation_config.save_pretrained(out)
+    if m.folder is not None and (m.folder / MASK_VAE_FILE).is_file():  # the codec its masks need
+        shutil.copy2(m.folder / MASK_VAE_FILE, out / MASK_VAE_FILE)
     return m
 
 

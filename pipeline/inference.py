@@ -37,6 +37,7 @@ class Model:
     generation_config: Any
     folder: Path  # where the weights were read from
     kind: str  # "adapter", "full" or "merged" (pipeline.loader.Loaded)
+    mask_vae: Any = None  # the codec of masks written as codes, saved with the model (models.vqvae)
 
     @property
     def is_adapter(self) -> bool:
@@ -168,6 +169,7 @@ class Model:
             rows,
             generation_config=self.generation_config,
             batch_size=batch_size,
+            mask_vae=self.mask_vae,
             progress=False,
         )
         # closed-set classification over the given or the training classes, as uvft eval scores it
@@ -221,6 +223,7 @@ def load_model(
         generation_config=m.generation_config,
         folder=m.folder,
         kind=m.kind,
+        mask_vae=m.mask_vae,
     )
 
 
@@ -358,6 +361,7 @@ def draw_prediction(image: str | Path, result: dict[str, Any]) -> Any:
             "parsed": {
                 "objects": objects,
                 "polygons": result.get("polygons", []),
+                "mask": result.get("mask"),
                 "regions": result.get("regions", []),
             },
         }

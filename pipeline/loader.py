@@ -65,6 +65,13 @@ class Loaded:
     _spec: ModelSpec | None = field(default=None, repr=False)
 
     @functools.cached_property
+    def mask_vae(self) -> Any:
+        """The codec saved with the weights when the model writes masks as codes (models.vqvae), or None."""
+        from pipeline.models import vqvae
+
+        return vqvae.in_folder(self.folder)
+
+    @functools.cached_property
     def spec(self) -> ModelSpec:
         if self._spec is not None:
             return self._spec

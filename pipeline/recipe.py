@@ -134,6 +134,11 @@ class ModelSection(_Strict):
     tokenizer: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, else fp32
     attn_implementation: str | None = None  # e.g. sdpa, eager, flash_attention_2
+    # PaliGemma's mask codec (pipeline.data.mask_codes): "oid" (big_vision's vae-oid.npz, fetched once),
+    # a .npz / .safetensors path, or "stand-in" (fitted on the training masks); None: "stand-in" for
+    # the tiny model (id null or a folder in data.cache_dir), else "oid". Read only when PaliGemma
+    # trains segmentation.
+    mask_vae: str | None = None
     tiny: TinySection = Field(default_factory=TinySection)
 
 

@@ -88,6 +88,9 @@ class Example:
     phrase: str | None = None
     # segmentation: the referred object's mask as COCO polygons (flat [x1, y1, x2, y2, ...] in pixels)
     polygons: list[list[float]] = field(default_factory=list)
+    # segmentation for a family that writes a mask as codes (PaliGemma's 16 `<segNNN>`): the codes
+    # of the mask in its box (pipeline.models.vqvae), made by the build, never by a source
+    mask_codes: list[int] = field(default_factory=list)
     text: str | None = None  # ocr: all the text of the image in reading order
     regions: list[Region] = field(default_factory=list)  # ocr: text with quads (OCR with regions)
     language: str | None = None  # caption, vqa: ISO 639-1 code of the text; None: English

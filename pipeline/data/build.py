@@ -28,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pipeline import __version__, folders, formats, sources
+from pipeline.data import mask_codes
 from pipeline.errors import DataError
 from pipeline.formats import outline, reserved
 from pipeline.recipe import Recipe, expand_path, reader_params
@@ -64,6 +65,8 @@ class BuildStats:
     seconds: float = 0.0
     # data.polygon_tolerance at work: {"tolerance", "outline" (vertices read), "target" (kept)}
     polygon_vertices: dict[str, float] = field(default_factory=dict)
+    # the codec that made the mask codes (PaliGemma segmentation): {"name", "path", "sha256", ...}
+    mask_vae: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,7 @@ class BuildStats:
             "warnings": self.warnings,
             "seconds": self.seconds,
             **({"polygon_vertices": self.polygon_vertices} if self.polygon_vertices else {}),
+            **({"mask_vae": self.mask_vae} if self.mask_vae else {}),
         }
 
     @classmethod
@@ -113,6 +117,7 @@ class BuildStats:
             warnings=d["warnings"],
             seconds=d["seconds"],
             polygon_vertices=d.get("polygon_vertices", {}),
+            mask_vae=d.get("mask_vae", {}),
         )
 
 
@@ -204,7 +209,7 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
     root = expand_path(recipe.data.root)
     features = record_features()
     writers: dict[str, ArrowWriter] = {}
-    pending: dict[str, RecordColumns] = {}
+    pending_columns: dict[str, RecordColumns] = {}
     seen_ids: set[tuple[str, str, str]] = set()
     # every source of the build shares the image verdicts and resolved folders: COCO detection,
     # captions and VQAv2 name the same images
@@ -212,12 +217,23 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
     paths = Paths()
     tolerance = recipe.data.polygon_tolerance
     vertices = [0, 0]  # polygon target vertices before and after data.polygon_tolerance
+    # masks written as codes wait for the codec: rendered after the pass (mask_codes)
+    pending = mask_codes.Pending(recipe, fmt)
+
+    def append(item: Example, ex_split: str, ex_row: SourceSplitStats, prompt: str, target: str) -> None:
+        columns = pending_columns.get(ex_split)
+        if columns is None:
+            columns = pending_columns[ex_split] = RecordColumns()
+        columns.append(item, family, prompt, target)
+        ex_row.records[item.task] += 1
+        if len(columns) >= _CHUNK:
+            flush(ex_split)
 
     def flush(split: str) -> None:
         if split not in writers:
             writers[split] = ArrowWriter(features=features, path=str(folder / f"{split}.arrow"))
-        writers[split].write_table(pending[split].to_table())
-        pending[split] = RecordColumns()
+        writers[split].write_table(pending_columns[split].to_table())
+        pending_columns[split] = RecordColumns()
 
     try:
         for src in recipe.data.sources:
@@ -245,17 +261,13 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                         if rid in seen_ids:
                             raise DataError("duplicate example id", file=src.name, record=item.id, field="id")
                         seen_ids.add(rid)
+                        if mask_codes.wants_codes(fmt, item):
+                            pending.add(item, (ex_split, ex_row))
+                            continue
                         shown, before, after = outline.simplified(item, tolerance)
                         vertices[0] += before
                         vertices[1] += after
-                        prompt, target = fmt.render(shown)
-                        columns = pending.get(ex_split)
-                        if columns is None:
-                            columns = pending[ex_split] = RecordColumns()
-                        columns.append(item, family, prompt, target)
-                        ex_row.records[item.task] += 1
-                        if len(columns) >= _CHUNK:
-                            flush(ex_split)
+                        append(item, ex_split, ex_row, *fmt.render(shown))
                 bar.close()
                 carved = sum(
                     r.examples for r in stats.rows if r.source == src.name and r.carved_from == split
@@ -275,8 +287,11 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                         logger.warning(warning)
                         stats.warnings.append(warning)
 
-        for split in list(pending):
-            if len(pending[split]):
+        stats.mask_vae, coded = pending.finish(progress=progress)
+        for item, (ex_split, ex_row) in coded:
+            append(item, ex_split, ex_row, *fmt.render(item))
+        for split in list(pending_columns):
+            if len(pending_columns[split]):
                 flush(split)
         if vertices[0]:
             stats.polygon_vertices = {"tolerance": tolerance, "outline": vertices[0], "target": vertices[1]}
@@ -490,6 +505,10 @@ def cache_key(recipe: Recipe) -> str:
             h.update(f.read_bytes())
     h.update((pkg / "records.py").read_bytes())
     h.update(Path(__file__).read_bytes())
+    if getattr(formats.get(recipe.model.family), "MASK_CODES", 0):  # the codec decides the targets
+        h.update(mask_codes.key(recipe).encode())
+        for module in (mask_codes, mask_codes.vqvae):
+            h.update(Path(module.__file__).read_bytes())
     root = expand_path(recipe.data.root)
     for src in recipe.data.sources:
         reader = sources.get(src.format)
@@ -631,6 +650,12 @@ def print_stats(result: BuildResult, console: Any | None = None) -> None:
         console.print(
             f"polygon targets within {v['tolerance']:g} px of their outlines (data.polygon_tolerance): "
             f"{v['outline']:,} vertices -> {v['target']:,}; records keep the outlines for scoring"
+        )
+    if m := stats.mask_vae:
+        fitted = f", fitted on {m['masks']:,} training masks" if "masks" in m else ""
+        console.print(
+            f"mask codes by the {m['name']} VQ-VAE (model.mask_vae){fitted}: {m['path']} "
+            f"(sha256 {m['sha256'][:12]}…)"
         )
     for source, lic in sorted(stats.licenses.items()):
         console.print(f"license of {source}: {lic}")

@@ -15,8 +15,11 @@ from pipeline.recipe import Recipe
 
 
 class GenerationEvaluator:
-    def __init__(self, recipe: Recipe, split_ds: Any, processor: Any, accelerator: Any) -> None:
+    def __init__(
+        self, recipe: Recipe, split_ds: Any, processor: Any, accelerator: Any, mask_vae: Any = None
+    ) -> None:
         self.recipe, self.processor, self.accelerator = recipe, processor, accelerator
+        self.mask_vae = mask_vae  # the records' mask codec, when masks are written as codes
         # a seeded sample that spreads over every class and source (the first records of a task
         # may all be one class: an ImageFolder split is sorted by class)
         self.sample = sample_split(split_ds, recipe.eval.per_task, recipe.eval.seed)
@@ -34,7 +37,14 @@ class GenerationEvaluator:
             self.gen = eval_generation_config(unwrapped, self.recipe)
         family, cfg = self.recipe.model.family, self.recipe.eval
         rows = predict(
-            unwrapped, self.processor, family, self.rows, cfg, generation_config=self.gen, progress=False
+            unwrapped,
+            self.processor,
+            family,
+            self.rows,
+            cfg,
+            generation_config=self.gen,
+            mask_vae=self.mask_vae,
+            progress=False,
         )
         failpoint("eval.generate")
         model.train()

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from pipeline import formats, models, tasks
 from pipeline.errors import UvftError
 from pipeline.formats.loc import LocScheme
-from pipeline.models import pixels
+from pipeline.models import pixels, vqvae
 from pipeline.models.generation import generation_config
 from pipeline.models.loss import token_losses
 from pipeline.recipe import EvalSection, Recipe
@@ -78,10 +78,12 @@ def generate(
     *,
     generation_config: Any,
     batch_size: int = 16,
+    mask_vae: vqvae.MaskVQVAE | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Generate for every record; return one dict per record (input order) with the generated text,
-    the parsed prediction (boxes with scores) and the tokens' log-probabilities."""
+    the parsed prediction (boxes with scores; masks written as codes decoded by `mask_vae`) and the
+    tokens' log-probabilities."""
     fmt = formats.get(family)
     device = next(model.parameters()).device
     model.eval()
@@ -106,6 +108,8 @@ def generate(
             ids_kept = [i for i, _ in keep]
             text = tok.decode(ids_kept, skip_special_tokens=False)
             pred = fmt.parse(text, r["task"], tuple(r["image_size"]))
+            if pred.mask_codes:
+                pred.mask = _decoded(mask_vae, pred, tuple(r["image_size"]))
             token_strs = tok.convert_ids_to_tokens(ids_kept)
             confidences = box_scores(
                 token_strs, [lp for _, lp in keep], len(pred.objects), pred.errors, fmt.LOCATIONS
@@ -118,6 +122,16 @@ def generate(
         bar.update(len(batch))
     bar.close()
     return [results[r["id"] + "\0" + r["source"]] for r in records]
+
+
+def _decoded(vae: vqvae.MaskVQVAE | None, pred: Any, size: tuple[int, int]) -> dict[str, Any]:
+    if vae is None:
+        raise UvftError(
+            "this model writes masks as VQ-VAE codes and no codec was given to decode them: a trained "
+            f"model keeps its own ({vqvae.MASK_VAE_FILE} beside its weights); evaluation uses the one the "
+            "records were built with (model.mask_vae)"
+        )
+    return vqvae.decode_mask(vae, [o.bbox for o in pred.objects], pred.mask_codes, size)
 
 
 @torch.no_grad()
@@ -166,10 +180,12 @@ def predict(
     cfg: EvalSection,
     *,
     generation_config: Any,
+    mask_vae: Any = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Generate and parse for every record (and score class names for closed-set classification);
-    return the generations.jsonl rows, in input order."""
+    return the generations.jsonl rows, in input order. `mask_vae`: the codec of masks written as
+    codes (models.vqvae), which decodes them."""
     outs = generate(
         model,
         processor,
@@ -177,6 +193,7 @@ def predict(
         rows_in,
         generation_config=generation_config,
         batch_size=cfg.batch_size,
+        mask_vae=mask_vae,
         progress=progress,
     )
     rows = [

@@ -18,6 +18,7 @@ from pipeline.data.build import build
 from pipeline.errors import UvftError
 from pipeline.evaluation.predict import eval_generation_config, predict
 from pipeline.evaluation.score import same_records, sample_split, score_tasks, trivial_baselines
+from pipeline.models import vqvae
 from pipeline.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def evaluate_run(
     fine-tune's folder) on a split; return (out dir, metrics)."""
     if limit is not None and limit < 1:
         raise UvftError(f"--limit {limit}: evaluate at least one record per task (or no --limit for all)")
-    records = build(recipe, progress=progress).load()
+    built = build(recipe, progress=progress)
+    records = built.load()
     if split not in records:
         raise UvftError(f"split {split!r} is not in the records: {sorted(records)}")
     ds = records[split]
@@ -78,8 +80,17 @@ def evaluate_run(
     if batch_size is not None:
         recipe = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"batch_size": batch_size})})
     started = time.perf_counter()
+    # masks written as codes are decoded with the codec the records' codes were made with
+    mask_vae = vqvae.load(built.stats.mask_vae["path"]) if built.stats.mask_vae else None
     rows = predict(
-        model, processor, recipe.model.family, rows_in, recipe.eval, generation_config=gen, progress=progress
+        model,
+        processor,
+        recipe.model.family,
+        rows_in,
+        recipe.eval,
+        generation_config=gen,
+        mask_vae=mask_vae,
+        progress=progress,
     )
     metrics = score_tasks(rows, {f"{r['source']}/{r['id']}": r for r in rows_in})
     if recipe.data.train_split in records:

@@ -9,6 +9,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.families import FAMILY_MODULES
@@ -24,6 +25,10 @@ class Prediction:
     objects: list[Object] = field(default_factory=list)  # detection, grounding
     polygons: list[list[float]] = field(default_factory=list)  # segmentation, flat xy lists in pixels
     regions: list[Region] = field(default_factory=list)  # ocr with regions
+    # segmentation written as codes (PaliGemma): per object of `objects` (its box), its 16 mask codes;
+    # `mask` is their decoded union in the image, a COCO RLE with text counts (evaluation.predict)
+    mask_codes: list[list[int]] = field(default_factory=list)
+    mask: dict[str, Any] | None = None
     errors: int = 0
 
 

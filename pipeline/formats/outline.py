@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-from pipeline.records import Example
+from pipeline.records import Box, Example
 
 
 def simplify_polygon(polygon: Sequence[float], tolerance: float) -> list[float]:
@@ -46,3 +46,16 @@ def simplified(ex: Example, tolerance: float) -> tuple[Example, int, int]:
     item = copy.copy(ex)  # ex was validated; only the polygons change
     item.polygons = polygons
     return item, sum(len(p) // 2 for p in ex.polygons), sum(len(p) // 2 for p in polygons)
+
+
+def extent(polygons: Sequence[Sequence[float]], size: tuple[int, int]) -> Box | None:
+    """The xyxy box around every vertex of `polygons`, clipped to an image of `size` (width,
+    height); None when no point lies in the image or the box has no area."""
+    xs = [float(v) for p in polygons for v in p[0::2]]
+    ys = [float(v) for p in polygons for v in p[1::2]]
+    if not xs or not ys:
+        return None
+    w, h = size
+    x1, y1 = max(min(xs), 0.0), max(min(ys), 0.0)
+    x2, y2 = min(max(xs), float(w)), min(max(ys), float(h))
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None

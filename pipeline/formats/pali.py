@@ -18,14 +18,23 @@ Prompts follow PaliGemma's pretraining prefixes (big_vision):
   rendered)
 - open_vocabulary_detection: as detection, the prompt naming the example's classes
   (`detect a ; b`), every object of one of them
-- refused at build time, each with its reason (`UNSUPPORTED`): segmentation (PaliGemma writes masks
-  as `<segNNN>` codes of a VQ-VAE that is not part of the Hugging Face checkpoints), and what its
-  pretraining has no prompt for: dense region captions, region proposals and the region_to_* tasks
+- segmentation: "segment {phrase}", target `<locY1><locX1><locY2><locX2><segNNN>x16 {phrase}`
+  (PaliGemma's referring-segmentation format): the box is the mask's extent at location-token bins
+  (`mask_window`, so the codes are made in the very window decoding pastes them into), the 16
+  codes the example's `mask_codes`, made by the build with the recipe's mask VQ-VAE
+  (pipeline.models.vqvae); an example without them is refused. Parsed into one object (box and
+  phrase) and its 16 codes per ` ; `-separated instance; evaluation decodes the codes into a mask.
+- refused at build time, each with its reason (`UNSUPPORTED`): what its pretraining has no prompt
+  for: dense region captions, region proposals and the region_to_* tasks
 
 Targets. Caption, vqa and classification targets are `caption`, `answer` and `label`. A
 detection target is PaliGemma's detection output: `<locY1><locX1><locY2><locX2> category` per
 object (4-digit bins, 1024 per axis), joined by " ; ", in raster order (`loc.sort_objects`); no
 objects gives the empty string.
+
+Parsing segmentation reads each ` ; `-separated piece as four location tokens, codes and a label;
+a piece that is not that (no box, an out-of-range token, a box with no area, other than 16 codes,
+a code over 127) is one error and no object, as big_vision's evaluator counts an invalid prediction.
 
 Parsing detection accepts `<loc>x4 label ; <loc>x4 label` and several boxes before one label
 (`<loc>x8 label`); segmentation tokens (`<seg000>`..) are ignored. It never raises;
@@ -52,13 +61,14 @@ from pipeline.formats import (
     Prediction,
     check_named,
     check_phrase,
+    outline,
     refuse,
     reserved,
     text_pair,
     writable_label,
 )
-from pipeline.formats.loc import PALI, SPECIAL_MARKERS, sort_objects, strip_markers
-from pipeline.records import TASKS, Example, ImageSize, Object
+from pipeline.formats.loc import PALI, SPECIAL_MARKERS, bins_to_box, box_to_bins, sort_objects, strip_markers
+from pipeline.records import TASKS, Box, Example, ImageSize, Object
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +84,10 @@ VQA_PROMPT = "answer {lang} {question}"
 CLASSIFICATION_PROMPT = "answer en what category does this image belong to?"
 DETECTION_PREFIX = "detect"
 OCR_PROMPT = "ocr"
+SEGMENT_PREFIX = "segment"
 SEPARATOR = " ; "
 SEG_TOKENS = 128
+MASK_CODES = 16  # a mask is written as 16 codes of a 128-entry codebook (pipeline.models.vqvae)
 
 _SEG_RE = re.compile(r"<seg[0-9]+>")
 
@@ -153,22 +165,45 @@ def render(example: Example) -> tuple[str, str]:
         return f"{DETECTION_PREFIX} {phrase}", SEPARATOR.join(
             f"{PALI.encode(o.bbox, ex.image_size)} {phrase}" for o in boxes
         )
+    if ex.task == "segmentation":
+        return _segmentation_pair(ex)
     assert ex.task == "ocr" and ex.text is not None
     return OCR_PROMPT, ex.text  # PaliGemma's `ocr` writes the text only: regions are not rendered
 
 
-SEGMENTATION_UNSUPPORTED = (
-    "its masks are 16 <segNNN> tokens of a VQ-VAE whose encoder and decoder ship with big_vision "
-    "(vae-oid.npz), not with the Hugging Face checkpoints, and uvft does not carry them; train "
-    "segmentation with model.family: florence2 (polygons)"
-)
+def mask_window(polygons: list[list[float]], size: ImageSize) -> Box | None:
+    """The box a mask is written with and its codes made in: the polygons' extent at the centres
+    of its location-token bins (what decoding reads back); None when the mask has no area."""
+    box = outline.extent(polygons, size)
+    if box is None:
+        return None
+    x1, y1, x2, y2 = box_to_bins(box, size, PALI.bins)
+    return bins_to_box((x1, y1, x2, y2), size, PALI.bins)
+
+
+def _segmentation_pair(ex: Example) -> tuple[str, str]:
+    phrase = check_phrase(ex, "<;")
+    box = mask_window(ex.polygons, ex.image_size)
+    if box is None:
+        raise DataError("the mask's polygons have no area inside the image", record=ex.id, field="polygons")
+    codes = ex.mask_codes
+    if len(codes) != MASK_CODES or not all(0 <= c < SEG_TOKENS for c in codes):
+        raise DataError(
+            f"a PaliGemma mask is {MASK_CODES} codes in range({SEG_TOKENS}) of its VQ-VAE, made by "
+            f"`uvft build` (model.mask_vae); this example has {len(codes)}",
+            record=ex.id,
+            field="mask_codes",
+        )
+    seg = "".join(f"<seg{c:03d}>" for c in codes)
+    return f"{SEGMENT_PREFIX} {phrase}", f"{PALI.encode(box, ex.image_size)}{seg} {phrase}"
+
+
 _NO_REGIONS = (
     "its pretraining has no prompt that gives a region of the image (Florence-2's {token} does); "
     "train it with model.family: florence2"
 )
 # the tasks PaliGemma's pretraining has no equivalent of, and why (the build refuses them)
 UNSUPPORTED = {
-    "segmentation": SEGMENTATION_UNSUPPORTED,
     "dense_region_caption": "its pretraining has no prompt for boxes with free-text descriptions "
     "(Florence-2's <DENSE_REGION_CAPTION> does); train it with model.family: florence2",
     "region_proposal": "its pretraining has no prompt for boxes without classes (`detect` names what to "
@@ -188,6 +223,9 @@ def parse(text: str, task: str, image_size: ImageSize) -> Prediction:
     """Read a PaliGemma generation (special markers may remain) back into a Prediction."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    if task == "segmentation":
+        objects, codes, errors = _parse_masks(strip_markers(text), image_size)
+        return Prediction(task=task, text=text, objects=objects, mask_codes=codes, errors=errors)
     if task not in ("detection", "grounding", "open_vocabulary_detection"):
         return Prediction(task=task, text=strip_markers(text))
     objects, errors = _parse_detection(_SEG_RE.sub("", strip_markers(text)), image_size)
@@ -231,3 +269,36 @@ def _unlabelled(run: list[int | None], size: ImageSize) -> int:
     boxes, bad = PALI.boxes(run, size)
     run.clear()
     return len(boxes) + bad
+
+
+_MASK_RE = re.compile(r"((?:<loc[0-9]+>){4})((?:<seg[0-9]+>)*)([^<]*)")
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+
+def _parse_masks(text: str, size: ImageSize) -> tuple[list[Object], list[list[int]], int]:
+    """(objects, their codes, errors) of a segmentation generation: one object per ` ; `-separated
+    piece that is a valid box, exactly 16 codes and a label (possibly empty)."""
+    objects: list[Object] = []
+    codes: list[list[int]] = []
+    errors = 0
+    pieces = [p.strip() for p in text.split(";")]
+    for piece in pieces:
+        if not piece:
+            errors += len(pieces) > 1  # an empty piece between separators; no output at all is no error
+            continue
+        m = _MASK_RE.fullmatch(piece)
+        if m is None:
+            errors += 1
+            continue
+        bins = [PALI.value(d) for d in _DIGITS_RE.findall(m.group(1))]
+        seg = [int(d) if len(d) <= 4 else SEG_TOKENS for d in _DIGITS_RE.findall(m.group(2))]
+        if None in bins or len(seg) != MASK_CODES or max(seg) >= SEG_TOKENS:
+            errors += 1
+            continue
+        box = PALI.decode([b for b in bins if b is not None], size)
+        if box[2] <= box[0] or box[3] <= box[1]:  # big_vision's evaluator: a box without area is invalid
+            errors += 1
+            continue
+        objects.append(Object(box, m.group(3).strip()))
+        codes.append(seg)
+    return objects, codes, errors

@@ -1,7 +1,8 @@
 """Mask IoU for referring / instance segmentation given as COCO polygons: mIoU, oIoU and precision@X.
 
 Per record, the prediction is a list of polygons (COCO format: flat ``[x1, y1, x2, y2, ...]`` lists
-in pixels) and so is the reference, or the reference is a COCO RLE (``{"size": [height, width],
+in pixels) or a COCO RLE (a mask decoded from codes, as PaliGemma writes them), and so is the
+reference: polygons, or a COCO RLE (``{"size": [height, width],
 "counts": compressed bytes/str or uncompressed run lengths}``), with the image's ``(width, height)``.
 Each side's polygons are rasterised by ``pycocotools.mask.frPyObjects`` (COCO's own rasteriser, so
 masks match COCO's; a rectangle with integer corners covers exactly its area, the square
@@ -16,12 +17,14 @@ union of the predicted and the reference mask:
   ``precision@0.5``..``precision@0.9`` their "P@X": the fraction of records with IoU >= X, for
   X in 0.5, 0.6, 0.7, 0.8, 0.9. The record-level rules (IoU 0 when U is 0, ``>=`` at a threshold)
   are those of LAVT's evaluation code.
-* ``num_empty``: records with no usable predicted polygon. A predicted polygon with fewer than 3
+* ``num_empty``: records with no usable predicted polygon (an RLE prediction: no predicted
+  pixel). A predicted polygon with fewer than 3
   points, an odd number of coordinates or a non-finite one is unusable; it is dropped (counted in
   ``num_invalid_polygons``), not an error, and a prediction left with none is an empty mask (IoU 0).
   (pycocotools must never see those: it reads a 4-number polygon as a box.)
 
-A malformed reference (no polygon, an unusable polygon, an RLE whose size is not the image's or
+A malformed RLE prediction raises as a malformed reference does (uvft makes them; they are not
+model output). A malformed reference (no polygon, an unusable polygon, an RLE whose size is not the image's or
 whose run lengths do not add up to height x width) raises ValueError naming the record: a compressed
 RLE that does not add up makes pycocotools loop forever, so it is checked before pycocotools sees it.
 The means are None when there are no records, and ``overall_iou`` is None when the cumulative union
@@ -162,11 +165,16 @@ def mask_overlap(prediction: Any, reference: Any, size: ImageSize, index: int = 
     """
     width, height = _check_size(size, index)
     ref = _reference_rle(reference, width, height, index)
-    polygons = [] if prediction is None or isinstance(prediction, (str, bytes)) else list(prediction)
-    usable = [p for p in polygons if usable_polygon(p)]
     ref_area = int(mask_utils.area(ref))
-    if usable:
-        pred = polygons_to_rle(usable, width, height)
+    if isinstance(prediction, Mapping):  # a mask, decoded from codes
+        pred, polygons, usable = _reference_rle(prediction, width, height, index), [], []
+        empty = int(mask_utils.area(pred)) == 0
+    else:
+        polygons = [] if prediction is None or isinstance(prediction, (str, bytes)) else list(prediction)
+        usable = [p for p in polygons if usable_polygon(p)]
+        pred = polygons_to_rle(usable, width, height) if usable else None
+        empty = not usable
+    if pred is not None and not empty:
         inter = int(mask_utils.area(mask_utils.merge([pred, ref], intersect=True)))
         union = int(mask_utils.area(pred)) + ref_area - inter
     else:
@@ -175,7 +183,7 @@ def mask_overlap(prediction: Any, reference: Any, size: ImageSize, index: int = 
         "intersection": inter,
         "union": union,
         "iou": inter / union if union > 0 else 0.0,
-        "empty": not usable,
+        "empty": empty,
         "invalid_polygons": len(polygons) - len(usable),
     }
 
@@ -183,7 +191,7 @@ def mask_overlap(prediction: Any, reference: Any, size: ImageSize, index: int = 
 def segmentation_metrics(
     predictions: Sequence[Any], references: Sequence[Any], sizes: Sequence[ImageSize]
 ) -> dict[str, Any]:
-    """mIoU, oIoU and precision@X of ``predictions`` (a list of polygons per record) against
+    """mIoU, oIoU and precision@X of ``predictions`` (a list of polygons or a COCO RLE per record) against
     ``references`` (a list of polygons or a COCO RLE per record), on images of ``sizes``
     (``(width, height)`` per record).
 

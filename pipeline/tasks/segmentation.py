@@ -1,5 +1,6 @@
-"""Referring expression segmentation: the mask of the object a phrase names, as polygons; scored
-by mask mIoU, overall IoU and precision@0.5..0.9 (pycocotools.mask)."""
+"""Referring expression segmentation: the mask of the object a phrase names, as polygons (Florence-2)
+or as a box and VQ-VAE codes decoded into a mask (PaliGemma: `mask`, a COCO RLE); scored by mask
+mIoU, overall IoU and precision@0.5..0.9 (pycocotools.mask)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class Segmentation(Task):
         from pipeline.metrics.segmentation import segmentation_metrics
 
         metrics = segmentation_metrics(
-            [r["parsed"]["polygons"] for r in rows],
+            [predicted_mask(r["parsed"]) for r in rows],
             [r["references"]["polygons"] for r in rows],
             [r["image_size"] for r in rows],
         )
@@ -51,18 +52,48 @@ class Segmentation(Task):
     def prompt_example(self, given: PromptInputs) -> Example:
         phrase = given.phrase_for(self.NAME)
         given.no_language(self.NAME)
-        return self.example(phrase=phrase, polygons=[[0.0, 0.0, 1.0, 0.0, 1.0, 1.0]])
+        # a placeholder mask (and its codes, for a family that writes masks as codes): only the prompt is used
+        return self.example(phrase=phrase, polygons=[[0.0, 0.0, 1.0, 0.0, 1.0, 1.0]], mask_codes=[0] * 16)
 
     def parsed(self, pred: Any, scores: Sequence[float]) -> dict[str, Any]:
-        return {**super().parsed(pred, scores), "polygons": [list(p) for p in pred.polygons]}
+        out = {**super().parsed(pred, scores), "polygons": [list(p) for p in pred.polygons]}
+        if pred.mask is not None:  # decoded from codes: the mask is the prediction, its boxes its parts
+            out["mask"] = pred.mask
+        return out
 
     def result(self, parsed: Mapping[str, Any], closed: Mapping[str, Any] | None) -> dict[str, Any]:
+        if parsed.get("mask") is not None:
+            boxes = [
+                {"bbox": o["bbox"], "label": o["category"], "score": o["score"]} for o in parsed["objects"]
+            ]
+            return {"polygons": parsed["polygons"], "mask": parsed["mask"], "objects": boxes}
         return {"polygons": parsed["polygons"]}
 
     def describe(self, result: Mapping[str, Any]) -> str:
+        if result.get("mask") is not None:
+            h, w = result["mask"]["size"]
+            boxes = "".join(
+                "\n  box [" + ", ".join(f"{v:.1f}" for v in o["bbox"]) + "]" for o in result["objects"]
+            )
+            return f"a mask of {mask_area(result['mask'])} pixels on the {w}x{h} image (COCO RLE){boxes}"
         polygons = result["polygons"]
         text = f"{len(polygons)} polygon{'s' if len(polygons) != 1 else ''} (x, y pairs in pixels)"
         return text + "".join("\n  [" + ", ".join(f"{v:.1f}" for v in p) + "]" for p in polygons)
 
 
 TASK = Segmentation()
+
+
+def predicted_mask(parsed: Mapping[str, Any]) -> Any:
+    """What a prediction says the mask is: its decoded mask (a COCO RLE) when it has one, else its
+    polygons."""
+    mask = parsed.get("mask")
+    return mask if mask is not None else parsed["polygons"]
+
+
+def mask_area(rle: Mapping[str, Any]) -> int:
+    import pycocotools.mask as mask_utils
+
+    counts = rle["counts"]
+    counts = counts.encode("ascii") if isinstance(counts, str) else counts
+    return int(mask_utils.area({"size": list(rle["size"]), "counts": counts}))

@@ -28,6 +28,7 @@ import torch
 
 from pipeline.errors import UvftError
 from pipeline.failpoints import failpoint
+from pipeline.models import vqvae
 from pipeline.models.generation import generation_config
 from pipeline.models.spec import ModelSpec
 from pipeline.recipe import Recipe, dump
@@ -363,15 +364,25 @@ def save_best(
 
 
 def save_final(
-    model, processor, recipe: Recipe, run_dir: Path, summary: dict[str, Any], spec: ModelSpec
+    model,
+    processor,
+    recipe: Recipe,
+    run_dir: Path,
+    summary: dict[str, Any],
+    spec: ModelSpec,
+    *,
+    mask_vae: str | None = None,
 ) -> None:
     """Adapter (or full model) + processor + pinned generation config + uvft.json (what inference
-    needs: pipeline.models.spec) + resolved recipe + summary (summary.json's fields)."""
+    needs: pipeline.models.spec) + the mask codec when masks are written as codes + resolved recipe
+    + summary (summary.json's fields)."""
     out = run_dir / "model" if recipe.adapter.method == "full" else run_dir
     save_model(
         model, processor, generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256), out
     )
     spec.save(out)
+    if mask_vae is not None:
+        vqvae.keep_with(mask_vae, out)
     (run_dir / "recipe.yaml").write_text(dump(recipe))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     logger.info("saved %s to %s", "model" if recipe.adapter.method == "full" else "adapter", out)

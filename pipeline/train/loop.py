@@ -33,7 +33,7 @@ from pipeline.errors import UvftError
 from pipeline.evaluation.evaluator import GenerationEvaluator, headline_entry
 from pipeline.evaluation.score import headline
 from pipeline.failpoints import failpoint
-from pipeline.models import pixels
+from pipeline.models import pixels, vqvae
 from pipeline.models.loss import target_tokens, token_losses
 from pipeline.models.spec import spec_from_records
 from pipeline.recipe import Recipe, dump
@@ -113,7 +113,9 @@ def _finetune(
     if cfg.compile:  # a machine that cannot compile is told before records, base and model load
         setup.check_compiler(accelerator.device)
     with accelerator.main_process_first():  # records are built once, on the main process first
-        records = build(recipe, progress=progress and accelerator.is_main_process).load()
+        built = build(recipe, progress=progress and accelerator.is_main_process)
+        records = built.load()
+    mask_vae = built.stats.mask_vae.get("path")  # the codec of masks written as codes (PaliGemma)
     setup.check_splits(recipe, records)
     base = base_model_path(recipe, records, progress=progress, accelerator=accelerator)
     model, processor, trainable, total = setup.build_model(recipe, base, accelerator)
@@ -124,7 +126,9 @@ def _finetune(
         params, val_size = (trainable, total), len(records[cfg.val_split])
         logger.info(setup.banner(recipe, train_ds, val_size, params, accelerator.num_processes))
     evaluator = (
-        GenerationEvaluator(recipe, records[cfg.val_split], processor, accelerator)
+        GenerationEvaluator(
+            recipe, records[cfg.val_split], processor, accelerator, vqvae.load(mask_vae) if mask_vae else None
+        )
         if recipe.eval.every
         else None
     )
@@ -171,7 +175,8 @@ def _finetune(
     summary = _summary(run, base=recorded, trainable=trainable, total=total, dropped=dropped)
     if run.main:
         spec = spec_from_records(recipe.model.family, recorded, recipe.adapter.method, train_ds)
-        ckpt.save_final(accelerator.unwrap_model(model), processor, recipe, run_dir, summary.__dict__, spec)
+        unwrapped = accelerator.unwrap_model(model)
+        ckpt.save_final(unwrapped, processor, recipe, run_dir, summary.__dict__, spec, mask_vae=mask_vae)
     accelerator.wait_for_everyone()
     if cfg.trackers:
         accelerator.end_training()

@@ -15,7 +15,7 @@ from coco_sets import tiny_recipe
 from pipeline import formats
 from pipeline.data.build import build, print_stats
 from pipeline.demo import shapes
-from pipeline.errors import DataError
+from pipeline.errors import DataError, UvftError
 from pipeline.recipe import load_recipe
 from pipeline.records import Example, Object, Record
 
@@ -494,3 +494,115 @@ def test_blank_captions_in_most_annotations_fail_the_build(tmp_path: Path):
         "file source caps, split val: empty caption dropped for 10 of 20 captions (50%): is the caption "
         "text in another field?" + _ACCEPT
     )
+
+
+# --- PaliGemma's masks: codes made by the build -----------------------------------------------------
+
+
+def _mask_set(tmp_path: Path, mask_vae: str | None, *, val: bool = True) -> Path:
+    from PIL import Image
+
+    root = tmp_path / "data"
+    root.mkdir(exist_ok=True)
+    Image.new("RGB", (100, 50), (200, 200, 200)).save(root / "a.png")
+    lines = [
+        {"id": "s", "task": "segmentation", "image": "a.png", "phrase": "the square",
+         "polygons": [[10, 5, 40, 5, 40, 45, 10, 45]]},
+        {"id": "t", "task": "segmentation", "image": "a.png", "phrase": "the triangle",
+         "polygons": [[60, 40, 90, 40, 75, 10]]},
+        {"id": "g", "task": "grounding", "image": "a.png", "phrase": "the square", "bbox": [10, 5, 40, 45]},
+    ]  # fmt: skip
+    (root / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (root / "val.jsonl").write_text(json.dumps(lines[1] | {"id": "v"}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    splits = "{train: {path: train.jsonl}, val: {path: val.jsonl}}" if val else "{train: {path: train.jsonl}}"
+    vae_line = f"\n  mask_vae: {mask_vae}" if mask_vae else ""
+    recipe.write_text(
+        f"""name: t
+model:
+  family: paligemma
+  id: null{vae_line}
+data:
+  root: {root}
+  cache_dir: {tmp_path / "cache"}
+  sources:
+    - {{name: refs, format: jsonl, splits: {splits}}}
+"""
+    )
+    return recipe
+
+
+def test_paligemma_masks_are_coded_by_the_recipes_codec(tmp_path):
+    """Each segmentation record's target holds its mask's 16 codes from the codec model.mask_vae
+    names, made on the mask cropped to the window the target's box reads back as."""
+    from pipeline.data.mask_codes import window_mask
+    from pipeline.formats import pali
+    from pipeline.models import vqvae
+    from pipeline.records import Example
+
+    codec = vqvae.new(seed=1)
+    path = vqvae.save(codec, tmp_path / "codec.safetensors")
+    built = build(load_recipe(_mask_set(tmp_path, str(path))), progress=False)
+    rows = {r["id"]: r for r in built.load()["train"].to_list()}
+    assert [r["id"] for r in built.load()["train"].to_list()] == ["g", "s", "t"]  # coded ones after the pass
+    for rid, phrase in (("s", "the square"), ("t", "the triangle")):
+        r = rows[rid]
+        ex = Example(rid, "segmentation", "a.png", (100, 50), phrase=phrase, polygons=r["polygons"])
+        codes = codec.encode(window_mask(pali, ex)[None])[0].tolist()
+        assert r["prompt"] == f"segment {phrase}"
+        box = pali.PALI.encode(pali.mask_window(r["polygons"], (100, 50)), (100, 50))
+        assert r["target"] == box + "".join(f"<seg{c:03d}>" for c in codes) + f" {phrase}"
+    assert rows["s"]["target"].startswith("<loc0102><loc0102><loc0921><loc0409>")  # y1 x1 y2 x2 of 10,5-40,45
+    assert built.stats.mask_vae == {"name": str(path), "path": str(path), "sha256": vqvae.sha256(path)}
+    assert built.stats.rows[0].records == {"segmentation": 2, "grounding": 1}
+    # another codec is another set of records
+    vqvae.save(vqvae.new(seed=2), path)
+    again = build(load_recipe(_mask_set(tmp_path, str(path))), progress=False)
+    assert not again.cached and again.path != built.path
+
+
+def test_the_stand_in_is_fitted_on_the_training_masks_and_cached(tmp_path, monkeypatch):
+    from pipeline.data import mask_codes
+    from pipeline.models import vqvae
+
+    monkeypatch.setattr(mask_codes, "STAND_IN_FIT", {**mask_codes.STAND_IN_FIT, "steps": 3, "batch_size": 2})
+    fitted = []
+    real_fit = vqvae.fit
+
+    def fit(masks, **kw):
+        fitted.append(len(masks))
+        return real_fit(masks, **kw)
+
+    monkeypatch.setattr(vqvae, "fit", fit)
+    recipe = load_recipe(_mask_set(tmp_path, None))
+    assert mask_codes.choice(recipe) == "stand-in"
+    built = build(recipe, progress=False)
+    assert fitted == [2]  # the two training masks, not the validation one
+    info = built.stats.mask_vae
+    assert info["name"] == "stand-in" and info["masks"] == 2 and info["fit"]["steps"] == 3
+    assert info["sha256"] == vqvae.sha256(info["path"])
+    # a second build of other records over the same training masks reuses the cached codec
+    build(recipe, force=True, progress=False)
+    assert fitted == [2]
+    import torch
+
+    with pytest.raises(UvftError, match=r"stand-in is fitted on the training split's segmentation masks"):
+        mask_codes.stand_in(torch.zeros(0, 64, 64), tmp_path)
+
+
+def test_mask_vae_defaults_follow_the_model():
+    from pipeline.data import mask_codes
+
+    def recipe(*overrides):
+        return load_recipe(ROOT / "recipes/demo_multilingual.yaml", list(overrides))
+
+    assert mask_codes.choice(recipe()) == "stand-in"  # the tiny model
+    assert (
+        mask_codes.choice(recipe("model.id=.cache/uvft/base/paligemma-x/model")) == "stand-in"
+    )  # its base stages
+    assert mask_codes.choice(recipe("model.id=google/paligemma2-3b-pt-224")) == "oid"
+    assert (
+        mask_codes.choice(recipe("model.id=google/paligemma2-3b-pt-224", "model.mask_vae=stand-in"))
+        == "stand-in"
+    )
+    assert mask_codes.key(recipe("model.id=google/paligemma2-3b-pt-224")).startswith("oid:5586010257b8")

@@ -1,5 +1,6 @@
 """The unified tasks end to end on the tiny models: the all-tasks recipes (Florence-2: grounding,
-segmentation, OCR with regions; PaliGemma: German and English captions, grounding, OCR) build,
+segmentation, OCR with regions; PaliGemma: German and English captions, grounding, segmentation as
+mask codes, OCR) build,
 train, evaluate in training and after, score every task with its baseline, report it, and predict
 through the published-model path (`load_model`)."""
 
@@ -26,7 +27,7 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-def _run(recipe_file: str, data: Path, tmp_path: Path):
+def _run(recipe_file: str, data: Path, tmp_path: Path, *extra: str):
     recipe = load_recipe(
         ROOT / "recipes" / recipe_file,
         [
@@ -43,6 +44,7 @@ def _run(recipe_file: str, data: Path, tmp_path: Path):
             "train.val_batches=1",
             "eval.every=2",
             "eval.per_task=2",
+            *extra,
         ],
     )
     summary = loop.train(recipe, progress=False)
@@ -100,8 +102,18 @@ def test_florence2_grounding_segmentation_ocr_end_to_end(data, tmp_path):
     assert got[2]["prompt"] == "<OCR_WITH_REGION>" and "regions" in got[2]
 
 
-def test_paligemma_captions_in_two_languages_grounding_ocr(data, tmp_path):
-    recipe, _ = _run("demo_multilingual.yaml", data, tmp_path)
+def test_paligemma_captions_in_two_languages_grounding_segmentation_ocr(data, tmp_path):
+    import numpy as np
+    import torch
+
+    from pipeline.models import vqvae
+
+    codec_model = vqvae.new(seed=4)
+    codec = vqvae.save(codec_model, tmp_path / "codec.safetensors")  # no stand-in fit in a unit test
+    recipe, summary = _run("demo_multilingual.yaml", data, tmp_path, f"model.mask_vae={codec}")
+    assert "segmentation/mean_iou" in summary.evals[-1]  # the in-training evaluation decodes masks too
+    # the codec travels with the model: whoever loads it decodes with the codes' own codebook
+    assert (recipe.run_dir / vqvae.MASK_VAE_FILE).read_bytes() == codec.read_bytes()
     out, metrics = evaluate_run(
         recipe, adapter=recipe.run_dir, batch_size=8, progress=False
     )  # all: --limit would keep English only
@@ -114,6 +126,14 @@ def test_paligemma_captions_in_two_languages_grounding_ocr(data, tmp_path):
     assert prompts == {"caption en", "caption de"}
     assert {r["prompt"] for r in rows if r["task"] == "ocr"} == {"ocr"}
     assert all(r["prompt"].startswith("detect ") for r in rows if r["task"] == "grounding")
+    segmentation = [r for r in rows if r["task"] == "segmentation"]
+    assert segmentation and all(r["prompt"].startswith("segment ") for r in segmentation)
+    assert metrics["segmentation"]["num_examples"] == len(segmentation)
+    assert "whole_image_baseline" in metrics["segmentation"]
+    for r in segmentation:  # every piece with a box and 16 codes was decoded into the scored mask
+        if r["parsed"]["objects"]:
+            mask = vqvae.from_rle(r["parsed"]["mask"])
+            assert mask.shape == tuple(reversed(r["image_size"]))
 
     model = load_model(recipe.run_dir)
     image = str(data / "images" / "val" / "000016.png")
@@ -121,8 +141,16 @@ def test_paligemma_captions_in_two_languages_grounding_ocr(data, tmp_path):
         [
             {"image": image, "task": "caption", "language": "de"},
             {"image": image, "task": "grounding", "phrase": "the circle"},
+            {"image": image, "task": "segmentation", "phrase": "the circle"},
         ],
         progress=False,
     )
     assert got[0]["prompt"] == "caption de" and "caption" in got[0]
     assert got[1]["prompt"] == "detect the circle" and "objects" in got[1]
+    assert got[2]["prompt"] == "segment the circle"
+    # the saved codec decodes what the model writes (an untrained model may write no whole mask)
+    probe = np.zeros((64, 64), dtype=np.float32)
+    probe[10:50, 20:40] = 1
+    codes = codec_model.encode(torch.as_tensor(probe)[None])
+    assert torch.equal(model.mask_vae.encode(torch.as_tensor(probe)[None]), codes)
+    assert ("mask" in got[2]) == (got[2]["parse_errors"] == 0 and "<seg" in got[2]["generated_text"])

@@ -191,6 +191,6 @@ def test_every_field_of_an_example_is_checked_or_named_as_no_user_text():
     checked = {*reserved._TEXT_FIELDS, "text", *reserved._LIST_FIELDS, *reserved._OBJECT_FIELDS}
     checked |= {"categories", "regions"}
     not_text = {"id", "task", "image", "image_size", "source", "split", "answer_type", "polygons", "language"}
-    not_text |= {"level", "region"}  # one of CAPTION_LEVELS; four numbers
+    not_text |= {"level", "region", "mask_codes"}  # one of CAPTION_LEVELS; four numbers; integers
     assert {f.name for f in dataclasses.fields(Example)} == checked | not_text
     assert not checked & not_text

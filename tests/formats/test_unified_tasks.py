@@ -92,10 +92,55 @@ def test_segmentation_bad_polygon_names_the_field():
         florence2.render(example("segmentation", phrase="x", polygons=[[1.0, 2.0, 3.0, 4.0]]))
 
 
-def test_pali_segmentation_is_refused_with_the_reason():
-    ex = example("segmentation", phrase="the square", polygons=[POLYGON])
-    with pytest.raises(DataError, match=r"VQ-VAE.*florence2"):
-        pali.render(ex)
+CODES = [7, 0, 127, 3, 12, 99, 5, 5, 64, 1, 2, 3, 100, 101, 102, 8]
+SEG = "".join(f"<seg{c:03d}>" for c in CODES)
+
+
+def test_pali_segmentation_exact_target_and_round_trip():
+    ex = example("segmentation", phrase="the square", polygons=[POLYGON], mask_codes=CODES)
+    prompt, target = pali.render(ex)
+    assert prompt == "segment the square"
+    # the mask's extent (100, 50)-(300, 250) in y1 x1 y2 x2 bins of 1024, then its 16 codes, then the phrase
+    assert target == f"<loc0106><loc0160><loc0533><loc0480>{SEG} the square"
+    window = pali.mask_window([POLYGON], SIZE)
+    assert window == (100.3125, 49.921875, 300.3125, 250.078125)  # bin centres: what decoding reads back
+    pred = pali.parse(target + "<eos>", "segmentation", SIZE)
+    assert pred.errors == 0 and pred.mask_codes == [CODES] and pred.mask is None
+    assert [(o.bbox, o.category) for o in pred.objects] == [(window, "the square")]
+    two = pali.parse(f"{target} ; {target.replace('square', 'box')}", "segmentation", SIZE)
+    assert two.errors == 0 and len(two.objects) == 2 and two.objects[1].category == "the box"
+
+
+def test_pali_segmentation_needs_its_codes():
+    with pytest.raises(DataError, match=r"record ex1.*mask_codes.*16 codes.*has 0"):
+        pali.render(example("segmentation", phrase="the square", polygons=[POLYGON]))
+    with pytest.raises(DataError, match=r"mask_codes"):
+        pali.render(example("segmentation", phrase="x", polygons=[POLYGON], mask_codes=[128] * 16))
+    outside = [700.0, 500.0, 800.0, 500.0, 800.0, 600.0]  # no area inside the 640 x 480 image
+    with pytest.raises(DataError, match=r"record ex1.*polygons.*no area"):
+        pali.render(example("segmentation", phrase="x", polygons=[outside], mask_codes=CODES))
+
+
+@pytest.mark.parametrize(
+    "text, objects, errors",
+    [
+        ("", 0, 0),  # nothing generated: an empty mask, not a parse error
+        (f"<loc0106><loc0160><loc0533><loc0480>{SEG} x", 1, 0),
+        (f"<loc0106><loc0160><loc0533><loc0480>{SEG}", 1, 0),  # no label: still a mask
+        (f"<loc0106><loc0160><loc0533><loc0480>{SEG[:-8]} x", 0, 1),  # 15 codes
+        (f"<loc0106><loc0160><loc0533><loc0480>{SEG}<seg001> x", 0, 1),  # 17 codes
+        (f"<loc0106><loc0160><loc0533><loc1024>{SEG} x", 0, 1),  # out-of-range location
+        (f"<loc0106><loc0160><loc0533><loc0480>{SEG[:-8]}<seg128> x", 0, 1),  # out-of-range code
+        (f"<loc0533><loc0160><loc0106><loc0480>{SEG} x", 0, 1),  # y2 < y1: no area (big_vision: invalid)
+        (f"<loc0106><loc0160><loc0533>{SEG} x", 0, 1),  # three locations
+        (f"{SEG} x", 0, 1),  # codes without a box
+        (f"<loc0106><loc0160><loc0533><loc0480>{SEG} x ; ", 1, 1),  # an empty piece after a separator
+        (f"<loc0106><loc0160><loc0533><loc0480>{SEG} x ; junk", 1, 1),
+    ],
+)
+def test_pali_segmentation_parse_counts_what_is_not_a_mask(text, objects, errors):
+    pred = pali.parse(text, "segmentation", SIZE)
+    assert (len(pred.objects), len(pred.mask_codes), pred.errors) == (objects, objects, errors)
 
 
 # ---------------------------------------------------------------------------- ocr

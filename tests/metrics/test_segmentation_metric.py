@@ -94,6 +94,22 @@ def test_rle_references():
     assert half["iou"] == 0.5
 
 
+def test_rle_predictions_decoded_masks():
+    # PaliGemma's masks are decoded from codes into pixels: the prediction is an RLE
+    width, height = 20, 20
+    pixels = np.zeros((height, width), dtype=np.uint8, order="F")
+    pixels[0:10, 5:15] = 1  # x 5..14, y 0..9: half over the reference square below
+    pred = mask_utils.encode(pixels)
+    as_text = {"size": [height, width], "counts": pred["counts"].decode("ascii")}
+    out = mask_overlap(as_text, [rect(0, 0, 10, 10)], (width, height))
+    assert (out["intersection"], out["union"], out["empty"], out["invalid_polygons"]) == (50, 150, False, 0)
+    empty = mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+    got = segmentation_metrics([as_text, empty], [[rect(0, 0, 10, 10)], [rect(0, 0, 10, 10)]], [(20, 20)] * 2)
+    assert got["per_example_iou"] == [pytest.approx(1 / 3), 0.0] and got["num_empty"] == 1
+    with pytest.raises(ValueError, match=r"record 0: reference RLE size \[10, 10\] is not the image's"):
+        mask_overlap({"size": [10, 10], "counts": [100]}, [rect(0, 0, 10, 10)], (width, height))
+
+
 @pytest.mark.parametrize(
     "prediction",
     [

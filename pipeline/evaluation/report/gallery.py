@@ -84,9 +84,12 @@ def render_example_image(gen: Generation) -> Image.Image:
     pred_masks = [_points(p, sx, sy) for p in parsed.get("polygons") or []]
     if ref_masks or pred_masks:
         image = _draw_masks(image, ((ref_masks, REF_COLOR), (pred_masks, PRED_COLOR)))
+    decoded = parsed.get("mask")  # a mask decoded from codes (PaliGemma), a COCO RLE
+    if decoded is not None:
+        image = _draw_bitmask(image, decoded, PRED_COLOR)
     draw = ImageDraw.Draw(image)
     # a segmentation reference also lists the object's box; its mask already shows where it is
-    ref_objects = [] if ref_masks or pred_masks else refs.get("objects") or []
+    ref_objects = [] if ref_masks or pred_masks or decoded is not None else refs.get("objects") or []
     pred_objects = parsed.get("objects") or []
     # a grounding reference is named by the phrase the model was given, not the source's category
     ref_label = refs.get("phrase")
@@ -137,6 +140,20 @@ def _draw_masks(image: Image.Image, layers: Sequence[tuple[list, tuple[int, int,
             if len(points) >= 3:
                 draw.polygon(points, outline=color, width=LINE_WIDTH)
     return image
+
+
+def _draw_bitmask(image: Image.Image, rle: dict, color: tuple[int, int, int]) -> Image.Image:
+    """A COCO RLE mask (in image_size pixels) as a translucent fill, scaled to the display."""
+    import numpy as np
+    import pycocotools.mask as mask_utils
+
+    counts = rle["counts"]
+    counts = counts.encode("ascii") if isinstance(counts, str) else counts
+    mask = mask_utils.decode({"size": list(rle["size"]), "counts": counts})
+    alpha = Image.fromarray((mask * MASK_ALPHA).astype(np.uint8)).resize(image.size, Image.Resampling.NEAREST)
+    layer = Image.new("RGBA", image.size, (*color, 0))
+    layer.putalpha(alpha)
+    return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
 
 
 def _draw_label(draw, label, box, color, *, above: bool, image_size: tuple[int, int]) -> None:
