@@ -446,3 +446,38 @@ def test_uvft_predict_hides_other_libraries_notices_unless_verbose(trained_run: 
         assert notice not in quiet.stderr
         assert notice in verbose.stderr
     assert "Warning" not in quiet.stderr
+
+
+def test_a_paligemma_mask_reads_as_text_and_draws(tmp_path):
+    """A mask decoded from codes: `uvft predict` says its size and boxes, scores it as pixels and
+    draws it filled over the image, its box on top."""
+    import numpy as np
+
+    from pipeline.formats import Prediction
+    from pipeline.inference import draw_prediction
+    from pipeline.models.vqvae import to_rle
+    from pipeline.records import Object
+
+    mask = np.zeros((16, 20), dtype=bool)
+    mask[3:12, 2:10] = True  # 72 pixels
+    task = tasks.get("segmentation")
+    pred = Prediction("segmentation", objects=[Object((2.0, 3.0, 10.0, 12.0), "x")], mask_codes=[[0] * 16])
+    pred.mask = to_rle(mask)
+    parsed = task.parsed(pred, [0.5])
+    result = task.result(parsed, None)
+    assert result["mask"] == pred.mask and result["objects"] == [
+        {"bbox": [2.0, 3.0, 10.0, 12.0], "label": "x", "score": 0.5}
+    ]
+    assert (
+        task.describe(result)
+        == "a mask of 72 pixels on the 20x16 image (COCO RLE)\n  box [2.0, 3.0, 10.0, 12.0]"
+    )
+    rows = [
+        {"parsed": parsed, "references": {"polygons": [[2, 3, 10, 3, 10, 12, 2, 12]]}, "image_size": [20, 16]}
+    ]
+    assert task.score(rows, {})["mean_iou"] == 1.0 and rows[0]["score"] == 1.0
+    Image.new("RGB", (20, 16), (100, 100, 100)).save(tmp_path / "a.png")
+    drawn = draw_prediction(tmp_path / "a.png", {"task": "segmentation", "image_size": [20, 16], **result})
+    scale = drawn.width / 20
+    assert drawn.getpixel((int(6 * scale), int(8 * scale))) != (100, 100, 100)  # inside: tinted
+    assert drawn.getpixel((int(16 * scale), int(14 * scale))) == (100, 100, 100)  # outside: untouched

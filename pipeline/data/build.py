@@ -221,9 +221,7 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
     pending = mask_codes.Pending(recipe, fmt)
 
     def append(item: Example, ex_split: str, ex_row: SourceSplitStats, prompt: str, target: str) -> None:
-        columns = pending_columns.get(ex_split)
-        if columns is None:
-            columns = pending_columns[ex_split] = RecordColumns()
+        columns = pending_columns.get(ex_split) or pending_columns.setdefault(ex_split, RecordColumns())
         columns.append(item, family, prompt, target)
         ex_row.records[item.task] += 1
         if len(columns) >= _CHUNK:
@@ -269,23 +267,20 @@ def _write_records(recipe: Recipe, folder: Path, *, progress: bool) -> tuple[Bui
                         vertices[1] += after
                         append(item, ex_split, ex_row, *fmt.render(shown))
                 bar.close()
-                carved = sum(
-                    r.examples for r in stats.rows if r.source == src.name and r.carved_from == split
-                )
-                row.examples = tally.examples - carved
+                carved = [r.examples for r in stats.rows if r.source == src.name and r.carved_from == split]
+                row.examples = tally.examples - sum(carved)
                 row.skipped = dict(tally.skipped)
                 row.repaired = dict(tally.repaired)
                 stats.rows.append(row)
                 _check_skips(src.name, split, tally, recipe.data.max_skip_fraction)
                 _check_repairs(src.name, split, tally, recipe.data.max_repair_fraction)
-                if warning := _language_warning(fmt, src.name, split, languages):
+                warnings = [
+                    _language_warning(fmt, src.name, split, languages),
+                    _check_card(card, _card_key(src, split), split, tally.examples) if card else None,
+                ]
+                for warning in filter(None, warnings):
                     logger.warning(warning)
                     stats.warnings.append(warning)
-                if card is not None:
-                    warning = _check_card(card, _card_key(src, split), split, tally.examples)
-                    if warning:
-                        logger.warning(warning)
-                        stats.warnings.append(warning)
 
         stats.mask_vae, coded = pending.finish(progress=progress)
         for item, (ex_split, ex_row) in coded:

@@ -34,6 +34,7 @@ from pipeline.errors import DataError, UvftError
 from pipeline.models import vqvae
 from pipeline.recipe import Recipe, expand_path
 from pipeline.records import Example
+from pipeline.tasks import SEGMENTATION
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def key(recipe: Recipe) -> str:
 
 
 def wants_codes(fmt: Any, ex: Example) -> bool:
-    return bool(getattr(fmt, "MASK_CODES", 0)) and ex.task == "segmentation"
+    return bool(getattr(fmt, "MASK_CODES", 0)) and ex.task == SEGMENTATION
 
 
 def window_mask(fmt: Any, ex: Example) -> torch.Tensor:

@@ -393,6 +393,29 @@ def test_segmentation_without_prediction_draws_only_the_reference(segmentation):
     assert image.getpixel((152, 152)) == GREY
 
 
+def test_a_mask_decoded_from_codes_is_drawn_as_a_fill_with_its_box(segmentation):
+    """PaliGemma's masks come as pixels (a COCO RLE), with the box the codes were pasted into."""
+    import numpy as np
+
+    from pipeline.models.vqvae import to_rle
+
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[20:44, 20:44] = True
+    parsed = {
+        "text": "",
+        "objects": [{"bbox": [20.0, 20.0, 44.0, 44.0], "category": PHRASE, "score": 0.9}],
+        "polygons": [],
+        "mask": to_rle(mask),
+        "errors": 0,
+    }
+    image = render_example_image(dict(segmentation, parsed=parsed))
+    assert image.getpixel((38 * 4, 38 * 4)) == blend(GREY, PRED_COLOR) == (146, 74, 91)  # prediction only
+    assert image.getpixel((24 * 4, 24 * 4)) == blend(blend(GREY, REF_COLOR), PRED_COLOR)  # both
+    assert image.getpixel((10 * 4, 10 * 4)) == (86, 128, 91)  # the reference polygon's fill
+    assert image.getpixel((56 * 4, 56 * 4)) == GREY
+    assert image.getpixel((44 * 4 - 1, 30 * 4)) == PRED_COLOR  # the box's outline
+
+
 REF_QUAD = [4, 4, 60, 4, 60, 20, 4, 20]
 PRED_QUAD = [4, 30, 50, 30, 50, 50, 4, 50]
 
