@@ -80,8 +80,11 @@ def evaluate_run(
     if batch_size is not None:
         recipe = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"batch_size": batch_size})})
     started = time.perf_counter()
-    # masks written as codes are decoded with the codec the records' codes were made with
-    mask_vae = vqvae.load(built.stats.mask_vae["path"]) if built.stats.mask_vae else None
+    # masks written as codes are decoded with the codec the model was trained with (saved beside
+    # it), else the one the records' codes were made with
+    mask_vae = m.mask_vae
+    if mask_vae is None and built.stats.mask_vae:
+        mask_vae = vqvae.load(built.stats.mask_vae["path"])
     rows = predict(
         model,
         processor,

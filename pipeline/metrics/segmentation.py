@@ -18,9 +18,9 @@ union of the predicted and the reference mask:
   X in 0.5, 0.6, 0.7, 0.8, 0.9. The record-level rules (IoU 0 when U is 0, ``>=`` at a threshold)
   are those of LAVT's evaluation code.
 * ``num_empty``: records with no usable predicted polygon (an RLE prediction: no predicted
-  pixel). A predicted polygon with fewer than 3
-  points, an odd number of coordinates or a non-finite one is unusable; it is dropped (counted in
-  ``num_invalid_polygons``), not an error, and a prediction left with none is an empty mask (IoU 0).
+  pixel). A predicted polygon with fewer than 3 points, an odd number of coordinates or a
+  non-finite one is unusable; it is dropped (counted in ``num_invalid_polygons``), not an error,
+  and a prediction left with none is an empty mask (IoU 0).
   (pycocotools must never see those: it reads a 4-number polygon as a box.)
 
 A malformed RLE prediction raises as a malformed reference does (uvft makes them; they are not
