@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,12 +171,20 @@ def eval_results(spec: ModelSpec, metrics: dict[str, Any], split: str, sources: 
     from huggingface_hub import EvalResult
 
     results = []
-    for t in tasks.all_tasks():
+    shown = [t for t in tasks.all_tasks() if t.NAME in metrics and t.NAME in spec.tasks]
+
+    def dataset_type(task: str) -> str:
+        return " + ".join(dict.fromkeys(sources.hub_ids.get(s, s) for s in spec.tasks[task].sources)) or task
+
+    # The hub groups a model-index's results by task type and dataset, and keeps one task name per
+    # group: two tasks of one type on one dataset (captions and OCR of the same images) would read
+    # back as one. The dataset's config (the task) keeps such tasks apart.
+    groups = Counter((t.HUB_TASK[0], dataset_type(t.NAME)) for t in shown)
+    for t in shown:
         task, (task_type, task_name) = t.NAME, t.HUB_TASK
-        if task not in metrics or task not in spec.tasks:
-            continue
         srcs = spec.tasks[task].sources
         dataset = " + ".join(dict.fromkeys(sources.names.get(s, s) for s in srcs)) or task
+        shared = groups[(task_type, dataset_type(task))] > 1
         for key, metric_type, metric_name in t.CARD_METRICS:
             value = metric_value(metrics, task, key)
             if value is None:
@@ -184,8 +193,9 @@ def eval_results(spec: ModelSpec, metrics: dict[str, Any], split: str, sources: 
                 EvalResult(
                     task_type=task_type,
                     task_name=task_name,
-                    dataset_type=" + ".join(dict.fromkeys(sources.hub_ids.get(s, s) for s in srcs)) or task,
+                    dataset_type=dataset_type(task),
                     dataset_name=dataset,
+                    dataset_config=task if shared else None,
                     dataset_split=split,
                     metric_type=metric_type,
                     metric_name=metric_name,

@@ -304,6 +304,25 @@ def test_card_metrics_of_the_unified_tasks_and_ocr_told_from_captions():
     validate_card(card, metrics, "val")  # reads each result back to its task and key
     with pytest.raises(UvftError, match="ocr character error rate"):
         validate_card(card, {**metrics, "ocr": {"cer": 0.5, "wer": 0.25}}, "val")
+    # captions and OCR of the same images (one dataset): the hub groups results by task type and
+    # dataset, so the dataset's config names the task, and each reads back as itself
+    tasks["ocr"] = TaskSpec(prompt="p", example_target="t", sources=["caption"])
+    shared = eval_results(spec, metrics, "val", _Sources({}, {}, {}))
+    assert {
+        (r.task_name, r.dataset_type, r.dataset_config) for r in shared if r.task_type == "image-to-text"
+    } == {
+        ("Image Captioning", "caption", "caption"),
+        ("Optical Character Recognition", "caption", "ocr"),
+    }
+    assert all(r.dataset_config is None for r in shared if r.task_type != "image-to-text")
+    data = ModelCardData(
+        library_name="peft",
+        pipeline_tag="image-text-to-text",
+        tags=["uvft"],
+        model_name="m",
+        eval_results=shared,
+    )
+    validate_card(ModelCard(f"---\n{data.to_yaml()}\n---\n\nbody\n"), metrics, "val")
 
 
 def test_a_limited_evaluation_is_refused_unless_allowed(trained_run: TrainedRun, tmp_path: Path):
