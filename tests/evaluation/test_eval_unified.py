@@ -102,7 +102,7 @@ def test_florence2_grounding_segmentation_ocr_end_to_end(data, tmp_path):
     assert got[2]["prompt"] == "<OCR_WITH_REGION>" and "regions" in got[2]
 
 
-def test_paligemma_captions_in_two_languages_grounding_segmentation_ocr(data, tmp_path):
+def test_paligemma_captions_in_two_languages_grounding_segmentation_ocr(data, tmp_path, monkeypatch):
     import numpy as np
     import torch
 
@@ -134,6 +134,19 @@ def test_paligemma_captions_in_two_languages_grounding_segmentation_ocr(data, tm
         if r["parsed"]["objects"]:
             mask = vqvae.from_rle(r["parsed"]["mask"])
             assert mask.shape == tuple(reversed(r["image_size"]))
+    # records rebuilt with another codec (a changed model.mask_vae, or a refitted stand-in): the
+    # trained model is still decoded with the codebook its codes came from, the one saved with it
+    import pipeline.evaluation.run as run_module
+
+    other = vqvae.save(vqvae.new(seed=5), tmp_path / "other.safetensors")
+    seen = []
+    real_predict = run_module.predict
+    monkeypatch.setattr(
+        run_module, "predict", lambda *a, **kw: seen.append(kw["mask_vae"]) or real_predict(*a, **kw)
+    )
+    changed = recipe.model_copy(update={"model": recipe.model.model_copy(update={"mask_vae": str(other)})})
+    evaluate_run(changed, adapter=recipe.run_dir, limit=1, batch_size=8, progress=False)
+    assert torch.equal(seen[0].codebook, codec_model.codebook)
 
     model = load_model(recipe.run_dir)
     image = str(data / "images" / "val" / "000016.png")
