@@ -89,40 +89,53 @@ def window_mask(fmt: Any, ex: Example) -> torch.Tensor:
 @dataclass
 class Pending:
     """Segmentation Examples waiting for their codes, in the order the build met them, with
-    whatever the build wants back with each (its split, its stats row)."""
+    whatever the build wants back with each (its split, its stats row). A named codec (`oid`, a
+    path) is read at the first Example, so a missing one stops the build before its pass ends."""
 
     recipe: Recipe
     fmt: Any
     items: list[tuple[Example, Any]] = field(default_factory=list)
+    codec: tuple[vqvae.MaskVQVAE, dict[str, Any]] | None = None
 
     def add(self, ex: Example, ctx: Any) -> None:
+        if not self.items and choice(self.recipe) != STAND_IN:
+            self.codec = resolve(self.recipe, torch.zeros(0, vqvae.SIDE, vqvae.SIDE, dtype=torch.uint8))
         self.items.append((ex, ctx))
 
     def finish(self, *, progress: bool) -> tuple[dict[str, Any], Iterator[tuple[Example, Any]]]:
         """(what codec made the codes, for the build's stats; the Examples with their codes)."""
         if not self.items:
             return {}, iter(())
-        bar = tqdm(total=len(self.items), desc="crop masks", unit=" mask", disable=not progress, leave=False)
-        crops = []
-        for ex, _ in self.items:
-            crops.append(window_mask(self.fmt, ex))
-            bar.update()
+        items, self.items = self.items, []
+        if self.codec is None:  # the stand-in: fitted on the training split's masks
+            train = [ex for ex, ctx in items if ctx[0] == self.recipe.data.train_split]
+            crops = self._crops(train, progress, "crop training masks")
+            self.codec = resolve(self.recipe, crops, progress=progress)
+        vae, info = self.codec
+        bar = tqdm(total=len(items), desc="mask codes", unit=" mask", disable=not progress, leave=False)
+        codes: list[list[int]] = []
+        for i in range(0, len(items), _BATCH):  # cropped batch by batch: memory stays flat
+            batch = self._crops([ex for ex, _ in items[i : i + _BATCH]], False, "")
+            codes += vae.encode(batch.float() / 255).tolist()
+            bar.update(len(batch))
         bar.close()
-        masks = torch.stack(crops)
-        train = [i for i, (_, ctx) in enumerate(self.items) if ctx[0] == self.recipe.data.train_split]
-        vae, info = resolve(self.recipe, masks[train], progress=progress)
-        codes = torch.cat([vae.encode(masks[i : i + _BATCH]) for i in range(0, len(masks), _BATCH)])
-        items = self.items
-        self.items = []
-        coded = zip(items, codes.tolist(), strict=True)
+        coded = zip(items, codes, strict=True)
         return info, ((replace(ex, mask_codes=c), ctx) for (ex, ctx), c in coded)
+
+    def _crops(self, examples: list[Example], progress: bool, desc: str) -> torch.Tensor:
+        """The Examples' masks in their windows, 64x64, as uint8 (0..255: a quarter of float32's memory)."""
+        out = torch.empty(len(examples), vqvae.SIDE, vqvae.SIDE, dtype=torch.uint8)
+        for i, ex in enumerate(tqdm(examples, desc=desc, unit=" mask", disable=not progress, leave=False)):
+            out[i] = (window_mask(self.fmt, ex) * 255).round().to(torch.uint8)
+        return out
 
 
 def resolve(
     recipe: Recipe, train_masks: torch.Tensor, *, progress: bool = True
 ) -> tuple[vqvae.MaskVQVAE, dict[str, Any]]:
     """The recipe's codec and its description (`{"name", "path", "sha256"}`, plus the fit's report
-    for a stand-in fitted now); a stand-in is fitted on `train_masks` unless cached."""
+    for a stand-in fitted now); a stand-in is fitted on `train_masks` (uint8 64x64 crops) unless
+    cached."""
     name = choice(recipe)
     cache = expand_path(recipe.data.cache_dir)
     if name == STAND_IN:
@@ -130,6 +143,11 @@ def resolve(
         info: dict[str, Any] = {"name": STAND_IN, "path": str(path), "masks": len(train_masks), **report}
     else:
         path = vqvae.fetch_oid(cache) if name == OID else expand_path(name)
+        if not path.is_file():
+            raise UvftError(
+                f"model.mask_vae: {path} is not a file; give a .npz or .safetensors in vae-oid.npz's "
+                f"layout, {OID} (big_vision's, fetched once) or {STAND_IN} (fitted on the training masks)"
+            )
         info = {"name": name, "path": str(path)}
     info["sha256"] = vqvae.sha256(path)
     return vqvae.load(path), info

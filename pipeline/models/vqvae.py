@@ -346,6 +346,19 @@ def from_rle(rle: Mapping[str, Any]) -> np.ndarray:
 # ---------------------------------------------------------------------------------- fitting
 
 
+class _UnitView:
+    """uint8 masks read as float in [0, 1] a batch at a time (the whole set stays a quarter the size)."""
+
+    def __init__(self, masks: torch.Tensor) -> None:
+        self.masks = masks
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        return self.masks[index].float() / 255
+
+
 @dataclass
 class FitReport:
     steps: int
@@ -364,14 +377,16 @@ def fit(
     beta: float = 0.25,
     progress: bool = True,
 ) -> tuple[MaskVQVAE, FitReport]:
-    """Train a codec of `vae-oid.npz`'s architecture on masks `[N, 64, 64]` in [0, 1] (crops to
-    their boxes): binary cross-entropy of the decoder's logits, the codebook and commitment losses
-    of VQ-VAE (van den Oord et al. 2017) with the straight-through gradient, the codebook started
-    from encoder outputs and unused entries restarted on them every 100 steps."""
+    """Train a codec of `vae-oid.npz`'s architecture on masks `[N, 64, 64]` in [0, 1], or uint8 in
+    0..255 (crops to their boxes): binary cross-entropy of the decoder's logits, the codebook and
+    commitment losses of VQ-VAE (van den Oord et al. 2017) with the straight-through gradient, the
+    codebook started from encoder outputs and unused entries restarted on them every 100 steps."""
     from tqdm.auto import tqdm
 
     if len(masks) == 0:
         raise UvftError("no masks to fit the mask VQ-VAE on")
+    if masks.dtype == torch.uint8:
+        masks = _UnitView(masks)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     vae = new(seed=seed)

@@ -42,9 +42,10 @@ def plan(recipe: Recipe, records: Any, accelerator: Any) -> BaseModel:
     if recipe.model.id is not None:
         return BaseModel(recipe.model.id)
     start = _tiny_model(recipe, records, accelerator)
+    codes = mask_codes_key(records[recipe.data.train_split])
     stages: list[Recipe] = []
     for step in recipe.model.tiny.stages():
-        stages.append(_base_stage(recipe, step, start))
+        stages.append(_base_stage(recipe, step, start, codes))
         start = Path(stages[-1].output_dir) / "model"
     return BaseModel(str(start), tuple(stages))
 
@@ -72,7 +73,20 @@ def _tiny_model(recipe: Recipe, records: Any, accelerator: Any) -> Path:
     return folder
 
 
-def _base_stage(recipe: Recipe, step: BaseStage, start: Path) -> Recipe:
+def mask_codes_key(train: Any) -> str:
+    """A hash of the training targets that hold mask codes (PaliGemma's `<segNNN>`), "" when none:
+    the codes come from a codec (a refitted stand-in, another model.mask_vae) that the recipe's text
+    does not name, so a base stage trained on other codes must not be reused."""
+    h = hashlib.sha256()
+    found = False
+    for target in train["target"]:
+        if "<seg" in target:
+            h.update(target.encode())
+            found = True
+    return h.hexdigest() if found else ""
+
+
+def _base_stage(recipe: Recipe, step: BaseStage, start: Path, codes: str = "") -> Recipe:
     """The recipe of one base stage: full training of the tiny model from `start` (its random
     weights, or the stage before), its output_dir a cache folder named by a key of everything that
     decides it. A stage's recipe says that stage alone (base_steps, base_sources), so the first
@@ -95,6 +109,6 @@ def _base_stage(recipe: Recipe, step: BaseStage, start: Path) -> Recipe:
         stage.data.sources = [s for s in stage.data.sources if s.name in step.sources]
         if stage.mixture.weights:
             stage.mixture.weights = {k: v for k, v in stage.mixture.weights.items() if k in step.sources}
-    key = hashlib.sha256((dump(stage) + str(start)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((dump(stage) + str(start) + codes).encode()).hexdigest()[:16]
     stage.output_dir = str(expand_path(recipe.data.cache_dir) / "base" / f"{recipe.model.family}-{key}")
     return stage

@@ -548,7 +548,8 @@ def test_paligemma_masks_are_coded_by_the_recipes_codec(tmp_path):
     for rid, phrase in (("s", "the square"), ("t", "the triangle")):
         r = rows[rid]
         ex = Example(rid, "segmentation", "a.png", (100, 50), phrase=phrase, polygons=r["polygons"])
-        codes = codec.encode(window_mask(pali, ex)[None])[0].tolist()
+        window = (window_mask(pali, ex) * 255).round() / 255  # the build keeps crops as uint8
+        codes = codec.encode(window[None])[0].tolist()
         assert r["prompt"] == f"segment {phrase}"
         box = pali.PALI.encode(pali.mask_window(r["polygons"], (100, 50)), (100, 50))
         assert r["target"] == box + "".join(f"<seg{c:03d}>" for c in codes) + f" {phrase}"
@@ -559,6 +560,22 @@ def test_paligemma_masks_are_coded_by_the_recipes_codec(tmp_path):
     vqvae.save(vqvae.new(seed=2), path)
     again = build(load_recipe(_mask_set(tmp_path, str(path))), progress=False)
     assert not again.cached and again.path != built.path
+
+
+def test_a_missing_codec_stops_the_build_at_the_first_mask(tmp_path, monkeypatch):
+    from pipeline.data import mask_codes
+
+    met = []
+    real_add = mask_codes.Pending.add
+    monkeypatch.setattr(
+        mask_codes.Pending, "add", lambda self, ex, ctx: met.append(ex.id) or real_add(self, ex, ctx)
+    )
+    with pytest.raises(
+        UvftError, match=r"model.mask_vae: .*nowhere.npz is not a file; give a .npz or .safetensors"
+    ):
+        build(load_recipe(_mask_set(tmp_path, str(tmp_path / "nowhere.npz"))), progress=False)
+    assert met == ["s"]  # the first segmentation example, not the end of the pass
+    assert not list((tmp_path / "cache" / "records").glob("*/stats.json"))
 
 
 def test_the_stand_in_is_fitted_on_the_training_masks_and_cached(tmp_path, monkeypatch):

@@ -85,6 +85,22 @@ def test_the_base_stage_folder_is_keyed_by_what_decides_it(tmp_path):
     assert stage_dir("model.tiny.base_steps=8") != first
 
 
+def test_the_base_stage_is_keyed_by_the_mask_codes_it_trains_on(tmp_path):
+    """PaliGemma's mask codes come from a codec the recipe's text does not pin (a refitted stand-in):
+    other codes are another base stage; records without codes keep the key they had."""
+    recipe = _recipe(tmp_path, "model.tiny.base_steps=7")
+
+    def stage_dir(targets: list[str]) -> str:
+        records = {**RECORDS, "train": {"prompt": ["segment x"] * len(targets), "target": targets}}
+        return base_model.plan(recipe, records, OneProcess()).stages[0].output_dir
+
+    plain = stage_dir(["a red circle", "circle"])
+    assert base_model.mask_codes_key({"target": ["a red circle", "circle"]}) == ""
+    coded = stage_dir(["a red circle", "<loc0001><loc0002><loc0003><loc0004>" + "<seg001>" * 16 + " x"])
+    recoded = stage_dir(["a red circle", "<loc0001><loc0002><loc0003><loc0004>" + "<seg002>" * 16 + " x"])
+    assert len({plain, coded, recoded}) == 3
+
+
 def test_base_stages_chain_each_from_the_one_before(tmp_path):
     stages = "model.tiny.base_stages=[{steps: 5, sources: [shapes_detection]}, {steps: 3, sources: null}]"
     recipe = _recipe(tmp_path, "model.tiny.base_steps=0", "model.tiny.base_sources=null", stages)
