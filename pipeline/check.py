@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import sources, tasks
+from pipeline import formats, sources, tasks
 from pipeline.data.build import demo_data_pending, source_context
 from pipeline.errors import ModelError, UvftError
 from pipeline.families import FAMILIES
@@ -51,6 +51,7 @@ def check(recipe: Recipe, *, fetch: HubFetch | None = None) -> list[Finding]:
     """Everything `uvft check` says of a valid recipe: the model, then the data."""
     return [
         *model_findings(recipe, fetch=fetch, describe_tiny=True),
+        *mask_vae_findings(recipe),
         *data_findings(recipe, read_one=True),
     ]
 
@@ -58,13 +59,31 @@ def check(recipe: Recipe, *, fetch: HubFetch | None = None) -> list[Finding]:
 def preflight(recipe: Recipe, *, fetch: HubFetch | None = None) -> None:
     """`uvft finetune`'s early checks, before anything is built or loaded: the model id against
     the family and the data paths (no record read). Problems raise one UvftError line."""
-    problems = [
-        f for f in (*model_findings(recipe, fetch=fetch), *data_findings(recipe)) if f.level == PROBLEM
-    ]
+    findings = (*model_findings(recipe, fetch=fetch), *mask_vae_findings(recipe), *data_findings(recipe))
+    problems = [f for f in findings if f.level == PROBLEM]
     if len(problems) == 1:
         raise UvftError(problems[0].message)
     if problems:
         raise UvftError(f"{len(problems)} problems: " + "; ".join(p.message for p in problems))
+
+
+def mask_vae_findings(recipe: Recipe) -> list[Finding]:
+    """`model.mask_vae` naming a file that is not there, for a family that writes masks as codes:
+    said in the first second, not when the build meets its first mask."""
+    name = recipe.model.mask_vae
+    if name in (None, "oid", "stand-in") or not getattr(formats.get(recipe.model.family), "MASK_CODES", 0):
+        return []
+    path = expand_path(name)
+    if path.is_file():
+        return [Finding(OK, "model.mask_vae", f"model.mask_vae {path}: the mask codec's file is there")]
+    return [
+        Finding(
+            PROBLEM,
+            "model.mask_vae",
+            f"model.mask_vae {path}: no such file (a .npz or .safetensors "
+            "in vae-oid.npz's layout; or oid, or stand-in)",
+        )
+    ]
 
 
 def verdict(findings: list[Finding]) -> str:

@@ -415,3 +415,25 @@ def test_check_refuses_an_alias_bomb_at_once_in_bounded_memory(tmp_path: Path, o
     assert (rc, lines) == (2, [f"problem  {message}", "1 problem: recipe"]), proc.stderr[-2000:]
     print(f"uvft check with a bomb under {old.strip()}: peak RSS {peak_mb:.0f} MB")
     assert peak_mb < 400
+
+
+def test_a_mask_codec_file_that_is_not_there_is_a_problem_at_once(data: Path, tmp_path: Path):
+    """PaliGemma writes masks as codes of `model.mask_vae`: a path to no file fails the first second."""
+    missing = tmp_path / "vae-oid.npz"
+    recipe = load_recipe(data / "r.yaml", [f"model.mask_vae={missing}"])
+    with pytest.raises(UvftError) as e:
+        check.preflight(recipe, fetch=_no_hub)
+    assert str(e.value) == (
+        f"model.mask_vae {missing}: no such file (a .npz or .safetensors in vae-oid.npz's layout; or oid, "
+        "or stand-in)"
+    )
+    missing.write_bytes(b"")
+    assert Finding(OK, "model.mask_vae", f"model.mask_vae {missing}: the mask codec's file is there") in (
+        check.check(recipe, fetch=_no_hub)
+    )
+    # Florence-2 writes polygons: the key is not read, so not checked
+    florence = load_recipe(
+        data / "r.yaml", [f"model.mask_vae={tmp_path / 'none.npz'}", "model.family=florence2"]
+    )
+    assert check.mask_vae_findings(florence) == []
+    assert check.mask_vae_findings(load_recipe(data / "r.yaml", ["model.mask_vae=oid"])) == []
