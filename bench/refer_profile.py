@@ -25,8 +25,8 @@ from common import report
 from pycocotools import mask as mask_utils
 
 from pipeline.demo.draw import COLORS, SHAPES
+from pipeline.masks import polygons_to_rle, usable_polygon
 from pipeline.metrics import box_iou
-from pipeline.metrics.segmentation import polygons_to_rle, usable_polygon
 
 
 def phrase_kind(phrase: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import formats, sources, tasks
+from pipeline.data import mask_codes
 from pipeline.data.build import demo_data_pending, source_context
 from pipeline.errors import ModelError, UvftError
 from pipeline.families import FAMILIES
@@ -71,7 +72,7 @@ def mask_vae_findings(recipe: Recipe) -> list[Finding]:
     """`model.mask_vae` naming a file that is not there, for a family that writes masks as codes:
     said in the first second, not when the build meets its first mask."""
     name = recipe.model.mask_vae
-    if name in (None, "oid", "stand-in") or not getattr(formats.get(recipe.model.family), "MASK_CODES", 0):
+    if name in (None, mask_codes.OID, mask_codes.STAND_IN) or not formats.get(recipe.model.family).MASK_CODES:
         return []
     path = expand_path(name)
     if path.is_file():

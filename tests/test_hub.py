@@ -293,14 +293,18 @@ def test_card_metrics_of_the_unified_tasks_and_ocr_told_from_captions():
         ("image-segmentation", "Referring Expression Segmentation", "mask mIoU"): 0.5,
         ("image-segmentation", "Referring Expression Segmentation", "mask oIoU"): 0.55,
     }
-    data = ModelCardData(
-        library_name="peft",
-        pipeline_tag="image-text-to-text",
-        tags=["uvft"],
-        model_name="m",
-        eval_results=results,
-    )
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\nbody\n")
+
+    def card_of(results) -> ModelCard:
+        data = ModelCardData(
+            library_name="peft",
+            pipeline_tag="image-text-to-text",
+            tags=["uvft"],
+            model_name="m",
+            eval_results=results,
+        )
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n\nbody\n")
+
+    card = card_of(results)
     validate_card(card, metrics, "val")  # reads each result back to its task and key
     with pytest.raises(UvftError, match="ocr character error rate"):
         validate_card(card, {**metrics, "ocr": {"cer": 0.5, "wer": 0.25}}, "val")
@@ -315,14 +319,7 @@ def test_card_metrics_of_the_unified_tasks_and_ocr_told_from_captions():
         ("Optical Character Recognition", "caption", "ocr"),
     }
     assert all(r.dataset_config is None for r in shared if r.task_type != "image-to-text")
-    data = ModelCardData(
-        library_name="peft",
-        pipeline_tag="image-text-to-text",
-        tags=["uvft"],
-        model_name="m",
-        eval_results=shared,
-    )
-    validate_card(ModelCard(f"---\n{data.to_yaml()}\n---\n\nbody\n"), metrics, "val")
+    validate_card(card_of(shared), metrics, "val")
 
 
 def test_a_limited_evaluation_is_refused_unless_allowed(trained_run: TrainedRun, tmp_path: Path):

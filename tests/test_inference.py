@@ -455,7 +455,7 @@ def test_a_paligemma_mask_reads_as_text_and_draws(tmp_path):
 
     from pipeline.formats import Prediction
     from pipeline.inference import draw_prediction
-    from pipeline.models.vqvae import to_rle
+    from pipeline.masks import to_rle
     from pipeline.records import Object
 
     mask = np.zeros((16, 20), dtype=bool)

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 # lowest first; a module belongs to the longest prefix that names it
 LAYERS = [
     ("pipeline.errors", "pipeline.records", "pipeline.registry", "pipeline.failpoints", "pipeline.families",
-     "pipeline.folders", "pipeline.runfolder", "pipeline.safe_yaml"),  # how commands write and read folders
+     "pipeline.folders", "pipeline.runfolder", "pipeline.safe_yaml",  # how commands write and read folders
+     "pipeline.masks"),  # polygons and COCO RLEs, as every layer meets them
     ("pipeline.metrics",),  # the fields' reference metrics: functions of plain values
     ("pipeline.tasks",),  # the table of tasks: a task's `score` calls its metric
     # a recipe checks its sources' options; the demo set makes files in the formats the sources read

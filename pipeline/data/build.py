@@ -500,7 +500,7 @@ def cache_key(recipe: Recipe) -> str:
             h.update(f.read_bytes())
     h.update((pkg / "records.py").read_bytes())
     h.update(Path(__file__).read_bytes())
-    if getattr(formats.get(recipe.model.family), "MASK_CODES", 0):  # the codec decides the targets
+    if formats.get(recipe.model.family).MASK_CODES:  # the codec decides the targets
         h.update(mask_codes.key(recipe).encode())
         for module in (mask_codes, mask_codes.vqvae):
             h.update(Path(module.__file__).read_bytes())

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from pipeline import masks
 from pipeline.errors import DataError, UvftError
 from pipeline.models import vqvae
 from pipeline.recipe import Recipe, expand_path
@@ -75,7 +76,7 @@ def key(recipe: Recipe) -> str:
 
 
 def wants_codes(fmt: Any, ex: Example) -> bool:
-    return bool(getattr(fmt, "MASK_CODES", 0)) and ex.task == SEGMENTATION
+    return bool(fmt.MASK_CODES) and ex.task == SEGMENTATION
 
 
 def window_mask(fmt: Any, ex: Example) -> torch.Tensor:
@@ -83,7 +84,7 @@ def window_mask(fmt: Any, ex: Example) -> torch.Tensor:
     box = fmt.mask_window(ex.polygons, ex.image_size)
     if box is None:
         raise DataError("the mask's polygons have no area inside the image", record=ex.id, field="polygons")
-    return vqvae.crop(vqvae.rasterise(ex.polygons, ex.image_size), box)
+    return vqvae.crop(masks.rasterise(ex.polygons, ex.image_size), box)
 
 
 @dataclass

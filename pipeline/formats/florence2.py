@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 
 FAMILY = "florence2"
 LOCATIONS = FLORENCE  # <loc_0>..<loc_999>, x1 y1 x2 y2
+MASK_CODES = 0  # masks are written as polygons, not as codes of a codebook (PaliGemma: 16)
 DETECTION_LISTS_CATEGORIES = False  # `<OD>`: every category it knows
 PROMPTS_NAME_LANGUAGE = False  # pretrained in English only: a caption's language is not in its prompt
 CAPTION_PROMPT = "<CAPTION>"

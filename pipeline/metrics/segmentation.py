@@ -33,7 +33,6 @@ is 0.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,34 +40,12 @@ import datasets
 import evaluate
 import pycocotools.mask as mask_utils
 
+from pipeline.masks import polygons_to_rle, usable_polygon
 from pipeline.metrics import metric_info
 from pipeline.records import ImageSize
 
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 _POLYGONS = datasets.List(datasets.List(datasets.Value("float64")))
-
-
-def usable_polygon(polygon: Any) -> bool:
-    """A flat coordinate list with an even count of at least 6 (3 points), all finite numbers."""
-    if isinstance(polygon, (str, bytes, Mapping)):
-        return False
-    try:
-        values = [float(v) for v in polygon]
-    except (TypeError, ValueError):
-        return False
-    return len(values) >= 6 and len(values) % 2 == 0 and all(math.isfinite(v) for v in values)
-
-
-def polygons_to_rle(polygons: Sequence[Sequence[float]], width: int, height: int) -> dict[str, Any]:
-    """The compressed RLE of the union of ``polygons`` (all usable) on a ``width`` x ``height`` image."""
-    if not polygons:
-        return _empty_rle(width, height)
-    rles = mask_utils.frPyObjects([[float(v) for v in p] for p in polygons], height, width)
-    return mask_utils.merge(rles)
-
-
-def _empty_rle(width: int, height: int) -> dict[str, Any]:
-    return mask_utils.frPyObjects({"size": [height, width], "counts": [width * height]}, height, width)
 
 
 def _compressed_runs(counts: bytes) -> list[int] | None:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import UvftError
+from pipeline.masks import to_rle
 from pipeline.records import Box, ImageSize
 
 logger = logging.getLogger(__name__)
@@ -189,15 +190,13 @@ def new(*, seed: int = 0, dim: int = 512, codes: int = 128) -> MaskVQVAE:
     shapes[ENCODER_OUT] = (dim, 128, 1)
     shapes[DECODER_IN] = (128, dim, 1)
     for layer, (inp, out) in zip(DECODER_UPS, ((128, 128), (128, 64), (64, 32), (32, 16)), strict=True):
-        shapes[layer] = (inp, out, 4)  # ConvTranspose2d's weight is [in, out, k, k]
+        shapes[layer] = (out, inp, 4)
     shapes[DECODER_OUT] = (1, 16, 1)
     arrays: dict[str, np.ndarray] = {}
-    for layer, (a, b_, k) in shapes.items():
-        if layer in DECODER_UPS:  # [in, out, k, k] and one bias per output channel
-            w, bias = conv(b_, a, k)
-            arrays[layer + ".weight"], arrays[layer + ".bias"] = w.transpose(1, 0, 2, 3).copy(), bias
-        else:
-            arrays[layer + ".weight"], arrays[layer + ".bias"] = conv(a, b_, k)
+    for layer, (out, inp, k) in shapes.items():
+        w, arrays[layer + ".bias"] = conv(out, inp, k)
+        # ConvTranspose2d keeps its weight as [in, out, k, k]
+        arrays[layer + ".weight"] = w.transpose(1, 0, 2, 3).copy() if layer in DECODER_UPS else w
     arrays[CODEBOOK] = ((torch.rand(codes, dim, generator=g) * 2 - 1) / codes).numpy()
     return MaskVQVAE(arrays)
 
@@ -313,34 +312,6 @@ def paste(logits: np.ndarray | torch.Tensor, box: Box, size: ImageSize) -> np.nd
     out = np.zeros((h, w), dtype=bool)
     out[y1:y2, x1:x2] = inside
     return out
-
-
-def rasterise(polygons: Sequence[Sequence[float]], size: ImageSize) -> np.ndarray:
-    """The boolean mask `[H, W]` of the union of COCO polygons (pycocotools' rasteriser)."""
-    import pycocotools.mask as mask_utils
-
-    w, h = size
-    usable = [[float(v) for v in p] for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
-    if not usable:
-        return np.zeros((h, w), dtype=bool)
-    rle = mask_utils.merge(mask_utils.frPyObjects(usable, h, w))
-    return mask_utils.decode(rle).astype(bool)
-
-
-def to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """A boolean mask as a compressed COCO RLE with text counts (JSON-safe)."""
-    import pycocotools.mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def from_rle(rle: Mapping[str, Any]) -> np.ndarray:
-    import pycocotools.mask as mask_utils
-
-    counts = rle["counts"]
-    counts = counts.encode("ascii") if isinstance(counts, str) else counts
-    return mask_utils.decode({"size": list(rle["size"]), "counts": counts}).astype(bool)
 
 
 # ---------------------------------------------------------------------------------- fitting

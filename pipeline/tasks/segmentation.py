@@ -92,8 +92,6 @@ def predicted_mask(parsed: Mapping[str, Any]) -> Any:
 
 
 def mask_area(rle: Mapping[str, Any]) -> int:
-    import pycocotools.mask as mask_utils
+    from pipeline.masks import from_rle
 
-    counts = rle["counts"]
-    counts = counts.encode("ascii") if isinstance(counts, str) else counts
-    return int(mask_utils.area({"size": list(rle["size"]), "counts": counts}))
+    return int(from_rle(rle).sum())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import load_model, tasks
+from pipeline import load_model, masks, tasks
 from pipeline.demo import shapes
 from pipeline.evaluation.run import evaluate_run
 from pipeline.recipe import load_recipe
@@ -132,7 +132,7 @@ def test_paligemma_captions_in_two_languages_grounding_segmentation_ocr(data, tm
     assert "whole_image_baseline" in metrics["segmentation"]
     for r in segmentation:  # every piece with a box and 16 codes was decoded into the scored mask
         if r["parsed"]["objects"]:
-            mask = vqvae.from_rle(r["parsed"]["mask"])
+            mask = masks.from_rle(r["parsed"]["mask"])
             assert mask.shape == tuple(reversed(r["image_size"]))
     # records rebuilt with another codec (a changed model.mask_vae, or a refitted stand-in): the
     # trained model is still decoded with the codebook its codes came from, the one saved with it

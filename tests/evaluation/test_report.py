@@ -397,7 +397,7 @@ def test_a_mask_decoded_from_codes_is_drawn_as_a_fill_with_its_box(segmentation)
     """PaliGemma's masks come as pixels (a COCO RLE), with the box the codes were pasted into."""
     import numpy as np
 
-    from pipeline.models.vqvae import to_rle
+    from pipeline.masks import to_rle
 
     mask = np.zeros((64, 64), dtype=bool)
     mask[20:44, 20:44] = True

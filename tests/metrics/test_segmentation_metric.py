@@ -7,13 +7,12 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
+from pipeline.masks import polygons_to_rle
 from pipeline.metrics.segmentation import (
     PRECISION_THRESHOLDS,
     MaskIoU,
     mask_overlap,
-    polygons_to_rle,
     segmentation_metrics,
-    usable_polygon,
 )
 
 
@@ -133,16 +132,6 @@ def test_degenerate_part_is_dropped_not_the_prediction():
     out = segmentation_metrics([[[1, 2, 3, 4], rect(0, 0, 10, 10)]], [[rect(0, 0, 10, 10)]], [(20, 20)])
     assert out["per_example_iou"] == [1.0]
     assert (out["num_empty"], out["num_invalid_polygons"]) == (0, 1)
-
-
-def test_usable_polygon():
-    assert usable_polygon([0, 0, 1, 0, 1, 1])
-    assert usable_polygon(np.array([0.5, 0, 1, 0, 1, 1]))
-    assert not usable_polygon([0, 0, 1, 0])
-    assert not usable_polygon([0, 0, 1, 0, 1, 1, 2])
-    assert not usable_polygon([0, 0, 1, 0, 1, float("inf")])
-    assert not usable_polygon("0,0,1,0,1,1")
-    assert not usable_polygon(None)
 
 
 def test_mean_and_overall_iou_differ():

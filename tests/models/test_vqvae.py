@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline import masks
 from pipeline.errors import UvftError
 from pipeline.models import vqvae
 
@@ -127,25 +128,15 @@ def test_crop_and_paste_are_inverse_on_a_box():
     assert not vqvae.paste(-torch.ones(64, 64), box, size).any()
 
 
-def test_rasterise_and_rle():
-    square = [[0.0, 0.0, 10.0, 0.0, 10.0, 10.0, 0.0, 10.0]]
-    mask = vqvae.rasterise(square, (20, 16))
-    assert mask.shape == (16, 20) and mask.sum() == 100 and mask[:10, :10].all()
-    rle = vqvae.to_rle(mask)
-    assert rle["size"] == [16, 20] and isinstance(rle["counts"], str)
-    assert np.array_equal(vqvae.from_rle(rle), mask)
-    assert not vqvae.rasterise([[1.0, 2.0, 3.0, 4.0]], (20, 16)).any()  # not a polygon: nothing
-
-
 def test_decode_mask_is_the_union_in_the_boxes(codec):
     codes = codec.encode(torch.stack([disc(), disc(r=0.3)]))
     boxes = [(0.0, 0.0, 20.0, 20.0), (30.0, 10.0, 50.0, 30.0)]
     rle = vqvae.decode_mask(codec, boxes, codes.tolist(), (64, 40))
-    got = vqvae.from_rle(rle)
+    got = masks.from_rle(rle)
     logits = codec.decode(codes)
     want = vqvae.paste(logits[0], boxes[0], (64, 40)) | vqvae.paste(logits[1], boxes[1], (64, 40))
     assert np.array_equal(got, want)
-    assert not vqvae.from_rle(vqvae.decode_mask(codec, [], [], (64, 40))).any()
+    assert not masks.from_rle(vqvae.decode_mask(codec, [], [], (64, 40))).any()
 
 
 def test_keep_with_and_in_folder(codec, tmp_path):

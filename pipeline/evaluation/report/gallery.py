@@ -145,11 +145,10 @@ def _draw_masks(image: Image.Image, layers: Sequence[tuple[list, tuple[int, int,
 def _draw_bitmask(image: Image.Image, rle: dict, color: tuple[int, int, int]) -> Image.Image:
     """A COCO RLE mask (in image_size pixels) as a translucent fill, scaled to the display."""
     import numpy as np
-    import pycocotools.mask as mask_utils
 
-    counts = rle["counts"]
-    counts = counts.encode("ascii") if isinstance(counts, str) else counts
-    mask = mask_utils.decode({"size": list(rle["size"]), "counts": counts})
+    from pipeline.masks import from_rle
+
+    mask = from_rle(rle)
     alpha = Image.fromarray((mask * MASK_ALPHA).astype(np.uint8)).resize(image.size, Image.Resampling.NEAREST)
     layer = Image.new("RGBA", image.size, (*color, 0))
     layer.putalpha(alpha)
