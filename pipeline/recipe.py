@@ -210,6 +210,12 @@ class TrainSection(_Strict):
     # one-off compile of about a minute on a CPU, which short runs do not earn back
     # (bench/train_step.py); the held-out loss and generation stay eager
     compile: bool = False
+    # fsdp2: under a launch of several processes, every decoder/encoder block and then the model
+    # are sharded (torch FSDP2, parameters, gradients and optimizer state split across processes)
+    # and checkpoints are sharded too (torch.distributed.checkpoint), resumable with another
+    # process count; null: each process holds the whole model (data parallel). An FSDP launch
+    # config (recipes/accelerate/fsdp.yaml) sets it. pipeline/train/sharding.py
+    sharding: Literal["fsdp2"] | None = None
     num_workers: Int = Field(2, ge=0)
     pin_memory: bool | None = None  # None: when CUDA is used
     persistent_workers: bool = True
@@ -225,7 +231,7 @@ class TrainSection(_Strict):
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
     wandb_project: str | None = None
 
-    _OMIT_AT_DEFAULT = ("epochs", "compile")
+    _OMIT_AT_DEFAULT = ("epochs", "compile", "sharding")
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -253,8 +253,22 @@ def test_accelerate_launch_configs_load(path: Path):
 
 
 def test_accelerate_configs_ship():
-    names = {p.name for p in (ROOT / "recipes/accelerate").glob("*.yaml")}
-    assert names == {"ddp.yaml", "deepspeed_zero2.yaml", "fsdp.yaml"}
+    import yaml
+
+    folder = ROOT / "recipes/accelerate"
+    configs = {p.name: yaml.safe_load(p.read_text()) for p in folder.glob("*.yaml")}
+    kinds = {name: c["distributed_type"] for name, c in configs.items()}
+    assert kinds == {
+        "ddp.yaml": "MULTI_GPU",
+        "fsdp.yaml": "FSDP",  # uvft answers it with train.sharding=fsdp2
+        "multinode.yaml": "MULTI_GPU",
+        "deepspeed_zero2.yaml": "DEEPSPEED",
+        "deepspeed_zero3.yaml": "DEEPSPEED",
+    }
+    assert configs["fsdp.yaml"]["fsdp_config"]["fsdp_version"] == 2
+    assert configs["multinode.yaml"]["num_machines"] == 2
+    zero3 = configs["deepspeed_zero3.yaml"]["deepspeed_config"]
+    assert zero3["zero_stage"] == 3 and zero3["zero3_save_16bit_model"] is True  # the final adapter is gathered
 
 
 def test_mixed_precision_no_survives_yaml():

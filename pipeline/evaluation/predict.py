@@ -95,7 +95,10 @@ def generate(
     bar = tqdm(total=len(records), desc="generate", unit=" rec", disable=not progress)
     for batch in _batches(records, batch_size):
         inputs = _inputs(processor, family, batch, device)
-        out = model.generate(**inputs, generation_config=gen)
+        # every process generates its own records alone (a sharded run gathers the weights first:
+        # pipeline.train.sharding.gathered); transformers would otherwise keep the processes of a
+        # sharded model in step, and each stops after its own number of batches
+        out = model.generate(**inputs, generation_config=gen, synced_gpus=False)
         scores = model.compute_transition_scores(
             out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=True
         )

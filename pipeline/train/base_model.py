@@ -105,6 +105,8 @@ def _base_stage(recipe: Recipe, step: BaseStage, start: Path, codes: str = "") -
     stage.train.val_every = 0
     stage.eval.every = 0
     stage.train.trackers = []
+    # the tiny model fits any process: its base is one cached stage however the fine-tune is sharded
+    stage.train.sharding = None
     if step.sources is not None:
         stage.data.sources = [s for s in stage.data.sources if s.name in step.sources]
         if stage.mixture.weights:

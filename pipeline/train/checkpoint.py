@@ -1,7 +1,8 @@
 """Checkpoints: everything that decides what comes next, written atomically.
 
 A checkpoint folder `checkpoints/step-000120/` holds the trainable weights (`weights/`: the
-adapter, or the full model, as safetensors), `optimizer.pt`, `scheduler.pt`, one `rng-<rank>.pt`
+adapter, or the full model, as safetensors) and `optimizer.pt`, or under train.sharding both in
+`sharded/` (one shard per process, pipeline.train.sharding), `scheduler.pt`, one `rng-<rank>.pt`
 per process, `state.json` (step, sampler position, counters) and `recipe.yaml`, the resolved recipe
 it was trained with (what resume compares a recipe with: the run's own recipe.yaml is rewritten by
 each run, and may be lost). It is written under a hidden temporary name and renamed when complete,
@@ -33,6 +34,7 @@ from pipeline.models.generation import generation_config
 from pipeline.models.spec import ModelSpec
 from pipeline.recipe import Recipe, dump
 from pipeline.runfolder import RECIPE
+from pipeline.train import sharding
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +174,11 @@ def save_checkpoint(
     keep_last: int,
     recipe: str,
     rng: dict[str, Any] | None = None,
+    sharded: bool = False,
 ) -> Path:
-    """Save on every process (RNG per rank: `rng`, else the current one), weights, optimizer and
-    `recipe` (the resolved recipe's YAML, as the run trains it) on the main one; atomic rename."""
+    """Save on every process (RNG per rank: `rng`, else the current one; `sharded`: each process's
+    shard of the weights and optimizer state), the rest (weights, optimizer unless sharded, and
+    `recipe`, the resolved recipe's YAML as the run trains it) on the main one; atomic rename."""
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
@@ -189,10 +193,12 @@ def save_checkpoint(
     if failure is None:
         try:
             torch.save(rng if rng is not None else rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+            if sharded:  # all processes together, each its shard
+                sharding.save(tmp / sharding.FOLDER, model, optimizer)
             if accelerator.is_main_process:
                 (tmp / RECIPE).write_text(recipe)  # listed in the manifest like the rest
                 full_state = {"step": step, "format": FORMAT, **state}
-                _write_main(tmp, accelerator, model, optimizer, scheduler, full_state)
+                _write_main(tmp, accelerator, model, optimizer, scheduler, full_state, weights=not sharded)
             failpoint("checkpoint.write")
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
             failure = write_failure(e, root)
@@ -254,8 +260,18 @@ def any_process(accelerator: Any, flag: bool) -> bool:
     return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "max").item())
 
 
-def _write_main(tmp: Path, accelerator: Any, model, optimizer, scheduler, state: dict[str, Any]) -> None:
-    """The main process's part of a checkpoint: weights, optimizer, scheduler, state.json."""
+def _write_main(
+    tmp: Path, accelerator: Any, model, optimizer, scheduler, state: dict[str, Any], *, weights: bool
+) -> None:
+    """The main process's part of a checkpoint: weights and optimizer (unless sharded: `weights`
+    False), scheduler, state.json."""
+    if weights:
+        _write_weights(tmp, accelerator, model, optimizer)
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _write_weights(tmp: Path, accelerator: Any, model, optimizer) -> None:
     inner = accelerator.unwrap_model(model)
     if hasattr(inner, "peft_config"):  # the adapter (and modules_to_save) only
         inner.save_pretrained(tmp / "weights", safe_serialization=True)
@@ -268,8 +284,6 @@ def _write_main(tmp: Path, accelerator: Any, model, optimizer, scheduler, state:
         (tmp / "weights").mkdir()
         save_model(inner, str(tmp / "weights" / FULL_WEIGHTS))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
 
 def swap_in(tmp: Path, final: Path) -> None:
@@ -300,7 +314,24 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and this process's RNG; return state.json."""
+    """Restore weights, optimizer, scheduler and this process's RNG; return state.json. A sharded
+    checkpoint (`sharded/`) is loaded by all processes together, resharded to this launch."""
+    if (path / sharding.FOLDER).is_dir():
+        sharding.load(path / sharding.FOLDER, model, optimizer)
+    else:
+        _load_weights(path, accelerator, model, optimizer)
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng_file = path / f"rng-{accelerator.process_index}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=True))
+    else:
+        logger.warning(
+            "%s has no RNG state for process %d; dropout will differ", path, accelerator.process_index
+        )
+    return json.loads((path / "state.json").read_text())
+
+
+def _load_weights(path: Path, accelerator: Any, model, optimizer) -> None:
     from safetensors.torch import load_file
 
     inner = accelerator.unwrap_model(model)
@@ -331,15 +362,6 @@ def load_checkpoint(
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng_file = path / f"rng-{accelerator.process_index}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=True))
-    else:
-        logger.warning(
-            "%s has no RNG state for process %d; dropout will differ", path, accelerator.process_index
-        )
-    return json.loads((path / "state.json").read_text())
 
 
 def _tied_keys(model: torch.nn.Module) -> set[str]:
@@ -350,13 +372,21 @@ def _tied_keys(model: torch.nn.Module) -> set[str]:
 
 
 def save_best(
-    model, processor, gen, recipe: Recipe, step: int, value: float, metrics: dict[str, Any]
+    model,
+    processor,
+    gen,
+    recipe: Recipe,
+    step: int,
+    value: float,
+    metrics: dict[str, Any],
+    *,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """<run>/best: adapter (or full model), processor, generation config and best.json, written
     next to it and swapped in whole, so a crash never leaves a half-written best."""
     final, tmp = recipe.run_dir / "best", recipe.run_dir / ".tmp-best"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, processor, gen, tmp)
+    save_model(model, processor, gen, tmp, weights=weights)
     info = {"step": step, "metric": recipe.eval.metric, "value": value, "metrics": metrics}
     (tmp / "best.json").write_text(json.dumps(info, indent=2))
     swap_in(tmp, final)
@@ -372,14 +402,14 @@ def save_final(
     spec: ModelSpec,
     *,
     mask_vae: str | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Adapter (or full model) + processor + pinned generation config + uvft.json (what inference
     needs: pipeline.models.spec) + the mask codec when masks are written as codes + resolved recipe
     + summary (summary.json's fields)."""
     out = run_dir / "model" if recipe.adapter.method == "full" else run_dir
-    save_model(
-        model, processor, generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256), out
-    )
+    gen = generation_config(model, max_new_tokens=recipe.train.max_target_tokens or 256)
+    save_model(model, processor, gen, out, weights=weights)
     spec.save(out)
     if mask_vae is not None:
         vqvae.keep_with(mask_vae, out)
@@ -388,10 +418,12 @@ def save_final(
     logger.info("saved %s to %s", "model" if recipe.adapter.method == "full" else "adapter", out)
 
 
-def save_model(model, processor, gen, out: Path) -> None:
-    """What generation needs from a run: weights (safetensors), processor, pinned generation config."""
+def save_model(model, processor, gen, out: Path, *, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """What generation needs from a run: weights (safetensors), processor, pinned generation config.
+    `weights`: a sharded model's trainable weights gathered whole (sharding.consolidated), written
+    in the model's own format (adapter or model folder) instead of its shards."""
     try:
-        model.save_pretrained(out, safe_serialization=True)
+        model.save_pretrained(out, safe_serialization=True, **({"state_dict": weights} if weights else {}))
         processor.save_pretrained(out)
         gen.save_pretrained(out)
     except (OSError, RuntimeError) as e:

@@ -39,7 +39,7 @@ from pipeline.models.spec import spec_from_records
 from pipeline.recipe import Recipe, dump
 from pipeline.records import TASKS
 from pipeline.runtime import make_accelerator
-from pipeline.train import base_model, setup
+from pipeline.train import base_model, setup, sharding
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.optim import make_optimizer, make_scheduler
 from pipeline.train.signals import StopRequest, TrainingStopped
@@ -107,6 +107,7 @@ def _finetune(
 ) -> RunSummary:
     """Policy and set-up (pipeline.train.setup): run folder, accelerator, records, base model,
     adapter, data, optimizer, resume; then the loop and the run's end."""
+    recipe = sharding.from_launch(recipe)  # an FSDP launch config asks for train.sharding
     cfg, run_dir = recipe.train, recipe.run_dir
     resume_from = setup.run_folder_policy(recipe, resume, overwrite)
     accelerator = accelerator or make_accelerator(recipe, cpu=cpu)
@@ -119,7 +120,9 @@ def _finetune(
     setup.check_splits(recipe, records)
     base = base_model_path(recipe, records, progress=progress, accelerator=accelerator)
     model, processor, trainable, total = setup.build_model(recipe, base, accelerator)
-    train_ds, dropped, sampler, loader, val_loader = setup.build_data(recipe, records, processor, accelerator)
+    train_ds, dropped, sampler, loader, val_loader, val_counted = setup.build_data(
+        recipe, records, processor, accelerator
+    )
     recipe = setup.with_epochs(recipe, len(train_ds), accelerator.num_processes)
     cfg = recipe.train
     if accelerator.is_main_process:
@@ -132,11 +135,16 @@ def _finetune(
         if recipe.eval.every
         else None
     )
-    # Accelerate wraps the model (DDP) and the optimizer. Not prepared: the loader (the sampler
-    # already gives each process its slice of the global sequence) and the scheduler (Accelerate
-    # would step it once per process; our steps are global steps).
-    optimizer = make_optimizer(model, cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    # Accelerate wraps the model (DDP) and the optimizer; under train.sharding uvft shards the
+    # model itself (pipeline.train.sharding) and the optimizer is made on the shards. Not prepared:
+    # the loader (the sampler already gives each process its slice of the global sequence) and
+    # the scheduler (Accelerate would step it once per process; our steps are global steps).
+    if sharding.wanted(recipe) and accelerator.num_processes > 1:
+        model = sharding.shard(model, accelerator)
+        optimizer = make_optimizer(model, cfg)
+    else:
+        optimizer = make_optimizer(model, cfg)
+        model, optimizer = accelerator.prepare(model, optimizer)
     run = Run(
         recipe=recipe,
         accelerator=accelerator,
@@ -148,6 +156,7 @@ def _finetune(
         sampler=sampler,
         loader=loader,
         val_loader=val_loader,
+        val_counted=val_counted,
         evaluator=evaluator,
         state=TrainState(),
         meter=TaskLossMeter(accelerator.device),
@@ -173,10 +182,14 @@ def _finetune(
     # a local base by its absolute path: the run's files resolve from any folder, not only this one
     recorded = runfolder.recorded_base(base)
     summary = _summary(run, base=recorded, trainable=trainable, total=total, dropped=dropped)
+    # a sharded model's weights, gathered onto the main process
+    weights = sharding.consolidated(model, accelerator, frozen=recipe.adapter.method == "full")
     if run.main:
         spec = spec_from_records(recipe.model.family, recorded, recipe.adapter.method, train_ds)
         unwrapped = accelerator.unwrap_model(model)
-        ckpt.save_final(unwrapped, processor, recipe, run_dir, summary.__dict__, spec, mask_vae=mask_vae)
+        ckpt.save_final(
+            unwrapped, processor, recipe, run_dir, summary.__dict__, spec, mask_vae=mask_vae, weights=weights
+        )
     accelerator.wait_for_everyone()
     if cfg.trackers:
         accelerator.end_training()
@@ -204,6 +217,8 @@ def _loop(run: Run, *, progress: bool) -> None:
             _step(run, batches)
             bar.update(1)
             step = state.step
+            if step == run.start_step + 1 and run.main and sharding.active(run.model):
+                logger.info("train.sharding=fsdp2: %s", sharding.held(run.model, run.optimizer))
             if state.nonfinite_in_row >= cfg.max_nonfinite:
                 path = run.save(step)
                 raise NonFiniteLossError(
@@ -261,7 +276,8 @@ def _step(run: Run, batches) -> None:
         global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
     finite = torch.ones((), dtype=torch.bool, device=acc.device)  # read once, after the window
     losses = run.compiled_losses or token_losses  # train.compile: the same function, compiled
-    for batch in window:
+    for i, batch in enumerate(window):
+        sharding.sync_gradients(run.model, i == len(window) - 1)  # sharded: reduce once per window
         with acc.accumulate(run.model), acc.autocast():
             loss_sum, n_tok = losses(run.model, batch, shift=run.shift)
             # Accelerate divides by grad_accum and DDP averages over processes: undo both so the
@@ -301,7 +317,9 @@ def _evaluate(run: Run, step: int) -> None:
     """Generation-based evaluation; the main process logs it and keeps best/ when eval.metric
     improved (evals and best live on the main process: it alone writes state.json)."""
     started = time.perf_counter()
-    metrics = run.evaluator.run(run.model, step)
+    with sharding.gathered(run.model):  # sharded: the whole weights on every process meanwhile
+        metrics = run.evaluator.run(run.model, step)
+    improved = False
     if run.main:
         cfg = run.recipe.eval
         value = headline(metrics, cfg.metric)
@@ -319,12 +337,19 @@ def _evaluate(run: Run, step: int) -> None:
             note,
             time.perf_counter() - started,
         )
-        if improved:
-            unwrapped = run.accelerator.unwrap_model(run.model)
-            path = ckpt.save_best(
-                unwrapped, run.processor, run.evaluator.gen, run.recipe, step, value, metrics
-            )
-            run.state.best = {"step": step, "metric": cfg.metric, "value": value, "path": str(path)}
+    # a sharded model's weights are gathered by all processes together: they all learn the decision
+    if sharding.active(run.model) and ckpt.any_process(run.accelerator, improved):
+        weights = sharding.consolidated(
+            run.model, run.accelerator, frozen=run.recipe.adapter.method == "full"
+        )
+    else:
+        weights = None
+    if run.main and improved:
+        unwrapped = run.accelerator.unwrap_model(run.model)
+        path = ckpt.save_best(
+            unwrapped, run.processor, run.evaluator.gen, run.recipe, step, value, metrics, weights=weights
+        )
+        run.state.best = {"step": step, "metric": run.recipe.eval.metric, "value": value, "path": str(path)}
     run.accelerator.wait_for_everyone()
 
 
@@ -403,7 +428,7 @@ def _rank_zero() -> bool:
 
 def _resume(run: Run, path: Path | None) -> None:
     """Restore the run from the checkpoint `path` (None: a fresh run), after refusing what cannot resume."""
-    setup.check_sharding(run.accelerator, path)
+    setup.check_sharding(run.accelerator, path, eval_every=run.recipe.eval.every)
     if path is None:
         return
     saved = ckpt.load_checkpoint(
@@ -431,21 +456,32 @@ def _resume(run: Run, path: Path | None) -> None:
 def _record_val(run: Run, step: int) -> None:
     """The held-out loss after `step`, kept in the run's state and logged."""
     run.state.val.append(
-        {"step": step, **held_out_loss(run.model, run.val_loader, run.accelerator, shift=run.shift)}
+        {
+            "step": step,
+            **held_out_loss(
+                run.model, run.val_loader, run.accelerator, shift=run.shift, counted=run.val_counted
+            ),
+        }
     )
     _log(run.accelerator, {f"val/{k}": v for k, v in run.state.val[-1].items() if k != "step"}, step)
 
 
 @torch.no_grad()
-def held_out_loss(model, loader, accelerator, *, shift: bool) -> dict[str, float]:
-    """Token-averaged loss per task (and overall) on the fixed held-out subset."""
+def held_out_loss(model, loader, accelerator, *, shift: bool, counted: int | None = None) -> dict[str, float]:
+    """Token-averaged loss per task (and overall) on the fixed held-out subset; `counted`: only
+    the loader's first records count (a sharded run pads every process's share to one length,
+    so that all run the same forward passes together)."""
     model.eval()
     meter = TaskLossMeter(accelerator.device)
+    seen = 0
     for batch in loader:
         batch = _to_device(batch, accelerator.device)
         with accelerator.autocast():
             loss_sum, n_tok = token_losses(model, batch, shift=shift)
-        meter.add(batch["task"], loss_sum, n_tok)
+        keep = len(batch["task"]) if counted is None else max(0, min(len(batch["task"]), counted - seen))
+        seen += len(batch["task"])
+        if keep:
+            meter.add(batch["task"][:keep], loss_sum[:keep], n_tok[:keep])
     model.train()
     return meter.means(accelerator)
 

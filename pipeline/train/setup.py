@@ -26,6 +26,7 @@ from pipeline.models.loss import token_losses
 from pipeline.recipe import Recipe, changes
 from pipeline.runtime import model_dtype
 from pipeline.train import checkpoint as ckpt
+from pipeline.train import sharding
 from pipeline.train.signals import ignore_stop_signals, stop_signals_blocked
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,13 @@ def check_resume_recipe(recipe: Recipe, checkpoint: Path) -> None:
             "%s was written before checkpoints kept their recipe: comparing with %s", checkpoint, source
         )
     diffs = [d for d in changes(saved, recipe) if not d[0].startswith(RESUMABLE)]
+    new = recipe.train.batch_size
+    old = next((d[1] for d in diffs if d[0] == "train.batch_size"), new)
+    problem = _global_batch_problem(checkpoint, old, new)
+    if problem is None:  # the batch size made up for another process count
+        diffs = [d for d in diffs if d[0] != "train.batch_size"]
+    elif all(d[0] == "train.batch_size" for d in diffs):
+        raise UvftError(f"cannot resume {checkpoint}: {problem}")
     if diffs:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diffs[:8])
         more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
@@ -101,36 +109,75 @@ def check_resume_recipe(recipe: Recipe, checkpoint: Path) -> None:
             f"cannot resume {checkpoint} with a changed recipe: {listed}{more} (compared with {source}). "
             "These decide the run already trained; start over with --overwrite or another output_dir. "
             "What may change on resume: train.steps (to extend a run), save/log/eval settings, "
-            "data.root, data.cache_dir"
+            "data.root, data.cache_dir, and train.batch_size with another process count that keeps "
+            "the global batch (train.batch_size x processes)"
         )
 
 
-def check_sharding(accelerator: Any, resume_from: Path | None) -> None:
-    """Say what a sharded launch config really gives, and refuse what is not supported: resuming
-    a sharded run (uvft's checkpoints are written by the main process, which under FSDP and
-    DeepSpeed holds only its shard of the optimizer state)."""
+def processes() -> int:
+    """How many processes this launch has (known before Accelerate is: torchrun's and Accelerate's
+    launchers set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _global_batch_problem(checkpoint: Path, old: int, new: int) -> str | None:
+    """What is wrong with resuming at another global batch (train.batch_size x processes) than the
+    checkpoint's; None when it is the same. Another process count is fine when the batch size makes
+    up for it (2 processes of b after 1 of 2b): the sampler continues the same global sequence, each
+    process its slice. A checkpoint that does not say how many processes wrote it keeps its batch size."""
+    import json
+
+    try:
+        saved = json.loads((checkpoint / "state.json").read_text()).get("processes")
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, int):
+        return (
+            None
+            if old == new
+            else f"train.batch_size changed ({old} -> {new}); resume with train.batch_size={old}"
+        )
+    now = processes()
+    if old * saved == new * now:
+        return None
+    fits = f"train.batch_size={old * saved // now}" if (old * saved) % now == 0 else "another process count"
+    return (
+        f"its global batch was {old * saved} (train.batch_size {old} x {saved} processes), this launch's "
+        f"is {new * now} (train.batch_size {new} x {now}); the global batch decides the run already "
+        f"trained: resume with {fits}"
+    )
+
+
+def check_sharding(accelerator: Any, resume_from: Path | None, *, eval_every: int = 0) -> None:
+    """Say what a DeepSpeed launch config really gives, and refuse what is not supported: resuming
+    under DeepSpeed (uvft's checkpoints are written by the main process, which under ZeRO holds only
+    its partition of the optimizer state), and generation during training under ZeRO-3 (each
+    process would need every other one for each of its forward passes). FSDP launch configs get
+    uvft's own sharding, which does both (pipeline.train.sharding)."""
     from accelerate.utils import DistributedType
 
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    asked = [
-        n
-        for n, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
-        if os.environ.get(env, "").lower() == "true"
-    ]
-    if asked and not sharded and accelerator.is_main_process:
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    asked = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    if asked and not deepspeed and accelerator.is_main_process:
         logger.warning(
-            "the launch config asks for %s, but Accelerate shards only on accelerators: on %s this run "
-            "is plain data parallel over %d processes (each holds the whole model and optimizer)",
-            asked[0],
+            "the launch config asks for DeepSpeed, but Accelerate runs it only on accelerators: on %s "
+            "this run is plain data parallel over %d processes (each holds the whole model and "
+            "optimizer); for sharding on any device set train.sharding=fsdp2",
             accelerator.device.type,
             accelerator.num_processes,
         )
-    if sharded and resume_from is not None:
+    if deepspeed and eval_every and sharding.zero3(accelerator):
         raise UvftError(
-            f"cannot resume {resume_from} under {accelerator.distributed_type.value}: resuming a "
-            "sharded run is not supported yet (its checkpoints do not hold every process's optimizer "
-            "shard); start over with --overwrite, or train with the DDP config "
-            "(recipes/accelerate/ddp.yaml), whose runs resume exactly"
+            "eval.every under DeepSpeed ZeRO-3: generation during training is not supported there "
+            "(weights partitioned across processes); set eval.every=0 and run `uvft eval` on the "
+            "finished model, or train with train.sharding=fsdp2, which evaluates during training"
+        )
+    if deepspeed and resume_from is not None:
+        raise UvftError(
+            f"cannot resume {resume_from} under DeepSpeed: uvft's checkpoints do not hold every "
+            "process's ZeRO partition; start over with --overwrite, or train with train.sharding=fsdp2 "
+            "(recipes/accelerate/fsdp.yaml), whose sharded checkpoints resume exactly, also with "
+            "another number of processes"
         )
 
 
@@ -190,6 +237,7 @@ def banner(recipe: Recipe, train_ds: Any, val_size: int, params: tuple[int, int]
             f"  steps    {cfg.steps:,} = {epochs:.2f} epochs of the training records; global batch {batch} "
             f"({cfg.batch_size} x {cfg.grad_accum} accumulation x {processes} process"
             f"{'es' if processes > 1 else ''})",
+            *([f"  sharding {_sharding_line(cfg.sharding, processes)}"] if cfg.sharding else []),
             f"  lr       {cfg.lr:g}, {cfg.schedule}, {cfg.warmup_steps} warmup steps",
             f"  output   {recipe.run_dir}",
             *(
@@ -199,6 +247,12 @@ def banner(recipe: Recipe, train_ds: Any, val_size: int, params: tuple[int, int]
             ),
         ]
     )
+
+
+def _sharding_line(kind: str, processes: int) -> str:
+    if processes == 1:
+        return f"{kind}: one process holds the whole model; checkpoints sharded (resumable on more)"
+    return f"{kind}: weights, gradients and optimizer state split over the {processes} processes"
 
 
 def build_model(recipe: Recipe, base_model: str, accelerator: Any):
@@ -319,7 +373,9 @@ def apply_adapter(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
 
 def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
     """Over-long targets dropped (and counted), the task-balanced sampler, the training and the
-    held-out loaders: (train_ds, dropped, sampler, loader, val_loader)."""
+    held-out loaders: (train_ds, dropped, sampler, loader, val_loader, val_counted): val_counted, when
+    not None, is how many of this process's held-out records count, the rest padding (sharded runs:
+    every process runs the same held-out batches, each forward pass being one of all processes)."""
     cfg, family = recipe.train, recipe.model.family
     train_ds = records[recipe.data.train_split]
     lengths = measure_targets(train_ds, processor, family)  # tokenized once, for both uses
@@ -357,7 +413,12 @@ def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
     # (shared among the tasks the held-out split has)
     n_tasks = max(1, len(set(val_ds["task"])))
     per_task = max(1, cfg.val_batches * cfg.batch_size * accelerator.num_processes // n_tasks)
-    subset = first_per_task(val_ds["task"], per_task)[accelerator.process_index :: accelerator.num_processes]
+    chosen = first_per_task(val_ds["task"], per_task)
+    subset = chosen[accelerator.process_index :: accelerator.num_processes]
+    val_counted = None
+    if sharding.wanted(recipe) and accelerator.num_processes > 1 and len(chosen):
+        val_counted, width = len(subset), -(-len(chosen) // accelerator.num_processes)
+        subset = [*subset, *[chosen[0]] * (width - len(subset))]
     val_kwargs = {**loader_kwargs, "persistent_workers": False}
     val_loader = StopSafeLoader(
         val_ds.select(subset), shuffle=False, generator=_generator(cfg.seed), **val_kwargs
@@ -365,7 +426,7 @@ def build_data(recipe: Recipe, records: Any, processor: Any, accelerator: Any):
     loader = StopSafeLoader(
         train_ds, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_kwargs
     )
-    return train_ds, dropped, sampler, loader, val_loader
+    return train_ds, dropped, sampler, loader, val_loader, val_counted
 
 
 class StopSafeLoader(DataLoader):

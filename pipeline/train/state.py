@@ -17,6 +17,7 @@ from pipeline.evaluation.evaluator import GenerationEvaluator
 from pipeline.recipe import Recipe, dump
 from pipeline.records import TASKS
 from pipeline.train import checkpoint as ckpt
+from pipeline.train import sharding
 from pipeline.train.signals import StopRequest
 
 
@@ -35,6 +36,7 @@ class Run:
     sampler: MixtureSampler
     loader: Any
     val_loader: Any
+    val_counted: int | None  # how many of the held-out loader's records count (None: all)
     evaluator: GenerationEvaluator | None
     state: TrainState
     meter: TaskLossMeter
@@ -62,6 +64,7 @@ class Run:
             **self.state.state_dict(),
             "sampler": self.sampler.state_dict(),
             "window": self.meter.state(self.accelerator),
+            "processes": self.accelerator.num_processes,  # resume may change it, not the global batch
         }
         path = ckpt.save_checkpoint(
             self.recipe.run_dir,
@@ -74,6 +77,7 @@ class Run:
             keep_last=cfg.keep_last,
             recipe=dump(self.recipe),
             rng=rng,
+            sharded=sharding.wanted(self.recipe),
         )
         self.saved_at = step
         return path

@@ -1,16 +1,13 @@
-"""Several processes (gloo, CPU): one of them killed, and the FSDP launch config on CPU.
+"""Several processes (gloo, CPU): one of them killed, and DeepSpeed's refusal to resume.
 
 - One process killed: the other must not wait forever in a collective. It stops within a bounded
   time with a message that says what happened and where the latest checkpoint is.
-- `recipes/accelerate/fsdp.yaml` on 2 CPU processes: Accelerate shards only on accelerators, so
-  on CPU the run is plain data parallel, and uvft says so. Its losses equal one process with the
-  same global batch, and a kill -9 then `--resume auto` ends exactly where an uninterrupted launch
-  ends. (Real FSDP and DeepSpeed, on GPUs, refuse to resume: test_resume_under_sharding_is_refused.)
+- Sharded runs (train.sharding=fsdp2, and `recipes/accelerate/fsdp.yaml`) resume: test_sharding.py.
+  DeepSpeed's ZeRO partitions are not in uvft's checkpoints: resuming under it is refused.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,12 +16,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fault_runs import ROOT, logged
+from fault_runs import ROOT
 
 from pipeline.errors import UvftError
 from pipeline.failpoints import ENV
-from pipeline.recipe import load_recipe
-from pipeline.train import loop, setup
+from pipeline.train import setup
 
 
 def _common(shapes_root: Path, cache: Path) -> list[str]:
@@ -72,48 +68,13 @@ def test_one_process_killed_the_other_stops_with_a_message(shapes_root, tmp_path
     assert "[rank0]: Traceback" not in err  # one message from the survivor, not a gloo traceback
 
 
-@pytest.mark.slow
-def test_fsdp_config_on_cpu_is_data_parallel_matches_one_process_and_resumes_exactly(shapes_root, tmp_path):
-    cache = tmp_path / "cache"
-    one = loop.train(
-        load_recipe(
-            ROOT / "recipes/demo.yaml",
-            [*_common(shapes_root, cache), f"output_dir={tmp_path / 'one'}", "train.batch_size=4"],
-        ),
-        progress=False,
-        cpu=True,
-    )
-    fsdp = ["--config_file", str(ROOT / "recipes/accelerate/fsdp.yaml")]
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    common = [*_common(shapes_root, cache), "train.batch_size=2"]
-
-    proc, _ = _launch(fsdp, [*common, f"output_dir={straight}"], port=29533)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Accelerate shards only on accelerators: on cpu this run is plain data parallel" in proc.stderr
-    summary = json.loads((straight / "summary.json").read_text())
-    # the same global batch: the same losses and held-out losses as one process of batch 4
-    assert [e["loss"] for e in summary["losses"]] == pytest.approx([e["loss"] for e in one.losses], rel=1e-5)
-    assert [v["all"] for v in summary["val"]] == pytest.approx([v["all"] for v in one.val], rel=1e-5)
-
-    # both processes killed at step 8 (after the checkpoint of step 5), then resumed
-    proc, _ = _launch(fsdp, [*common, f"output_dir={killed}"], port=29535, env={ENV: "step.forward:8"})
-    assert proc.returncode != 0
-    proc, _ = _launch(fsdp, [*common, f"output_dir={killed}"], port=29537, more=["--resume", "auto"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resumed from" in proc.stderr and "step-000005 at step 5" in proc.stderr
-    resumed = json.loads((killed / "summary.json").read_text())
-    assert logged(resumed["losses"]) == logged(summary["losses"])
-    assert resumed["val"] == summary["val"]
-    assert (killed / "adapter_model.safetensors").read_bytes() == (
-        straight / "adapter_model.safetensors"
-    ).read_bytes()
-
-
-@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
-def test_resume_under_sharding_is_refused(kind, tmp_path):
+def test_resume_under_deepspeed_is_refused(tmp_path):
     from accelerate.utils import DistributedType
 
-    acc = SimpleNamespace(distributed_type=DistributedType[kind], is_main_process=True, num_processes=8)
-    setup.check_sharding(acc, None)  # a fresh sharded run goes ahead
-    with pytest.raises(UvftError, match="resuming a sharded run is not supported yet"):
+    acc = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, is_main_process=True, num_processes=8)
+    setup.check_sharding(acc, None)  # a fresh DeepSpeed run goes ahead
+    with pytest.raises(UvftError, match=r"cannot resume .* under DeepSpeed: .* train.sharding=fsdp2"):
         setup.check_sharding(acc, tmp_path / "checkpoints" / "step-000005")
+    # FSDP launch configs get uvft's own sharding (train.sharding=fsdp2), which resumes
+    acc.distributed_type = DistributedType.FSDP
+    setup.check_sharding(acc, tmp_path / "checkpoints" / "step-000005")

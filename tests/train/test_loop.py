@@ -254,7 +254,9 @@ def test_resume_compares_with_the_recipe_the_checkpoint_was_trained_with(
         f"cannot resume {latest} with a changed recipe: adapter.dropout: 0.0 -> 0.2; train.lr: 0.0005 -> "
         f"0.01; train.weight_decay: 0.0 -> 0.1 (compared with {latest}/recipe.yaml). These decide the run "
         "already trained; start over with --overwrite or another output_dir. What may change on resume: "
-        "train.steps (to extend a run), save/log/eval settings, data.root, data.cache_dir"
+        "train.steps (to extend a run), save/log/eval settings, data.root, data.cache_dir, and "
+        "train.batch_size with another process count that keeps the global batch (train.batch_size x "
+        "processes)"
     )
     assert not (run / "recipe.yaml").exists()  # nothing was rewritten as if the run had used them
 

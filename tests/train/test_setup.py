@@ -102,3 +102,46 @@ def test_resuming_over_a_run_whose_recipe_is_an_alias_bomb_is_refused_by_name(tm
         f"{tmp_path / 'recipe.yaml'}: the YAML expands to more than 100000 values through aliases "
         "(&anchor/*alias); a recipe needs far fewer"
     )
+
+
+def test_a_resume_may_change_the_batch_size_only_with_the_process_count_that_keeps_the_global_batch(
+    tmp_path: Path, monkeypatch
+):
+    import json
+
+    from pipeline.recipe import dump
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000004"
+    checkpoint.mkdir(parents=True)
+    saved = _recipe(f"output_dir={tmp_path / 'run'}", "train.batch_size=4", "train.sharding=fsdp2")
+    (checkpoint / "recipe.yaml").write_text(dump(saved))
+    (checkpoint / "state.json").write_text(json.dumps({"step": 4, "processes": 2}))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    setup.check_resume_recipe(
+        saved.model_copy(update={"train": saved.train.model_copy(update={"batch_size": 8})}), checkpoint
+    )
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    setup.check_resume_recipe(
+        saved.model_copy(update={"train": saved.train.model_copy(update={"batch_size": 2})}), checkpoint
+    )
+    for world, batch, hint in (
+        ("1", 4, "train.batch_size=8"),
+        ("2", 8, "train.batch_size=4"),
+        ("3", 3, "another"),
+    ):
+        monkeypatch.setenv("WORLD_SIZE", world)
+        changed = saved.model_copy(update={"train": saved.train.model_copy(update={"batch_size": batch})})
+        with pytest.raises(
+            UvftError,
+            match=rf"its global batch was 8 \(train.batch_size 4 x 2 processes\), .* resume with {hint}",
+        ):
+            setup.check_resume_recipe(changed, checkpoint)
+    # a checkpoint that does not say how many processes wrote it keeps the batch size it had
+    (checkpoint / "state.json").write_text(json.dumps({"step": 4}))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(
+        UvftError, match=r"train.batch_size changed \(4 -> 8\); resume with train.batch_size=4"
+    ):
+        setup.check_resume_recipe(
+            saved.model_copy(update={"train": saved.train.model_copy(update={"batch_size": 8})}), checkpoint
+        )
