@@ -268,7 +268,8 @@ def test_accelerate_configs_ship():
     assert configs["fsdp.yaml"]["fsdp_config"]["fsdp_version"] == 2
     assert configs["multinode.yaml"]["num_machines"] == 2
     zero3 = configs["deepspeed_zero3.yaml"]["deepspeed_config"]
-    assert zero3["zero_stage"] == 3 and zero3["zero3_save_16bit_model"] is True  # the final adapter is gathered
+    assert zero3["zero_stage"] == 3
+    assert zero3["zero3_save_16bit_model"] is True  # the final adapter is gathered from the partitions
 
 
 def test_mixed_precision_no_survives_yaml():
