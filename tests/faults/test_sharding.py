@@ -244,13 +244,16 @@ def test_resume_with_another_number_of_processes_gives_the_same_losses(
 
 @pytest.mark.slow
 def test_a_sharded_full_fine_tune_with_evaluation_equals_one_process(shapes_root, cache, tmp_path):
-    """Florence-2, every weight trained, generation every 3 steps (the weights gathered for it) and
-    best/ kept: the consolidated model is one process's, tied embeddings saved once."""
+    """Florence-2, every weight trained (the vision tower too, activations checkpointed), generation
+    every 3 steps (the weights gathered for it) and best/ kept: the consolidated model is one
+    process's, tied embeddings saved once."""
     common = _common(
         shapes_root,
         cache,
         "model.family=florence2",
         "adapter.method=full",
+        "adapter.freeze_vision=false",  # the vision blocks sharded and trained too
+        "train.gradient_checkpointing=true",
         "adapter.dropout=0.0",
         "eval.every=3",
         "eval.per_task=3",
@@ -260,6 +263,8 @@ def test_a_sharded_full_fine_tune_with_evaluation_equals_one_process(shapes_root
     out = tmp_path / "two"
     proc = launch(2, [*common, "train.batch_size=2", "train.sharding=fsdp2", f"output_dir={out}"])
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # 2 encoder, 2 decoder and 2 vision blocks (DaViT's), then the model
+    assert "train.sharding=fsdp2: 6 blocks and the model sharded over 2 processes" in proc.stderr
     held_p, all_p, _, _ = _held(proc.stderr)
     assert 0.5 <= held_p / all_p < 0.501
     got = summary(out)
