@@ -238,6 +238,15 @@ class TrainSection(_Strict):
     def _yaml_no(cls, v: Any) -> Any:
         return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
 
+    @model_validator(mode="after")
+    def _sharding_precision(self) -> TrainSection:
+        if self.sharding and self.mixed_precision == "fp16":
+            raise ValueError(
+                "sharding: fsdp2 trains in bf16 or fp32: fp16 needs a sharded gradient scaler uvft "
+                "does not have; set train.mixed_precision=bf16"
+            )
+        return self
+
 
 class EvalSection(_Strict):
     """Generation-based evaluation: `uvft eval`, and during training every `every` steps on a fixed

@@ -12,7 +12,7 @@ from yaml_bombs import BILLION_LAUGHS, demo_recipe_with_bomb
 
 from pipeline import safe_yaml
 from pipeline.errors import RecipeError
-from pipeline.recipe import Recipe, TinySection, apply_overrides, load_recipe, load_yaml, reader_params
+from pipeline.recipe import Recipe, TinySection, apply_overrides, dump, load_recipe, load_yaml, reader_params
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -538,3 +538,16 @@ def test_base_stages_or_one_stage_say_the_same():
     ).model.tiny
     assert one.stages() == listed.stages()[:1] and listed.stages()[1].sources is None
     assert load_recipe(ROOT / "recipes/demo.yaml", ["model.tiny.base_steps=0"]).model.tiny.stages() == []
+
+
+def test_sharding_is_fsdp2_or_null_and_refuses_fp16():
+    assert load_recipe(ROOT / "recipes/demo.yaml").train.sharding is None
+    assert load_recipe(ROOT / "recipes/demo.yaml", ["train.sharding=fsdp2"]).train.sharding == "fsdp2"
+    with pytest.raises(RecipeError, match=r"train.sharding: Input should be 'fsdp2'"):
+        load_recipe(ROOT / "recipes/demo.yaml", ["train.sharding=fsdp1"])
+    with pytest.raises(
+        RecipeError, match=r"fp16 needs a sharded gradient scaler .* set train.mixed_precision=bf16"
+    ):
+        load_recipe(ROOT / "recipes/demo.yaml", ["train.sharding=fsdp2", "train.mixed_precision=fp16"])
+    # null at its default: a recipe's dump (and every cache key made from it) is what it was
+    assert "sharding" not in dump(load_recipe(ROOT / "recipes/demo.yaml"))
