@@ -131,6 +131,20 @@ def test_two_sharded_processes_hold_half_and_train_as_one_process(shapes_root, c
         torch.testing.assert_close(mine[k], theirs[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_gradient_accumulation_under_sharding_equals_one_process(shapes_root, cache, tmp_path):
+    """2 micro-batches per step, gradients reduced once per window (set_requires_gradient_sync): the
+    losses of one process with the same micro-batches (2 processes x 1 = 1 process x 2)."""
+    common = _common(shapes_root, cache, "adapter.dropout=0.0", "train.steps=4", "train.grad_accum=2")
+    one = one_process([*common, "train.batch_size=2"], tmp_path / "one")
+    out = tmp_path / "two"
+    proc = launch(2, [*common, "train.batch_size=1", "train.sharding=fsdp2", f"output_dir={out}"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got_loss, got_val = losses(out)
+    assert got_loss == pytest.approx([e["loss"] for e in one.losses], rel=1e-6)
+    assert got_val == pytest.approx([v["all"] for v in one.val], rel=1e-6)
+
+
 @pytest.fixture(scope="module")
 def straight(shapes_root, cache, tmp_path_factory) -> Path:
     """An uninterrupted 2-process sharded run, dropout on: what every interrupted one must equal."""
