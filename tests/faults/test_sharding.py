@@ -296,16 +296,61 @@ def test_a_sharded_full_fine_tune_with_evaluation_equals_one_process(shapes_root
 
 
 FAKE_SRUN = """#!/bin/bash
-# Slurm's srun for a 2-node job on one host: the task once per "node", SLURM_NODEID 0 and 1
+# Slurm's srun for a 2-node job on one host: the task once per "node", SLURM_NODEID 0 and 1; a
+# SIGTERM is passed on to the tasks, as srun does
 while [[ "$1" == --* ]]; do shift; done
 SLURM_NODEID=0 "$@" & first=$!
 SLURM_NODEID=1 "$@" & second=$!
-wait $first; a=$?; wait $second; b=$?
-exit $(( a > b ? a : b ))
+trap 'kill -TERM $first $second 2>/dev/null' TERM
+status=0
+for pid in $first $second; do
+  while true; do
+    wait $pid; rc=$?
+    kill -0 $pid 2>/dev/null || break  # (a wait that a trapped signal cut short: wait again)
+  done
+  [ $rc -gt $status ] && status=$rc
+done
+exit $status
 """
 FAKE_SCONTROL = """#!/bin/bash
 [ "$1 $2" = "show hostnames" ] && echo 127.0.0.1
+[ "$1" = "requeue" ] && echo "requeue $2" >> "$(dirname "$0")/scontrol.log"
+exit 0
 """
+
+
+def _slurm(tmp_path: Path, config: str) -> tuple[Path, dict[str, str]]:
+    """A bin folder with the fake srun and scontrol, and the environment of a 2-node job (one
+    process per node) running recipes/slurm/finetune.sbatch with `config`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = _env(
+        {
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "SLURM_JOB_NUM_NODES": "2",
+            "SLURM_GPUS_ON_NODE": "1",
+            "SLURM_JOB_NODELIST": "node[1-2]",
+            "SLURM_JOB_ID": "7",
+            "UVFT_PYTHON": sys.executable,
+            "UVFT_LAUNCH_CONFIG": str(ROOT / "recipes/accelerate" / config),
+            "UVFT_PORT": str(_port()),
+            "UVFT_LAUNCH_ARGS": "--mixed_precision no --dynamo_backend no",
+        }
+    )
+    return bin_dir, env
+
+
+def _sbatch(args: list[str]) -> list[str]:
+    return [
+        "bash",
+        str(ROOT / "recipes/slurm/finetune.sbatch"),
+        str(ROOT / "recipes/demo.yaml"),
+        *args,
+        "--no-progress",
+    ]
 
 
 @pytest.mark.slow
@@ -321,30 +366,16 @@ def test_a_two_node_slurm_job_on_one_host_trains_as_one_machine(
     one_node = tmp_path / "one_node"
     proc = launch(2, [*common, f"train.sharding={sharding}", f"output_dir={one_node}"])
     assert proc.returncode == 0, proc.stderr[-4000:]
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
     out = tmp_path / "two_nodes"
-    env = _env(
-        {
-            "PATH": f"{bin_dir}:{os.environ['PATH']}",
-            "SLURM_JOB_NUM_NODES": "2",
-            "SLURM_GPUS_ON_NODE": "1",
-            "SLURM_JOB_NODELIST": "node[1-2]",
-            "SLURM_JOB_ID": "7",
-            "UVFT_PYTHON": sys.executable,
-            "UVFT_LAUNCH_CONFIG": str(ROOT / "recipes/accelerate" / config),
-            "UVFT_PORT": str(_port()),
-            "UVFT_LAUNCH_ARGS": "--mixed_precision no --dynamo_backend no",
-        }
-    )
+    _, env = _slurm(tmp_path, config)
     job = subprocess.run(
-        ["bash", str(ROOT / "recipes/slurm/finetune.sbatch"), str(ROOT / "recipes/demo.yaml"), *common,
-         f"output_dir={out}", "--no-progress"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        _sbatch([*common, f"output_dir={out}"]),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert job.returncode == 0, job.stderr[-4000:]
     if sharding == "fsdp2":  # the FSDP config asks for it
         assert "the launch config asks for FSDP: train.sharding=fsdp2" in job.stderr
@@ -352,3 +383,42 @@ def test_a_two_node_slurm_job_on_one_host_trains_as_one_machine(
     got, want = summary(out), summary(one_node)
     assert [e["loss"] for e in got["losses"]] == pytest.approx([e["loss"] for e in want["losses"]], rel=1e-6)
     assert [v["all"] for v in got["val"]] == pytest.approx([v["all"] for v in want["val"]], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_slurm_sigterm_stops_the_job_with_a_checkpoint_and_the_requeued_job_finishes_it(
+    shapes_root, cache, tmp_path
+):
+    """The time limit's `--signal=B:TERM` reaches the batch script: it passes SIGTERM on to every
+    training process (through srun), waits for their checkpoint, and requeues the job; the requeued
+    job (the same script again) resumes and ends where a job that never stopped ends."""
+    common = _common(shapes_root, cache, "adapter.dropout=0.1", "train.batch_size=2", "train.sharding=fsdp2")
+    one_node = tmp_path / "one_node"
+    proc = launch(2, [*common, f"output_dir={one_node}"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    bin_dir, env = _slurm(tmp_path, "fsdp.yaml")
+    out = tmp_path / "job"
+    job = subprocess.Popen(
+        _sbatch([*common, f"output_dir={out}"]),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "step-000003").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)  # to the batch shell alone, as --signal=B:TERM sends it
+    stdout, stderr = job.communicate(timeout=180)
+    assert job.returncode == 0, stderr[-4000:]
+    assert "uvft: stopped on SIGTERM" in stdout and "requeueing job 7" in stdout, stdout + stderr[-3000:]
+    assert (bin_dir / "scontrol.log").read_text() == "requeue 7\n"
+    stopped = int(re.search(r"SIGTERM: stopped after step (\d+)", stderr).group(1))
+    assert 3 <= stopped < 8 and (out / "checkpoints" / f"step-{stopped:06d}").is_dir()
+
+    requeued = subprocess.run(_sbatch([*common, f"output_dir={out}"]), env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+    assert requeued.returncode == 0, requeued.stderr[-4000:]
+    assert f"at step {stopped}" in requeued.stderr
+    _same_run(out, one_node)  # the same 2 processes, one stop and one resume: bitwise
