@@ -397,13 +397,14 @@ def base_model_path(recipe: Recipe, records: Any, *, progress: bool, accelerator
     for i, stage in enumerate(base.stages, 1):
         if base_model.stage_trained(stage):
             continue
-        logger.info(
-            "base stage%s: full training of the tiny model for %d steps on %s (cached in %s)",
-            f" {i} of {len(base.stages)}" if len(base.stages) > 1 else "",
-            stage.train.steps,
-            ", ".join(s.name for s in stage.data.sources),
-            stage.output_dir,
-        )
+        if accelerator.is_main_process:  # said once per launch, not once per process
+            logger.info(
+                "base stage%s: full training of the tiny model for %d steps on %s (cached in %s)",
+                f" {i} of {len(base.stages)}" if len(base.stages) > 1 else "",
+                stage.train.steps,
+                ", ".join(s.name for s in stage.data.sources),
+                stage.output_dir,
+            )
         # resume="auto": an interrupted base stage continues where it stopped. Another run that
         # needs the same base stage waits for this one, then finds it trained.
         lock = folders.locked(Path(stage.output_dir), "uvft finetune (base stage)", wait=True)
