@@ -5,6 +5,7 @@ task-balanced sampler, the training and held-out loaders). loop._finetune calls 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -125,8 +126,6 @@ def _global_batch_problem(checkpoint: Path, old: int, new: int) -> str | None:
     checkpoint's; None when it is the same. Another process count is fine when the batch size makes
     up for it (2 processes of b after 1 of 2b): the sampler continues the same global sequence, each
     process its slice. A checkpoint that does not say how many processes wrote it keeps its batch size."""
-    import json
-
     try:
         saved = json.loads((checkpoint / "state.json").read_text()).get("processes")
     except (OSError, ValueError):

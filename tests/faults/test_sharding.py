@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -91,6 +92,16 @@ def one_process(args: list[str], out: Path):
     return loop.train(load_recipe(ROOT / "recipes/demo.yaml", [*args, f"output_dir={out}"]), progress=False)
 
 
+def against_one_process(common: list[str], tmp_path: Path, *, batch: int) -> tuple[Any, Path, str]:
+    """One process of batch 2 x `batch` in this one, and a launch of 2 sharded processes of `batch`:
+    (one's summary, the launch's run folder, its stderr)."""
+    one = one_process([*common, f"train.batch_size={2 * batch}"], tmp_path / "one")
+    out = tmp_path / "two"
+    proc = launch(2, [*common, f"train.batch_size={batch}", "train.sharding=fsdp2", f"output_dir={out}"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return one, out, proc.stderr
+
+
 def _held(stderr: str) -> tuple[int, int, int, int]:
     m = re.search(
         r"holds ([\d,]+) of ([\d,]+) parameter bytes and ([\d,]+) of ([\d,]+) optimizer-state bytes", stderr
@@ -102,18 +113,15 @@ def _held(stderr: str) -> tuple[int, int, int, int]:
 
 def test_two_sharded_processes_hold_half_and_train_as_one_process(shapes_root, cache, tmp_path):
     common = _common(shapes_root, cache, "adapter.dropout=0.0", "train.steps=4")
-    one = one_process([*common, "train.batch_size=4"], tmp_path / "one")
-    out = tmp_path / "two"
-    proc = launch(2, [*common, "train.batch_size=2", "train.sharding=fsdp2", f"output_dir={out}"])
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, out, err = against_one_process(common, tmp_path, batch=2)
     # every block and the model sharded: the main process holds half of every parameter and of the
     # optimizer state (AdamW's step counters, one scalar per tensor, are whole on each)
-    assert "train.sharding=fsdp2: 4 blocks and the model sharded over 2 processes" in proc.stderr
-    held_p, all_p, held_o, all_o = _held(proc.stderr)
+    assert "train.sharding=fsdp2: 4 blocks and the model sharded over 2 processes" in err
+    held_p, all_p, held_o, all_o = _held(err)
     print(f"parameters {held_p:,} of {all_p:,} bytes; optimizer state {held_o:,} of {all_o:,} bytes")
     # (a tensor of an odd number of rows gives the first process the extra row)
     assert 0.5 <= held_p / all_p < 0.501 and 0.5 <= held_o / all_o < 0.501
-    assert sum(1 for line in proc.stderr.splitlines() if "optimizer-state" in line) == 1  # said once
+    assert sum(1 for line in err.splitlines() if "optimizer-state" in line) == 1  # said once
     # the same global batch: the losses and held-out losses of one process of batch 4
     got_loss, got_val = losses(out)
     assert got_loss == pytest.approx([e["loss"] for e in one.losses], rel=1e-6)
@@ -136,10 +144,7 @@ def test_gradient_accumulation_under_sharding_equals_one_process(shapes_root, ca
     """2 micro-batches per step, gradients reduced once per window (set_requires_gradient_sync): the
     losses of one process with the same micro-batches (2 processes x 1 = 1 process x 2)."""
     common = _common(shapes_root, cache, "adapter.dropout=0.0", "train.steps=4", "train.grad_accum=2")
-    one = one_process([*common, "train.batch_size=2"], tmp_path / "one")
-    out = tmp_path / "two"
-    proc = launch(2, [*common, "train.batch_size=1", "train.sharding=fsdp2", f"output_dir={out}"])
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, out, _ = against_one_process(common, tmp_path, batch=1)
     got_loss, got_val = losses(out)
     assert got_loss == pytest.approx([e["loss"] for e in one.losses], rel=1e-6)
     assert got_val == pytest.approx([v["all"] for v in one.val], rel=1e-6)
@@ -273,13 +278,10 @@ def test_a_sharded_full_fine_tune_with_evaluation_equals_one_process(shapes_root
         "eval.per_task=3",
         "eval.max_new_tokens=8",
     )
-    one = one_process([*common, "train.batch_size=4"], tmp_path / "one")
-    out = tmp_path / "two"
-    proc = launch(2, [*common, "train.batch_size=2", "train.sharding=fsdp2", f"output_dir={out}"])
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, out, err = against_one_process(common, tmp_path, batch=2)
     # 2 encoder, 2 decoder and 2 vision blocks (DaViT's), then the model
-    assert "train.sharding=fsdp2: 6 blocks and the model sharded over 2 processes" in proc.stderr
-    held_p, all_p, _, _ = _held(proc.stderr)
+    assert "train.sharding=fsdp2: 6 blocks and the model sharded over 2 processes" in err
+    held_p, all_p, _, _ = _held(err)
     assert 0.5 <= held_p / all_p < 0.501
     got = summary(out)
     assert [e["loss"] for e in got["losses"]] == pytest.approx([e["loss"] for e in one.losses], rel=1e-6)
